@@ -1,0 +1,41 @@
+"""Ember: a deep-learning framework built around an optimizing compiler.
+
+    g = ember.trace(model, x)        # static graph IR; print(g) gives the text form
+    exe = ember.compile(model, x)    # an executable: exe(x) -> numpy
+    g2 = ember.parse(str(g))         # the text form parses back
+"""
+
+from ember import nn
+from ember.driver import Executable, compile, jit
+from ember.errors import (
+    EmberError,
+    ExecutionError,
+    IRParseError,
+    IRVerifyError,
+    LoweringError,
+    PassFailed,
+    ShapeError,
+    TraceError,
+    UnsupportedError,
+)
+from ember.frontend.tensor import Tensor, concatenate, pad, split, stack, where
+from ember.frontend.tracer import TensorSpec, trace
+from ember.interpreter import interpret
+from ember.ir.graph import Graph, GraphBuilder, Node, Value
+from ember.ir.parser import parse_graph
+from ember.ir.printer import print_graph
+from ember.ir.types import DType, TensorType
+from ember.ir.verify import verify
+from ember.nn.init import manual_seed
+
+__version__ = "0.1.0"
+
+parse = parse_graph
+
+__all__ = [
+    "DType", "EmberError", "Executable", "ExecutionError", "Graph", "GraphBuilder",
+    "IRParseError", "IRVerifyError", "LoweringError", "Node", "PassFailed", "ShapeError",
+    "Tensor", "TensorSpec", "TensorType", "TraceError", "UnsupportedError", "Value",
+    "__version__", "compile", "concatenate", "interpret", "jit", "manual_seed", "nn", "pad",
+    "parse", "parse_graph", "print_graph", "split", "stack", "trace", "verify", "where",
+]

@@ -1,0 +1,130 @@
+"""`ember.compile` and `ember.jit`: from a model and example inputs to a callable executable.
+
+    exe = ember.compile(model, x)     # trace, optimize, generate code
+    y = exe(x)                        # numpy in, numpy out
+    exe.graph                         # the IR that runs; exe.report() shows how it was made
+
+`opt_level` 0 runs the reference interpreter op by op (the naive baseline). Until the compiled
+backends land, every level runs the interpreter on the traced graph.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ember.errors import EmberError, UnsupportedError
+from ember.frontend.tracer import TensorSpec, trace_with_info
+from ember.interpreter import Interpreter, check_inputs
+from ember.ir.graph import Graph
+
+TARGETS = ("cpu", "cuda")
+
+
+@dataclass
+class Executable:
+    """A compiled graph: call it with numpy arrays shaped like the example inputs."""
+
+    graph: Graph  # the IR that runs
+    traced: Graph  # the IR as traced, before any pass
+    single_output: bool = True
+    opt_level: int = 0
+    target: str = "cpu"
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+
+    def __post_init__(self) -> None:
+        self._interpreter = Interpreter(self.graph)
+
+    def __call__(self, *args: Any) -> np.ndarray | tuple[np.ndarray, ...]:
+        arrays = check_inputs(self.graph, [_as_input(a) for a in args])
+        results = self._interpreter.run_graph(self.graph, arrays)
+        return results[0] if self.single_output else results
+
+    def report(self) -> str:
+        """What was built and how long each stage took."""
+        lines = [f"executable @{self.graph.name}: target={self.target} opt_level={self.opt_level}",
+                 f"  nodes: {len(self.traced.nodes)} traced, {len(self.graph.nodes)} optimized"]
+        weights = sum(n.outputs[0].type.nbytes for n in self.graph.nodes if n.op == "const")
+        lines.append(f"  constants: {weights} bytes")
+        for stage, seconds in self.timings.items():
+            lines.append(f"  {stage:<10} {seconds * 1e3:9.2f} ms")
+        return "\n".join(lines)
+
+
+def _as_input(arg: Any) -> Any:
+    """Accept anything array-like (a PyTorch tensor too) without copying numpy arrays."""
+    if isinstance(arg, np.ndarray):
+        return arg
+    if hasattr(arg, "detach") and hasattr(arg, "numpy"):
+        return arg.detach().cpu().numpy()
+    return np.asarray(arg)
+
+
+def compile(fn: Callable[..., Any], *example_inputs: Any, target: str = "cpu",
+            opt_level: int = 3, passes: Any = None) -> Executable:
+    """Trace `fn` (nn.Module or function) on example inputs and build an executable."""
+    if target not in TARGETS:
+        raise UnsupportedError(f"target {target!r} (known targets: {', '.join(TARGETS)})")
+    if target == "cuda":
+        raise UnsupportedError("target 'cuda' is not available yet")
+    if opt_level not in (0, 1, 2, 3):
+        raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
+    start = time.perf_counter()
+    graph, single, _ = trace_with_info(fn, *example_inputs)
+    timings = {"trace": time.perf_counter() - start}
+    return Executable(graph, graph, single, opt_level, target, timings)
+
+
+def _signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
+    key = []
+    for arg in args:
+        if isinstance(arg, (np.ndarray, TensorSpec)) or hasattr(arg, "__array__"):
+            array = arg if isinstance(arg, TensorSpec) else np.asarray(arg)
+            key.append(("array", tuple(array.shape), str(np.dtype(array.dtype))))
+        else:
+            key.append(("static", arg))
+    return tuple(key)
+
+
+def jit(fn: Callable[..., Any] | None = None, *, opt_level: int = 3, target: str = "cpu") -> Any:
+    """Decorator: trace and compile on the first call for each input signature, then reuse.
+
+    Array arguments are traced; other arguments (ints, strings, ...) are static: each value
+    gets its own compiled version.
+    """
+    if fn is None:
+        return functools.partial(jit, opt_level=opt_level, target=target)
+    cache: dict[tuple[Any, ...], Executable] = {}
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any) -> Any:
+        key = _signature(args)
+        exe = cache.get(key)
+        arrays = [a for a, k in zip(args, key, strict=True) if k[0] == "array"]
+        if exe is None:
+            statics = {i: a for i, (a, k) in enumerate(zip(args, key, strict=True))
+                       if k[0] == "static"}
+            exe = compile(_bind_static(fn, statics, len(args)), *arrays, opt_level=opt_level,
+                          target=target)
+            cache[key] = exe
+        return exe(*arrays)
+
+    wrapper.cache = cache  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _bind_static(fn: Callable[..., Any], statics: dict[int, Any], count: int) -> Callable[..., Any]:
+    if not statics:
+        return fn
+
+    def bound(*arrays: Any) -> Any:
+        supplied = iter(arrays)
+        return fn(*(statics[i] if i in statics else next(supplied) for i in range(count)))
+
+    bound.__name__ = getattr(fn, "__name__", "main")
+    return bound

@@ -1,0 +1,124 @@
+"""Node attributes: a small immutable, hashable mapping, and `Const`, a hashable numpy array.
+
+Attribute values are `int | float | bool | str | tuple[AttrValue, ...] | Const`. Because `Attrs`
+hashes by content (and `Const` by dtype, shape and digest), `(op, inputs, attrs)` is a valid key
+for common-subexpression elimination.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import weakref
+from collections.abc import Iterator, Mapping
+from typing import Union
+
+import numpy as np
+
+from ember.ir.types import DType, TensorType
+
+AttrValue = Union[int, float, bool, str, "Const", tuple["AttrValue", ...]]
+
+# Every Const whose data is alive, by digest. The printer writes large constants as
+# `dense_blob<...: sha1:...>`; the parser finds their data here, so `parse(print(g))` is the
+# same graph within a process. Entries vanish when the last Const holding the data goes.
+_BLOBS: weakref.WeakValueDictionary[str, _Blob] = weakref.WeakValueDictionary()
+
+
+class _Blob:
+    """Holder of one constant's array (numpy arrays themselves cannot be weakly referenced)."""
+
+    __slots__ = ("__weakref__", "array")
+
+    def __init__(self, array: np.ndarray) -> None:
+        self.array = array
+
+
+class Const:
+    """An immutable numpy array used as an attribute (weights, folded constants).
+
+    The array is copied and made read-only, so nothing a user passed in is aliased or modified.
+    `data` is None only for a constant parsed from a `dense_blob` whose data is not in memory.
+    """
+
+    __slots__ = ("_blob", "digest", "type")
+
+    def __init__(self, array: np.ndarray | None, type_: TensorType | None = None,
+                 digest: str | None = None) -> None:
+        if array is None:
+            assert type_ is not None and digest is not None
+            self.type, self.digest = type_, digest
+            self._blob = _BLOBS.get(digest)
+            return
+        data = np.array(array, copy=True, order="C")
+        data.flags.writeable = False
+        self.type = TensorType.of(data)
+        self.digest = hashlib.sha1(
+            data.tobytes() + str(self.type).encode(), usedforsecurity=False
+        ).hexdigest()
+        self._blob = _BLOBS.get(self.digest)
+        if self._blob is None:
+            self._blob = _Blob(data)
+            _BLOBS[self.digest] = self._blob
+
+    @property
+    def data(self) -> np.ndarray | None:
+        return None if self._blob is None else self._blob.array
+
+    @property
+    def dtype(self) -> DType:
+        return self.type.dtype
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.type.shape
+
+    def __hash__(self) -> int:
+        return hash(self.digest)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Const) and other.digest == self.digest
+
+    def __repr__(self) -> str:
+        return f"Const({self.type}, sha1:{self.digest[:12]})"
+
+
+class Attrs(Mapping[str, AttrValue]):
+    """An immutable, hashable, sorted mapping from attribute name to value."""
+
+    __slots__ = ("_hash", "_items")
+
+    def __init__(self, items: Mapping[str, AttrValue] | None = None, **kwargs: AttrValue) -> None:
+        merged = dict(items or {}, **kwargs)
+        self._items: tuple[tuple[str, AttrValue], ...] = tuple(sorted(merged.items()))
+        self._hash = hash(self._items)
+
+    def __getitem__(self, key: str) -> AttrValue:
+        for name, value in self._items:
+            if name == key:
+                return value
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Attrs):
+            return self._items == other._items
+        return isinstance(other, Mapping) and dict(self._items) == dict(other)
+
+    def replace(self, **changes: AttrValue) -> Attrs:
+        """A copy with some attributes set."""
+        return Attrs(dict(self._items), **changes)
+
+    def without(self, *names: str) -> Attrs:
+        """A copy without the named attributes."""
+        return Attrs({k: v for k, v in self._items if k not in names})
+
+    def __repr__(self) -> str:
+        return "Attrs(" + ", ".join(f"{k}={v!r}" for k, v in self._items) + ")"

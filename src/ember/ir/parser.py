@@ -1,0 +1,324 @@
+"""Parser of the graph IR text form (the grammar is in `ember.ir.printer`).
+
+Errors are `IRParseError`s that carry `line:col` and show the source line with a caret:
+
+    IRParseError: 3:18: expected ':' before result type
+      %0 = relu(%x) f32[4]
+                   ^
+The parser checks syntax and names; types are checked against the op rules by `verify`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ember.errors import IRParseError
+from ember.ir.attrs import Attrs, AttrValue, Const
+from ember.ir.graph import Graph, Node, Value
+from ember.ir.types import DType, TensorType, check_layout
+
+_TOKEN_RE = re.compile(
+    r"""
+    (?P<space>[ \t\r]+)
+  | (?P<newline>\n)
+  | (?P<comment>//[^\n]*)
+  | (?P<type>(?:f32|f64|i32|i64|bool)\[[0-9,\s]*\](?:\{[a-z0-9_]*\})?)
+  | (?P<digest>sha1:[0-9a-f]{40})
+  | (?P<value>%[A-Za-z0-9_.]+)
+  | (?P<symbol>@[A-Za-z_][A-Za-z0-9_.]*)
+  | (?P<string>"(?:[^"\\\n]|\\.)*")
+  | (?P<arrow>->)
+  | (?P<number>[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|inf|nan)(?![A-Za-z0-9_]))
+  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<punct>[(){}\[\],=:^<>])
+    """,
+    re.VERBOSE,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    kind: str
+    text: str
+    line: int
+    col: int
+
+
+def tokenize(text: str) -> list[Token]:
+    """Split text into tokens with positions; newlines are dropped, comments are kept."""
+    tokens: list[Token] = []
+    line, line_start, pos = 1, 0, 0
+    while pos < len(text):
+        match = _TOKEN_RE.match(text, pos)
+        col = pos - line_start + 1
+        if match is None:
+            source = text[line_start:].split("\n", 1)[0]
+            raise IRParseError(f"unexpected character {text[pos]!r}", line, col, source)
+        kind = match.lastgroup or ""
+        if kind == "newline":
+            line, line_start = line + 1, match.end()
+        elif kind != "space":
+            tokens.append(Token(kind, match.group(), line, col))
+        pos = match.end()
+    tokens.append(Token("eof", "", line, pos - line_start + 1))
+    return tokens
+
+
+def parse_type(text: str) -> TensorType:
+    """`f32[8,256]{nhwc}` -> TensorType."""
+    dtype_text, rest = text.split("[", 1)
+    dims_text, layout_text = rest.split("]", 1)
+    dims = tuple(int(d) for d in dims_text.replace(" ", "").split(",") if d)
+    layout = check_layout(layout_text.strip("{}"))
+    return TensorType(DType(dtype_text), dims, layout)
+
+
+class _Parser:
+    def __init__(self, text: str) -> None:
+        self.lines = text.split("\n")
+        self.tokens = tokenize(text)
+        self.pos = 0
+        self.scopes: list[dict[str, Value]] = []
+
+    # -- token helpers -------------------------------------------------------------------------
+
+    def _next_index(self) -> int:
+        """Index of the next token that is not a comment (comments are skipped lazily, so a
+        statement's trailing comment is still there to be read as its location)."""
+        index = self.pos
+        while self.tokens[index].kind == "comment":
+            index += 1
+        return index
+
+    def peek(self) -> Token:
+        return self.tokens[self._next_index()]
+
+    def error(self, message: str, token: Token | None = None) -> IRParseError:
+        token = token or self.peek()
+        source = self.lines[token.line - 1] if token.line <= len(self.lines) else ""
+        return IRParseError(message, token.line, token.col, source)
+
+    def next(self) -> Token:
+        index = self._next_index()
+        self.pos = index + 1
+        return self.tokens[index]
+
+    def accept(self, text: str) -> bool:
+        token = self.peek()
+        if token.text == text and token.kind in ("punct", "ident", "arrow"):
+            self.next()
+            return True
+        return False
+
+    def expect(self, text: str, context: str) -> Token:
+        token = self.peek()
+        if not self.accept(text):
+            found = repr(token.text) if token.text else "end of input"
+            raise self.error(f"expected '{text}' {context}, found {found}")
+        return token
+
+    def expect_kind(self, kind: str, context: str) -> Token:
+        token = self.peek()
+        if token.kind != kind:
+            found = repr(token.text) if token.text else "end of input"
+            raise self.error(f"expected {kind} {context}, found {found}")
+        return self.next()
+
+    def trailing_comment(self, line: int) -> str:
+        """The text of a comment token that follows on `line`, consumed; else ""."""
+        token = self.tokens[self.pos]
+        if token.kind == "comment" and token.line == line:
+            self.pos += 1
+            return token.text[2:].strip()
+        return ""
+
+    # -- values and types ----------------------------------------------------------------------
+
+    def define(self, token: Token, value: Value) -> None:
+        name = token.text[1:]
+        if name in self.scopes[-1]:
+            raise self.error(f"value %{name} is defined twice", token)
+        self.scopes[-1][name] = value
+
+    def use(self) -> Value:
+        token = self.expect_kind("value", "(an SSA value such as %0)")
+        value = self.scopes[-1].get(token.text[1:])
+        if value is None:
+            raise self.error(f"use of undefined value {token.text}", token)
+        return value
+
+    def parse_type(self) -> TensorType:
+        token = self.expect_kind("type", "(a tensor type such as f32[2,3])")
+        try:
+            return parse_type(token.text)
+        except ValueError as err:
+            raise self.error(str(err), token) from None
+
+    def parse_params(self) -> tuple[Value, ...]:
+        params: list[Value] = []
+        self.expect("(", "before parameters")
+        while not self.accept(")"):
+            if params:
+                self.expect(",", "between parameters")
+            token = self.expect_kind("value", "(a parameter name)")
+            self.expect(":", "after a parameter name")
+            value = Value(self.parse_type(), token.text[1:])
+            self.define(token, value)
+            params.append(value)
+        return tuple(params)
+
+    # -- attributes ----------------------------------------------------------------------------
+
+    def parse_attrs(self) -> Attrs:
+        items: dict[str, AttrValue] = {}
+        while True:
+            key = self.expect_kind("ident", "(an attribute name)")
+            if key.text in items:
+                raise self.error(f"attribute {key.text!r} is given twice", key)
+            self.expect("=", "after an attribute name")
+            items[key.text] = self.parse_attr()
+            if self.accept("}"):
+                return Attrs(items)
+            self.expect(",", "between attributes")
+
+    def parse_attr(self) -> AttrValue:
+        token = self.next()
+        if token.kind == "number":
+            return _number(token.text)
+        if token.kind == "string":
+            return json.loads(token.text)
+        if token.kind == "ident" and token.text in ("true", "false"):
+            return token.text == "true"
+        if token.kind == "ident" and token.text in ("dense", "dense_blob"):
+            return self.parse_const(token.text == "dense_blob")
+        if token.text == "[":
+            items: list[AttrValue] = []
+            while not self.accept("]"):
+                if items:
+                    self.expect(",", "between list items")
+                items.append(self.parse_attr())
+            return tuple(items)
+        raise self.error(f"expected an attribute value, found {token.text!r}", token)
+
+    def parse_const(self, blob: bool) -> Const:
+        self.expect("<", "after dense")
+        type_ = self.parse_type()
+        self.expect(":", "after the constant's type")
+        if blob:
+            digest = self.expect_kind("digest", "(sha1:<40 hex digits>)").text[5:]
+            self.expect(">", "after the digest")
+            return Const(None, type_, digest)
+        start = self.peek()
+        numbers: list[str] = []
+        while not self.accept(">"):
+            if numbers:
+                self.expect(",", "between constant elements")
+            token = self.next()
+            if token.kind not in ("number", "ident"):
+                raise self.error("expected a number", token)
+            numbers.append(token.text)
+        if len(numbers) != type_.size:
+            raise self.error(f"{type_} needs {type_.size} elements, found {len(numbers)}", start)
+        if type_.dtype is DType.BOOL:
+            data = np.array([n == "true" for n in numbers], dtype=np.bool_)
+        else:
+            data = np.array([_number(n) for n in numbers], dtype=type_.dtype.numpy)
+        return Const(data.reshape(type_.shape))
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def parse_stmt(self, nodes: list[Node]) -> None:
+        results = [self.expect_kind("value", "(a result name)")]
+        while self.accept(","):
+            results.append(self.expect_kind("value", "(a result name)"))
+        self.expect("=", "after results")
+        op_token = self.expect_kind("ident", "(an op name)")
+        self.expect("(", "before operands")
+        operands: list[Value] = []
+        while not self.accept(")"):
+            if operands:
+                self.expect(",", "between operands")
+            operands.append(self.use())
+        attrs = self.parse_attrs() if self.accept("{") else Attrs()
+        self.expect(":", "before result types")
+        types = [self.parse_type()]
+        while self.accept(","):
+            types.append(self.parse_type())
+        if len(types) != len(results):
+            raise self.error(f"{len(results)} results but {len(types)} types", op_token)
+        line = self.tokens[self.pos - 1].line
+        body, loc = None, ""
+        if self.peek().text == "{" and self.peek().kind == "punct":
+            self.next()
+            loc = self.trailing_comment(self.tokens[self.pos - 1].line)
+            body = self.parse_region()
+        else:
+            loc = self.trailing_comment(line)
+        outputs = tuple(Value(t) for t in types)
+        for token, value in zip(results, outputs, strict=True):
+            self.define(token, value)
+        nodes.append(Node(op_token.text, tuple(operands), outputs, attrs, body, loc))
+
+    def parse_region(self) -> Graph:
+        self.expect("^", "to start a region")
+        self.scopes.append({})
+        params = self.parse_params()
+        self.expect(":", "after region parameters")
+        nodes: list[Node] = []
+        while not self.accept("yield"):
+            self.parse_stmt(nodes)
+        outputs = [self.use()]
+        while self.accept(","):
+            outputs.append(self.use())
+        self.expect("}", "to close the region")
+        self.scopes.pop()
+        return Graph("region", params, tuple(nodes), tuple(outputs))
+
+    def parse_graph(self) -> Graph:
+        self.expect("graph", "at the start")
+        name = self.expect_kind("symbol", "(the graph name, such as @main)").text[1:]
+        self.scopes.append({})
+        inputs = self.parse_params()
+        self.expect("->", "after the parameters")
+        self.expect("(", "before result types")
+        result_types: list[TensorType] = []
+        while not self.accept(")"):
+            if result_types:
+                self.expect(",", "between result types")
+            result_types.append(self.parse_type())
+        self.expect("{", "to open the graph body")
+        nodes: list[Node] = []
+        while not self.accept("return"):
+            if self.peek().kind == "eof":
+                raise self.error("expected 'return' before the end of input")
+            self.parse_stmt(nodes)
+        return_token = self.peek()
+        outputs: list[Value] = []
+        if self.peek().kind == "value":
+            outputs.append(self.use())
+            while self.accept(","):
+                outputs.append(self.use())
+        self.expect("}", "to close the graph")
+        if self.peek().kind != "eof":
+            raise self.error(f"unexpected {self.peek().text!r} after the graph")
+        declared = [str(t) for t in result_types]
+        actual = [str(v.type) for v in outputs]
+        if declared != actual:
+            raise self.error(f"return types ({', '.join(actual)}) differ from the declared "
+                             f"results ({', '.join(declared)})", return_token)
+        return Graph(name, inputs, tuple(nodes), tuple(outputs))
+
+
+def _number(text: str) -> int | float:
+    if any(c in text for c in ".eEn") or text.lstrip("+-") == "inf":
+        return float(text)
+    return int(text)
+
+
+def parse_graph(text: str) -> Graph:
+    """Parse the text form of one graph; raises IRParseError with line and column."""
+    return _Parser(text).parse_graph()

@@ -1,0 +1,153 @@
+"""Canonical text form of the graph IR. `parse_graph(print_graph(g))` prints back byte for byte.
+
+Grammar (one statement a line; `//` starts a comment; a comment that ends a statement's line
+is that node's source location):
+
+    graph   ::= 'graph' '@' NAME '(' [param (',' param)*] ')' '->' '(' [type (',' type)*] ')'
+                '{' stmt* 'return' [values] '}'
+    param   ::= VALUE ':' type
+    stmt    ::= values '=' OPNAME '(' [values] ')' [attrs] ':' type (',' type)* [region]
+    region  ::= '{' '^' '(' [param (',' param)*] ')' ':' stmt* 'yield' values '}'
+    type    ::= DTYPE '[' [INT (',' INT)*] ']' ['{' LAYOUT '}']      (no space before '{')
+    attrs   ::= '{' NAME '=' attr (',' NAME '=' attr)* '}'
+    attr    ::= INT | FLOAT | STRING | 'true' | 'false' | '[' [attr (',' attr)*] ']'
+              | 'dense<' type ':' [number (',' number)*] '>' | 'dense_blob<' type ':' DIGEST '>'
+    values  ::= VALUE (',' VALUE)*
+    VALUE   ::= '%' (NAME | INT)
+    DTYPE   ::= 'f32' | 'f64' | 'i32' | 'i64' | 'bool'
+
+Canonical means: node outputs are numbered %0, %1, ... in pre-order (a region's values follow
+its node's outputs); graph and region inputs keep their hints, made unique; attributes are
+sorted by name; floats print in the shortest form that reads back exactly; constants of more
+than `DENSE_LIMIT` elements print as `dense_blob<type: sha1:...>` whose data the parser finds in
+memory (the graph's constants are still alive in this process) or leaves unloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+
+from ember.ir.attrs import AttrValue, Const
+from ember.ir.graph import Graph, Node, Value
+
+DENSE_LIMIT = 64
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+
+
+def format_float(value: float, dtype: np.dtype | None = None) -> str:
+    """Shortest text that reads back to the same value (of `dtype`, default float64)."""
+    if np.isnan(value):
+        return "nan"
+    if np.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    text = str(np.float32(value)) if dtype == np.float32 else repr(float(value))
+    return text if any(c in text for c in ".en") else text + ".0"
+
+
+def format_const(const: Const) -> str:
+    if const.type.size > DENSE_LIMIT or const.data is None:
+        return f"dense_blob<{const.type}: sha1:{const.digest}>"
+    flat = const.data.reshape(-1)
+    if flat.dtype == np.bool_:
+        items = ["true" if v else "false" for v in flat]
+    elif flat.dtype.kind == "f":
+        items = [format_float(v, flat.dtype) for v in flat]
+    else:
+        items = [str(int(v)) for v in flat]
+    return f"dense<{const.type}: {', '.join(items)}>"
+
+
+def format_attr(value: AttrValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return format_float(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, Const):
+        return format_const(value)
+    if isinstance(value, tuple):
+        return "[" + ", ".join(format_attr(v) for v in value) + "]"
+    raise TypeError(f"cannot print attribute value {value!r}")
+
+
+class _Namer:
+    """Assigns printed names: hints for inputs (made unique), numbers for everything else."""
+
+    def __init__(self) -> None:
+        self.names: dict[Value, str] = {}
+        self.counter = 0
+
+    def name_inputs(self, values: tuple[Value, ...]) -> None:
+        taken: set[str] = set()
+        for index, value in enumerate(values):
+            base = value.hint if _NAME_RE.match(value.hint) else f"arg{index}"
+            name, suffix = base, 1
+            while name in taken:
+                name, suffix = f"{base}_{suffix}", suffix + 1
+            taken.add(name)
+            self.names[value] = name
+
+    def number(self, value: Value) -> None:
+        self.names[value] = str(self.counter)
+        self.counter += 1
+
+    def __getitem__(self, value: Value) -> str:
+        name = self.names.get(value)
+        return "%" + name if name is not None else f"%<undefined {value.type}>"
+
+
+def _stmt_lines(node: Node, namer: _Namer, indent: str) -> list[str]:
+    for value in node.outputs:
+        namer.number(value)
+    results = ", ".join(namer[v] for v in node.outputs)
+    operands = ", ".join(namer[v] for v in node.inputs)
+    attrs = ""
+    if node.attrs:
+        attrs = " {" + ", ".join(f"{k} = {format_attr(v)}" for k, v in node.attrs.items()) + "}"
+    types = ", ".join(str(v.type) for v in node.outputs)
+    head = f"{indent}{results} = {node.op}({operands}){attrs} : {types}"
+    if node.body is None:
+        return [head + (f"  // {node.loc}" if node.loc else "")]
+    lines = [head + " {" + (f"  // {node.loc}" if node.loc else "")]
+    lines += _region_lines(node.body, namer, indent)
+    lines.append(indent + "}")
+    return lines
+
+
+def _region_lines(body: Graph, namer: _Namer, indent: str) -> list[str]:
+    namer.name_inputs(body.inputs)
+    params = ", ".join(f"{namer[v]}: {v.type}" for v in body.inputs)
+    lines = [f"{indent}^({params}):"]
+    for node in body.nodes:
+        lines += _stmt_lines(node, namer, indent + "  ")
+    lines.append(f"{indent}  yield {', '.join(namer[v] for v in body.outputs)}")
+    return lines
+
+
+def print_graph(graph: Graph) -> str:
+    """The canonical text of a graph (ends without a newline)."""
+    namer = _Namer()
+    namer.name_inputs(graph.inputs)
+    params = ", ".join(f"{namer[v]}: {v.type}" for v in graph.inputs)
+    results = ", ".join(str(v.type) for v in graph.outputs)
+    lines = [f"graph @{graph.name}({params}) -> ({results}) {{"]
+    for node in graph.nodes:
+        lines += _stmt_lines(node, namer, "  ")
+    returned = ", ".join(namer[v] for v in graph.outputs)
+    lines.append(f"  return {returned}".rstrip())
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def print_node(node: Node) -> str:
+    """One node as a statement, for error messages; operands are named by their types."""
+    namer = _Namer()
+    for index, value in enumerate(node.inputs):
+        namer.names.setdefault(value, value.hint if _NAME_RE.match(value.hint) else f"in{index}")
+    return "\n".join(_stmt_lines(node, namer, ""))

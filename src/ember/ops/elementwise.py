@@ -1,0 +1,211 @@
+"""Elementwise ops: unary math, binary arithmetic with numpy broadcasting, comparisons, logic.
+
+Binary ops take operands of one dtype (the tracer inserts `cast` where Python and numpy code
+would promote), and broadcast their shapes as numpy does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import numpy as np
+
+from ember.errors import ShapeError
+from ember.ir.ops import Attr, OpDef, broadcast_shapes, register_op
+from ember.ir.types import DType, TensorType
+
+# ---------------------------------------------------------------------------------------------
+# Type rules.
+
+FLOAT = "float"
+NUMERIC = "numeric"
+ANY = "any"
+BOOL = "bool"
+
+
+def _check_dtype(dtype: DType, kind: str) -> None:
+    allowed = {
+        FLOAT: dtype.is_float,
+        NUMERIC: dtype is not DType.BOOL,
+        ANY: True,
+        BOOL: dtype is DType.BOOL,
+    }[kind]
+    if not allowed:
+        wanted = {FLOAT: "a float dtype (f32, f64)", NUMERIC: "a numeric dtype",
+                  BOOL: "bool"}[kind]
+        raise ShapeError(f"dtype {dtype} is not supported here (expected {wanted})")
+
+
+def unary_rule(kind: str) -> Callable[..., TensorType]:
+    def infer(x: TensorType, **attrs: object) -> TensorType:
+        _check_dtype(x.dtype, kind)
+        return x
+
+    return infer
+
+
+def binary_rule(kind: str, result: DType | None = None) -> Callable[..., TensorType]:
+    """Same-dtype operands, broadcast shapes; output dtype `result` or the operands' dtype."""
+
+    def infer(a: TensorType, b: TensorType) -> TensorType:
+        if a.dtype is not b.dtype:
+            raise ShapeError(f"operand dtypes differ ({a.dtype} vs {b.dtype}); cast one first")
+        _check_dtype(a.dtype, kind)
+        return TensorType(result or a.dtype, broadcast_shapes(a.shape, b.shape))
+
+    return infer
+
+
+def infer_where(cond: TensorType, a: TensorType, b: TensorType) -> TensorType:
+    if cond.dtype is not DType.BOOL:
+        raise ShapeError(f"condition must be bool, got {cond.dtype}")
+    if a.dtype is not b.dtype:
+        raise ShapeError(f"branch dtypes differ ({a.dtype} vs {b.dtype}); cast one first")
+    return TensorType(a.dtype, broadcast_shapes(cond.shape, a.shape, b.shape))
+
+
+def infer_cast(x: TensorType, *, dtype: str) -> TensorType:
+    return x.with_dtype(DType(dtype))
+
+
+def infer_gelu(x: TensorType, *, approximate: str) -> TensorType:
+    if approximate not in ("none", "tanh"):
+        raise ShapeError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
+    _check_dtype(x.dtype, FLOAT)
+    return x
+
+
+def infer_clip(x: TensorType, *, min: float | None = None, max: float | None = None) -> TensorType:
+    _check_dtype(x.dtype, NUMERIC)
+    return x
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy references. Each returns an array of the input's dtype.
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    try:
+        from scipy.special import erf  # optional: fast and exact
+
+        return erf(x).astype(x.dtype)
+    except ImportError:
+        return np.frompyfunc(math.erf, 1, 1)(x.astype(np.float64)).astype(x.dtype)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    # exp of a non-positive number only, so no overflow for either sign.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    if approximate == "tanh":
+        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
+        return (0.5 * x * (1 + np.tanh(inner))).astype(x.dtype)
+    return (0.5 * x * (1 + _erf(x / np.sqrt(x.dtype.type(2))))).astype(x.dtype)
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "f":
+        return np.divide(a, b)
+    # Integer division truncates toward zero (C and ONNX semantics, not Python's floor).
+    if np.any(b == 0):
+        raise ZeroDivisionError("integer division by zero")
+    quotient = np.floor_divide(a, b)
+    inexact = (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
+    return (quotient + inexact).astype(np.result_type(a, b))
+
+
+def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if a.dtype.kind == "i" and np.any(b < 0):
+        raise ValueError("integer power with a negative exponent")
+    return np.power(a, b)
+
+
+def _clip(x: np.ndarray, min: float | None = None, max: float | None = None) -> np.ndarray:
+    low = None if min is None else x.dtype.type(min)
+    high = None if max is None else x.dtype.type(max)
+    if low is None and high is None:
+        return x.copy()
+    return np.clip(x, low, high)
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    return (x * _sigmoid(x)).astype(x.dtype)
+
+
+def _rsqrt(x: np.ndarray) -> np.ndarray:
+    return (1 / np.sqrt(x)).astype(x.dtype)
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    return np.maximum(x, x.dtype.type(0))
+
+
+def _leaky_relu(x: np.ndarray, alpha: float = 0.01) -> np.ndarray:
+    return np.where(x >= 0, x, x * x.dtype.type(alpha)).astype(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# The rows.
+
+_UNARY: list[tuple[str, str, Callable[..., np.ndarray]]] = [
+    ("neg", NUMERIC, np.negative),
+    ("abs", NUMERIC, np.abs),
+    ("sign", NUMERIC, np.sign),
+    ("exp", FLOAT, np.exp),
+    ("log", FLOAT, np.log),
+    ("sqrt", FLOAT, np.sqrt),
+    ("rsqrt", FLOAT, _rsqrt),
+    ("reciprocal", FLOAT, np.reciprocal),
+    ("sin", FLOAT, np.sin),
+    ("cos", FLOAT, np.cos),
+    ("floor", FLOAT, np.floor),
+    ("ceil", FLOAT, np.ceil),
+    ("round", FLOAT, np.round),  # half to even, as numpy and ONNX
+    ("tanh", FLOAT, np.tanh),
+    ("sigmoid", FLOAT, _sigmoid),
+    ("relu", NUMERIC, _relu),
+    ("silu", FLOAT, _silu),
+    ("erf", FLOAT, _erf),
+    ("logical_not", BOOL, np.logical_not),
+]
+
+_BINARY: list[tuple[str, str, DType | None, Callable[..., np.ndarray]]] = [
+    ("add", NUMERIC, None, np.add),
+    ("sub", NUMERIC, None, np.subtract),
+    ("mul", NUMERIC, None, np.multiply),
+    ("div", NUMERIC, None, _div),
+    ("pow", NUMERIC, None, _pow),
+    ("maximum", NUMERIC, None, np.maximum),
+    ("minimum", NUMERIC, None, np.minimum),
+    ("eq", ANY, DType.BOOL, np.equal),
+    ("ne", ANY, DType.BOOL, np.not_equal),
+    ("lt", NUMERIC, DType.BOOL, np.less),
+    ("le", NUMERIC, DType.BOOL, np.less_equal),
+    ("gt", NUMERIC, DType.BOOL, np.greater),
+    ("ge", NUMERIC, DType.BOOL, np.greater_equal),
+    ("logical_and", BOOL, DType.BOOL, np.logical_and),
+    ("logical_or", BOOL, DType.BOOL, np.logical_or),
+    ("logical_xor", BOOL, DType.BOOL, np.logical_xor),
+]
+
+for _name, _kind, _fn in _UNARY:
+    register_op(OpDef(_name, infer=unary_rule(_kind), reference=_fn, elementwise=True))
+
+for _name, _kind, _result, _fn in _BINARY:
+    register_op(OpDef(_name, infer=binary_rule(_kind, _result), reference=_fn, arity=(2, 2),
+                      elementwise=True))
+
+register_op(OpDef("leaky_relu", infer=unary_rule(NUMERIC), reference=_leaky_relu,
+                  attrs={"alpha": Attr("float", 0.01)}, elementwise=True))
+register_op(OpDef("gelu", infer=infer_gelu, reference=_gelu,
+                  attrs={"approximate": Attr("str", "none")}, elementwise=True))
+register_op(OpDef("clip", infer=infer_clip, reference=_clip,
+                  attrs={"min": Attr("float", None), "max": Attr("float", None)},
+                  elementwise=True))
+register_op(OpDef("cast", infer=infer_cast, reference=lambda x, dtype: x.astype(DType(dtype).numpy),
+                  attrs={"dtype": Attr("dtype")}, elementwise=True))
+register_op(OpDef("where", infer=infer_where, reference=np.where, arity=(3, 3), elementwise=True))

@@ -1,0 +1,89 @@
+"""Reductions over axes (sum, mean, max, min, prod) and index reductions (argmax, argmin).
+
+`axes` lists the reduced axes (the tracer writes them non-negative and sorted; `()` reduces
+nothing); `keepdims` keeps them as size-1 dimensions, as numpy does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ember.errors import ShapeError
+from ember.ir.ops import Attr, OpDef, normalize_axes, normalize_axis, register_op
+from ember.ir.types import DType, TensorType
+
+REDUCE_ATTRS = {"axes": Attr("ints"), "keepdims": Attr("bool", False)}
+ARG_ATTRS = {"axis": Attr("int"), "keepdims": Attr("bool", False)}
+
+
+def reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
+    axes = normalize_axes(axes, len(shape))
+    if keepdims:
+        return tuple(1 if i in axes else d for i, d in enumerate(shape))
+    return tuple(d for i, d in enumerate(shape) if i not in axes)
+
+
+def reduce_rule(floats_only: bool, bool_ok: bool) -> Callable[..., TensorType]:
+    """`bool_ok` marks max/min: they take bools, and have no identity for an empty axis."""
+
+    def infer(x: TensorType, *, axes: tuple[int, ...], keepdims: bool) -> TensorType:
+        if floats_only and not x.dtype.is_float:
+            raise ShapeError(f"dtype {x.dtype} is not supported (expected f32 or f64)")
+        if not bool_ok and x.dtype is DType.BOOL:
+            raise ShapeError("dtype bool is not supported; cast to a numeric dtype first")
+        shape = reduced_shape(x.shape, axes, keepdims)
+        if bool_ok and any(x.shape[a] == 0 for a in normalize_axes(axes, x.ndim)):
+            raise ShapeError("reduction over an axis of size 0 has no identity")
+        return x.with_shape(shape)
+
+    return infer
+
+
+def infer_arg(x: TensorType, *, axis: int, keepdims: bool) -> TensorType:
+    if x.dtype is DType.BOOL:
+        raise ShapeError("dtype bool is not supported; cast to a numeric dtype first")
+    axis = normalize_axis(axis, x.ndim)
+    if x.shape[axis] == 0:
+        raise ShapeError(f"axis {axis} has size 0: no position to return")
+    return TensorType(DType.I64, reduced_shape(x.shape, (axis,), keepdims))
+
+
+def _reducer(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    def reference(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+        axes = normalize_axes(axes, x.ndim)
+        return np.asarray(fn(x, axis=axes, keepdims=keepdims)).astype(x.dtype, copy=False)
+
+    return reference
+
+
+def _mean(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    # Accumulate in float64 so the reference is no less accurate than any compiled kernel.
+    return np.mean(x, axis=axis, keepdims=keepdims, dtype=np.float64)
+
+
+def _sum(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    wide = np.float64 if x.dtype.kind == "f" else x.dtype
+    return np.sum(x, axis=axis, keepdims=keepdims, dtype=wide)
+
+
+def _arg(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+    def reference(x: np.ndarray, axis: int, keepdims: bool) -> np.ndarray:
+        return fn(x, axis=normalize_axis(axis, x.ndim), keepdims=keepdims).astype(np.int64)
+
+    return reference
+
+
+register_op(OpDef("sum", infer=reduce_rule(False, False), reference=_reducer(_sum),
+                  attrs=REDUCE_ATTRS))
+register_op(OpDef("mean", infer=reduce_rule(True, False), reference=_reducer(_mean),
+                  attrs=REDUCE_ATTRS))
+register_op(OpDef("prod", infer=reduce_rule(False, False), reference=_reducer(np.prod),
+                  attrs=REDUCE_ATTRS))
+register_op(OpDef("max", infer=reduce_rule(False, True), reference=_reducer(np.max),
+                  attrs=REDUCE_ATTRS))
+register_op(OpDef("min", infer=reduce_rule(False, True), reference=_reducer(np.min),
+                  attrs=REDUCE_ATTRS))
+register_op(OpDef("argmax", infer=infer_arg, reference=_arg(np.argmax), attrs=ARG_ATTRS))
+register_op(OpDef("argmin", infer=infer_arg, reference=_arg(np.argmin), attrs=ARG_ATTRS))
