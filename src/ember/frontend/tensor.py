@@ -385,8 +385,9 @@ def _expand_key(key: Any, ndim: int) -> list[Any]:
     used = sum(k is not None and k is not Ellipsis for k in key)
     if used > ndim:
         raise tracer._fail(f"too many indices ({used}) for a tensor of rank {ndim}")
-    if Ellipsis in key:
-        at = key.index(Ellipsis)
+    # NOTE: identity tests only: `in` and `.index` would call Tensor.__eq__ on tensor keys.
+    at = next((i for i, k in enumerate(key) if k is Ellipsis), None)
+    if at is not None:
         key[at : at + 1] = [slice(None)] * (ndim - used)
         return key
     return key + [slice(None)] * (ndim - used)
