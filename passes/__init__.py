@@ -1,8 +1,29 @@
 """Graph passes, one per file, imported as `ember.passes`.
 
-`ALL_PASSES` maps each pass's pipeline name to its class.
+Every module in this package that defines a `Pass` subclass with a `name` registers it: adding
+a pass is adding a file. `ALL_PASSES` maps pipeline names to classes; `default_pipeline` is the
+list `ember.compile` runs.
 """
 
 from __future__ import annotations
 
-ALL_PASSES: dict[str, type] = {}
+import importlib
+import inspect
+import pkgutil
+
+from ember.pipeline import Pass
+
+
+def _discover() -> dict[str, type[Pass]]:
+    found: dict[str, type[Pass]] = {}
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if issubclass(cls, Pass) and cls.__module__ == module.__name__ and "name" in vars(cls):
+                if cls.name in found:
+                    raise ValueError(f"two passes are named {cls.name!r}")
+                found[cls.name] = cls
+    return dict(sorted(found.items()))
+
+
+ALL_PASSES: dict[str, type[Pass]] = _discover()

@@ -124,12 +124,13 @@ class OpDef:
 
     def make_attrs(self, given: Mapping[str, object]) -> Attrs:
         """Check given attributes against the schema, convert them, and fill in defaults."""
-        unknown = sorted(set(given) - set(self.attrs))
+        schema = {**self.attrs, **COMMON_ATTRS}
+        unknown = sorted(set(given) - set(schema))
         if unknown:
             known = ", ".join(sorted(self.attrs)) or "none"
             raise ShapeError(f"{self.name}: unknown attribute {unknown[0]!r} (known: {known})")
         values: dict[str, AttrValue] = {}
-        for name, spec in self.attrs.items():
+        for name, spec in schema.items():
             value = given.get(name)
             if value is None:
                 if spec.required:
@@ -151,7 +152,7 @@ class OpDef:
             expected = f"{low}" if low == high else f"{low} to {high if high is not None else 'any'}"
             raise ShapeError(f"{self.name}: expected {expected} inputs, got {len(types)}")
         try:
-            result = self.infer(*types, **attrs)
+            result = self.infer(*types, **self.own_attrs(attrs))
         except ShapeError as err:
             shapes = ", ".join(str(t) for t in types)
             raise ShapeError(f"{self.name}: {err}; inputs {shapes or '(none)'}") from None
@@ -160,9 +161,21 @@ class OpDef:
     def evaluate(self, arrays: tuple[np.ndarray, ...], attrs: Mapping[str, AttrValue]
                  ) -> tuple[np.ndarray, ...]:
         """Run the numpy reference; always returns a tuple."""
-        result = self.reference(*arrays, **attrs)
+        result = self.reference(*arrays, **self.own_attrs(attrs))
         return result if isinstance(result, tuple) else (result,)
 
+    def own_attrs(self, attrs: Mapping[str, AttrValue]) -> dict[str, AttrValue]:
+        """The op's own attributes, without annotations every node may carry (COMMON_ATTRS)."""
+        return {k: v for k, v in attrs.items() if k not in COMMON_ATTRS}
+
+
+# Annotations any node may carry, set by passes rather than by the op's meaning: the memory
+# plan's buffer and arena offset, and whether the result overwrites an input in place.
+COMMON_ATTRS: dict[str, Attr] = {
+    "buffer": Attr("int", None),
+    "offset": Attr("int", None),
+    "inplace": Attr("int", None),  # index of the input whose storage the result reuses
+}
 
 OPS: dict[str, OpDef] = {}
 
