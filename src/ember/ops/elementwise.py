@@ -145,7 +145,9 @@ def _relu(x: np.ndarray) -> np.ndarray:
 
 
 def _leaky_relu(x: np.ndarray, alpha: float = 0.01) -> np.ndarray:
-    return np.where(x >= 0, x, x * x.dtype.type(alpha)).astype(x.dtype)
+    # NOTE: `alpha` stays a Python float: cast to an integer dtype it would become 0. Integer
+    # inputs scale in float64 and truncate toward zero, as a cast does.
+    return np.where(x >= 0, x, x * alpha).astype(x.dtype)
 
 
 # ---------------------------------------------------------------------------------------------

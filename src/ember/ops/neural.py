@@ -48,7 +48,10 @@ def infer_matmul(a: TensorType, b: TensorType) -> TensorType:
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.matmul(a, b)
+    if a.dtype.kind != "f":
+        return np.matmul(a, b)
+    # Accumulate in float64 so the reference is no less accurate than any compiled kernel.
+    return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(a.dtype)
 
 
 register_op(OpDef("matmul", infer=infer_matmul, reference=_matmul, arity=(2, 2)))
@@ -115,7 +118,8 @@ def _pad_for(x: np.ndarray, padding: tuple[int, ...], kernel: tuple[int, ...],
         need = (out_hw[axis] - 1) * stride[axis] + dilation[axis] * (kernel[axis] - 1) + 1
         have = x.shape[2 + axis] + padding[axis] + padding[axis + 2]
         extra.append(max(0, need - have))
-    widths = ((0, 0), (0, 0), (padding[0], padding[2] + extra[0]), (padding[1], padding[3] + extra[1]))
+    widths = ((0, 0), (0, 0), (padding[0], padding[2] + extra[0]),
+              (padding[1], padding[3] + extra[1]))
     return np.pad(x, widths, constant_values=value)
 
 
@@ -130,12 +134,14 @@ def infer_conv2d(x: TensorType, w: TensorType, b: TensorType | None = None, *,
                  stride: tuple[int, ...], padding: tuple[int, ...], dilation: tuple[int, ...],
                  groups: int) -> TensorType:
     dtype = _same_dtype(*(t for t in (x, w, b) if t is not None))
+    if x.ndim != 4:
+        raise ShapeError(f"expected an NCHW input of rank 4, got rank {x.ndim}")
     if w.ndim != 4:
         raise ShapeError(f"weight must be OIHW (rank 4), got rank {w.ndim}")
-    if groups < 1 or x.ndim < 2 or x.shape[1] % groups or w.shape[0] % groups:
+    if groups < 1 or x.shape[1] % groups or w.shape[0] % groups:
         raise ShapeError(f"groups={groups} must divide input channels and output channels "
-                         f"({x.shape[1] if x.ndim > 1 else '?'} and {w.shape[0]})")
-    if x.ndim == 4 and x.shape[1] // groups != w.shape[1]:
+                         f"({x.shape[1]} and {w.shape[0]})")
+    if x.shape[1] // groups != w.shape[1]:
         raise ShapeError(f"input has {x.shape[1]} channels but the weight expects "
                          f"{w.shape[1] * groups} ({w.shape[1]} per group x {groups} groups)")
     if b is not None and b.shape != (w.shape[0],):
@@ -149,7 +155,8 @@ def _conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, *,
             groups: int) -> np.ndarray:
     kernel = w.shape[2:]
     out_hw = spatial_out(TensorType.of(x), kernel, stride, padding, dilation)
-    padded = _pad_for(x, padding, kernel, stride, dilation, out_hw, 0.0)
+    # Accumulate in float64 so the reference is no less accurate than any compiled kernel.
+    padded = _pad_for(x.astype(np.float64), padding, kernel, stride, dilation, out_hw, 0.0)
     windows = _windows(padded, kernel, stride, dilation, out_hw)  # N, C, OH, OW, KH, KW
     per_group_in, per_group_out = w.shape[1], w.shape[0] // groups
     parts = []
@@ -203,6 +210,9 @@ def infer_avg_pool2d(x: TensorType, *, kernel: tuple[int, ...], stride: tuple[in
                      ) -> TensorType:
     _same_dtype(x)
     height, width = spatial_out(x, kernel, stride, padding, PAIR, ceil_mode)
+    # As in PyTorch: a window that lies wholly in the padding would have no divisor without it.
+    if max(padding[0], padding[2]) > kernel[0] // 2 or max(padding[1], padding[3]) > kernel[1] // 2:
+        raise ShapeError(f"padding {list(padding)} must be at most half the kernel {list(kernel)}")
     return x.with_shape((*x.shape[:2], height, width))
 
 
@@ -325,14 +335,15 @@ def _log_softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
     return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(x.dtype)
 
 
-register_op(OpDef("softmax", infer=infer_softmax, reference=_softmax, attrs={"axis": Attr("int", -1)}))
+register_op(OpDef("softmax", infer=infer_softmax, reference=_softmax,
+                  attrs={"axis": Attr("int", -1)}))
 register_op(OpDef("log_softmax", infer=infer_softmax, reference=_log_softmax,
                   attrs={"axis": Attr("int", -1)}))
 
 
 def infer_dropout(x: TensorType, *, p: float, training: bool, seed: int) -> TensorType:
     _same_dtype(x)
-    if not 0 <= p < 1 and not (p == 1 and training):
+    if not 0 <= p <= 1:
         raise ShapeError(f"dropout probability must be in [0, 1], got {p}")
     return x
 
@@ -347,7 +358,7 @@ def _dropout(x: np.ndarray, *, p: float, training: bool, seed: int) -> np.ndarra
     return (x * keep / (1 - p)).astype(x.dtype)
 
 
-register_op(OpDef("dropout", infer=infer_dropout, reference=_dropout,
+register_op(OpDef("dropout", infer=infer_dropout, reference=_dropout, pure=False,
                   attrs={"p": Attr("float", 0.5), "training": Attr("bool", False),
                          "seed": Attr("int", 0)}))
 
@@ -358,6 +369,8 @@ register_op(OpDef("dropout", infer=infer_dropout, reference=_dropout,
 def infer_gather(data: TensorType, indices: TensorType, *, axis: int) -> TensorType:
     if not indices.dtype.is_int:
         raise ShapeError(f"indices must be i32 or i64, got {indices.dtype}")
+    if data.ndim == 0:
+        raise ShapeError("data must have rank >= 1, got a scalar")
     axis = normalize_axis(axis, data.ndim)
     return data.with_shape(data.shape[:axis] + indices.shape + data.shape[axis + 1 :])
 

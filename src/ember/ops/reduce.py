@@ -18,6 +18,16 @@ REDUCE_ATTRS = {"axes": Attr("ints"), "keepdims": Attr("bool", False)}
 ARG_ATTRS = {"axis": Attr("int"), "keepdims": Attr("bool", False)}
 
 
+def _array_axes(axes: tuple[int, ...], ndim: int) -> tuple[int, ...]:
+    """Normalized axes that exist in an array of rank `ndim`.
+
+    A scalar accepts axis 0 (as in PyTorch), which reduces nothing: numpy has no axis to
+    reduce there, so the references pass `()`.
+    """
+    normalized = normalize_axes(axes, ndim)
+    return normalized if ndim else ()
+
+
 def reduced_shape(shape: tuple[int, ...], axes: tuple[int, ...], keepdims: bool) -> tuple[int, ...]:
     axes = normalize_axes(axes, len(shape))
     if keepdims:
@@ -34,7 +44,7 @@ def reduce_rule(floats_only: bool, bool_ok: bool) -> Callable[..., TensorType]:
         if not bool_ok and x.dtype is DType.BOOL:
             raise ShapeError("dtype bool is not supported; cast to a numeric dtype first")
         shape = reduced_shape(x.shape, axes, keepdims)
-        if bool_ok and any(x.shape[a] == 0 for a in normalize_axes(axes, x.ndim)):
+        if bool_ok and any(x.shape[a] == 0 for a in _array_axes(axes, x.ndim)):
             raise ShapeError("reduction over an axis of size 0 has no identity")
         return x.with_shape(shape)
 
@@ -45,6 +55,8 @@ def infer_arg(x: TensorType, *, axis: int, keepdims: bool) -> TensorType:
     if x.dtype is DType.BOOL:
         raise ShapeError("dtype bool is not supported; cast to a numeric dtype first")
     axis = normalize_axis(axis, x.ndim)
+    if x.ndim == 0:  # the position of a scalar along its one implicit axis is 0
+        return TensorType(DType.I64, ())
     if x.shape[axis] == 0:
         raise ShapeError(f"axis {axis} has size 0: no position to return")
     return TensorType(DType.I64, reduced_shape(x.shape, (axis,), keepdims))
@@ -52,15 +64,19 @@ def infer_arg(x: TensorType, *, axis: int, keepdims: bool) -> TensorType:
 
 def _reducer(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     def reference(x: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
-        axes = normalize_axes(axes, x.ndim)
+        axes = _array_axes(axes, x.ndim)
         return np.asarray(fn(x, axis=axes, keepdims=keepdims)).astype(x.dtype, copy=False)
 
     return reference
 
 
 def _mean(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
-    # Accumulate in float64 so the reference is no less accurate than any compiled kernel.
-    return np.mean(x, axis=axis, keepdims=keepdims, dtype=np.float64)
+    # Accumulate in float64 so the reference is no less accurate than any compiled kernel. The
+    # mean over an empty axis is 0/0 = nan, as in numpy and PyTorch (without numpy's warning).
+    count = int(np.prod([x.shape[a] for a in axis]))
+    total = np.sum(x, axis=axis, keepdims=keepdims, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        return total / count if count else total * np.nan
 
 
 def _sum(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
@@ -70,6 +86,8 @@ def _sum(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
 
 def _arg(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     def reference(x: np.ndarray, axis: int, keepdims: bool) -> np.ndarray:
+        if x.ndim == 0:
+            return np.zeros((), dtype=np.int64)
         return fn(x, axis=normalize_axis(axis, x.ndim), keepdims=keepdims).astype(np.int64)
 
     return reference

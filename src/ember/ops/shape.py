@@ -2,8 +2,9 @@
 concat, split, slice, pad, const.
 
 Attributes are fully resolved by the tracer: `reshape` has no -1, `slice` has one
-`(start, stop, step)` per dimension with Python `range` semantics (no negative wraparound;
-a stop of -1 with a negative step means "through index 0").
+`(start, stop, step)` per dimension with Python `range` semantics: the selected indices are
+`range(start, stop, step)`, with no negative wraparound (a stop of -1 with a negative step means
+"through index 0"), and every selected index must lie inside the dimension.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def infer_transpose(x: TensorType, *, perm: tuple[int, ...]) -> TensorType:
 
 
 def infer_broadcast_to(x: TensorType, *, shape: tuple[int, ...]) -> TensorType:
-    if len(shape) < x.ndim or any(
+    if min(shape, default=0) < 0 or len(shape) < x.ndim or any(
         d not in (1, t) for d, t in zip(x.shape, shape[len(shape) - x.ndim :], strict=True)
     ):
         raise ShapeError(f"cannot broadcast {list(x.shape)} to {list(shape)}")
@@ -48,11 +49,26 @@ def infer_expand_dims(x: TensorType, *, axes: tuple[int, ...]) -> TensorType:
 
 
 def infer_squeeze(x: TensorType, *, axes: tuple[int, ...]) -> TensorType:
-    positions = normalize_axes(axes, x.ndim)
+    positions = _array_axes(axes, x.ndim)
     for axis in positions:
         if x.shape[axis] != 1:
             raise ShapeError(f"cannot squeeze axis {axis} of size {x.shape[axis]}")
     return x.with_shape(tuple(d for i, d in enumerate(x.shape) if i not in positions))
+
+
+def _array_axes(axes: tuple[int, ...], ndim: int) -> tuple[int, ...]:
+    """Normalized axes that exist in an array of rank `ndim` (a scalar's axis 0 does not)."""
+    normalized = normalize_axes(axes, ndim)
+    return normalized if ndim else ()
+
+
+def _squeeze(x: np.ndarray, *, axes: tuple[int, ...]) -> np.ndarray:
+    return np.squeeze(x, _array_axes(axes, x.ndim))
+
+
+def _need_rank(x: TensorType) -> None:
+    if x.ndim == 0:
+        raise ShapeError("expected an input of rank >= 1, got a scalar")
 
 
 def infer_flatten(x: TensorType, *, start_dim: int, end_dim: int) -> TensorType:
@@ -71,13 +87,13 @@ def _flatten(x: np.ndarray, *, start_dim: int, end_dim: int) -> np.ndarray:
 
 def infer_concat(*inputs: TensorType, axis: int) -> TensorType:
     first = inputs[0]
+    _need_rank(first)
     axis = normalize_axis(axis, first.ndim)
     for other in inputs[1:]:
         if other.dtype is not first.dtype:
             raise ShapeError(f"operand dtypes differ ({first.dtype} vs {other.dtype})")
-        if other.ndim != first.ndim or any(
-            a != b for i, (a, b) in enumerate(zip(first.shape, other.shape)) if i != axis
-        ):
+        pairs = enumerate(zip(first.shape, other.shape, strict=False))
+        if other.ndim != first.ndim or any(a != b for i, (a, b) in pairs if i != axis):
             raise ShapeError(f"shapes {list(first.shape)} and {list(other.shape)} differ "
                              f"outside axis {axis}")
     total = sum(t.shape[axis] for t in inputs)
@@ -85,8 +101,9 @@ def infer_concat(*inputs: TensorType, axis: int) -> TensorType:
 
 
 def infer_split(x: TensorType, *, axis: int, sizes: tuple[int, ...]) -> tuple[TensorType, ...]:
+    _need_rank(x)
     axis = normalize_axis(axis, x.ndim)
-    if sum(sizes) != x.shape[axis] or min(sizes, default=0) < 0:
+    if not sizes or sum(sizes) != x.shape[axis] or min(sizes) < 0:
         raise ShapeError(f"sizes {list(sizes)} do not add up to axis {axis} of size "
                          f"{x.shape[axis]}")
     return tuple(x.with_shape((*x.shape[:axis], s, *x.shape[axis + 1 :])) for s in sizes)
@@ -104,20 +121,20 @@ def infer_slice(x: TensorType, *, starts: tuple[int, ...], stops: tuple[int, ...
     shape = []
     for axis, (start, stop, step) in enumerate(zip(starts, stops, steps, strict=True)):
         size = x.shape[axis]
-        if step == 0 or not 0 <= start <= size or not -1 <= stop <= size:
+        selected = range(start, stop, step) if step else range(0)
+        if step == 0 or (selected and (min(selected) < 0 or max(selected) >= size)):
             raise ShapeError(f"slice {start}:{stop}:{step} is out of range for axis {axis} "
                              f"of size {size}")
-        shape.append(len(range(start, stop, step)))
+        shape.append(len(selected))
     return x.with_shape(tuple(shape))
 
 
 def _slice(x: np.ndarray, *, starts: tuple[int, ...], stops: tuple[int, ...],
            steps: tuple[int, ...]) -> np.ndarray:
-    index = tuple(
-        slice(start, None if stop < 0 else stop, step)
-        for start, stop, step in zip(starts, stops, steps, strict=True)
-    )
-    return x[index].copy()
+    # NOTE: explicit indices, not Python slices: a slice would wrap a negative start or stop.
+    for axis, (start, stop, step) in enumerate(zip(starts, stops, steps, strict=True)):
+        x = np.take(x, np.arange(start, stop, step, dtype=np.intp), axis=axis)
+    return np.ascontiguousarray(x)
 
 
 PAD_MODES = ("constant", "reflect", "edge")
@@ -130,6 +147,11 @@ def infer_pad(x: TensorType, *, pads: tuple[int, ...], mode: str, value: float) 
     if mode not in PAD_MODES:
         raise ShapeError(f"mode {mode!r} is not one of {', '.join(PAD_MODES)}")
     befores, afters = pads[: x.ndim], pads[x.ndim :]
+    if mode != "constant" and any(
+        d == 0 for b, a, d in zip(befores, afters, x.shape, strict=True) if b or a
+    ):
+        raise ShapeError(f"{mode} padding {list(pads)} cannot extend an empty dimension "
+                         f"of {list(x.shape)}")
     if mode == "reflect" and any(
         max(b, a) >= d for b, a, d in zip(befores, afters, x.shape, strict=True) if b or a
     ):
@@ -166,7 +188,7 @@ register_op(OpDef("broadcast_to", infer=infer_broadcast_to,
                   attrs={"shape": Attr("ints")}))
 register_op(OpDef("expand_dims", infer=infer_expand_dims,
                   reference=lambda x, axes: np.expand_dims(x, axes), attrs={"axes": Attr("ints")}))
-register_op(OpDef("squeeze", infer=infer_squeeze, reference=lambda x, axes: np.squeeze(x, axes),
+register_op(OpDef("squeeze", infer=infer_squeeze, reference=_squeeze,
                   attrs={"axes": Attr("ints")}))
 register_op(OpDef("flatten", infer=infer_flatten, reference=_flatten,
                   attrs={"start_dim": Attr("int", 1), "end_dim": Attr("int", -1)}))
