@@ -8,6 +8,8 @@ for common-subexpression elimination.
 from __future__ import annotations
 
 import hashlib
+import math
+import struct
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Union
@@ -50,6 +52,8 @@ class Const:
             self._blob = _BLOBS.get(digest)
             return
         data = np.array(array, copy=True, order="C")
+        if not data.dtype.isnative:  # byte order is storage, not content: store native
+            data = data.astype(data.dtype.newbyteorder("="))
         data.flags.writeable = False
         self.type = TensorType.of(data)
         self.digest = hashlib.sha1(
@@ -82,15 +86,48 @@ class Const:
         return f"Const({self.type}, sha1:{self.digest[:12]})"
 
 
-class Attrs(Mapping[str, AttrValue]):
-    """An immutable, hashable, sorted mapping from attribute name to value."""
+def _as_tuples(value: object) -> object:
+    """Lists become tuples (at any depth), so every attribute value is hashable."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return value
 
-    __slots__ = ("_hash", "_items")
+
+def attr_key(value: object) -> object:
+    """A key that is equal for two attribute values exactly when they print the same.
+
+    Python says `1 == 1.0 == True` and `0.0 == -0.0`, but `nan != nan`; none of that is right
+    for IR attributes, so values are compared by kind, and floats by bit pattern (any nan is
+    the same nan).
+    """
+    if isinstance(value, bool):
+        return ("bool", value)
+    if isinstance(value, int):
+        return ("int", value)
+    if isinstance(value, float):
+        return ("float", "nan" if math.isnan(value) else struct.pack("<d", value))
+    if isinstance(value, tuple):
+        return ("list", tuple(attr_key(v) for v in value))
+    return (type(value).__name__, value)
+
+
+class Attrs(Mapping[str, AttrValue]):
+    """An immutable, hashable, sorted mapping from attribute name to value.
+
+    Two `Attrs` are equal (and hash equal) when they hold the same names with values of the
+    same kind and content (see `attr_key`), so `(op, inputs, attrs)` is a sound CSE key.
+    Compared with any other mapping, values compare as plain Python values.
+    """
+
+    __slots__ = ("_hash", "_items", "_key")
 
     def __init__(self, items: Mapping[str, AttrValue] | None = None, **kwargs: AttrValue) -> None:
         merged = dict(items or {}, **kwargs)
-        self._items: tuple[tuple[str, AttrValue], ...] = tuple(sorted(merged.items()))
-        self._hash = hash(self._items)
+        self._items: tuple[tuple[str, AttrValue], ...] = tuple(
+            (name, _as_tuples(value)) for name, value in sorted(merged.items())  # type: ignore[misc]
+        )
+        self._key = tuple((name, attr_key(value)) for name, value in self._items)
+        self._hash = hash(self._key)
 
     def __getitem__(self, key: str) -> AttrValue:
         for name, value in self._items:
@@ -109,7 +146,7 @@ class Attrs(Mapping[str, AttrValue]):
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Attrs):
-            return self._items == other._items
+            return self._key == other._key
         return isinstance(other, Mapping) and dict(self._items) == dict(other)
 
     def replace(self, **changes: AttrValue) -> Attrs:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ember.ir.attrs import Attrs, AttrValue, Const
-from ember.ir.types import TensorType
+from ember.ir.types import DType, TensorType
 
 if TYPE_CHECKING:
     import networkx
@@ -34,7 +34,7 @@ class Value:
         return self.type.shape
 
     @property
-    def dtype(self):  # noqa: ANN201 - DType
+    def dtype(self) -> DType:
         return self.type.dtype
 
     def __repr__(self) -> str:
@@ -43,7 +43,7 @@ class Value:
 
 @dataclass(frozen=True, slots=True, eq=False)
 class Node:
-    """One operation: `outputs = op(inputs) {attrs}`; `body` is set only for region ops (`fused`)."""
+    """One operation: `outputs = op(inputs) {attrs}`; `body` is set only for region ops."""
 
     op: str
     inputs: tuple[Value, ...]
@@ -98,10 +98,11 @@ class Graph:
 
     @cached_property
     def users(self) -> dict[Value, list[Node]]:
-        """The nodes that read each value, in node order."""
+        """The nodes that read each value, in node order; a node that reads a value twice
+        (`add(%x, %x)`) is listed once. Values nobody reads have no entry."""
         users: dict[Value, list[Node]] = {}
         for node in self.nodes:
-            for value in node.inputs:
+            for value in dict.fromkeys(node.inputs):
                 users.setdefault(value, []).append(node)
         return users
 
@@ -177,9 +178,14 @@ class GraphBuilder:
 
     def op(self, op: str, *inputs: Value, **attrs: AttrValue | None) -> Value | tuple[Value, ...]:
         """Add one node and return its output(s)."""
+        from ember.errors import ShapeError
         from ember.ir.ops import get_op
 
         opdef = get_op(op)
+        for index, value in enumerate(inputs):
+            if not isinstance(value, Value):
+                raise ShapeError(f"{op}: input {index} is a {type(value).__name__}, not a Value "
+                                 "(pass constants through `const`)")
         full_attrs = opdef.make_attrs(attrs)
         types = opdef.infer_types(tuple(v.type for v in inputs), full_attrs)
         outputs = tuple(Value(t) for t in types)
@@ -187,8 +193,9 @@ class GraphBuilder:
         return outputs[0] if len(outputs) == 1 else outputs
 
     def const(self, array: np.ndarray | Const, name: str = "") -> Value:
-        value = array if isinstance(array, Const) else Const(np.asarray(array))
-        return self.op("const", value=value, name=name)  # type: ignore[return-value]
+        """A constant node holding a frozen copy of `array` (the caller's array is untouched)."""
+        value = array if isinstance(array, Const) else np.asarray(array)
+        return self.op("const", value=value, name=name or None)  # type: ignore[return-value]
 
     def add_node(self, node: Node) -> None:
         self.nodes.append(node)

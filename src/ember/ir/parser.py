@@ -26,11 +26,12 @@ _TOKEN_RE = re.compile(
     (?P<space>[ \t\r]+)
   | (?P<newline>\n)
   | (?P<comment>//[^\n]*)
-  | (?P<type>(?:f32|f64|i32|i64|bool)\[[0-9,\s]*\](?:\{[a-z0-9_]*\})?)
-  | (?P<digest>sha1:[0-9a-f]{40})
+  | (?P<type>[A-Za-z_][A-Za-z0-9_]*\[[^\[\]\n(){}<>:%]*\](?:\{[^{}\n=]*\})?)
+  | (?P<digest>sha1:[0-9a-f]{40}(?![A-Za-z0-9_]))
   | (?P<value>%[A-Za-z0-9_.]+)
-  | (?P<symbol>@[A-Za-z_][A-Za-z0-9_.]*)
+  | (?P<symbol>@(?:[A-Za-z_][A-Za-z0-9_.]*|"(?:[^"\\\n]|\\.)*"))
   | (?P<string>"(?:[^"\\\n]|\\.)*")
+  | (?P<open_string>")
   | (?P<arrow>->)
   | (?P<number>[-+]?(?:\d+(?:\.\d*)?(?:[eE][-+]?\d+)?|inf|nan)(?![A-Za-z0-9_]))
   | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
@@ -38,7 +39,7 @@ _TOKEN_RE = re.compile(
     """,
     re.VERBOSE,
 )
-
+_INT_RE = re.compile(r"^[-+]?\d+$")
 
 @dataclass(frozen=True, slots=True)
 class Token:
@@ -59,22 +60,55 @@ def tokenize(text: str) -> list[Token]:
             source = text[line_start:].split("\n", 1)[0]
             raise IRParseError(f"unexpected character {text[pos]!r}", line, col, source)
         kind = match.lastgroup or ""
+        if kind == "open_string":
+            source = text[line_start:].split("\n", 1)[0]
+            raise IRParseError("unterminated string", line, col, source)
         if kind == "newline":
             line, line_start = line + 1, match.end()
         elif kind != "space":
             tokens.append(Token(kind, match.group(), line, col))
         pos = match.end()
-    tokens.append(Token("eof", "", line, pos - line_start + 1))
+    # End of input is reported just after the last token, where something is missing.
+    last = tokens[-1] if tokens else Token("eof", "", 1, 1)
+    tokens.append(Token("eof", "", last.line, last.col + len(last.text)))
     return tokens
 
 
+class TypeSyntaxError(ValueError):
+    """A malformed type; `offset` is the position of the bad part within the type's text."""
+
+    def __init__(self, message: str, offset: int = 0) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+_DTYPES = ", ".join(d.value for d in DType)
+
+
 def parse_type(text: str) -> TensorType:
-    """`f32[8,256]{nhwc}` -> TensorType."""
+    """`f32[8,256]{nhwc}` -> TensorType; raises TypeSyntaxError naming the bad part."""
     dtype_text, rest = text.split("[", 1)
+    if dtype_text not in DType._value2member_map_:
+        raise TypeSyntaxError(f"unknown dtype {dtype_text!r} (expected one of {_DTYPES})")
     dims_text, layout_text = rest.split("]", 1)
-    dims = tuple(int(d) for d in dims_text.replace(" ", "").split(",") if d)
-    layout = check_layout(layout_text.strip("{}"))
-    return TensorType(DType(dtype_text), dims, layout)
+    dims: list[int] = []
+    offset = len(dtype_text) + 1
+    for part in dims_text.split(",") if dims_text.strip() else []:
+        if not part.strip().isdigit() or not part.strip().isascii():
+            where = offset + len(part) - len(part.lstrip())
+            raise TypeSyntaxError(f"dimension {part.strip()!r} is not a non-negative integer",
+                                  where)
+        dims.append(int(part))
+        offset += len(part) + 1
+    layout = layout_text[1:-1] if layout_text else ""
+    try:
+        check_layout(layout)
+    except ValueError as err:
+        raise TypeSyntaxError(str(err), len(dtype_text) + len(dims_text) + 2) from None
+    if layout_text and not layout:
+        raise TypeSyntaxError("empty layout (leave out '{}' for the default layout)",
+                              len(dtype_text) + len(dims_text) + 2)
+    return TensorType(DType(dtype_text), tuple(dims), layout)
 
 
 class _Parser:
@@ -152,11 +186,16 @@ class _Parser:
         return value
 
     def parse_type(self) -> TensorType:
+        token = self.peek()
+        if token.kind == "ident" and self.tokens[self._next_index() + 1].text == "[":
+            raise self.error(f"malformed type starting with {token.text!r} (expected a type "
+                             "such as f32[2,3])")
         token = self.expect_kind("type", "(a tensor type such as f32[2,3])")
         try:
             return parse_type(token.text)
-        except ValueError as err:
-            raise self.error(str(err), token) from None
+        except TypeSyntaxError as err:
+            where = Token(token.kind, token.text, token.line, token.col + err.offset)
+            raise self.error(str(err), where) from None
 
     def parse_params(self) -> tuple[Value, ...]:
         params: list[Value] = []
@@ -190,7 +229,7 @@ class _Parser:
         if token.kind == "number":
             return _number(token.text)
         if token.kind == "string":
-            return json.loads(token.text)
+            return self.string(token)
         if token.kind == "ident" and token.text in ("true", "false"):
             return token.text == "true"
         if token.kind == "ident" and token.text in ("dense", "dense_blob"):
@@ -204,30 +243,65 @@ class _Parser:
             return tuple(items)
         raise self.error(f"expected an attribute value, found {token.text!r}", token)
 
+    def string(self, token: Token) -> str:
+        try:
+            return json.loads(token.text)
+        except json.JSONDecodeError as err:
+            where = Token(token.kind, token.text, token.line, token.col + err.pos)
+            raise self.error(f"bad escape in string: {err.msg}", where) from None
+
     def parse_const(self, blob: bool) -> Const:
-        self.expect("<", "after dense")
+        self.expect("<", "after dense" + ("_blob" if blob else ""))
+        type_token = self.peek()
         type_ = self.parse_type()
+        if type_.layout:
+            raise self.error(f"a constant has no layout, found {{{type_.layout}}}", type_token)
         self.expect(":", "after the constant's type")
         if blob:
-            digest = self.expect_kind("digest", "(sha1:<40 hex digits>)").text[5:]
-            self.expect(">", "after the digest")
-            return Const(None, type_, digest)
+            return self.parse_blob(type_, type_token)
         start = self.peek()
-        numbers: list[str] = []
+        elements: list[object] = []
         while not self.accept(">"):
-            if numbers:
+            if elements:
                 self.expect(",", "between constant elements")
-            token = self.next()
-            if token.kind not in ("number", "ident"):
-                raise self.error("expected a number", token)
-            numbers.append(token.text)
-        if len(numbers) != type_.size:
-            raise self.error(f"{type_} needs {type_.size} elements, found {len(numbers)}", start)
-        if type_.dtype is DType.BOOL:
-            data = np.array([n == "true" for n in numbers], dtype=np.bool_)
-        else:
-            data = np.array([_number(n) for n in numbers], dtype=type_.dtype.numpy)
+            elements.append(self.parse_element(type_.dtype))
+        if len(elements) != type_.size:
+            raise self.error(f"{type_} needs {type_.size} elements, found {len(elements)}", start)
+        data = np.array(elements, dtype=type_.dtype.numpy)
         return Const(data.reshape(type_.shape))
+
+    def parse_blob(self, type_: TensorType, type_token: Token) -> Const:
+        digest = self.expect_kind("digest", "(sha1:<40 hex digits>)").text[5:]
+        self.expect(">", "after the digest")
+        const = Const(None, type_, digest)
+        if const.data is not None and TensorType.of(const.data) != type_:
+            raise self.error(f"dense_blob type {type_} differs from the type of its data in "
+                             f"memory ({TensorType.of(const.data)})", type_token)
+        return const
+
+    def parse_element(self, dtype: DType) -> bool | int | float:
+        """One element of a `dense<...>` constant, checked against the element type."""
+        token = self.next()
+        if dtype is DType.BOOL:
+            if token.text not in ("true", "false") or token.kind != "ident":
+                raise self.error(f"expected true or false (a bool element), found {token.text!r}",
+                                 token)
+            return token.text == "true"
+        if token.kind != "number":
+            raise self.error(f"expected a number (an {dtype} element), found {token.text!r}",
+                             token)
+        if dtype.is_int:
+            info = np.iinfo(dtype.numpy)
+            if not _INT_RE.match(token.text):
+                raise self.error(f"expected an integer (an {dtype} element), found {token.text}",
+                                 token)
+            if not info.min <= int(token.text) <= info.max:
+                raise self.error(f"{token.text} is out of range for {dtype}", token)
+            return int(token.text)
+        value = float(token.text)
+        if np.isfinite(value) and not np.isfinite(dtype.numpy.type(value)):
+            raise self.error(f"{token.text} is out of range for {dtype}", token)
+        return value
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -270,6 +344,8 @@ class _Parser:
         self.expect(":", "after region parameters")
         nodes: list[Node] = []
         while not self.accept("yield"):
+            if self.peek().kind != "value":
+                raise self.error("expected a statement or 'yield' to end the region")
             self.parse_stmt(nodes)
         outputs = [self.use()]
         while self.accept(","):
@@ -280,7 +356,10 @@ class _Parser:
 
     def parse_graph(self) -> Graph:
         self.expect("graph", "at the start")
-        name = self.expect_kind("symbol", "(the graph name, such as @main)").text[1:]
+        name_token = self.expect_kind("symbol", "(the graph name, such as @main)")
+        name = name_token.text[1:]
+        if name.startswith('"'):
+            name = self.string(Token("string", name, name_token.line, name_token.col + 1))
         self.scopes.append({})
         inputs = self.parse_params()
         self.expect("->", "after the parameters")
@@ -295,6 +374,8 @@ class _Parser:
         while not self.accept("return"):
             if self.peek().kind == "eof":
                 raise self.error("expected 'return' before the end of input")
+            if self.peek().kind != "value":
+                raise self.error("expected a statement or 'return' to end the graph")
             self.parse_stmt(nodes)
         return_token = self.peek()
         outputs: list[Value] = []

@@ -3,8 +3,8 @@
 Grammar (one statement a line; `//` starts a comment; a comment that ends a statement's line
 is that node's source location):
 
-    graph   ::= 'graph' '@' NAME '(' [param (',' param)*] ')' '->' '(' [type (',' type)*] ')'
-                '{' stmt* 'return' [values] '}'
+    graph   ::= 'graph' '@' (NAME | STRING) '(' [param (',' param)*] ')'
+                '->' '(' [type (',' type)*] ')' '{' stmt* 'return' [values] '}'
     param   ::= VALUE ':' type
     stmt    ::= values '=' OPNAME '(' [values] ')' [attrs] ':' type (',' type)* [region]
     region  ::= '{' '^' '(' [param (',' param)*] ')' ':' stmt* 'yield' values '}'
@@ -15,6 +15,9 @@ is that node's source location):
     values  ::= VALUE (',' VALUE)*
     VALUE   ::= '%' (NAME | INT)
     DTYPE   ::= 'f32' | 'f64' | 'i32' | 'i64' | 'bool'
+
+A graph name that is not a plain NAME prints quoted, `@"<lambda>"`. A source location is
+printed on one line with runs of whitespace collapsed.
 
 Canonical means: node outputs are numbered %0, %1, ... in pre-order (a region's values follow
 its node's outputs); graph and region inputs keep their hints, made unique; attributes are
@@ -102,9 +105,16 @@ class _Namer:
         return "%" + name if name is not None else f"%<undefined {value.type}>"
 
 
-def _stmt_lines(node: Node, namer: _Namer, indent: str) -> list[str]:
-    for value in node.outputs:
-        namer.number(value)
+def _loc_comment(loc: str) -> str:
+    """The trailing `  // file.py:12` of a statement ("" without a location)."""
+    text = " ".join(loc.split())
+    return f"  // {text}" if text else ""
+
+
+def _stmt_lines(node: Node, namer: _Namer, indent: str, renumber: bool = True) -> list[str]:
+    if renumber:
+        for value in node.outputs:
+            namer.number(value)
     results = ", ".join(namer[v] for v in node.outputs)
     operands = ", ".join(namer[v] for v in node.inputs)
     attrs = ""
@@ -113,21 +123,45 @@ def _stmt_lines(node: Node, namer: _Namer, indent: str) -> list[str]:
     types = ", ".join(str(v.type) for v in node.outputs)
     head = f"{indent}{results} = {node.op}({operands}){attrs} : {types}"
     if node.body is None:
-        return [head + (f"  // {node.loc}" if node.loc else "")]
-    lines = [head + " {" + (f"  // {node.loc}" if node.loc else "")]
-    lines += _region_lines(node.body, namer, indent)
+        return [head + _loc_comment(node.loc)]
+    lines = [head + " {" + _loc_comment(node.loc)]
+    lines += _region_lines(node.body, namer, indent, renumber)
     lines.append(indent + "}")
     return lines
 
 
-def _region_lines(body: Graph, namer: _Namer, indent: str) -> list[str]:
-    namer.name_inputs(body.inputs)
+def _region_lines(body: Graph, namer: _Namer, indent: str, renumber: bool = True) -> list[str]:
+    if renumber:
+        namer.name_inputs(body.inputs)
     params = ", ".join(f"{namer[v]}: {v.type}" for v in body.inputs)
     lines = [f"{indent}^({params}):"]
     for node in body.nodes:
-        lines += _stmt_lines(node, namer, indent + "  ")
+        lines += _stmt_lines(node, namer, indent + "  ", renumber)
     lines.append(f"{indent}  yield {', '.join(namer[v] for v in body.outputs)}")
     return lines
+
+
+def format_symbol(name: str) -> str:
+    """`@main`, or `@"<lambda>"` for a name that is not a plain NAME."""
+    return "@" + (name if _NAME_RE.match(name) else json.dumps(name))
+
+
+def _name_all(graph: Graph, namer: _Namer) -> None:
+    """Give every value of `graph` (regions included) its canonical name, as `print_graph` does."""
+    for node in graph.nodes:
+        for value in node.outputs:
+            namer.number(value)
+        if node.body is not None:
+            namer.name_inputs(node.body.inputs)
+            _name_all(node.body, namer)
+
+
+def value_names(graph: Graph) -> dict[Value, str]:
+    """The printed name of every value of `graph` (without `%`), regions included."""
+    namer = _Namer()
+    namer.name_inputs(graph.inputs)
+    _name_all(graph, namer)
+    return namer.names
 
 
 def print_graph(graph: Graph) -> str:
@@ -136,7 +170,7 @@ def print_graph(graph: Graph) -> str:
     namer.name_inputs(graph.inputs)
     params = ", ".join(f"{namer[v]}: {v.type}" for v in graph.inputs)
     results = ", ".join(str(v.type) for v in graph.outputs)
-    lines = [f"graph @{graph.name}({params}) -> ({results}) {{"]
+    lines = [f"graph {format_symbol(graph.name)}({params}) -> ({results}) {{"]
     for node in graph.nodes:
         lines += _stmt_lines(node, namer, "  ")
     returned = ", ".join(namer[v] for v in graph.outputs)
@@ -145,9 +179,16 @@ def print_graph(graph: Graph) -> str:
     return "\n".join(lines)
 
 
-def print_node(node: Node) -> str:
-    """One node as a statement, for error messages; operands are named by their types."""
+def print_node(node: Node, names: dict[Value, str] | None = None) -> str:
+    """One node as a statement, for error messages.
+
+    With `names` (from `value_names(graph)`) values read as in the printed graph; without, the
+    node's outputs are numbered from %0 and its operands named by hint or `in<index>`.
+    """
     namer = _Namer()
+    if names is not None:
+        namer.names = names
+        return "\n".join(_stmt_lines(node, namer, "", renumber=False))
     for index, value in enumerate(node.inputs):
         namer.names.setdefault(value, value.hint if _NAME_RE.match(value.hint) else f"in{index}")
     return "\n".join(_stmt_lines(node, namer, ""))

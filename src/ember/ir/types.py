@@ -41,10 +41,12 @@ class DType(str, Enum):
 
     @staticmethod
     def from_numpy(dtype: object) -> DType:
-        """The DType of a numpy dtype (or anything `np.dtype` accepts); raises for unsupported ones."""
-        found = _FROM_NUMPY.get(np.dtype(dtype))  # type: ignore[call-overload]
+        """The DType of a numpy dtype (or anything `np.dtype` accepts); TypeError if none."""
+        numpy_dtype = np.dtype(dtype)  # type: ignore[call-overload]
+        # NOTE: byte order is a property of the array, not of the element type.
+        found = _FROM_NUMPY.get(numpy_dtype.newbyteorder("="))
         if found is None:
-            raise TypeError(f"numpy dtype {np.dtype(dtype)} has no Ember dtype (supported: "  # type: ignore[call-overload]
+            raise TypeError(f"numpy dtype {numpy_dtype} has no Ember dtype (supported: "
                             "float32, float64, int32, int64, bool)")
         return found
 
@@ -80,6 +82,21 @@ class TensorType:
     dtype: DType
     shape: tuple[int, ...]
     layout: str = ""  # "" is row-major in logical dimension order
+
+    def __post_init__(self) -> None:
+        # Accept "f32" for DType.F32 and numpy integers or lists for the shape, so every
+        # TensorType holds exactly a DType, a tuple of Python ints and a known layout.
+        if not isinstance(self.dtype, DType):
+            try:
+                object.__setattr__(self, "dtype", DType(self.dtype))
+            except ValueError:
+                raise ValueError(f"unknown dtype {self.dtype!r} (expected one of "
+                                 f"{', '.join(d.value for d in DType)})") from None
+        shape = tuple(int(d) for d in self.shape)
+        if any(d < 0 for d in shape):
+            raise ValueError(f"shape {list(shape)} has a negative dimension")
+        object.__setattr__(self, "shape", shape)
+        check_layout(self.layout)
 
     @property
     def ndim(self) -> int:

@@ -2,93 +2,124 @@
 
     verify(graph)   # returns None, or raises IRVerifyError naming the node
 
-Checks, in order, for each node: the op is registered; every operand is defined before use and
-in scope (a region sees only its own parameters); every result is defined exactly once; the
-attributes fit the op's schema; the declared result types equal the op's inferred types. A
-region (`fused`) is checked as its own graph, and its parameter and yield types must match the
-node's operands and results.
+Checks, in order, for each node: every operand is defined before use and in scope (a region
+sees only its own parameters); the op is registered (or is a region op); the attributes fit
+the op's schema and are in canonical form; the declared result types equal the op's inferred
+types; every result is defined exactly once. A region op (`fused`, which has no `OpDef`) is
+checked as its own graph, and its parameter and yield types must match the node's operand and
+result types. Nodes are named in messages as they print in the whole graph (`%3 = add(%1, %2)
+: f32[4]`).
 """
 
 from __future__ import annotations
 
-from ember.errors import EmberError, IRVerifyError
+from ember.errors import IRVerifyError
 from ember.ir.graph import Graph, Node, Value
-from ember.ir.ops import OPS, get_op
+from ember.ir.ops import OPS
+from ember.ir.printer import print_node, value_names
 
 REGION_OPS = frozenset({"fused"})
 
 
 def verify(graph: Graph) -> None:
     """Raise IRVerifyError for the first broken invariant."""
-    defined: set[Value] = set()
-    _verify_body(graph, defined)
+    if not OPS:
+        import ember.ops  # noqa: F401  (registers every row)
+    _Verifier(value_names(graph)).body(graph, "return")
 
 
-def _verify_body(graph: Graph, defined: set[Value]) -> None:
-    in_scope: set[Value] = set()
-    for value in graph.inputs:
-        _define(value, defined, in_scope, "")
-    for node in graph.nodes:
-        _verify_node(node, defined, in_scope)
-    for index, value in enumerate(graph.outputs):
-        if value not in in_scope:
-            raise IRVerifyError("return", f"output {index} ({value.type}) is not defined")
+def _types(values: tuple[Value, ...]) -> str:
+    return "(" + ", ".join(str(v.type) for v in values) + ")"
 
 
-def _define(value: Value, defined: set[Value], in_scope: set[Value], node_text: str) -> None:
-    if value in defined:
-        raise IRVerifyError(node_text, f"value of type {value.type} is defined twice")
-    defined.add(value)
-    in_scope.add(value)
+class _Verifier:
+    """Walks a graph once; `defined` holds every value defined so far, in any region."""
+
+    def __init__(self, names: dict[Value, str]) -> None:
+        self.names = names
+        self.defined: set[Value] = set()
+
+    def text(self, node: Node) -> str:
+        """The node's statement, without its region, for messages."""
+        return print_node(node.replace(body=None) if node.body is not None else node, self.names)
+
+    def body(self, graph: Graph, terminator: str) -> None:
+        in_scope: set[Value] = set()
+        for index, value in enumerate(graph.inputs):
+            where = "graph" if terminator == "return" else "region"
+            self.define(value, in_scope, "", f"{where} input {index}")
+        for node in graph.nodes:
+            self.node(node, in_scope)
+        self.terminator(graph, in_scope, terminator)
+
+    def terminator(self, graph: Graph, in_scope: set[Value], keyword: str) -> None:
+        """Every value of `return` / `yield` is defined in this graph or region."""
+        names = ", ".join("%" + self.names.get(v, f"<undefined {v.type}>") for v in graph.outputs)
+        for index, value in enumerate(graph.outputs):
+            if value not in in_scope:
+                scope = "graph" if keyword == "return" else "region"
+                raise IRVerifyError(f"{keyword} {names}", f"{keyword} value {index} "
+                                    f"({value.type}) is not defined in this {scope} "
+                                    f"({self.where(value)})")
+
+    def where(self, value: Value) -> str:
+        """Why an out-of-scope value is out of scope, for messages."""
+        if value in self.names:
+            return "it is defined later, or in another region"
+        return "it is defined nowhere in the graph"
+
+    def define(self, value: Value, in_scope: set[Value], text: str, what: str) -> None:
+        if value in self.defined:
+            raise IRVerifyError(text, f"{what} ({value.type}) is defined twice")
+        self.defined.add(value)
+        in_scope.add(value)
+
+    def node(self, node: Node, in_scope: set[Value]) -> None:
+        text = self.text(node)
+        for index, value in enumerate(node.inputs):
+            if value not in in_scope:
+                raise IRVerifyError(text, f"operand {index} ({value.type}) is not defined before "
+                                    f"its use ({self.where(value)})")
+        if node.op in REGION_OPS:
+            self.region(node, text)
+        elif node.body is not None:
+            raise IRVerifyError(text, f"{node.op} does not take a region (only "
+                                f"{', '.join(sorted(REGION_OPS))} do)")
+        else:
+            _check_types(node, text)
+        for index, value in enumerate(node.outputs):
+            self.define(value, in_scope, text, f"result {index}")
+
+    def region(self, node: Node, text: str) -> None:
+        body = node.body
+        if body is None:
+            raise IRVerifyError(text, f"{node.op} needs a region")
+        if [v.type for v in body.inputs] != [v.type for v in node.inputs]:
+            raise IRVerifyError(text, f"region parameter types {_types(body.inputs)} differ from "
+                                f"the operand types {_types(node.inputs)}")
+        self.body(body, "yield")
+        if [v.type for v in body.outputs] != [v.type for v in node.outputs]:
+            raise IRVerifyError(text, f"region yield types {_types(body.outputs)} differ from the "
+                                f"result types {_types(node.outputs)}")
 
 
-def _verify_node(node: Node, defined: set[Value], in_scope: set[Value]) -> None:
-    text = _short(node)
-    for index, value in enumerate(node.inputs):
-        if value not in in_scope:
-            where = "later, or in another region" if value in defined else "anywhere before"
-            raise IRVerifyError(text, f"operand {index} ({value.type}) is not defined {where}")
-    if node.op in REGION_OPS or node.body is not None:
-        _verify_region(node, text, defined)
-    else:
-        _verify_types(node, text)
-    for value in node.outputs:
-        _define(value, defined, in_scope, text)
-
-
-def _verify_types(node: Node, text: str) -> None:
-    if node.op not in OPS and not OPS:
-        get_op(node.op)  # loads the registry
+def _check_types(node: Node, text: str) -> None:
+    """The node's attributes fit its op's schema and its result types follow the op's rule."""
     opdef = OPS.get(node.op)
     if opdef is None:
         raise IRVerifyError(text, f"unknown op {node.op!r}")
     try:
         attrs = opdef.make_attrs(node.attrs)
-        if attrs != node.attrs:
-            raise IRVerifyError(text, f"attributes are not in canonical form (expected {attrs})")
+    except Exception as err:  # any schema failure is the node's
+        raise IRVerifyError(text, f"bad attributes: {err}") from None
+    if attrs != node.attrs:
+        raise IRVerifyError(text, f"attributes are not in canonical form (expected {attrs})")
+    try:
         inferred = opdef.infer_types(tuple(v.type for v in node.inputs), attrs)
-    except IRVerifyError:
-        raise
-    except EmberError as err:
+    except Exception as err:  # rules may raise more than ShapeError
         raise IRVerifyError(text, str(err)) from None
     declared = tuple(v.type for v in node.outputs)
     if inferred != declared:
         shown = ", ".join(str(t) for t in inferred)
         raise IRVerifyError(text, f"result types do not match the op's rule (expected {shown})")
 
-
-def _verify_region(node: Node, text: str, defined: set[Value]) -> None:
-    body = node.body
-    if body is None:
-        raise IRVerifyError(text, f"{node.op} needs a region")
-    operand_types = [v.type for v in node.inputs]
-    if [v.type for v in body.inputs] != operand_types:
-        raise IRVerifyError(text, "region parameter types differ from the operand types")
-    if [v.type for v in body.outputs] != [v.type for v in node.outputs]:
-        raise IRVerifyError(text, "region yield types differ from the result types")
-    _verify_body(body, defined)
-
-
-def _short(node: Node) -> str:
-    """The node's statement, without its region, for messages."""
-    return str(node.replace(body=None)) if node.body is not None else str(node)
