@@ -2,6 +2,7 @@
 
 from ember.nn import functional, init
 from ember.nn.layers import (
+    GELU,
     AdaptiveAvgPool2d,
     AvgPool2d,
     BatchNorm2d,
@@ -9,7 +10,6 @@ from ember.nn.layers import (
     Dropout,
     Embedding,
     Flatten,
-    GELU,
     Identity,
     LayerNorm,
     LeakyReLU,
@@ -26,8 +26,29 @@ from ember.nn.layers import (
 from ember.nn.module import Buffer, Module, Parameter
 
 __all__ = [
-    "GELU", "AdaptiveAvgPool2d", "AvgPool2d", "BatchNorm2d", "Buffer", "Conv2d", "Dropout",
-    "Embedding", "Flatten", "Identity", "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax",
-    "MaxPool2d", "Module", "Parameter", "ReLU", "SiLU", "Sequential", "Sigmoid", "Softmax", "Tanh",
-    "functional", "init",
+    "GELU",
+    "AdaptiveAvgPool2d",
+    "AvgPool2d",
+    "BatchNorm2d",
+    "Buffer",
+    "Conv2d",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "Identity",
+    "LayerNorm",
+    "LeakyReLU",
+    "Linear",
+    "LogSoftmax",
+    "MaxPool2d",
+    "Module",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "SiLU",
+    "Sigmoid",
+    "Softmax",
+    "Tanh",
+    "functional",
+    "init",
 ]

@@ -65,20 +65,28 @@ def silu(input: Any, inplace: bool = False) -> Tensor:
     return tracer.emit("silu", input)
 
 
-def _softmax_dim(ndim: int, dim: int | None) -> int:
-    if dim is not None:
-        return dim
-    return 0 if ndim in (0, 1, 3) else 1  # PyTorch's legacy implicit choice
+def _softmax_dim(x: Tensor, dim: int | None, name: str) -> int:
+    if dim is None:
+        return 0 if x.ndim in (0, 1, 3) else 1  # PyTorch's legacy implicit choice
+    rank = max(x.ndim, 1)
+    if not -rank <= dim < rank:
+        raise tracer._fail(f"{name}: dim {dim} is out of range for an input of shape "
+                           f"{list(x.shape)}")
+    return int(dim) % rank
 
 
-def softmax(input: Any, dim: int | None = None, dtype: Any = None) -> Tensor:
+def softmax(input: Any, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None
+            ) -> Tensor:
+    """exp(x) / sum(exp(x)) along `dim`; dim=None picks PyTorch's legacy implicit axis."""
     x = _t(input) if dtype is None else _t(input).astype(dtype)
-    return x.ctx.emit("softmax", x, axis=_softmax_dim(x.ndim, dim) % max(x.ndim, 1))
+    return x.ctx.emit("softmax", x, axis=_softmax_dim(x, dim, "softmax"))
 
 
-def log_softmax(input: Any, dim: int | None = None, dtype: Any = None) -> Tensor:
+def log_softmax(input: Any, dim: int | None = None, _stacklevel: int = 3, dtype: Any = None
+                ) -> Tensor:
+    """log(softmax(x)) along `dim`, computed stably."""
     x = _t(input) if dtype is None else _t(input).astype(dtype)
-    return x.ctx.emit("log_softmax", x, axis=_softmax_dim(x.ndim, dim) % max(x.ndim, 1))
+    return x.ctx.emit("log_softmax", x, axis=_softmax_dim(x, dim, "log_softmax"))
 
 
 # -- linear and convolution ---------------------------------------------------------------------
@@ -86,17 +94,24 @@ def log_softmax(input: Any, dim: int | None = None, dtype: Any = None) -> Tensor
 
 def linear(input: Any, weight: Any, bias: Any = None) -> Tensor:
     """y = x W^T + b, with W of shape [out_features, in_features]."""
-    out = _t(input) @ _t(weight).T
+    x, w = _t(input), _t(weight)
+    if w.ndim not in (1, 2):
+        raise tracer._fail(f"linear: weight must be 1-D or 2-D, got shape {list(w.shape)}")
+    out = x @ w.T if w.ndim == 2 else x @ w
     return out if bias is None else out + bias
 
 
 def _conv_padding(padding: Any, kernel: tuple[int, int], dilation: tuple[int, int],
                   stride: tuple[int, int]) -> tuple[int, int, int, int]:
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    if padding == "same":
+    """(top, left, bottom, right) for PyTorch's padding forms: int, pair, "valid", "same"."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0, 0, 0)
+        if padding != "same":
+            raise tracer._fail(f"conv2d: padding {padding!r} must be 'valid', 'same', an int "
+                               "or a pair")
         if stride != (1, 1):
-            raise tracer._fail("padding='same' is not supported for strided convolutions")
+            raise tracer._fail("conv2d: padding='same' is not supported for strided convolutions")
         total = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
         # PyTorch puts the odd extra element at the end (bottom, right).
         return (total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2)
@@ -104,90 +119,153 @@ def _conv_padding(padding: Any, kernel: tuple[int, int], dilation: tuple[int, in
     return (pad_h, pad_w, pad_h, pad_w)
 
 
+def _unbatched(x: Tensor, op: str, **attrs: Any) -> Tensor:
+    """Run a spatial op on a CHW input as on a batch of one (PyTorch accepts both)."""
+    if x.ndim != 3:
+        return x.ctx.emit(op, x, **attrs)
+    return x.ctx.emit(op, x.expand_dims(0), **attrs).squeeze(0)
+
+
 def conv2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
            dilation: Any = 1, groups: int = 1) -> Tensor:
-    """2-D convolution of an NCHW input with an OIHW weight."""
+    """2-D convolution of an NCHW (or CHW) input with an OIHW weight."""
     x, w = tracer.binary_operands(input, weight)
     stride, dilation = _pair(stride, "stride"), _pair(dilation, "dilation")
     pads = _conv_padding(padding, w.shape[2:] if w.ndim == 4 else (1, 1), dilation, stride)
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x.expand_dims(0)
     operands = [x, w] if bias is None else [x, w, tracer.as_tensor(bias, x.dtype_)]
-    return x.ctx.emit("conv2d", *operands, stride=stride, padding=pads, dilation=dilation,
-                      groups=groups)
+    out = x.ctx.emit("conv2d", *operands, stride=stride, padding=pads, dilation=dilation,
+                     groups=groups)
+    return out.squeeze(0) if unbatched else out
 
 
 # -- pooling ------------------------------------------------------------------------------------
 
 
+def _pool_stride(stride: Any, kernel: tuple[int, int]) -> tuple[int, int]:
+    if stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0):
+        return kernel
+    return _pair(stride, "stride")
+
+
 def max_pool2d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
                dilation: Any = 1, ceil_mode: bool = False, return_indices: bool = False
                ) -> Tensor:
+    """Maximum over sliding windows of an NCHW (or CHW) input; padding counts as -inf."""
     if return_indices:
         raise tracer._fail("max_pool2d(return_indices=True) is not supported")
     kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or stride == [] else _pair(stride, "stride")
     pad_h, pad_w = _pair(padding, "padding")
-    return tracer.emit("max_pool2d", input, kernel=kernel, stride=stride,
-                       padding=(pad_h, pad_w, pad_h, pad_w), dilation=_pair(dilation, "dilation"),
-                       ceil_mode=ceil_mode)
+    return _unbatched(_t(input), "max_pool2d", kernel=kernel,
+                      stride=_pool_stride(stride, kernel), padding=(pad_h, pad_w, pad_h, pad_w),
+                      dilation=_pair(dilation, "dilation"), ceil_mode=bool(ceil_mode))
+
+
+def _window_sizes(size: int, out: int, kernel: int, stride: int, pad: int) -> np.ndarray:
+    """Per-position window lengths that PyTorch divides by when count_include_pad is set."""
+    starts = np.arange(out) * stride - pad
+    return np.minimum(starts + kernel, size + pad) - starts
 
 
 def avg_pool2d(input: Any, kernel_size: Any, stride: Any = None, padding: Any = 0,
                ceil_mode: bool = False, count_include_pad: bool = True,
                divisor_override: int | None = None) -> Tensor:
-    if divisor_override is not None:
-        raise tracer._fail("avg_pool2d(divisor_override=...) is not supported")
+    """Mean over sliding windows of an NCHW (or CHW) input (PyTorch's divisor rules)."""
     kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None or stride == [] else _pair(stride, "stride")
+    stride = _pool_stride(stride, kernel)
     pad_h, pad_w = _pair(padding, "padding")
     if pad_h > kernel[0] // 2 or pad_w > kernel[1] // 2:
-        raise tracer._fail(f"padding ({pad_h}, {pad_w}) must be at most half the kernel {kernel}")
-    return tracer.emit("avg_pool2d", input, kernel=kernel, stride=stride,
-                       padding=(pad_h, pad_w, pad_h, pad_w), ceil_mode=ceil_mode,
-                       count_include_pad=count_include_pad)
+        raise tracer._fail(f"avg_pool2d: padding ({pad_h}, {pad_w}) must be at most half the "
+                           f"kernel {kernel}")
+    x = _t(input)
+    out = _unbatched(x, "avg_pool2d", kernel=kernel, stride=stride,
+                     padding=(pad_h, pad_w, pad_h, pad_w), ceil_mode=bool(ceil_mode),
+                     count_include_pad=True if divisor_override else count_include_pad)
+    if not divisor_override:
+        return out
+    # The window sums are the padded-window means times the padded window sizes.
+    rows = _window_sizes(x.shape[-2], out.shape[-2], kernel[0], stride[0], pad_h)
+    cols = _window_sizes(x.shape[-1], out.shape[-1], kernel[1], stride[1], pad_w)
+    scale = np.outer(rows, cols).astype(x.dtype) / np.asarray(divisor_override, x.dtype)
+    return out * x.ctx.constant(scale)
 
 
 def adaptive_avg_pool2d(input: Any, output_size: Any) -> Tensor:
+    """Mean over the windows [floor(i*H/out), ceil((i+1)*H/out)) of an NCHW (or CHW) input."""
     x = _t(input)
+    if x.ndim not in (3, 4):
+        raise tracer._fail(f"adaptive_avg_pool2d: expected a CHW or NCHW input, got shape "
+                           f"{list(x.shape)}")
     size = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
-    resolved = tuple(x.shape[2 + i] if s is None else int(s) for i, s in enumerate(size))
-    return x.ctx.emit("adaptive_avg_pool2d", x, output_size=resolved)
+    if len(size) != 2:
+        raise tracer._fail(f"adaptive_avg_pool2d: output_size must be an int or a pair, got "
+                           f"{output_size!r}")
+    resolved = tuple(x.shape[x.ndim - 2 + i] if s is None else int(s) for i, s in enumerate(size))
+    return _unbatched(x, "adaptive_avg_pool2d", output_size=resolved)
 
 
 # -- normalization ------------------------------------------------------------------------------
 
 
-def _ones_like_channels(x: Tensor, shape: tuple[int, ...], value: float) -> Tensor:
+def _filled(x: Tensor, shape: tuple[int, ...], value: float) -> Tensor:
     return x.ctx.constant(np.full(shape, value, dtype=x.dtype))
+
+
+def _channel_param(x: Tensor, value: Any, name: str, fill: float) -> Tensor:
+    """A per-channel vector of batch_norm, checked against the input's channel count."""
+    channels = x.shape[1] if x.ndim > 1 else 1
+    tensor = _filled(x, (channels,), fill) if value is None else tracer.as_tensor(value, x.dtype_)
+    if tensor.shape != (channels,):
+        raise tracer._fail(f"batch_norm: {name} has shape {list(tensor.shape)} but the input "
+                           f"{x.value.type} has {channels} channels")
+    return tensor
 
 
 def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = None,
                bias: Any = None, training: bool = False, momentum: float = 0.1,
                eps: float = 1e-5) -> Tensor:
-    """Batch normalization over the channel axis 1. In training mode the batch's own
-    statistics are used (running statistics are not updated in a traced graph)."""
+    """Batch normalization over the channel axis 1.
+
+    In training mode the batch's own statistics (biased variance) are used; the running
+    statistics are not updated, because a traced graph holds no state between calls.
+    """
     x = _t(input)
-    channels = (x.shape[1],) if x.ndim > 1 else (1,)
-    w = _ones_like_channels(x, channels, 1.0) if weight is None else tracer.as_tensor(weight)
-    b = _ones_like_channels(x, channels, 0.0) if bias is None else tracer.as_tensor(bias)
+    if x.ndim < 2:
+        raise tracer._fail(f"batch_norm: expected an input of rank >= 2 (N, C, ...), got "
+                           f"{x.value.type}")
+    w = _channel_param(x, weight, "weight", 1.0)
+    b = _channel_param(x, bias, "bias", 0.0)
     if training:
         axes = tuple(a for a in range(x.ndim) if a != 1)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         mean = x.mean(axis=axes, keepdims=True)
-        var = ((x - mean) * (x - mean)).mean(axis=axes, keepdims=True)
-        return (x - mean) / (var + eps).sqrt() * w.reshape(shape) + b.reshape(shape)
-    return x.ctx.emit("batch_norm", x, tracer.as_tensor(running_mean),
-                      tracer.as_tensor(running_var), w, b, eps=eps)
+        centered = x - mean
+        var = (centered * centered).mean(axis=axes, keepdims=True)
+        return centered / (var + eps).sqrt() * w.reshape(shape) + b.reshape(shape)
+    if running_mean is None or running_var is None:
+        raise tracer._fail("batch_norm: running_mean and running_var are needed when "
+                           "training=False")
+    mean = _channel_param(x, running_mean, "running_mean", 0.0)
+    var = _channel_param(x, running_var, "running_var", 1.0)
+    return x.ctx.emit("batch_norm", x, mean, var, w, b, eps=eps)
 
 
 def layer_norm(input: Any, normalized_shape: Any, weight: Any = None, bias: Any = None,
                eps: float = 1e-5) -> Tensor:
+    """Normalize over the last len(normalized_shape) dimensions, then scale and shift."""
     x = _t(input)
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    w = _ones_like_channels(x, shape, 1.0) if weight is None else tracer.as_tensor(weight)
-    b = _ones_like_channels(x, shape, 0.0) if bias is None else tracer.as_tensor(bias)
-    if w.shape != shape:
-        raise tracer._fail(f"layer_norm weight has shape {list(w.shape)}, expected "
-                           f"normalized_shape {list(shape)}")
+    if x.shape[x.ndim - len(shape) :] != shape or len(shape) > x.ndim:
+        raise tracer._fail(f"layer_norm: normalized_shape {list(shape)} does not match the last "
+                           f"dimensions of the input {x.value.type}")
+    w = _filled(x, shape, 1.0) if weight is None else tracer.as_tensor(weight, x.dtype_)
+    b = _filled(x, shape, 0.0) if bias is None else tracer.as_tensor(bias, x.dtype_)
+    for name, param in (("weight", w), ("bias", b)):
+        if param.shape != shape:
+            raise tracer._fail(f"layer_norm: {name} has shape {list(param.shape)}, expected "
+                               f"normalized_shape {list(shape)}")
     return x.ctx.emit("layer_norm", x, w, b, eps=eps)
 
 
@@ -195,42 +273,107 @@ def layer_norm(input: Any, normalized_shape: Any, weight: Any = None, bias: Any 
 
 
 def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+    """Zero each element with probability p and scale the rest by 1/(1-p); identity when not
+    training."""
+    if not 0 <= p <= 1:
+        raise tracer._fail(f"dropout probability has to be between 0 and 1, but got {p}")
     x = _t(input)
     if not training or p == 0:
         return x
     x.ctx.dropout_seed += 1
-    return x.ctx.emit("dropout", x, p=p, training=True, seed=x.ctx.dropout_seed)
+    return x.ctx.emit("dropout", x, p=float(p), training=True, seed=x.ctx.dropout_seed)
 
 
-def embedding(input: Any, weight: Any, padding_idx: int | None = None) -> Tensor:
+def embedding(input: Any, weight: Any, padding_idx: int | None = None,
+              max_norm: float | None = None, norm_type: float = 2.0,
+              scale_grad_by_freq: bool = False, sparse: bool = False) -> Tensor:
     """Rows of `weight` picked by the integer indices `input` (any shape)."""
-    indices = _t(input)
+    if max_norm is not None:
+        raise tracer._fail("embedding(max_norm=...) is not supported (it rewrites the weight)")
+    indices, table = _t(input), _t(weight)
     if not indices.dtype_.is_int:
-        raise tracer._fail(f"embedding indices must be integers, got {indices.value.type}")
-    return tracer.emit("gather", weight, indices, axis=0)
+        raise tracer._fail(f"embedding: indices must be integers, got {indices.value.type}")
+    if table.ndim != 2:
+        raise tracer._fail(f"embedding: weight must be 2-D, got {table.value.type}")
+    return indices.ctx.emit("gather", table, indices, axis=0)
 
 
-def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> Tensor:
-    """PyTorch's pad: `pad` lists (before, after) pairs starting from the last dimension."""
+_PAD_MODES = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
+
+
+def pad(input: Any, pad: Sequence[int], mode: str = "constant", value: float | None = None
+        ) -> Tensor:
+    """PyTorch's pad: `pad` lists (before, after) pairs starting from the last dimension.
+
+    Negative amounts crop (constant mode); "circular" wraps around.
+    """
     x = _t(input)
     if len(pad) % 2 or len(pad) // 2 > x.ndim:
-        raise tracer._fail(f"pad {list(pad)} must hold pairs for at most {x.ndim} dimensions")
+        raise tracer._fail(f"pad: {list(pad)} must hold pairs for at most {x.ndim} dimensions "
+                           f"of the input {x.value.type}")
     befores, afters = [0] * x.ndim, [0] * x.ndim
     for i in range(len(pad) // 2):
         befores[x.ndim - 1 - i], afters[x.ndim - 1 - i] = int(pad[2 * i]), int(pad[2 * i + 1])
-    modes = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
-    if mode not in modes:
-        raise tracer._fail(f"pad mode {mode!r} is not supported ({', '.join(modes)})")
-    return x.ctx.emit("pad", x, pads=tuple(befores + afters), mode=modes[mode], value=float(value))
+    if mode == "circular":
+        return _pad_circular(x, befores, afters)
+    if mode not in _PAD_MODES:
+        raise tracer._fail(f"pad mode {mode!r} is not supported (constant, reflect, replicate, "
+                           "circular)")
+    if mode != "constant" and min(befores + afters) < 0:
+        raise tracer._fail(f"pad: negative padding {list(pad)} needs mode='constant'")
+    grow = tuple(max(v, 0) for v in befores + afters)
+    out = x
+    if any(grow):
+        fill = 0.0 if value is None else float(value)
+        out = x.ctx.emit("pad", x, pads=grow, mode=_PAD_MODES[mode], value=fill)
+    return _crop(out, befores, afters)
+
+
+def _crop(x: Tensor, befores: list[int], afters: list[int]) -> Tensor:
+    """Remove -amount elements where an amount is negative."""
+    if min(befores + afters) >= 0:
+        return x
+    index = tuple(slice(-min(b, 0), x.shape[i] + min(a, 0))
+                  for i, (b, a) in enumerate(zip(befores, afters, strict=True)))
+    return x[index]
+
+
+def _pad_circular(x: Tensor, befores: list[int], afters: list[int]) -> Tensor:
+    from ember.frontend.tensor import concatenate
+
+    for axis, (before, after) in enumerate(zip(befores, afters, strict=True)):
+        size = x.shape[axis]
+        if before > size or after > size or before < 0 or after < 0:
+            raise tracer._fail(f"pad: circular padding ({before}, {after}) of axis {axis} must "
+                               f"be in [0, {size}]")
+        if not before and not after:
+            continue
+        head = (slice(None),) * axis
+        parts = [x[(*head, slice(size - before, size))]] if before else []
+        parts.append(x)
+        if after:
+            parts.append(x[(*head, slice(0, after))])
+        x = concatenate(parts, axis=axis)
+    return x
 
 
 def flatten(input: Any, start_dim: int = 0, end_dim: int = -1) -> Tensor:
+    """Merge dimensions start_dim..end_dim into one (torch.flatten)."""
     return _t(input).flatten(start_dim, end_dim)
 
 
-def one_hot(tensor: Any, num_classes: int) -> Tensor:
-    """i64 one-hot encoding along a new last axis."""
+def one_hot(tensor: Any, num_classes: int = -1) -> Tensor:
+    """i64 one-hot encoding along a new last axis.
+
+    num_classes must be given: inferring it from the largest index would make the output shape
+    depend on the data, which a static graph cannot hold.
+    """
     indices = _t(tensor)
+    if num_classes is None or num_classes < 0:
+        raise tracer._fail("one_hot: num_classes must be given (the output shape cannot depend "
+                           "on the values of the indices)")
+    if not indices.dtype_.is_int:
+        raise tracer._fail(f"one_hot: indices must be integers, got {indices.value.type}")
     classes = indices.ctx.constant(np.arange(num_classes, dtype=indices.dtype))
     return (indices.expand_dims(-1) == classes).astype(DType.I64)
 
@@ -238,41 +381,159 @@ def one_hot(tensor: Any, num_classes: int) -> Tensor:
 # -- losses -------------------------------------------------------------------------------------
 
 
+def _reduction(size_average: bool | None, reduce: bool | None, reduction: str) -> str:
+    """PyTorch's rule for the deprecated size_average / reduce arguments."""
+    if size_average is None and reduce is None:
+        if reduction not in ("mean", "sum", "none"):
+            raise tracer._fail(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        return reduction
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    if not reduce:
+        return "none"
+    return "mean" if size_average else "sum"
+
+
 def _reduce(loss: Tensor, reduction: str) -> Tensor:
     if reduction == "mean":
         return loss.mean()
     if reduction == "sum":
         return loss.sum()
-    if reduction == "none":
-        return loss
-    raise tracer._fail(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    return loss
 
 
-def nll_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
-    """Negative log-likelihood of class indices `target` under log-probabilities `input` [N, C]."""
-    logp = _t(input)
+def _classes_last_to_axis1(x: Tensor) -> Tensor:
+    """[N, d..., C] -> [N, C, d...]."""
+    if x.ndim <= 2:
+        return x
+    return x.transpose((0, x.ndim - 1, *range(1, x.ndim - 1)))
+
+
+def _target_weights(logp: Tensor, target: Tensor, weight: Any, ignore_index: int) -> Tensor:
+    """[N, C, d...] mask holding weight[target] at each target's class (0 where ignored)."""
+    if target.shape != logp.shape[:1] + logp.shape[2:]:
+        raise tracer._fail(f"nll_loss: target {target.value.type} does not fit input "
+                           f"{logp.value.type} (expected target shape "
+                           f"{[logp.shape[0], *logp.shape[2:]]})")
+    if not target.dtype_.is_int:
+        raise tracer._fail(f"nll_loss: target must hold class indices (integers), got "
+                           f"{target.value.type}")
     picked = one_hot(target, logp.shape[1]).astype(logp.dtype_)
-    if logp.ndim > 2:  # [N, C, d...] with target [N, d...]: classes on axis 1
-        picked = picked.transpose((0, picked.ndim - 1, *range(1, picked.ndim - 1)))
-    return _reduce(-(logp * picked).sum(axis=1), reduction)
+    if weight is not None:
+        w = tracer.as_tensor(weight, logp.dtype_)
+        if w.shape != (logp.shape[1],):
+            raise tracer._fail(f"nll_loss: weight has shape {list(w.shape)}, expected "
+                               f"[{logp.shape[1]}] (one per class)")
+        picked = picked * w
+    if 0 <= ignore_index < logp.shape[1]:  # out-of-range indices already give a zero row
+        keep = (target != ignore_index).astype(logp.dtype_)
+        picked = picked * keep.expand_dims(-1)
+    return _classes_last_to_axis1(picked)
 
 
-def cross_entropy(input: Any, target: Any, reduction: str = "mean",
-                  label_smoothing: float = 0.0) -> Tensor:
-    """Softmax cross-entropy of logits [N, C] against class indices [N] (or probabilities)."""
-    logits = _t(input)
-    logp = log_softmax(logits, dim=1)
-    target_t = _t(target)
-    if target_t.dtype_.is_float:  # class probabilities
-        return _reduce(-(logp * target_t).sum(axis=1), reduction)
-    loss = nll_loss(logp, target_t, reduction="none")
-    if label_smoothing:
-        smooth = -logp.mean(axis=1)
-        loss = loss * (1 - label_smoothing) + smooth * label_smoothing
+def _with_batch(logp: Tensor, target: Tensor) -> tuple[Tensor, Tensor, bool]:
+    """Unbatched inputs ([C] logits with a scalar target) as a batch of one."""
+    if logp.ndim == 1:
+        return logp.expand_dims(0), target.expand_dims(0), True
+    return logp, target, False
+
+
+def nll_loss(input: Any, target: Any, weight: Any = None, size_average: bool | None = None,
+             ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean"
+             ) -> Tensor:
+    """Negative log-likelihood of class indices `target` under log-probabilities `input`.
+
+    input is [N, C] or [N, C, d...] (or [C]); target is [N] or [N, d...] (or a scalar). With
+    reduction="mean" the sum is divided by the total weight of the targets not ignored.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    logp, target_t, unbatched = _with_batch(_t(input), _t(target))
+    picked = _target_weights(logp, target_t, weight, ignore_index)
+    loss = -(logp * picked).sum(axis=1)
+    if reduction == "mean":
+        return loss.sum() / picked.sum()
+    if reduction == "none" and unbatched:
+        return loss.squeeze(0)
     return _reduce(loss, reduction)
 
 
-def mse_loss(input: Any, target: Any, reduction: str = "mean") -> Tensor:
-    diff = _t(input) - target
-    return _reduce(diff * diff, reduction)
+def cross_entropy(input: Any, target: Any, weight: Any = None, size_average: bool | None = None,
+                  ignore_index: int = -100, reduce: bool | None = None, reduction: str = "mean",
+                  label_smoothing: float = 0.0) -> Tensor:
+    """Softmax cross-entropy of logits [N, C] (or [N, C, d...], or [C]) against class indices
+    or class probabilities (a float target shaped like the input)."""
+    reduction = _reduction(size_average, reduce, reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise tracer._fail(f"cross_entropy: label_smoothing must be in [0, 1], got "
+                           f"{label_smoothing}")
+    logits, target_t, unbatched = _with_batch(_t(input), _t(target))
+    logp = log_softmax(logits, dim=1)
+    if target_t.dtype_.is_float:
+        loss = _cross_entropy_probabilities(logp, target_t, weight, label_smoothing, reduction)
+    else:
+        loss = _cross_entropy_indices(logp, target_t, weight, ignore_index, label_smoothing,
+                                      reduction)
+    return loss.squeeze(0) if unbatched and reduction == "none" else loss
 
+
+def _class_weights(logp: Tensor, weight: Any) -> Tensor | None:
+    """The class weights shaped [C, 1, ...] to broadcast against [N, C, d...]."""
+    if weight is None:
+        return None
+    w = tracer.as_tensor(weight, logp.dtype_)
+    if w.shape != (logp.shape[1],):
+        raise tracer._fail(f"cross_entropy: weight has shape {list(w.shape)}, expected "
+                           f"[{logp.shape[1]}] (one per class)")
+    return w.reshape((logp.shape[1],) + (1,) * (logp.ndim - 2))
+
+
+def _cross_entropy_probabilities(logp: Tensor, target: Tensor, weight: Any,
+                                 label_smoothing: float, reduction: str) -> Tensor:
+    if target.shape != logp.shape:
+        raise tracer._fail(f"cross_entropy: probability target {target.value.type} must have "
+                           f"the input's shape {logp.value.type}")
+    classes = logp.shape[1]
+    if label_smoothing:
+        target = target * (1 - label_smoothing) + label_smoothing / classes
+    products = logp * target
+    w = _class_weights(logp, weight)
+    if w is not None:
+        products = products * w
+    loss = -products.sum(axis=1)
+    if reduction == "mean":  # PyTorch divides by the number of samples, whatever the weights
+        return loss.sum() / float(max(logp.size // classes, 1))
+    return _reduce(loss, reduction)
+
+
+def _cross_entropy_indices(logp: Tensor, target: Tensor, weight: Any, ignore_index: int,
+                           label_smoothing: float, reduction: str) -> Tensor:
+    picked = _target_weights(logp, target, weight, ignore_index)
+    nll = -(logp * picked).sum(axis=1)
+    if not label_smoothing:
+        return nll.sum() / picked.sum() if reduction == "mean" else _reduce(nll, reduction)
+    # PyTorch: (1 - s) * nll + s / C * smooth, where smooth = -sum_c w_c logp_c on kept targets.
+    classes = logp.shape[1]
+    w = _class_weights(logp, weight)
+    smooth = -(logp if w is None else logp * w).sum(axis=1)
+    smooth = smooth * (target != ignore_index).astype(logp.dtype_)
+    if reduction == "mean":
+        total = picked.sum()
+        return (nll.sum() * (1 - label_smoothing) + smooth.sum() * (label_smoothing / classes)
+                ) / total
+    return _reduce(nll * (1 - label_smoothing) + smooth * (label_smoothing / classes), reduction)
+
+
+def mse_loss(input: Any, target: Any, size_average: bool | None = None,
+             reduce: bool | None = None, reduction: str = "mean", weight: Any = None) -> Tensor:
+    """(input - target)^2, optionally weighted elementwise, reduced by mean, sum or none."""
+    reduction = _reduction(size_average, reduce, reduction)
+    diff = _t(input) - target
+    squared = diff * diff
+    if weight is None:
+        return _reduce(squared, reduction)
+    w = tracer.as_tensor(weight, squared.dtype_)
+    if w.shape != squared.shape:
+        raise tracer._fail(f"mse_loss: weight {w.value.type} must have the input's shape "
+                           f"{list(squared.shape)}")
+    weighted = squared * w
+    return weighted.sum() / w.sum() if reduction == "mean" else _reduce(weighted, reduction)

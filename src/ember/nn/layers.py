@@ -302,7 +302,7 @@ class Sequential(Module):
     def __len__(self) -> int:
         return len(self._modules)
 
-    def __iter__(self):  # noqa: ANN204
+    def __iter__(self):
         return iter(self._modules.values())
 
     def append(self, module: Module) -> Sequential:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,7 +23,9 @@ class Parameter:
     __array_priority__ = 1000
 
     def __init__(self, data: Any, requires_grad: bool = True) -> None:
-        array = np.array(data, copy=True)
+        if isinstance(data, Parameter):
+            data = data.data
+        array = np.array(_to_numpy(data), copy=True)  # never alias the caller's array
         if array.dtype.kind == "f" and array.dtype != np.float64:
             array = array.astype(np.float32)
         self.data: np.ndarray = array
@@ -77,10 +79,12 @@ def _forward_operator(name: str) -> Callable[..., Any]:
     return operator
 
 
-for _name in (
-    "__add__ __radd__ __sub__ __rsub__ __mul__ __rmul__ __truediv__ __rtruediv__ __pow__ "
-    "__rpow__ __matmul__ __rmatmul__ __neg__ __abs__ __getitem__ __lt__ __le__ __gt__ __ge__"
-).split():
+_TENSOR_OPERATORS = (
+    "__add__", "__radd__", "__sub__", "__rsub__", "__mul__", "__rmul__", "__truediv__",
+    "__rtruediv__", "__pow__", "__rpow__", "__matmul__", "__rmatmul__", "__neg__", "__abs__",
+    "__getitem__", "__lt__", "__le__", "__gt__", "__ge__",
+)
+for _name in _TENSOR_OPERATORS:
     setattr(Parameter, _name, _forward_operator(_name))
 
 
@@ -95,12 +99,18 @@ class Module:
         object.__setattr__(self, "_parameters", OrderedDict())
         object.__setattr__(self, "_buffers", OrderedDict())
         object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())  # buffer names left out of state_dict
         object.__setattr__(self, "training", True)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if "_parameters" not in self.__dict__:
             raise EmberError(f"{type(self).__name__}.__init__ must call super().__init__() "
                              "before assigning attributes")
+        if name in self._parameters and not isinstance(value, Parameter | None):
+            raise EmberError(f"cannot assign a {type(value).__name__} to parameter {name!r} of "
+                             f"{type(self).__name__} (an nn.Parameter or None is expected)")
+        if name in self._buffers and not isinstance(value, Parameter) and value is not None:
+            value = Buffer(value)  # assigning an array to a buffer keeps it a buffer (PyTorch)
         for table in (self._parameters, self._buffers, self._modules):
             table.pop(name, None)
         if isinstance(value, Buffer):
@@ -114,19 +124,39 @@ class Module:
     def __delattr__(self, name: str) -> None:
         for table in (self._parameters, self._buffers, self._modules):
             table.pop(name, None)
+        self._non_persistent.discard(name)
         object.__delattr__(self, name)
 
-    def register_buffer(self, name: str, array: Any) -> None:
-        setattr(self, name, Buffer(array))
-
-    def register_parameter(self, name: str, param: Parameter | None) -> None:
-        if param is None:
+    def register_buffer(self, name: str, tensor: Any, persistent: bool = True) -> None:
+        """Add non-learnable state; a persistent buffer is part of `state_dict()`."""
+        if tensor is None:
+            self._buffers.pop(name, None)
             object.__setattr__(self, name, None)
             return
+        setattr(self, name, tensor if isinstance(tensor, Buffer) else Buffer(tensor))
+        if persistent:
+            self._non_persistent.discard(name)
+        else:
+            self._non_persistent.add(name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Add a learnable parameter (None records that the module has none by that name)."""
+        if param is None:
+            self._parameters.pop(name, None)
+            object.__setattr__(self, name, None)
+            return
+        if not isinstance(param, Parameter):
+            raise EmberError(f"cannot register a {type(param).__name__} as parameter {name!r} "
+                             "(an nn.Parameter or None is expected)")
         setattr(self, name, param)
 
-    def add_module(self, name: str, module: Module) -> None:
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Add a child module, named like an attribute."""
+        if module is not None and not isinstance(module, Module):
+            raise EmberError(f"{type(module).__name__} is not a Module subclass")
         setattr(self, name, module)
+
+    register_module = add_module
 
     # -- calling -------------------------------------------------------------------------------
 
@@ -138,71 +168,124 @@ class Module:
 
     # -- traversal -----------------------------------------------------------------------------
 
-    def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+    def named_modules(self, memo: set[int] | None = None, prefix: str = "",
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
+        """This module and its descendants, depth first, each (shared ones) once."""
+        if memo is None:
+            memo = set()
+        if remove_duplicate:
+            if id(self) in memo:
+                return
+            memo.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
-            yield from child.named_modules(f"{prefix}.{name}" if prefix else name)
+            yield from child.named_modules(memo, f"{prefix}.{name}" if prefix else name,
+                                           remove_duplicate)
 
     def modules(self) -> Iterator[Module]:
         return (m for _, m in self.named_modules())
 
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        return iter(self._modules.items())
+
     def children(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+    def _named_members(self, table: str, prefix: str, recurse: bool, remove_duplicate: bool
+                       ) -> Iterator[tuple[str, Parameter]]:
         seen: set[int] = set()
-        for module_name, module in self.named_modules(prefix):
-            for name, param in module._parameters.items():
-                if id(param) not in seen:  # shared (tied) parameters are listed once
-                    seen.add(id(param))
-                    yield (f"{module_name}.{name}" if module_name else name), param
+        modules = self.named_modules(prefix=prefix, remove_duplicate=remove_duplicate) if (
+            recurse) else iter([(prefix, self)])
+        for module_name, module in modules:
+            for name, member in getattr(module, table).items():
+                if remove_duplicate and id(member) in seen:  # tied members are listed once
+                    continue
+                seen.add(id(member))
+                yield (f"{module_name}.{name}" if module_name else name), member
 
-    def parameters(self) -> Iterator[Parameter]:
-        return (p for _, p in self.named_parameters())
+    def named_parameters(self, prefix: str = "", recurse: bool = True,
+                         remove_duplicate: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """(name, Parameter) pairs in PyTorch's order: own parameters, then children's."""
+        return self._named_members("_parameters", prefix, recurse, remove_duplicate)
 
-    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, Buffer]]:
-        for module_name, module in self.named_modules(prefix):
-            for name, buffer in module._buffers.items():
-                yield (f"{module_name}.{name}" if module_name else name), buffer
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        return (p for _, p in self.named_parameters(recurse=recurse))
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True,
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Buffer]]:
+        """(name, Buffer) pairs in PyTorch's order."""
+        return self._named_members("_buffers", prefix, recurse, remove_duplicate)  # type: ignore[return-value]
+
+    def buffers(self, recurse: bool = True) -> Iterator[Buffer]:
+        return (b for _, b in self.named_buffers(recurse=recurse))
+
+    def apply(self, fn: Callable[[Module], Any]) -> Module:
+        """Call fn on every child (recursively), then on this module."""
+        for child in self.children():
+            child.apply(fn)
+        fn(self)
+        return self
 
     # -- state ---------------------------------------------------------------------------------
 
-    def state_dict(self) -> OrderedDict[str, np.ndarray]:
-        """Parameters and buffers by name, as copies of their numpy arrays (PyTorch's order)."""
-        state: OrderedDict[str, np.ndarray] = OrderedDict()
-        for module_name, module in self.named_modules():
-            prefix = f"{module_name}." if module_name else ""
-            for name, param in (*module._parameters.items(), *module._buffers.items()):
-                state[prefix + name] = param.data.copy()
-        return state
+    def _state_entries(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """Everything in state_dict: each module's parameters, then its persistent buffers,
+        then its children; a shared module appears under every name (as in PyTorch)."""
+        for name, param in self._parameters.items():
+            yield prefix + name, param
+        for name, buffer in self._buffers.items():
+            if name not in self._non_persistent:
+                yield prefix + name, buffer
+        for name, child in self._modules.items():
+            yield from child._state_entries(f"{prefix}{name}.")
 
-    def load_state_dict(self, state: Mapping[str, Any], strict: bool = True) -> None:
-        """Copy arrays into parameters and buffers; shapes must match. Accepts numpy arrays or
-        anything with `.numpy()` / `.detach()` (a PyTorch state dict)."""
-        own = {**dict(self.named_parameters()), **dict(self.named_buffers())}
-        if strict:
-            missing = sorted(set(own) - set(state))
-            unexpected = sorted(set(state) - set(own))
-            if missing or unexpected:
-                raise EmberError(f"load_state_dict for {type(self).__name__}: missing keys "
-                                 f"{missing}, unexpected keys {unexpected}")
-        for name, value in state.items():
-            if name not in own:
-                continue
-            array = _to_numpy(value)
+    def state_dict(self, prefix: str = "") -> OrderedDict[str, np.ndarray]:
+        """Parameters and buffers by name, as copies of their numpy arrays (PyTorch's order)."""
+        return OrderedDict((name, p.data.copy()) for name, p in self._state_entries(prefix))
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True
+                        ) -> IncompatibleKeys:
+        """Copy arrays into parameters and buffers. Accepts numpy arrays or anything with
+        `.numpy()` / `.detach()` (a PyTorch state dict).
+
+        Shapes must match. With strict=True, missing or unexpected keys are errors too; nothing
+        is changed when there is an error. Returns the missing and unexpected keys.
+        """
+        own = dict(self._state_entries())
+        missing = [name for name in own if name not in state_dict]
+        unexpected = [name for name in state_dict if name not in own]
+        arrays = {name: _to_numpy(value) for name, value in state_dict.items() if name in own}
+        problems = [f"size mismatch for {name}: the checkpoint has shape {list(a.shape)}, the "
+                    f"model has shape {list(own[name].data.shape)}"
+                    for name, a in arrays.items() if a.shape != own[name].data.shape]
+        if strict and unexpected:
+            problems.insert(0, f"unexpected key(s) in state_dict: {', '.join(unexpected)}")
+        if strict and missing:
+            problems.insert(0, f"missing key(s) in state_dict: {', '.join(missing)}")
+        if problems:
+            raise EmberError(f"error(s) in loading state_dict for {type(self).__name__}:\n  "
+                             + "\n  ".join(problems))
+        for name, array in arrays.items():
             target = own[name]
-            if array.shape != target.data.shape:
-                raise EmberError(f"load_state_dict: {name} has shape {list(array.shape)}, the "
-                                 f"model expects {list(target.data.shape)}")
             target.data = array.astype(target.data.dtype, copy=True)
+        return IncompatibleKeys(missing, unexpected)
 
     def train(self, mode: bool = True) -> Module:
+        """Set training mode on this module and every descendant."""
+        if not isinstance(mode, bool):
+            raise EmberError(f"training mode is expected to be a bool, got {mode!r}")
         for module in self.modules():
             object.__setattr__(module, "training", mode)
         return self
 
     def eval(self) -> Module:
+        """Inference mode (Dropout is the identity, BatchNorm uses running statistics)."""
         return self.train(False)
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        for param in self.parameters():
+            param.requires_grad = requires_grad
+        return self
 
     # -- printing ------------------------------------------------------------------------------
 
@@ -217,6 +300,13 @@ class Module:
         if len(lines) == 1:
             return lines[0] + ")"
         return "\n".join(lines) + "\n)"
+
+
+class IncompatibleKeys(NamedTuple):
+    """What `load_state_dict` did not match: keys the model has and the dict lacks, and back."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
 
 
 def _to_numpy(value: Any) -> np.ndarray:
