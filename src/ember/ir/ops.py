@@ -175,6 +175,7 @@ COMMON_ATTRS: dict[str, Attr] = {
     "buffer": Attr("int", None),
     "offset": Attr("int", None),
     "inplace": Attr("int", None),  # index of the input whose storage the result reuses
+    "offsets": Attr("ints", None),  # arena offsets of a multi-result node (-1: graph output)
 }
 
 OPS: dict[str, OpDef] = {}
