@@ -34,6 +34,10 @@ class Value:
         return self.type.shape
 
     @property
+    def ndim(self) -> int:
+        return self.type.ndim
+
+    @property
     def dtype(self) -> DType:
         return self.type.dtype
 
