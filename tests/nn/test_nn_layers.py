@@ -25,7 +25,7 @@ def state_as_numpy(layer: torch.nn.Module) -> dict[str, np.ndarray]:
 
 def check_layer(ember_layer: nn.Module, torch_layer: torch.nn.Module, x: np.ndarray,
                 training: bool = False) -> np.ndarray:
-    """Copy torch's weights into the ember layer, run both on `x`, compare; returns ember's output."""
+    """Copy torch's weights into the ember layer, run both on `x` and compare them."""
     ember_layer.load_state_dict(state_as_numpy(torch_layer))
     ember_layer.train(training)
     torch_layer.train(training)
@@ -224,7 +224,7 @@ def test_softmax_without_dim_follows_torch_legacy_rule(name: str, rank: int) -> 
 
 
 def test_sequential_cnn_matches_torch() -> None:
-    def build(lib):  # noqa: ANN001, ANN202
+    def build(lib):
         return lib.Sequential(
             lib.Conv2d(3, 6, 3, padding=1), lib.BatchNorm2d(6), lib.ReLU(),
             lib.MaxPool2d(2), lib.Conv2d(6, 4, 3, stride=2, groups=2, bias=False),
@@ -244,9 +244,45 @@ def test_sequential_cnn_matches_torch() -> None:
 def test_sequential_from_ordered_dict_matches_torch() -> None:
     from collections import OrderedDict
 
-    def build(lib):  # noqa: ANN001, ANN202
+    def build(lib):
         return lib.Sequential(OrderedDict(fc=lib.Linear(4, 6), act=lib.Tanh(),
                                           out=lib.Linear(6, 2)))
 
     torch.manual_seed(6)
     check_layer(build(nn), build(torch.nn), image(3, 4))
+
+
+@pytest.mark.parametrize("padding_mode", ["reflect", "replicate", "circular"])
+@pytest.mark.parametrize("padding", [1, (2, 1), "same"])
+def test_conv2d_padding_modes_match_torch(padding_mode: str, padding: object) -> None:
+    torch.manual_seed(7)
+    kwargs = dict(kernel_size=3, padding=padding, padding_mode=padding_mode)
+    check_layer(nn.Conv2d(2, 3, **kwargs), torch.nn.Conv2d(2, 3, **kwargs), image(1, 2, 6, 5))
+
+
+@pytest.mark.parametrize(("name", "args"), [
+    ("Conv2d", (3, 4, 3)), ("MaxPool2d", (2,)), ("AvgPool2d", (3, 1, 1)),
+    ("AdaptiveAvgPool2d", ((2, 3),)),
+])
+def test_spatial_layers_accept_unbatched_chw_input(name: str, args: tuple) -> None:
+    torch.manual_seed(8)
+    check_layer(getattr(nn, name)(*args), getattr(torch.nn, name)(*args), image(3, 7, 6))
+
+
+def test_float64_layers_match_torch() -> None:
+    torch.manual_seed(9)
+    torch_model = torch.nn.Sequential(torch.nn.Linear(4, 3, dtype=torch.float64),
+                                      torch.nn.LayerNorm(3, dtype=torch.float64))
+    model = nn.Sequential(nn.Linear(4, 3, dtype=np.float64), nn.LayerNorm(3, dtype=np.float64))
+    assert model[0].weight.dtype == np.float64
+    check_layer(model, torch_model, image(2, 4).astype(np.float64))
+
+
+def test_embedding_from_pretrained_matches_torch() -> None:
+    table = image(5, 3, seed=10)
+    indices = np.array([[4, 0], [2, 2]], dtype=np.int64)
+    layer = nn.Embedding.from_pretrained(table)
+    expected = torch.nn.Embedding.from_pretrained(torch.from_numpy(table))(
+        torch.from_numpy(indices)).detach().numpy()
+    np.testing.assert_array_equal(ember.compile(layer, indices, opt_level=0)(indices), expected)
+    assert not layer.weight.requires_grad

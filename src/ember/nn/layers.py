@@ -16,9 +16,30 @@ from typing import Any
 
 import numpy as np
 
+from ember.errors import UnsupportedError
+from ember.frontend import tracer
 from ember.nn import functional as F
 from ember.nn import init
 from ember.nn.module import Module, Parameter
+
+
+def _factory_dtype(device: Any, dtype: Any) -> np.dtype:
+    """The parameter dtype asked for by PyTorch's `device=` / `dtype=` layer arguments."""
+    if device not in (None, "cpu"):
+        raise UnsupportedError(f"device={device!r} (parameters live in host memory; choose the "
+                               "target in ember.compile)")
+    if dtype is None:
+        return np.dtype(np.float32)
+    text = str(dtype)
+    resolved = np.dtype(text.removeprefix("torch.")) if text.startswith("torch.") else np.dtype(
+        dtype)
+    if resolved not in (np.float32, np.float64):
+        raise UnsupportedError(f"parameter dtype {dtype} (float32 and float64 are supported)")
+    return resolved
+
+
+def _uniform(shape: tuple[int, ...], bound: float, dtype: np.dtype) -> Parameter:
+    return Parameter(init.uniform(shape, bound).astype(dtype))
 
 
 class Identity(Module):
@@ -32,12 +53,14 @@ class Identity(Module):
 class Linear(Module):
     """y = x W^T + b; W is [out_features, in_features], initialized U(-1/sqrt(in), 1/sqrt(in))."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__()
+        dtype = _factory_dtype(device, dtype)
         self.in_features, self.out_features = in_features, out_features
         bound = 1 / math.sqrt(in_features) if in_features else 0.0
-        self.weight = Parameter(init.uniform((out_features, in_features), bound))
-        self.bias = Parameter(init.uniform((out_features,), bound)) if bias else None
+        self.weight = _uniform((out_features, in_features), bound, dtype)
+        self.bias = _uniform((out_features,), bound, dtype) if bias else None
 
     def forward(self, input: Any) -> Any:
         return F.linear(input, self.weight, self.bias)
@@ -52,23 +75,39 @@ class Conv2d(Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
                  padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
-                 padding_mode: str = "zeros") -> None:
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
         super().__init__()
-        if padding_mode != "zeros":
-            raise NotImplementedError("Conv2d supports padding_mode='zeros' only")
-        if in_channels % groups or out_channels % groups:
+        dtype = _factory_dtype(device, dtype)
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or "
+                             f"'circular', got {padding_mode!r}")
+        if groups < 1 or in_channels % groups or out_channels % groups:
             raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
                              f"out_channels={out_channels}")
         kernel = F._pair(kernel_size, "kernel_size")
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ValueError(f"invalid padding string {padding!r}, should be one of "
+                             "{'valid', 'same'}")
+        if padding == "same" and F._pair(stride, "stride") != (1, 1):
+            raise ValueError("padding='same' is not supported for strided convolutions")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.padding_mode = padding_mode
         fan_in = in_channels // groups * kernel[0] * kernel[1]
         bound = 1 / math.sqrt(fan_in)
-        self.weight = Parameter(init.uniform((out_channels, in_channels // groups, *kernel), bound))
-        self.bias = Parameter(init.uniform((out_channels,), bound)) if bias else None
+        self.weight = _uniform((out_channels, in_channels // groups, *kernel), bound, dtype)
+        self.bias = _uniform((out_channels,), bound, dtype) if bias else None
 
     def forward(self, input: Any) -> Any:
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding, self.dilation,
+        if self.padding_mode == "zeros":
+            return F.conv2d(input, self.weight, self.bias, self.stride, self.padding,
+                            self.dilation, self.groups)
+        # Other modes pad first, then convolve unpadded (as PyTorch does).
+        stride, dilation = F._pair(self.stride, "stride"), F._pair(self.dilation, "dilation")
+        top, left, bottom, right = F._conv_padding(self.padding, self.kernel_size, dilation,
+                                                   stride)
+        padded = F.pad(input, (left, right, top, bottom), mode=self.padding_mode)
+        return F.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation,
                         self.groups)
 
     def extra_repr(self) -> str:
@@ -80,18 +119,26 @@ class BatchNorm2d(Module):
     """Batch normalization over channels of NCHW input; running statistics in eval mode."""
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
-                 affine: bool = True, track_running_stats: bool = True) -> None:
+                 affine: bool = True, track_running_stats: bool = True, device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__()
+        dtype = _factory_dtype(device, dtype)
         self.num_features, self.eps, self.momentum = num_features, eps, momentum
         self.affine, self.track_running_stats = affine, track_running_stats
-        self.weight = Parameter(np.ones(num_features, np.float32)) if affine else None
-        self.bias = Parameter(np.zeros(num_features, np.float32)) if affine else None
+        self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
         if track_running_stats:
-            self.register_buffer("running_mean", np.zeros(num_features, np.float32))
-            self.register_buffer("running_var", np.ones(num_features, np.float32))
+            self.register_buffer("running_mean", np.zeros(num_features, dtype))
+            self.register_buffer("running_var", np.ones(num_features, dtype))
             self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
+        else:
+            self.running_mean = self.running_var = self.num_batches_tracked = None
 
     def forward(self, input: Any) -> Any:
+        input = tracer.as_tensor(input)
+        if input.ndim != 4:
+            raise tracer._fail(f"BatchNorm2d: expected a 4-D (NCHW) input, got "
+                               f"{input.value.type}")
         use_batch_stats = self.training or not self.track_running_stats
         mean = self.running_mean if self.track_running_stats else None
         var = self.running_var if self.track_running_stats else None
@@ -106,13 +153,15 @@ class LayerNorm(Module):
     """Normalization over the last dimensions given by `normalized_shape`."""
 
     def __init__(self, normalized_shape: Any, eps: float = 1e-5, elementwise_affine: bool = True,
-                 bias: bool = True) -> None:
+                 bias: bool = True, device: Any = None, dtype: Any = None) -> None:
         super().__init__()
+        dtype = _factory_dtype(device, dtype)
         shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(
             normalized_shape)
         self.normalized_shape, self.eps = shape, eps
-        self.weight = Parameter(np.ones(shape, np.float32)) if elementwise_affine else None
-        self.bias = Parameter(np.zeros(shape, np.float32)) if elementwise_affine and bias else None
+        self.elementwise_affine = elementwise_affine
+        self.weight = Parameter(np.ones(shape, dtype)) if elementwise_affine else None
+        self.bias = Parameter(np.zeros(shape, dtype)) if elementwise_affine and bias else None
 
     def forward(self, input: Any) -> Any:
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -124,15 +173,42 @@ class LayerNorm(Module):
 class Embedding(Module):
     """A lookup table of `num_embeddings` vectors, initialized N(0, 1)."""
 
-    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None
-                 ) -> None:
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = None,
+                 max_norm: float | None = None, norm_type: float = 2.0,
+                 scale_grad_by_freq: bool = False, sparse: bool = False,
+                 _weight: Any = None, _freeze: bool = False, device: Any = None,
+                 dtype: Any = None) -> None:
         super().__init__()
+        dtype = _factory_dtype(device, dtype)
+        if max_norm is not None:
+            raise UnsupportedError("Embedding(max_norm=...) (it rewrites the weight in forward)")
         self.num_embeddings, self.embedding_dim = num_embeddings, embedding_dim
-        weight = init.normal((num_embeddings, embedding_dim))
         if padding_idx is not None:
-            weight[padding_idx] = 0
+            if not -num_embeddings <= padding_idx < num_embeddings:
+                raise ValueError(f"padding_idx {padding_idx} must be within num_embeddings "
+                                 f"({num_embeddings})")
+            padding_idx %= num_embeddings  # PyTorch stores a non-negative index
+        if _weight is None:
+            weight = init.normal((num_embeddings, embedding_dim)).astype(dtype)
+            if padding_idx is not None:
+                weight[padding_idx] = 0
+        else:
+            weight = np.array(_weight, dtype=dtype)
+            if weight.shape != (num_embeddings, embedding_dim):
+                raise ValueError(f"_weight has shape {list(weight.shape)}, expected "
+                                 f"{[num_embeddings, embedding_dim]}")
         self.padding_idx = padding_idx
-        self.weight = Parameter(weight)
+        self.weight = Parameter(weight, requires_grad=not _freeze)
+
+    @classmethod
+    def from_pretrained(cls, embeddings: Any, freeze: bool = True,
+                        padding_idx: int | None = None) -> Embedding:
+        """An Embedding holding a copy of the given [num_embeddings, embedding_dim] table."""
+        table = np.asarray(embeddings)
+        if table.ndim != 2:
+            raise ValueError(f"embeddings must be 2-D, got shape {list(table.shape)}")
+        return cls(*table.shape, padding_idx=padding_idx, _weight=table, _freeze=freeze,
+                   dtype=table.dtype if table.dtype == np.float64 else None)
 
     def forward(self, input: Any) -> Any:
         return F.embedding(input, self.weight, self.padding_idx)
@@ -296,7 +372,9 @@ class Sequential(Module):
             input = layer(input)
         return input
 
-    def __getitem__(self, index: int) -> Module:
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return Sequential(OrderedDict(list(self._modules.items())[index]))
         return list(self._modules.values())[index]
 
     def __len__(self) -> int:
