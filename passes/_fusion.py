@@ -1,0 +1,324 @@
+"""Fusion planning for the `fuse` pass: which nodes go into which group, and why.
+
+The planner walks the nodes in topological order. Each fusible node starts as its own group
+and then tries to join the groups of its producers, best candidates first (matmul/conv groups,
+then reductions, then elementwise groups; ties in operand order). A join is refused when
+
+- the kinds do not mix: a matmul/conv group takes only an elementwise epilogue of its own output
+  shape (never a prologue, never a reduction, never a second anchor), and all reductions of one
+  group must read inputs of the same shape;
+- the merged group would exceed `max_ops` nodes;
+- it would create a cycle: checked on the quotient graph (one vertex per group, networkx), where
+  merging two adjacent groups is safe unless another path already links them.
+
+Every attempt is recorded as a `Decision`, which `format_decisions` prints for
+`ember ir --explain fusion`. A value that a group computes and something outside the group
+reads (or the graph returns) becomes an extra output of the fused node; the producer is not
+left outside, so fusion never recomputes anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import networkx
+
+from ember.ir.graph import Graph, Node, Value
+from ember.ir.ops import OPS
+from ember.ir.printer import value_names
+from ember.pipeline import is_pure
+
+REDUCTION_OPS = frozenset({"sum", "mean", "max", "min", "prod", "softmax", "log_softmax",
+                           "layer_norm"})
+ANCHOR_KINDS = {"matmul": "matmul", "conv2d": "conv", "conv2d_nchwc": "conv"}
+BROADCAST_OPS = frozenset({"broadcast_to"})  # elementwise in all but name
+SMALL_CONSTANT = 64  # constants of at most this many elements are copied into regions
+_CANDIDATE_ORDER = {"matmul": 0, "conv": 0, "reduction": 1, "elementwise": 2}
+
+
+@dataclass(frozen=True)
+class Decision:
+    """One fusion decision about a node, as a readable sentence."""
+
+    node: str  # the node the decision is about, as "add %9"
+    fused: bool  # True when something was fused (or fused output was added)
+    message: str  # "relu %5 fused into the matmul %3 group (elementwise epilogue)"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@dataclass
+class Group:
+    """Nodes (indices into `graph.nodes`, ascending) that become one fused node."""
+
+    members: list[int]
+    kind: str  # elementwise | reduction | matmul | conv
+    anchor: int | None = None  # the matmul/conv node, first in the body
+    reduced_shape: tuple[int, ...] | None = None  # input shape shared by every reduction
+
+
+@dataclass
+class FusionPlan:
+    """The groups of two or more nodes, in order of their first node, and the decisions."""
+
+    groups: list[Group]
+    decisions: list[Decision] = field(default_factory=list)
+
+
+def role(node: Node) -> str | None:
+    """"elementwise", "reduction" or "anchor" for a node fusion may use; None otherwise."""
+    if node.body is not None or node.op == "const" or not is_pure(node):
+        return None
+    if node.op in ANCHOR_KINDS:
+        return "anchor"
+    if node.op in REDUCTION_OPS:
+        return "reduction"
+    opdef = OPS.get(node.op)
+    if node.op in BROADCAST_OPS or (opdef is not None and opdef.elementwise):
+        return "elementwise"
+    return None
+
+
+def is_small_constant(node: Node | None) -> bool:
+    """An unnamed `const` small enough to copy into every region that reads it (named
+    constants are the model's parameters and stay where `Graph.constants()` finds them)."""
+    if node is None or node.op != "const" or node.attrs.get("name"):
+        return False
+    return node.output.type.size <= SMALL_CONSTANT
+
+
+def _new_group(index: int, node: Node) -> Group:
+    kind = role(node)
+    if kind == "anchor":
+        return Group([index], ANCHOR_KINDS[node.op], anchor=index)
+    if kind == "reduction":
+        return Group([index], "reduction", reduced_shape=node.inputs[0].type.shape)
+    return Group([index], "elementwise")
+
+
+class _Planner:
+    """Greedy producer-consumer grouping over one graph (see the module docstring)."""
+
+    def __init__(self, graph: Graph, max_ops: int) -> None:
+        self.graph = graph
+        self.max_ops = max_ops
+        self.names = value_names(graph)
+        self.index = {node: i for i, node in enumerate(graph.nodes)}
+        self.group_of = {i: i for i in range(len(graph.nodes))}  # node index -> group id
+        self.groups: dict[int, Group] = {}
+        self.decisions: list[Decision] = []
+        self.quotient = networkx.DiGraph()
+        self.quotient.add_nodes_from(range(len(graph.nodes)))
+        for i, node in enumerate(graph.nodes):
+            for value in node.inputs:
+                if (producer := graph.producer(value)) is not None:
+                    self.quotient.add_edge(self.index[producer], i)
+
+    # --- names for messages -------------------------------------------------------------------
+
+    def label(self, index: int) -> str:
+        node = self.graph.nodes[index]
+        return f"{node.op} %{self.names[node.outputs[0]]}" if node.outputs else node.op
+
+    def group_label(self, gid: int) -> str:
+        group = self.groups[gid]
+        return self.label(group.anchor if group.anchor is not None else group.members[0])
+
+    def record(self, index: int, fused: bool, message: str) -> None:
+        self.decisions.append(Decision(self.label(index), fused, message))
+
+    # --- the walk -----------------------------------------------------------------------------
+
+    def plan(self) -> FusionPlan:
+        for index, node in enumerate(self.graph.nodes):
+            self.visit(index, node)
+        self.explain_results()
+        groups = sorted((g for g in self.groups.values() if len(g.members) > 1),
+                        key=lambda g: g.members[0])
+        return FusionPlan(groups, self.decisions)
+
+    def visit(self, index: int, node: Node) -> None:
+        if node.op == "const":
+            return
+        kind = role(node)
+        if kind is None:
+            self.record(index, False, self.why_not_fusible(index, node))
+            return
+        self.groups[index] = _new_group(index, node)
+        if kind == "anchor":
+            self.record(index, False, f"{self.label(index)} starts a {ANCHOR_KINDS[node.op]} "
+                                      "group (anchors take no prologue)")
+            return
+        candidates = self.candidates(index, node)
+        if not candidates:
+            self.record(index, False, f"{self.label(index)} starts a new group")
+        for gid in candidates:
+            self.try_join(index, gid)
+
+    def why_not_fusible(self, index: int, node: Node) -> str:
+        if node.body is not None:
+            return f"{self.label(index)} not fused: already a fused node (regions never nest)"
+        if not is_pure(node):
+            return f"{self.label(index)} not fused: impure (it must run exactly as written)"
+        return f"{self.label(index)} not fused: {node.op} has no fusion rule"
+
+    def candidates(self, index: int, node: Node) -> list[int]:
+        """Distinct producer groups of `node` that could take it, best first."""
+        found: list[int] = []
+        for value in node.inputs:
+            producer = self.graph.producer(value)
+            if producer is None or producer.op == "const":
+                continue
+            gid = self.group_of[self.index[producer]]
+            if gid in found:
+                continue
+            if gid not in self.groups:
+                self.record(index, False, f"{self.label(index)} not fused with "
+                                          f"{self.label(self.index[producer])}: "
+                                          "the producer is not fusible")
+                continue
+            found.append(gid)
+        return sorted(found, key=lambda gid: _CANDIDATE_ORDER[self.groups[gid].kind])
+
+    def try_join(self, index: int, gid: int) -> None:
+        mine = self.group_of[index]
+        if mine == gid:
+            return
+        reason = self.refusal(index, mine, gid)
+        if reason is not None:
+            self.record(index, False, f"{self.label(index)} not fused with the "
+                                      f"{self.group_label(gid)} group: {reason}")
+            return
+        why = self.reason(index, mine, gid)
+        if len(self.groups[mine].members) == 1:
+            message = f"{self.label(index)} fused into the {self.group_label(gid)} group ({why})"
+        else:
+            message = (f"the {self.group_label(gid)} group merged with the "
+                       f"{self.group_label(mine)} group at {self.label(index)} ({why})")
+        self.record(index, True, message)
+        self.merge(mine, gid)
+
+    # --- rules --------------------------------------------------------------------------------
+
+    def refusal(self, index: int, mine: int, gid: int) -> str | None:
+        """Why the group `mine` (holding node `index`) may not merge with `gid`, or None."""
+        first, second = self.groups[mine], self.groups[gid]
+        reason = _kind_conflict(self.graph, index, first, second)
+        if reason is not None:
+            return reason
+        if len(first.members) + len(second.members) > self.max_ops:
+            return f"stopped: max-ops={self.max_ops}"
+        through = self.cycle_through(mine, gid)
+        if through is not None:
+            return f"would create a cycle through {self.group_label_any(through)}"
+        return None
+
+    def group_label_any(self, gid: int) -> str:
+        return self.group_label(gid) if gid in self.groups else self.label(gid)
+
+    def cycle_through(self, first: int, second: int) -> int | None:
+        """A group on another path between the two groups (merging would close a cycle)."""
+        for source, target in ((first, second), (second, first)):
+            for step in sorted(self.quotient.successors(source)):
+                if step != target and networkx.has_path(self.quotient, step, target):
+                    return step
+        return None
+
+    def reason(self, index: int, mine: int, gid: int) -> str:
+        first, second = self.groups[mine], self.groups[gid]
+        if second.anchor is not None:
+            return "elementwise epilogue"
+        if role(self.graph.nodes[index]) == "reduction":
+            return "elementwise prologue" if second.kind == "elementwise" else "same reduced shape"
+        if second.kind == "reduction" or first.kind == "reduction":
+            return "reduction epilogue"
+        return "elementwise chain"
+
+    def merge(self, mine: int, gid: int) -> None:
+        first, second = self.groups.pop(mine), self.groups.pop(gid)
+        keep = min(mine, gid)
+        anchor = first.anchor if first.anchor is not None else second.anchor
+        kinds = {first.kind, second.kind} - {"elementwise"}
+        self.groups[keep] = Group(
+            sorted(first.members + second.members),
+            kinds.pop() if kinds else "elementwise",
+            anchor,
+            first.reduced_shape or second.reduced_shape,
+        )
+        for member in self.groups[keep].members:
+            self.group_of[member] = keep
+        networkx.contracted_nodes(self.quotient, keep, max(mine, gid), self_loops=False,
+                                  copy=False)
+
+    # --- after the walk -----------------------------------------------------------------------
+
+    def explain_results(self) -> None:
+        for gid in sorted(self.groups):
+            group = self.groups[gid]
+            if len(group.members) == 1:
+                self.record(gid, False, f"{self.label(gid)} stays a plain node "
+                                        "(its group has one op)")
+                continue
+            members = set(group.members)
+            for member in group.members:
+                self.explain_outputs(member, members, gid)
+
+    def explain_outputs(self, member: int, members: set[int], gid: int) -> None:
+        for value in self.graph.nodes[member].outputs:
+            readers = [f"%{self.names[u.outputs[0]]}" if u.outputs else u.op
+                       for u in self.graph.users.get(value, []) if self.index[u] not in members]
+            if value in self.graph.outputs:
+                readers.append("the graph's return")
+            if readers and member != max(members):
+                self.record(member, True, f"%{self.names[value]} in the {self.group_label(gid)} "
+                                          f"group has a user outside the group "
+                                          f"({', '.join(readers)}): it becomes an extra output "
+                                          "of the fused node")
+
+
+def _kind_conflict(graph: Graph, index: int, first: Group, second: Group) -> str | None:
+    """Why two groups' kinds do not mix; `first` holds the new node `index`."""
+    node = graph.nodes[index]
+    if first.anchor is not None and second.anchor is not None:
+        return "a fused node holds one matmul/conv anchor"
+    if first.anchor is not None:
+        return f"the {first.kind} group takes no prologue"
+    if second.anchor is not None:
+        anchor_shape = graph.nodes[second.anchor].outputs[0].type.shape
+        if len(first.members) > 1:
+            return f"the {second.kind} group takes only single elementwise epilogue nodes"
+        if role(node) != "elementwise":
+            return f"a {second.kind} group takes only an elementwise epilogue"
+        if node.outputs[0].type.shape != anchor_shape:
+            return f"the epilogue changes the {second.kind} output shape {list(anchor_shape)}"
+        return None
+    shapes = {s for s in (first.reduced_shape, second.reduced_shape) if s is not None}
+    if len(shapes) > 1:
+        return "its reductions read inputs of different shapes"
+    return None
+
+
+def plan_fusion(graph: Graph, max_ops: int = 16) -> FusionPlan:
+    """The fusion groups of `graph` and the decisions that formed them."""
+    return _Planner(graph, max_ops).plan()
+
+
+def explain_fusion(graph: Graph, options: dict[str, object] | None = None) -> list[Decision]:
+    """For each candidate node and edge, whether it was fused and why (options as the pass's)."""
+    options = {key.replace("-", "_"): value for key, value in (options or {}).items()}
+    return plan_fusion(graph, int(options.get("max_ops", 16))).decisions  # type: ignore[arg-type]
+
+
+def format_decisions(decisions: Sequence[Decision]) -> str:
+    """One line per decision: `fused  ...` or `kept   ...`."""
+    return "\n".join(("fused  " if d.fused else "kept   ") + d.message for d in decisions)
+
+
+def escaping_values(graph: Graph, members: Sequence[int]) -> list[Value]:
+    """Values the group computes that a node outside it, or the graph's return, reads."""
+    inside = {graph.nodes[i] for i in members}
+    outputs = set(graph.outputs)
+    return [v for i in members for v in graph.nodes[i].outputs
+            if v in outputs or any(u not in inside for u in graph.users.get(v, []))]
