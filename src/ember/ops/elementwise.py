@@ -37,6 +37,25 @@ def _check_dtype(dtype: DType, kind: str) -> None:
         raise ShapeError(f"dtype {dtype} is not supported here (expected {wanted})")
 
 
+def result_layout(shape: tuple[int, ...], *operands: TensorType) -> str:
+    """The layout an elementwise result carries: the one layout its operands agree on.
+
+    An operand without a layout (a constant already packed to the physical shape, a scalar)
+    fits any layout; it must then have the result's rank or a single element, so that it
+    broadcasts over the physical dimensions it was packed for.
+    """
+    layouts = sorted({t.layout for t in operands if t.layout})
+    if len(layouts) > 1:
+        raise ShapeError(f"operand layouts differ ({' vs '.join(layouts)}); convert one first")
+    if not layouts:
+        return ""
+    for operand in operands:
+        if not operand.layout and operand.ndim != len(shape) and operand.size != 1:
+            raise ShapeError(f"operand {operand} without a layout cannot broadcast against "
+                             f"{{{layouts[0]}}} values (needs rank {len(shape)} or one element)")
+    return layouts[0]
+
+
 def unary_rule(kind: str) -> Callable[..., TensorType]:
     def infer(x: TensorType, **attrs: object) -> TensorType:
         _check_dtype(x.dtype, kind)
@@ -52,7 +71,8 @@ def binary_rule(kind: str, result: DType | None = None) -> Callable[..., TensorT
         if a.dtype is not b.dtype:
             raise ShapeError(f"operand dtypes differ ({a.dtype} vs {b.dtype}); cast one first")
         _check_dtype(a.dtype, kind)
-        return TensorType(result or a.dtype, broadcast_shapes(a.shape, b.shape))
+        shape = broadcast_shapes(a.shape, b.shape)
+        return TensorType(result or a.dtype, shape, result_layout(shape, a, b))
 
     return infer
 
@@ -62,7 +82,8 @@ def infer_where(cond: TensorType, a: TensorType, b: TensorType) -> TensorType:
         raise ShapeError(f"condition must be bool, got {cond.dtype}")
     if a.dtype is not b.dtype:
         raise ShapeError(f"branch dtypes differ ({a.dtype} vs {b.dtype}); cast one first")
-    return TensorType(a.dtype, broadcast_shapes(cond.shape, a.shape, b.shape))
+    shape = broadcast_shapes(cond.shape, a.shape, b.shape)
+    return TensorType(a.dtype, shape, result_layout(shape, cond, a, b))
 
 
 def infer_cast(x: TensorType, *, dtype: str) -> TensorType:
