@@ -299,7 +299,9 @@ class _Parser:
                 raise self.error(f"{token.text} is out of range for {dtype}", token)
             return int(token.text)
         value = float(token.text)
-        if np.isfinite(value) and not np.isfinite(dtype.numpy.type(value)):
+        with np.errstate(over="ignore"):
+            rounded = dtype.numpy.type(value)
+        if np.isfinite(value) and not np.isfinite(rounded):
             raise self.error(f"{token.text} is out of range for {dtype}", token)
         return value
 
