@@ -203,7 +203,9 @@ def cast_of_lossless_cast(node: Node, producers: Producers) -> Rewrite | None:
 def squeeze_of_expand_dims(node: Node, producers: Producers) -> Rewrite | None:
     # squeeze(expand_dims(x, a), a) -> x ; expand_dims(squeeze(x, a), a) -> x
     pairs = {"squeeze": "expand_dims", "expand_dims": "squeeze"}
-    inner = _producer(node.inputs[0], producers, pairs.get(node.op, ""))
+    if node.op not in pairs:
+        return None
+    inner = _producer(node.inputs[0], producers, pairs[node.op])
     if inner is None:
         return None
     rank = max(node.inputs[0].type.ndim, inner.inputs[0].type.ndim)
