@@ -196,8 +196,8 @@ def adaptive_avg_pool2d(input: Any, output_size: Any) -> Tensor:
     """Mean over the windows [floor(i*H/out), ceil((i+1)*H/out)) of an NCHW (or CHW) input."""
     x = _t(input)
     if x.ndim not in (3, 4):
-        raise tracer._fail(f"adaptive_avg_pool2d: expected a CHW or NCHW input, got shape "
-                           f"{list(x.shape)}")
+        raise tracer._fail(f"adaptive_avg_pool2d: expected a CHW or NCHW input, got "
+                           f"{x.value.type}")
     size = output_size if isinstance(output_size, (tuple, list)) else (output_size, output_size)
     if len(size) != 2:
         raise tracer._fail(f"adaptive_avg_pool2d: output_size must be an int or a pair, got "
@@ -409,20 +409,21 @@ def _classes_last_to_axis1(x: Tensor) -> Tensor:
     return x.transpose((0, x.ndim - 1, *range(1, x.ndim - 1)))
 
 
-def _target_weights(logp: Tensor, target: Tensor, weight: Any, ignore_index: int) -> Tensor:
+def _target_weights(logp: Tensor, target: Tensor, weight: Any, ignore_index: int,
+                    op: str = "nll_loss") -> Tensor:
     """[N, C, d...] mask holding weight[target] at each target's class (0 where ignored)."""
     if target.shape != logp.shape[:1] + logp.shape[2:]:
-        raise tracer._fail(f"nll_loss: target {target.value.type} does not fit input "
+        raise tracer._fail(f"{op}: target {target.value.type} does not fit input "
                            f"{logp.value.type} (expected target shape "
                            f"{[logp.shape[0], *logp.shape[2:]]})")
     if not target.dtype_.is_int:
-        raise tracer._fail(f"nll_loss: target must hold class indices (integers), got "
+        raise tracer._fail(f"{op}: target must hold class indices (integers), got "
                            f"{target.value.type}")
     picked = one_hot(target, logp.shape[1]).astype(logp.dtype_)
     if weight is not None:
         w = tracer.as_tensor(weight, logp.dtype_)
         if w.shape != (logp.shape[1],):
-            raise tracer._fail(f"nll_loss: weight has shape {list(w.shape)}, expected "
+            raise tracer._fail(f"{op}: weight has shape {list(w.shape)}, expected "
                                f"[{logp.shape[1]}] (one per class)")
         picked = picked * w
     if 0 <= ignore_index < logp.shape[1]:  # out-of-range indices already give a zero row
@@ -507,7 +508,7 @@ def _cross_entropy_probabilities(logp: Tensor, target: Tensor, weight: Any,
 
 def _cross_entropy_indices(logp: Tensor, target: Tensor, weight: Any, ignore_index: int,
                            label_smoothing: float, reduction: str) -> Tensor:
-    picked = _target_weights(logp, target, weight, ignore_index)
+    picked = _target_weights(logp, target, weight, ignore_index, "cross_entropy")
     nll = -(logp * picked).sum(axis=1)
     if not label_smoothing:
         return nll.sum() / picked.sum() if reduction == "mean" else _reduce(nll, reduction)
