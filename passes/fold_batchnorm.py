@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from ember.passes._layout_folding import constant_array, drop_newly_dead, single_user
 
 from ember.ir.attrs import Attrs, Const
 from ember.ir.graph import Graph, Node, Value
 from ember.pipeline import Pass
-from ember.passes._layout_folding import constant_array, drop_newly_dead, single_user
 
 
 @dataclass(frozen=True)

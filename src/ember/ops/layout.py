@@ -155,7 +155,8 @@ register_op(OpDef("layout_convert", infer=infer_layout_convert, reference=_layou
                   doc="NCHW <-> blocked channel layout (zero-pads, or crops to `channels`)"))
 
 # ---------------------------------------------------------------------------------------------
-# conv2d_nchwc(x, w, b?): blocked input, packed weight [O/ob, I/ib, KH, KW, ib, ob], bias [O/ob, ob].
+# conv2d_nchwc(x, w, b?): blocked input, packed weight [O/ob, I/ib, KH, KW, ib, ob], bias
+# [O/ob, ob].
 
 BLOCKED_CONV_ATTRS = {k: v for k, v in CONV_ATTRS.items() if k != "groups"}
 
