@@ -27,3 +27,20 @@ def _discover() -> dict[str, type[Pass]]:
 
 
 ALL_PASSES: dict[str, type[Pass]] = _discover()
+
+
+def default_pipeline(opt_level: int = 3) -> list[Pass]:
+    """The passes `ember.compile` runs at an opt level, as one flat list.
+
+    Level 2 runs the graph passes; level 3 adds layout transforms. Levels 0 and 1 run none.
+    """
+    from ember.pipeline import parse_pipeline
+
+    if opt_level < 2:
+        return []
+    names = ["simplify", "fold-constants", "cse", "dce", "fold-batchnorm", "fold-constants",
+             "simplify", "cse", "dce"]
+    if opt_level >= 3:
+        names += ["layout", "fold-constants", "dce"]  # repacked weights fold at compile time
+    names += ["fuse", "dce", "plan-memory"]
+    return parse_pipeline(names)
