@@ -1,0 +1,102 @@
+"""TensorType printing and sizes, DType <-> numpy mapping and its errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from ember.ir.types import DType, TensorType, boolean, check_layout, f32, f64, i32, i64
+
+NUMPY_OF = {DType.F32: np.float32, DType.F64: np.float64, DType.I32: np.int32,
+            DType.I64: np.int64, DType.BOOL: np.bool_}
+
+
+@pytest.mark.parametrize(("type_", "text"), [
+    (f32[8, 256], "f32[8,256]"),
+    (f32.scalar(), "f32[]"),
+    (f64[()], "f64[]"),
+    (i32[0, 3], "i32[0,3]"),
+    (i64[5], "i64[5]"),
+    (boolean[2, 1], "bool[2,1]"),
+    (TensorType(DType.F32, (1, 2, 3, 4), "nhwc"), "f32[1,2,3,4]{nhwc}"),
+    (TensorType(DType.F32, (1, 8, 56, 56, 8), "nchw8c"), "f32[1,8,56,56,8]{nchw8c}"),
+])
+def test_type_prints(type_: TensorType, text: str) -> None:
+    assert str(type_) == text
+
+
+@pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (2, 3), (1, 1, 1, 7)])
+@pytest.mark.parametrize("dtype", list(DType))
+def test_size_and_nbytes_agree_with_numpy(dtype: DType, shape: tuple[int, ...]) -> None:
+    reference = np.zeros(shape, NUMPY_OF[dtype])
+    type_ = TensorType(dtype, shape)
+    assert type_.size == reference.size
+    assert type_.nbytes == reference.nbytes
+    assert type_.ndim == reference.ndim
+    assert TensorType.of(reference) == type_
+
+
+def test_layout_is_part_of_the_type() -> None:
+    plain = f32[1, 2, 3, 4]
+    nhwc = TensorType(DType.F32, (1, 2, 3, 4), "nhwc")
+    assert plain != nhwc and str(plain) != str(nhwc)
+    assert nhwc == TensorType(DType.F32, (1, 2, 3, 4), "nhwc")
+    assert hash(nhwc) == hash(TensorType(DType.F32, (1, 2, 3, 4), "nhwc"))
+    assert nhwc.with_shape((4, 3, 2, 1)).layout == "nhwc"
+    assert nhwc.with_dtype(DType.F64) == TensorType(DType.F64, (1, 2, 3, 4), "nhwc")
+
+
+def test_fields_are_normalized() -> None:
+    """A dtype name and a list of numpy integers make the same type as DType and ints."""
+    type_ = TensorType("f32", [np.int64(2), 3])  # type: ignore[arg-type]
+    assert type_ == f32[2, 3] and hash(type_) == hash(f32[2, 3])
+    assert type_.shape == (2, 3) and all(type(d) is int for d in type_.shape)
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: TensorType("f16", (2,)), "unknown dtype 'f16'"),  # type: ignore[arg-type]
+    (lambda: TensorType(DType.F32, (2, -1)), "shape [2, -1] has a negative dimension"),
+    (lambda: TensorType(DType.F32, (2,), "nchw"), "unknown layout 'nchw'"),
+])
+def test_bad_types_are_rejected(make: Callable[[], TensorType], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("[", r"\[")):
+        make()
+
+
+@pytest.mark.parametrize("layout", ["", "nhwc", "nchw8c", "nchw16c"])
+def test_known_layouts(layout: str) -> None:
+    assert check_layout(layout) == layout
+
+
+@pytest.mark.parametrize(("dtype", "numpy_type"), list(NUMPY_OF.items()))
+def test_dtype_numpy_mapping(dtype: DType, numpy_type: type) -> None:
+    assert dtype.numpy == np.dtype(numpy_type)
+    assert dtype.itemsize == np.dtype(numpy_type).itemsize
+    assert DType.from_numpy(numpy_type) is dtype
+    assert DType.from_numpy(np.dtype(numpy_type).name) is dtype
+    assert str(dtype) == dtype.value
+
+
+def test_dtype_kinds() -> None:
+    assert [d for d in DType if d.is_float] == [DType.F32, DType.F64]
+    assert [d for d in DType if d.is_int] == [DType.I32, DType.I64]
+
+
+def test_non_native_byte_order_maps_to_the_same_dtype() -> None:
+    swapped = np.dtype(np.float32).newbyteorder("S")
+    assert DType.from_numpy(swapped) is DType.F32
+
+
+@pytest.mark.parametrize("unsupported", [np.float16, np.complex64, np.uint8, np.int8, object])
+def test_unsupported_numpy_dtype_names_it(unsupported: type) -> None:
+    with pytest.raises(TypeError) as info:
+        DType.from_numpy(unsupported)
+    assert str(np.dtype(unsupported)) in str(info.value)
+    assert "float32, float64, int32, int64, bool" in str(info.value)
+
+
+def test_unsupported_array_type() -> None:
+    with pytest.raises(TypeError, match="float16"):
+        TensorType.of(np.zeros(2, np.float16))
