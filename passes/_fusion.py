@@ -158,11 +158,7 @@ class _Planner:
             self.try_join(index, gid)
 
     def why_not_fusible(self, index: int, node: Node) -> str:
-        if node.body is not None:
-            return f"{self.label(index)} not fused: already a fused node (regions never nest)"
-        if not is_pure(node):
-            return f"{self.label(index)} not fused: impure (it must run exactly as written)"
-        return f"{self.label(index)} not fused: {node.op} has no fusion rule"
+        return f"{self.label(index)} not fused: {_unfusible_reason(node)}"
 
     def candidates(self, index: int, node: Node) -> list[int]:
         """Distinct producer groups of `node` that could take it, best first."""
@@ -177,7 +173,7 @@ class _Planner:
             if gid not in self.groups:
                 self.record(index, False, f"{self.label(index)} not fused with "
                                           f"{self.label(self.index[producer])}: "
-                                          "the producer is not fusible")
+                                          f"{_unfusible_reason(producer)}")
                 continue
             found.append(gid)
         return sorted(found, key=lambda gid: _CANDIDATE_ORDER[self.groups[gid].kind])
@@ -276,6 +272,14 @@ class _Planner:
                                           f"group has a user outside the group "
                                           f"({', '.join(readers)}): it becomes an extra output "
                                           "of the fused node")
+
+
+def _unfusible_reason(node: Node) -> str:
+    if node.body is not None:
+        return "already a fused node (regions never nest)"
+    if not is_pure(node):
+        return f"{node.op} is impure (it must run exactly as written)"
+    return f"{node.op} has no fusion rule"
 
 
 def _kind_conflict(graph: Graph, index: int, first: Group, second: Group) -> str | None:
