@@ -36,9 +36,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ember.ir.attrs import Attrs
-from ember.ir.graph import Graph, Node, Value
 from ember.passes._liveness import Slot, align, arena_values, build_slots, pack, peak_live_bytes
+
+from ember.ir.graph import Graph, Node, Value
 from ember.pipeline import Pass
 
 PLAN_ATTRS = ("buffer", "offset", "inplace", "offsets")

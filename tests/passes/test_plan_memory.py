@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from ember.passes import ALL_PASSES
+from ember.passes.plan_memory import PlanMemory, memory_report
 from hypothesis import HealthCheck, given, settings
 
 import ember
@@ -18,8 +20,6 @@ from ember.errors import PassFailed
 from ember.interpreter import Interpreter, interpret
 from ember.ir.graph import Graph, GraphBuilder, Node, Value
 from ember.ir.types import DType, TensorType
-from ember.passes import ALL_PASSES
-from ember.passes.plan_memory import PlanMemory, memory_report
 from ember.pipeline import PassManager, parse_pipeline, random_inputs
 from tests.strategies import graph_inputs, graphs
 
@@ -92,7 +92,7 @@ def check_plan(graph: Graph, alignment: int = 64) -> None:
         arena = sorted(((location[v], location[v] + v.type.nbytes, v) for v in live
                         if location.get(v, -1) >= 0 and v.type.nbytes > 0),
                        key=lambda item: item[:2])
-        for i, (start, end, value) in enumerate(arena):
+        for i, (_, end, value) in enumerate(arena):
             for other_start, _, other in arena[i + 1:]:
                 if other_start >= end:
                     break
