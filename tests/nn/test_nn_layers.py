@@ -286,3 +286,11 @@ def test_embedding_from_pretrained_matches_torch() -> None:
         torch.from_numpy(indices)).detach().numpy()
     np.testing.assert_array_equal(ember.compile(layer, indices, opt_level=0)(indices), expected)
     assert not layer.weight.requires_grad
+
+
+@pytest.mark.xfail(reason="ops/neural.py infer_max_pool2d bounds padding by kernel // 2; PyTorch "
+                   "bounds it by half the dilated kernel, (dilation * (kernel - 1) + 1) // 2",
+                   strict=True)
+def test_max_pool2d_dilated_kernel_allows_padding_up_to_half_its_extent() -> None:
+    kwargs = dict(kernel_size=3, dilation=2, padding=2)
+    check_layer(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), image(1, 2, 9, 9))
