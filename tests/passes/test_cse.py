@@ -1,0 +1,52 @@
+"""cse: identity when nothing merges, idempotence, impure nodes, numerics against numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+from ember.passes.cse import EliminateCommonSubexpressions
+
+from ember.interpreter import interpret
+from ember.ir.graph import GraphBuilder
+from ember.ir.types import f32
+
+
+def _repeated() -> object:
+    builder = GraphBuilder("g")
+    x = builder.input(f32[4], "x")
+    total = builder.add(builder.exp(x), builder.exp(x))
+    return builder.build([total, builder.neg(builder.exp(x))])
+
+
+def test_merges_and_matches_numpy() -> None:
+    graph = _repeated()
+    merged = EliminateCommonSubexpressions().run(graph)
+    assert [node.op for node in merged.nodes] == ["exp", "add", "neg"]
+    x = np.random.default_rng(1).random(4, dtype=np.float32)
+    total, negated = interpret(merged, x)
+    np.testing.assert_allclose(total, 2 * np.exp(x.astype(np.float64)), rtol=1e-6)
+    np.testing.assert_allclose(negated, -np.exp(x.astype(np.float64)), rtol=1e-6)
+
+
+def test_is_idempotent_and_returns_the_same_graph_when_nothing_merges() -> None:
+    once = EliminateCommonSubexpressions().run(_repeated())
+    assert EliminateCommonSubexpressions().run(once) is once
+
+
+def test_training_dropouts_never_merge() -> None:
+    builder = GraphBuilder("g")
+    x = builder.input(f32[64], "x")
+    first = builder.dropout(x, p=0.5, training=True, seed=1)
+    second = builder.dropout(x, p=0.5, training=True, seed=2)
+    graph = builder.build([builder.add(first, second)])
+    assert EliminateCommonSubexpressions().run(graph) is graph
+
+
+def test_constants_merge_only_with_equal_data_and_name() -> None:
+    builder = GraphBuilder("g")
+    data = np.array([1.0, 2.0], np.float32)
+    a, b = builder.const(data, name="w"), builder.const(data.copy(), name="w")
+    c = builder.const(data, name="v")
+    d = builder.const(np.array([1.0, 3.0], np.float32), name="w")
+    graph = builder.build([builder.add(builder.add(a, b), builder.add(c, d))])
+    merged = EliminateCommonSubexpressions().run(graph)
+    assert [node.op for node in merged.nodes].count("const") == 3
