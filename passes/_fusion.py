@@ -24,16 +24,18 @@ from dataclasses import dataclass, field
 
 import networkx
 
-from ember.ir.graph import Graph, Node, Value
-from ember.ir.ops import OPS
+from ember.ir.graph import Graph, Node
 from ember.ir.printer import value_names
-from ember.pipeline import is_pure
 
-REDUCTION_OPS = frozenset({"sum", "mean", "max", "min", "prod", "softmax", "log_softmax",
-                           "layer_norm"})
-ANCHOR_KINDS = {"matmul": "matmul", "conv2d": "conv", "conv2d_nchwc": "conv"}
-BROADCAST_OPS = frozenset({"broadcast_to"})  # elementwise in all but name
-SMALL_CONSTANT = 64  # constants of at most this many elements are copied into regions
+from ._fusion_rules import (
+    ANCHOR_KINDS,
+    Group,
+    kind_conflict,
+    new_group,
+    role,
+    unfusible_reason,
+)
+
 _CANDIDATE_ORDER = {"matmul": 0, "conv": 0, "reduction": 1, "elementwise": 2}
 
 
@@ -50,52 +52,11 @@ class Decision:
 
 
 @dataclass
-class Group:
-    """Nodes (indices into `graph.nodes`, ascending) that become one fused node."""
-
-    members: list[int]
-    kind: str  # elementwise | reduction | matmul | conv
-    anchor: int | None = None  # the matmul/conv node, first in the body
-    reduced_shape: tuple[int, ...] | None = None  # input shape shared by every reduction
-
-
-@dataclass
 class FusionPlan:
     """The groups of two or more nodes, in order of their first node, and the decisions."""
 
     groups: list[Group]
     decisions: list[Decision] = field(default_factory=list)
-
-
-def role(node: Node) -> str | None:
-    """"elementwise", "reduction" or "anchor" for a node fusion may use; None otherwise."""
-    if node.body is not None or node.op == "const" or not is_pure(node):
-        return None
-    if node.op in ANCHOR_KINDS:
-        return "anchor"
-    if node.op in REDUCTION_OPS:
-        return "reduction"
-    opdef = OPS.get(node.op)
-    if node.op in BROADCAST_OPS or (opdef is not None and opdef.elementwise):
-        return "elementwise"
-    return None
-
-
-def is_small_constant(node: Node | None) -> bool:
-    """An unnamed `const` small enough to copy into every region that reads it (named
-    constants are the model's parameters and stay where `Graph.constants()` finds them)."""
-    if node is None or node.op != "const" or node.attrs.get("name"):
-        return False
-    return node.output.type.size <= SMALL_CONSTANT
-
-
-def _new_group(index: int, node: Node) -> Group:
-    kind = role(node)
-    if kind == "anchor":
-        return Group([index], ANCHOR_KINDS[node.op], anchor=index)
-    if kind == "reduction":
-        return Group([index], "reduction", reduced_shape=node.inputs[0].type.shape)
-    return Group([index], "elementwise")
 
 
 class _Planner:
@@ -146,7 +107,7 @@ class _Planner:
         if kind is None:
             self.record(index, False, self.why_not_fusible(index, node))
             return
-        self.groups[index] = _new_group(index, node)
+        self.groups[index] = new_group(index, node)
         if kind == "anchor":
             self.record(index, False, f"{self.label(index)} starts a {ANCHOR_KINDS[node.op]} "
                                       "group (anchors take no prologue)")
@@ -158,7 +119,7 @@ class _Planner:
             self.try_join(index, gid)
 
     def why_not_fusible(self, index: int, node: Node) -> str:
-        return f"{self.label(index)} not fused: {_unfusible_reason(node)}"
+        return f"{self.label(index)} not fused: {unfusible_reason(node)}"
 
     def candidates(self, index: int, node: Node) -> list[int]:
         """Distinct producer groups of `node` that could take it, best first."""
@@ -173,7 +134,7 @@ class _Planner:
             if gid not in self.groups:
                 self.record(index, False, f"{self.label(index)} not fused with "
                                           f"{self.label(self.index[producer])}: "
-                                          f"{_unfusible_reason(producer)}")
+                                          f"{unfusible_reason(producer)}")
                 continue
             found.append(gid)
         return sorted(found, key=lambda gid: _CANDIDATE_ORDER[self.groups[gid].kind])
@@ -201,7 +162,7 @@ class _Planner:
     def refusal(self, index: int, mine: int, gid: int) -> str | None:
         """Why the group `mine` (holding node `index`) may not merge with `gid`, or None."""
         first, second = self.groups[mine], self.groups[gid]
-        reason = _kind_conflict(self.graph, index, first, second)
+        reason = kind_conflict(self.graph, index, first, second)
         if reason is not None:
             return reason
         if len(first.members) + len(second.members) > self.max_ops:
@@ -274,36 +235,6 @@ class _Planner:
                                           "of the fused node")
 
 
-def _unfusible_reason(node: Node) -> str:
-    if node.body is not None:
-        return "already a fused node (regions never nest)"
-    if not is_pure(node):
-        return f"{node.op} is impure (it must run exactly as written)"
-    return f"{node.op} has no fusion rule"
-
-
-def _kind_conflict(graph: Graph, index: int, first: Group, second: Group) -> str | None:
-    """Why two groups' kinds do not mix; `first` holds the new node `index`."""
-    node = graph.nodes[index]
-    if first.anchor is not None and second.anchor is not None:
-        return "a fused node holds one matmul/conv anchor"
-    if first.anchor is not None:
-        return f"the {first.kind} group takes no prologue"
-    if second.anchor is not None:
-        anchor_shape = graph.nodes[second.anchor].outputs[0].type.shape
-        if len(first.members) > 1:
-            return f"the {second.kind} group takes only single elementwise epilogue nodes"
-        if role(node) != "elementwise":
-            return f"a {second.kind} group takes only an elementwise epilogue"
-        if node.outputs[0].type.shape != anchor_shape:
-            return f"the epilogue changes the {second.kind} output shape {list(anchor_shape)}"
-        return None
-    shapes = {s for s in (first.reduced_shape, second.reduced_shape) if s is not None}
-    if len(shapes) > 1:
-        return "its reductions read inputs of different shapes"
-    return None
-
-
 def plan_fusion(graph: Graph, max_ops: int = 16) -> FusionPlan:
     """The fusion groups of `graph` and the decisions that formed them."""
     return _Planner(graph, max_ops).plan()
@@ -318,11 +249,3 @@ def explain_fusion(graph: Graph, options: dict[str, object] | None = None) -> li
 def format_decisions(decisions: Sequence[Decision]) -> str:
     """One line per decision: `fused  ...` or `kept   ...`."""
     return "\n".join(("fused  " if d.fused else "kept   ") + d.message for d in decisions)
-
-
-def escaping_values(graph: Graph, members: Sequence[int]) -> list[Value]:
-    """Values the group computes that a node outside it, or the graph's return, reads."""
-    inside = {graph.nodes[i] for i in members}
-    outputs = set(graph.outputs)
-    return [v for i in members for v in graph.nodes[i].outputs
-            if v in outputs or any(u not in inside for u in graph.users.get(v, []))]

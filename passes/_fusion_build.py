@@ -15,7 +15,7 @@ import networkx
 from ember.ir.attrs import Attrs
 from ember.ir.graph import Graph, Node, Value
 
-from ._fusion import Group, escaping_values, is_small_constant
+from ._fusion_rules import Group, escaping_values, is_small_constant
 
 
 def build_fused_graph(graph: Graph, groups: list[Group]) -> Graph:
