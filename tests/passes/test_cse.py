@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from ember.passes.cse import EliminateCommonSubexpressions
 
+import ember
 from ember.interpreter import interpret
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import f32
@@ -50,3 +54,19 @@ def test_constants_merge_only_with_equal_data_and_name() -> None:
     graph = builder.build([builder.add(builder.add(a, b), builder.add(c, d))])
     merged = EliminateCommonSubexpressions().run(graph)
     assert [node.op for node in merged.nodes].count("const") == 3
+
+
+def _golden_inputs() -> list[str]:
+    """The input graphs of this pass's golden cases."""
+    path = Path(__file__).parent / "golden" / "cse.ir"
+    chunks = [chunk.partition("// EXPECT:")[0] for chunk in path.read_text().split("// -----")]
+    return ["\n".join(line for line in chunk.splitlines() if not line.startswith("// RUN"))
+            for chunk in chunks if chunk.strip()]
+
+
+@pytest.mark.parametrize("source", _golden_inputs())
+def test_golden_inputs_run_twice_give_the_same_text(source: str) -> None:
+    once = EliminateCommonSubexpressions().run(ember.parse(source))
+    twice = EliminateCommonSubexpressions().run(once)
+    assert twice is once, "a second run of cse changed the graph again"
+    assert str(twice) == str(once)

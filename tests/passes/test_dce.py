@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from ember.passes.dce import EliminateDeadCode
 
+import ember
 from ember.interpreter import interpret
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import f32
@@ -38,3 +42,19 @@ def test_unused_training_dropout_stays_with_its_operands() -> None:
     builder.dropout(builder.exp(x), p=0.5, training=True, seed=0)
     graph = builder.build([x])
     assert EliminateDeadCode().run(graph) is graph
+
+
+def _golden_inputs() -> list[str]:
+    """The input graphs of this pass's golden cases."""
+    path = Path(__file__).parent / "golden" / "dce.ir"
+    chunks = [chunk.partition("// EXPECT:")[0] for chunk in path.read_text().split("// -----")]
+    return ["\n".join(line for line in chunk.splitlines() if not line.startswith("// RUN"))
+            for chunk in chunks if chunk.strip()]
+
+
+@pytest.mark.parametrize("source", _golden_inputs())
+def test_golden_inputs_run_twice_give_the_same_text(source: str) -> None:
+    once = EliminateDeadCode().run(ember.parse(source))
+    twice = EliminateDeadCode().run(once)
+    assert twice is once, "a second run of dce changed the graph again"
+    assert str(twice) == str(once)

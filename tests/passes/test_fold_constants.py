@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ember.passes.fold_constants import FoldConstants
@@ -100,3 +102,19 @@ def test_a_result_with_a_layout_is_not_folded() -> None:
     graph = builder.build([builder.layout_convert(c, layout="nhwc", channels=4)])
     assert graph.outputs[0].type.layout == "nhwc"
     assert FoldConstants().run(graph) is graph
+
+
+def _golden_inputs() -> list[str]:
+    """The input graphs of this pass's golden cases."""
+    path = Path(__file__).parent / "golden" / "fold_constants.ir"
+    chunks = [chunk.partition("// EXPECT:")[0] for chunk in path.read_text().split("// -----")]
+    return ["\n".join(line for line in chunk.splitlines() if not line.startswith("// RUN"))
+            for chunk in chunks if chunk.strip()]
+
+
+@pytest.mark.parametrize("source", _golden_inputs())
+def test_golden_inputs_run_twice_give_the_same_text(source: str) -> None:
+    once = FoldConstants().run(ember.parse(source))
+    twice = FoldConstants().run(once)
+    assert twice is once, "a second run of fold-constants changed the graph again"
+    assert str(twice) == str(once)

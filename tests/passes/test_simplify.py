@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ember.passes.simplify import RULES, Simplify
 
+import ember
 from ember.errors import EmberError
 from ember.interpreter import interpret
 from ember.ir.graph import GraphBuilder
@@ -121,3 +124,19 @@ def test_idempotent_and_same_graph_when_nothing_matches() -> None:
     assert once is not graph and once.nodes[-1].inputs[0] is x
     again = Simplify().run(once)
     assert again is once and str(again) == str(once)
+
+
+def _golden_inputs() -> list[str]:
+    """The input graphs of this pass's golden cases."""
+    path = Path(__file__).parent / "golden" / "simplify.ir"
+    chunks = [chunk.partition("// EXPECT:")[0] for chunk in path.read_text().split("// -----")]
+    return ["\n".join(line for line in chunk.splitlines() if not line.startswith("// RUN"))
+            for chunk in chunks if chunk.strip()]
+
+
+@pytest.mark.parametrize("source", _golden_inputs())
+def test_golden_inputs_run_twice_give_the_same_text(source: str) -> None:
+    once = Simplify().run(ember.parse(source))
+    twice = Simplify().run(once)
+    assert twice is once, "a second run of simplify changed the graph again"
+    assert str(twice) == str(once)
