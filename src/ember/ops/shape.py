@@ -134,7 +134,7 @@ def _slice(x: np.ndarray, *, starts: tuple[int, ...], stops: tuple[int, ...],
     # NOTE: explicit indices, not Python slices: a slice would wrap a negative start or stop.
     for axis, (start, stop, step) in enumerate(zip(starts, stops, steps, strict=True)):
         x = np.take(x, np.arange(start, stop, step, dtype=np.intp), axis=axis)
-    return np.ascontiguousarray(x)
+    return x.copy()  # a scalar has no axis to take along; still a fresh array
 
 
 PAD_MODES = ("constant", "reflect", "edge")
@@ -181,7 +181,7 @@ def _const(*, value: Const, name: str = "") -> np.ndarray:
 register_op(OpDef("reshape", infer=infer_reshape, reference=lambda x, shape: x.reshape(shape),
                   attrs={"shape": Attr("ints")}))
 register_op(OpDef("transpose", infer=infer_transpose,
-                  reference=lambda x, perm: np.ascontiguousarray(x.transpose(perm)),
+                  reference=lambda x, perm: x.transpose(perm).copy(),  # C order, rank kept
                   attrs={"perm": Attr("ints")}))
 register_op(OpDef("broadcast_to", infer=infer_broadcast_to,
                   reference=lambda x, shape: np.broadcast_to(x, shape).copy(),
