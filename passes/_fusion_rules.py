@@ -17,6 +17,7 @@ ANCHOR_KINDS = {"matmul": "matmul", "conv2d": "conv", "conv2d_nchwc": "conv"}
 BROADCAST_OPS = frozenset({"broadcast_to"})  # elementwise in all but name
 SMALL_CONSTANT = 64  # constants of at most this many elements are copied into regions
 
+
 @dataclass
 class Group:
     """Nodes (indices into `graph.nodes`, ascending) that become one fused node."""
