@@ -24,6 +24,7 @@ from collections.abc import Callable
 import numpy as np
 from ember.passes._rewrite import Producers, Rewrite, constant_of, make_const, make_node
 
+from ember.errors import ShapeError
 from ember.ir.graph import Node, Value
 from ember.ir.ops import OPS, normalize_axes
 from ember.ir.types import DType
@@ -139,8 +140,11 @@ def drop_broadcast_operand(node: Node, producers: Producers) -> Rewrite | None:
         broadcast = _producer(value, producers, "broadcast_to")
         if broadcast is None:
             continue
-        candidate = make_node(node.op, (*inputs[:index], broadcast.inputs[0], *inputs[index + 1:]),
-                              node.loc, **opdef.own_attrs(node.attrs))
+        operands = (*inputs[:index], broadcast.inputs[0], *inputs[index + 1:])
+        try:
+            candidate = make_node(node.op, operands, node.loc, **opdef.own_attrs(node.attrs))
+        except ShapeError:  # e.g. an operand without a layout that cannot meet a blocked one
+            continue
         if candidate.output.type == node.output.type:
             return Rewrite.with_node(candidate)
     return None

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 from ember.passes._rewrite import Producers, Rewrite, constant_of, make_const, rewrite_nodes
 
+from ember.errors import EmberError
 from ember.interpreter import Interpreter
 from ember.ir.graph import Graph, Node
 from ember.ir.ops import OPS
@@ -71,7 +72,7 @@ def _evaluate(node: Node, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, .
                 results = Interpreter(node.body).run_graph(node.body, arrays)
             else:
                 results = OPS[node.op].evaluate(arrays, node.attrs)
-    except (ArithmeticError, ValueError, TypeError):
+    except (EmberError, ArithmeticError, ValueError, TypeError):
         return None
     conformed = []
     for value, result in zip(node.outputs, results, strict=True):

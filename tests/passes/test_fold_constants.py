@@ -118,3 +118,19 @@ def test_golden_inputs_run_twice_give_the_same_text(source: str) -> None:
     twice = FoldConstants().run(once)
     assert twice is once, "a second run of fold-constants changed the graph again"
     assert str(twice) == str(once)
+
+
+def test_a_region_that_fails_on_its_constants_is_left_for_run_time() -> None:
+    text = """graph @g(%x: i32[2]) -> (i32[2]) {
+  %a = const() {value = dense<i32[2]: 7, 1>} : i32[2]
+  %b = const() {value = dense<i32[2]: 0, 1>} : i32[2]
+  %0 = fused(%a, %b) {kind = "elementwise"} : i32[2] {
+  ^(%p: i32[2], %q: i32[2]):
+    %1 = div(%p, %q) : i32[2]
+    yield %1
+  }
+  %2 = add(%x, %0) : i32[2]
+  return %2
+}"""
+    graph = ember.parse(text)
+    assert FoldConstants().run(graph) is graph

@@ -12,7 +12,7 @@ import ember
 from ember.errors import EmberError
 from ember.interpreter import interpret
 from ember.ir.graph import GraphBuilder
-from ember.ir.types import f32, f64
+from ember.ir.types import DType, TensorType, f32, f64
 from ember.pipeline import parse_pipeline
 
 SPECIAL = np.array([0.0, -0.0, 1.5, -3.0, np.inf, -np.inf, np.nan, 1e-45, 3.4e38, -1e-40],
@@ -140,3 +140,11 @@ def test_golden_inputs_run_twice_give_the_same_text(source: str) -> None:
     twice = Simplify().run(once)
     assert twice is once, "a second run of simplify changed the graph again"
     assert str(twice) == str(once)
+
+
+def test_broadcast_operand_stays_when_layouts_cannot_meet() -> None:
+    builder = GraphBuilder("g")
+    z = builder.input(TensorType(DType.F32, (1, 2, 2, 3), "nhwc"), "z")
+    channels = builder.const(np.array([1.0, 2.0, 3.0], np.float32))
+    graph = builder.build([builder.add(z, builder.broadcast_to(channels, shape=(1, 2, 2, 3)))])
+    assert Simplify().run(graph) is graph
