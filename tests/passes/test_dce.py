@@ -52,7 +52,8 @@ def _golden_inputs() -> list[str]:
             for chunk in chunks if chunk.strip()]
 
 
-@pytest.mark.parametrize("source", _golden_inputs())
+@pytest.mark.parametrize("source", _golden_inputs(),
+                         ids=lambda source: source.partition("@")[2].partition("(")[0])
 def test_golden_inputs_run_twice_give_the_same_text(source: str) -> None:
     once = EliminateDeadCode().run(ember.parse(source))
     twice = EliminateDeadCode().run(once)
