@@ -4,15 +4,16 @@
     y = exe(x)                        # numpy in, numpy out
     exe.graph                         # the IR that runs; exe.report() shows how it was made
 
-`opt_level` 0 runs the reference interpreter op by op (the naive baseline). Until the compiled
-backends land, every level runs the interpreter on the traced graph.
+`opt_level` 0 runs the reference interpreter op by op on the traced graph (the naive baseline);
+2 runs the graph passes, 3 (default) adds layout transforms. Until the compiled backends land,
+every level executes with the reference interpreter (a `fused` node runs its region).
 """
 
 from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +23,14 @@ from ember.errors import EmberError, UnsupportedError
 from ember.frontend.tracer import TensorSpec, trace_with_info
 from ember.interpreter import Interpreter, check_inputs
 from ember.ir.graph import Graph
+from ember.pipeline import (
+    Instrument,
+    PassManager,
+    TimePasses,
+    instruments_from_env,
+    parse_pipeline,
+    verify_from_env,
+)
 
 TARGETS = ("cpu", "cuda")
 
@@ -36,6 +45,7 @@ class Executable:
     opt_level: int = 0
     target: str = "cpu"
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
+    ledger: TimePasses = field(default_factory=TimePasses)  # per-pass time, nodes, bytes
 
     def __post_init__(self) -> None:
         self._interpreter = Interpreter(self.graph)
@@ -53,7 +63,21 @@ class Executable:
         lines.append(f"  constants: {weights} bytes")
         for stage, seconds in self.timings.items():
             lines.append(f"  {stage:<10} {seconds * 1e3:9.2f} ms")
+        if self.ledger.records:
+            lines += ["", self.ledger.report()]
+        memory = _memory_report(self.graph)
+        if memory:
+            lines += ["", memory]
         return "\n".join(lines)
+
+
+def _memory_report(graph: Graph) -> str:
+    """The memory plan's figures, when the graph was planned."""
+    if not any("offset" in node.attrs for node in graph.nodes):
+        return ""
+    from ember.passes.plan_memory import memory_report
+
+    return str(memory_report(graph))
 
 
 def _as_input(arg: Any) -> Any:
@@ -75,9 +99,27 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str = "cpu",
     if opt_level not in (0, 1, 2, 3):
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     start = time.perf_counter()
-    graph, single, _ = trace_with_info(fn, *example_inputs)
+    traced, single, _ = trace_with_info(fn, *example_inputs)
     timings = {"trace": time.perf_counter() - start}
-    return Executable(graph, graph, single, opt_level, target, timings)
+    ledger = TimePasses()
+    start = time.perf_counter()
+    graph = optimize(traced, opt_level, passes, [ledger])
+    timings["passes"] = time.perf_counter() - start
+    return Executable(graph, traced, single, opt_level, target, timings, ledger)
+
+
+def optimize(graph: Graph, opt_level: int = 3, passes: Any = None,
+             instruments: Sequence[Instrument] = ()) -> Graph:
+    """Run the pipeline of `opt_level` (or the given `passes`: text or a list) on a graph.
+
+    The environment switches EMBER_PRINT_AFTER, EMBER_DUMP_DIR, EMBER_CHECK_PASSES and
+    EMBER_VERIFY add their instruments.
+    """
+    from ember.passes import default_pipeline
+
+    pipeline = default_pipeline(opt_level) if passes is None else parse_pipeline(passes)
+    manager = PassManager(pipeline, [*instruments, *instruments_from_env()], verify_from_env())
+    return manager.run(graph)
 
 
 def _signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
