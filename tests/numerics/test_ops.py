@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ember
-import ember.ops
+import ember.ops  # registers every op
 from ember.ir.attrs import Const
 from ember.ir.graph import Graph, GraphBuilder
 from ember.ir.ops import OPS, get_op

@@ -33,7 +33,7 @@ def _same_dtype(*types: TensorType, floats: bool = True) -> DType:
 def infer_matmul(a: TensorType, b: TensorType) -> TensorType:
     dtype = _same_dtype(a, b, floats=False)
     if a.ndim == 0 or b.ndim == 0:
-        raise ShapeError("matmul needs operands of rank >= 1")
+        raise ShapeError("operands must have rank >= 1")
     a_shape = (1, *a.shape) if a.ndim == 1 else a.shape
     b_shape = (*b.shape, 1) if b.ndim == 1 else b.shape
     if a_shape[-1] != b_shape[-2]:
@@ -344,7 +344,7 @@ register_op(OpDef("log_softmax", infer=infer_softmax, reference=_log_softmax,
 def infer_dropout(x: TensorType, *, p: float, training: bool, seed: int) -> TensorType:
     _same_dtype(x)
     if not 0 <= p <= 1:
-        raise ShapeError(f"dropout probability must be in [0, 1], got {p}")
+        raise ShapeError(f"probability p must be in [0, 1], got {p}")
     return x
 
 
