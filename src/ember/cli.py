@@ -3,6 +3,11 @@
     ember ir examples/mlp.py                    # the traced IR of `model` on `example_inputs`
     ember ir examples/mlp.py:model --format dot # Graphviz, for `dot -Tsvg`
     ember ir my_model.py:block -o block.ir      # NAME: a function or module in the file
+    ember ir examples/cnn.py --stage optimized  # after the default pipeline (-p to choose)
+    ember ir examples/cnn.py --diff             # what each pass changed
+    ember ir examples/cnn.py --explain fusion   # why each fusion candidate was (not) fused
+    ember passes                                # the passes and their options
+    ember opt dump/002_cse.ir -p dce            # run passes on IR text, like mlir-opt
 
 A TARGET file is imported under a private module name (never `"__main__"`), so the script part
 of an example does not run. It defines the model (`model`, or the NAME given after a colon) and
@@ -15,6 +20,8 @@ be traced) ends with one line on stderr, `ember: error: ...`, and exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import difflib
 import importlib.util
 import os
 import re
@@ -22,6 +29,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -30,6 +38,7 @@ import numpy as np
 import ember
 from ember.errors import EmberError
 from ember.ir.graph import Graph
+from ember.pipeline import Instrument, Pass, PassManager, parse_pipeline
 
 EXIT_USAGE = 2
 
@@ -130,7 +139,7 @@ def load_target(text: str) -> Target:
     return Target(model, _example_inputs(module, path), graph_name, path, where)
 
 
-def _trace(target: Target) -> Graph:
+def _trace(target: Target, args: argparse.Namespace | None = None) -> Graph:
     try:
         return ember.trace(target.model, *target.example_inputs, name=target.name)
     except EmberError as err:
@@ -141,13 +150,64 @@ def _trace(target: Target) -> Graph:
 
 # -- stages ---------------------------------------------------------------------------------------
 
-StageFn = Callable[[Target], Graph]
+StageFn = Callable[[Target, argparse.Namespace], Graph]
+
+
+@dataclass
+class _Snapshots(Instrument):
+    """Keeps the IR after every pass, for --print-after-all, --after and --diff."""
+
+    steps: list[tuple[str, Graph, Graph]]
+
+    def after_pass(self, index: int, pass_: Pass, before: Graph, after: Graph,
+                   seconds: float) -> None:
+        self.steps.append((str(pass_), before, after))
+
+
+def _pipeline(args: argparse.Namespace) -> list[Pass]:
+    from ember.passes import default_pipeline
+
+    try:
+        return parse_pipeline(args.pipeline) if args.pipeline else default_pipeline(args.opt_level)
+    except EmberError as err:
+        raise UsageError(str(err)) from None
+
+
+def _run_passes(graph: Graph, args: argparse.Namespace) -> Graph:
+    snapshots = _Snapshots([])
+    try:
+        result = PassManager(_pipeline(args), [snapshots]).run(graph)
+    except EmberError as err:
+        raise UsageError(str(err).splitlines()[0]) from None
+    args.snapshots = snapshots.steps
+    return result
+
+
+def _optimized(target: Target, args: argparse.Namespace) -> Graph:
+    return _run_passes(_trace(target, args), args)
+
 
 # Each stage takes the loaded target to what `ember ir --stage NAME` prints. Later stages
-# (optimized, loops, llvm) are further entries of this table.
+# (loops, llvm) are further entries of this table.
 STAGES: dict[str, StageFn] = {
     "traced": _trace,
+    "optimized": _optimized,
 }
+
+
+def _pass_report(args: argparse.Namespace) -> str:
+    """The IR after chosen passes (--after, --print-after-all) and/or diffs (--diff)."""
+    chunks = []
+    for index, (name, before, after) in enumerate(getattr(args, "snapshots", [])):
+        base = name.split("{")[0]
+        if args.diff and after is not before:
+            lines = difflib.unified_diff(str(before).splitlines(), str(after).splitlines(),
+                                         f"before {name} (#{index})", f"after {name} (#{index})",
+                                         lineterm="")
+            chunks.append("\n".join(lines))
+        if args.print_after_all or base in (args.after or []):
+            chunks.append(f"// ----- IR after {name} (#{index}) -----\n{after}")
+    return "\n".join(chunks)
 
 
 def _render(result: Graph, fmt: str) -> str:
@@ -164,7 +224,29 @@ def _render(result: Graph, fmt: str) -> str:
 def command_ir(args: argparse.Namespace) -> int:
     """`ember ir TARGET`: print the IR of a model at one stage."""
     target = load_target(args.target)
-    text = _render(STAGES[args.stage](target), args.format)
+    if args.explain:
+        from ember.passes.fuse import explain
+
+        sys.stdout.write(explain(_run_passes(_trace(target), _before_fuse(args))) + "\n")
+        return 0
+    wants_passes = args.print_after_all or args.after or args.diff
+    stage = "optimized" if wants_passes and args.stage == "traced" else args.stage
+    graph = STAGES[stage](target, args)
+    report = _pass_report(args)
+    text = (report + "\n" if report else "") + _render(graph, args.format)
+    _write(args, text)
+    return 0
+
+
+def _before_fuse(args: argparse.Namespace) -> argparse.Namespace:
+    """The pipeline up to (not including) its first `fuse`: what fusion decides on."""
+    passes = _pipeline(args)
+    names = [p.name for p in passes]
+    cut = names.index("fuse") if "fuse" in names else len(passes)
+    return argparse.Namespace(**{**vars(args), "pipeline": passes[:cut]})
+
+
+def _write(args: argparse.Namespace, text: str) -> None:
     if args.output:
         try:
             with open(args.output, "w", encoding="utf-8") as file:
@@ -173,7 +255,52 @@ def command_ir(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write {args.output}: {err.strerror}") from None
     else:
         sys.stdout.write(text + "\n")
+
+
+def command_passes(args: argparse.Namespace) -> int:
+    """`ember passes`: every pass with its options and one line about it."""
+    from ember.passes import ALL_PASSES
+
+    for name, cls in ALL_PASSES.items():
+        options = ", ".join(f"{f.name.replace('_', '-')}={f.default}"
+                            for f in dataclasses.fields(cls))  # type: ignore[arg-type]
+        suffix = f"  {{{options}}}" if options else ""
+        print(f"{name:<16} {cls.summary()}{suffix}")
     return 0
+
+
+def command_opt(args: argparse.Namespace) -> int:
+    """`ember opt FILE.ir -p PIPELINE`: run passes on IR text (like mlir-opt)."""
+    try:
+        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
+    except OSError as err:
+        raise UsageError(f"cannot read {args.file}: {err.strerror}") from None
+    try:
+        graph = ember.parse(text)
+        ember.verify(graph)
+    except EmberError as err:
+        raise UsageError(f"{args.file}:{str(err).splitlines()[0]}") from None
+    result = _run_passes(graph, args)
+    report = _pass_report(args)
+    _write(args, (report + "\n" if report else "") + _render(result, args.format))
+    return 0
+
+
+def _add_pass_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-p", "--passes", dest="pipeline", metavar="PIPELINE",
+                        help='passes to run, e.g. "fold-constants,cse,fuse{max-ops=8}" '
+                        "(default: the opt level's pipeline)")
+    parser.add_argument("-O", "--opt-level", type=int, default=3, choices=[0, 1, 2, 3],
+                        help="whose default pipeline to run (default: 3)")
+    parser.add_argument("--print-after-all", action="store_true",
+                        help="print the IR after every pass")
+    parser.add_argument("--after", action="append", metavar="PASS",
+                        help="print the IR after each run of PASS (repeatable)")
+    parser.add_argument("--diff", action="store_true",
+                        help="a unified diff for each pass that changed the IR")
+    parser.add_argument("--format", choices=["text", "dot"], default="text",
+                        help="text IR (parses back) or Graphviz dot (default: text)")
+    parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -195,10 +322,18 @@ def build_parser() -> argparse.ArgumentParser:
     ir.add_argument("target", metavar="TARGET", help="file.py or file.py:NAME")
     ir.add_argument("--stage", choices=list(STAGES), default="traced",
                     help="which stage of the pipeline to print (default: traced)")
-    ir.add_argument("--format", choices=["text", "dot"], default="text",
-                    help="text IR (parses back) or Graphviz dot (default: text)")
-    ir.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    ir.add_argument("--explain", choices=["fusion"],
+                    help="say why each fusion candidate was or was not fused")
+    _add_pass_options(ir)
     ir.set_defaults(run=command_ir)
+    passes = commands.add_parser("passes", help="list the graph passes")
+    passes.set_defaults(run=command_passes)
+    opt = commands.add_parser("opt", help="run passes on IR text (like mlir-opt)",
+                              description="Parse FILE.ir (or - for stdin), run a pipeline, "
+                              "print the result.")
+    opt.add_argument("file", metavar="FILE.ir")
+    _add_pass_options(opt)
+    opt.set_defaults(run=command_opt)
     return parser
 
 
