@@ -51,11 +51,12 @@ def test_bad_compile_arguments() -> None:
 
 
 def test_runtime_failure_names_op_and_line() -> None:
-    def fn(table, idx):  # noqa: ANN001, ANN202
+    def fn(table, idx):
         return table[idx]
 
     exe = ember.compile(fn, np.zeros((4, 2), np.float32), np.zeros(3, np.int64))
-    with pytest.raises(ember.ExecutionError, match=r"gather failed \(traced at test_driver.py:\d+\).*out of range"):
+    message = r"gather failed \(traced at test_driver\.py:\d+\).*out of range"
+    with pytest.raises(ember.ExecutionError, match=message):
         exe(np.zeros((4, 2), np.float32), np.array([0, 9, 1]))
 
 
@@ -63,11 +64,12 @@ def test_jit_traces_once_per_signature() -> None:
     calls = []
 
     @ember.jit
-    def f(a, b):  # noqa: ANN001, ANN202
+    def f(a, b):
         calls.append(1)
         return ember.nn.functional.gelu(a @ b + 1.0).sum(axis=-1)
 
-    a, b = RNG.standard_normal((3, 4)).astype(np.float32), RNG.standard_normal((4, 2)).astype(np.float32)
+    a = RNG.standard_normal((3, 4)).astype(np.float32)
+    b = RNG.standard_normal((4, 2)).astype(np.float32)
     first = f(a, b)
     second = f(a * 2, b)
     assert len(calls) == 1
@@ -84,7 +86,7 @@ def test_jit_traces_once_per_signature() -> None:
 
 def test_jit_static_arguments_are_baked_in() -> None:
     @ember.jit
-    def scale(x, factor):  # noqa: ANN001, ANN202
+    def scale(x, factor):
         return x * factor
 
     x = np.arange(3, dtype=np.float32)

@@ -27,6 +27,7 @@ from ember.pipeline import (
     Instrument,
     PassManager,
     TimePasses,
+    graph_bytes,
     instruments_from_env,
     parse_pipeline,
     verify_from_env,
@@ -55,6 +56,15 @@ class Executable:
         results = self._interpreter.run_graph(self.graph, arrays)
         return results[0] if self.single_output else results
 
+    @property
+    def arena_bytes(self) -> int:
+        """Bytes of the one arena the memory plan laid out (0 when unplanned)."""
+        if not any("offset" in node.attrs for node in self.graph.nodes):
+            return 0
+        from ember.passes.plan_memory import memory_report
+
+        return memory_report(self.graph).arena_bytes
+
     def report(self) -> str:
         """What was built and how long each stage took."""
         lines = [f"executable @{self.graph.name}: target={self.target} opt_level={self.opt_level}",
@@ -67,7 +77,9 @@ class Executable:
             lines += ["", self.ledger.report()]
         memory = _memory_report(self.graph)
         if memory:
-            lines += ["", memory]
+            traced = graph_bytes(self.traced)
+            lines += ["", memory, f"  naive op-by-op execution of the traced graph: {traced} bytes "
+                      f"of intermediates (arena = {self.arena_bytes / max(traced, 1):.0%} of it)"]
         return "\n".join(lines)
 
 

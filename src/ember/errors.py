@@ -3,11 +3,11 @@
     EmberError
     ├── IRParseError(message, line, col, source_line)   prints the source line and a caret
     ├── IRVerifyError(node_text, message)               names the offending node
-    ├── ShapeError(message)                             an op's inputs do not fit its shape/dtype rule
+    ├── ShapeError(message)                             inputs that do not fit an op's rule
     ├── TraceError(message, location)                   names the user's file:line
     ├── PassFailed(pass_name, index, previous)          raised `from` the original exception
     ├── LoweringError(node_text, message)
-    ├── ExecutionError(message)                         bad inputs to a compiled executable, missing data
+    ├── ExecutionError(message)                         bad inputs to an executable
     └── UnsupportedError(feature)                       "not yet supported" (op, dtype, layout)
 """
 
@@ -56,7 +56,7 @@ class TraceError(EmberError):
 
 
 class PassFailed(EmberError):
-    """A pass raised or produced an invalid graph; names the pass, its position and the passes before."""
+    """A pass raised or produced an invalid graph; names it, its position and the passes before."""
 
     def __init__(self, pass_name: str, index: int, previous: list[str], detail: str = "") -> None:
         self.pass_name = pass_name

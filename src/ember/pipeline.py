@@ -344,7 +344,8 @@ class PassManager:
 
 
 def instruments_from_env(environ: dict[str, str] | None = None) -> list[Instrument]:
-    """EMBER_PRINT_AFTER=all|cse,dce  EMBER_DUMP_DIR=path  EMBER_CHECK_PASSES=1  EMBER_TIME_PASSES=1"""
+    """Instruments asked for by EMBER_PRINT_AFTER=all|cse,dce, EMBER_DUMP_DIR=path and
+    EMBER_CHECK_PASSES=1."""
     env = os.environ if environ is None else environ
     found: list[Instrument] = []
     if names := env.get("EMBER_PRINT_AFTER"):

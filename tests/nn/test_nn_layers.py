@@ -288,9 +288,10 @@ def test_embedding_from_pretrained_matches_torch() -> None:
     assert not layer.weight.requires_grad
 
 
-@pytest.mark.xfail(reason="ops/neural.py infer_max_pool2d bounds padding by kernel // 2; PyTorch "
-                   "bounds it by half the dilated kernel, (dilation * (kernel - 1) + 1) // 2",
-                   strict=True)
-def test_max_pool2d_dilated_kernel_allows_padding_up_to_half_its_extent() -> None:
+def test_max_pool2d_padding_over_half_the_kernel_is_rejected_like_torch() -> None:
     kwargs = dict(kernel_size=3, dilation=2, padding=2)
-    check_layer(nn.MaxPool2d(**kwargs), torch.nn.MaxPool2d(**kwargs), image(1, 2, 9, 9))
+    x = image(1, 2, 9, 9)
+    with pytest.raises(RuntimeError, match="half of kernel size"):
+        torch.nn.MaxPool2d(**kwargs)(torch.from_numpy(x))
+    with pytest.raises(ember.TraceError, match="must be at most half the kernel"):
+        ember.trace(nn.MaxPool2d(**kwargs), x)

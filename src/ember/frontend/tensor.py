@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ember.frontend import tracer
 from ember.ir.graph import Value
 from ember.ir.types import DType
 
@@ -95,7 +94,7 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         raise self._no_value(".numpy()")
 
-    def __iter__(self):  # noqa: ANN204 - iterating over the first axis is static
+    def __iter__(self):
         return (self[i] for i in range(len(self)))
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -516,7 +515,7 @@ def split(tensor: Any, sections: Any, axis: int = 0) -> tuple[Tensor, ...]:
         sizes = (size // sections,) * sections
     else:
         cuts = [0, *[int(c) for c in sections], size]
-        sizes = tuple(b - a for a, b in zip(cuts, cuts[1:]))
+        sizes = tuple(int(n) for n in np.diff(cuts))
     return x.ctx.emit("split", x, axis=axis, sizes=sizes) if len(sizes) > 1 else (x,)
 
 
@@ -548,3 +547,8 @@ _ARRAY_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "concatenate": concatenate, "stack": stack, "split": split, "where": where, "pad": pad,
     "matmul": _binary("matmul"), "dot": _binary("matmul"),
 }
+
+
+# NOTE: imported last, so that either module can be imported first: tracer.py needs `Tensor`,
+# and this module only reaches into `tracer` at call time.
+from ember.frontend import tracer  # noqa: E402

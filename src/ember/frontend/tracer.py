@@ -224,7 +224,6 @@ def resolve_shape(shape: Sequence[int], size: int) -> tuple[int, ...]:
 
 from ember.frontend.tensor import Tensor  # noqa: E402  (Tensor methods call back into this module)
 
-
 # ---------------------------------------------------------------------------------------------
 # The entry point.
 

@@ -149,7 +149,8 @@ class OpDef:
         """Output types for these input types; ShapeError names the op and the input types."""
         low, high = self.arity
         if len(types) < low or (high is not None and len(types) > high):
-            expected = f"{low}" if low == high else f"{low} to {high if high is not None else 'any'}"
+            most = high if high is not None else "any"
+            expected = f"{low}" if low == high else f"{low} to {most}"
             raise ShapeError(f"{self.name}: expected {expected} inputs, got {len(types)}")
         try:
             result = self.infer(*types, **self.own_attrs(attrs))
@@ -217,7 +218,8 @@ def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
         dims = {s[axis] for s in shapes if len(s) >= -axis} - {1}
         if len(dims) > 1:
             listed = " and ".join(str(list(s)) for s in shapes)
-            raise ShapeError(f"shapes {listed} do not broadcast (axis {axis}: sizes {sorted(dims)})")
+            raise ShapeError(
+                f"shapes {listed} do not broadcast (axis {axis}: sizes {sorted(dims)})")
         result.append(dims.pop() if dims else 1)
     return tuple(result)
 
