@@ -1,0 +1,1 @@
+"""Code generation backends: `llvm` for the host CPU (and later `cuda`)."""

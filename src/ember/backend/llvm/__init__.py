@@ -1,0 +1,1 @@
+"""The LLVM CPU backend: loop IR -> llvmlite IR -> machine code through MCJIT."""

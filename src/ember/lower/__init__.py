@@ -1,0 +1,1 @@
+"""Lowering: scheduled graph -> loop IR (loop nests, loads, stores, vector math) and schedules."""

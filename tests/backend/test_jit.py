@@ -1,0 +1,57 @@
+"""The JIT: host CPU detection, and a small llvmlite module compiled and run against numpy."""
+
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import pytest
+from llvmlite import ir
+
+from ember.backend.llvm.jit import compile_ir, host_cpu
+from ember.errors import LoweringError
+
+
+def scale_module() -> ir.Module:
+    module = ir.Module("scale")
+    f32, i64 = ir.FloatType(), ir.IntType(64)
+    fn = ir.Function(module, ir.FunctionType(ir.VoidType(), [f32.as_pointer()] * 2 + [i64]),
+                     "scale")
+    source, target, count = fn.args
+    entry, loop, done = (fn.append_basic_block(n) for n in ("entry", "loop", "done"))
+    builder = ir.IRBuilder(entry)
+    builder.cbranch(builder.icmp_signed(">", count, i64(0)), loop, done)
+    builder.position_at_end(loop)
+    index = builder.phi(i64)
+    index.add_incoming(i64(0), entry)
+    value = builder.fmul(builder.load(builder.gep(source, [index])), f32(3.0))
+    builder.store(value, builder.gep(target, [index]))
+    following = builder.add(index, i64(1))
+    index.add_incoming(following, loop)
+    builder.cbranch(builder.icmp_signed("<", following, count), loop, done)
+    builder.position_at_end(done)
+    builder.ret_void()
+    return module
+
+
+def test_host_cpu_is_described() -> None:
+    cpu = host_cpu()
+    assert cpu.vector_bits in (128, 256, 512)
+    assert cpu.f32_lanes == cpu.vector_bits // 32
+    assert "LLVM" in cpu.describe()
+
+
+def test_compiled_loop_matches_numpy_and_vectorizes() -> None:
+    compiled = compile_ir(scale_module())
+    scale = compiled.function("scale", None, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64])
+    x = np.random.default_rng(0).standard_normal(1000).astype(np.float32)
+    y = np.empty_like(x)
+    scale(x.ctypes.data, y.ctypes.data, x.size)
+    np.testing.assert_array_equal(y, x * np.float32(3.0))
+    if host_cpu().vector_bits == 512:
+        assert "zmm" in compiled.asm()
+
+
+def test_invalid_ir_is_a_lowering_error() -> None:
+    with pytest.raises(LoweringError, match="LLVM rejected"):
+        compile_ir("define void @f() {\n  ret i32 0\n}")
