@@ -1772,3 +1772,19 @@ def test_dropout_mask_follows_the_seed(executor: Executor) -> None:
     other = executor(_dropout_graph(x.shape, 0.5, seed=2), x)[0]
     np.testing.assert_array_equal(first, again)
     assert not np.array_equal(first != 0, other != 0)
+
+
+@pytest.mark.parametrize("shape", [(), (5,), (2, 3)])
+def test_erf_reference_without_scipy(monkeypatch: pytest.MonkeyPatch, shape: tuple) -> None:
+    """The erf reference falls back to math.erf when scipy is absent, for every rank."""
+    import math
+    import sys
+
+    from ember.ops.elementwise import _erf
+
+    monkeypatch.setitem(sys.modules, "scipy.special", None)
+    x = np.linspace(-3, 3, int(np.prod(shape))).reshape(shape).astype(np.float32)
+    expected = np.vectorize(math.erf)(x.astype(np.float64)).astype(np.float32)
+    got = _erf(x)
+    assert got.shape == x.shape and got.dtype == np.float32
+    np.testing.assert_allclose(got, expected, rtol=1e-6)

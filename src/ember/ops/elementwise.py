@@ -112,7 +112,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
 
         return erf(x).astype(x.dtype)
     except ImportError:
-        return np.frompyfunc(math.erf, 1, 1)(x.astype(np.float64)).astype(x.dtype)
+        exact = np.frompyfunc(math.erf, 1, 1)(np.asarray(x, dtype=np.float64))
+        return np.asarray(exact, dtype=np.float64).astype(x.dtype)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
