@@ -1,0 +1,417 @@
+"""A blocked, packed matrix multiply generated as LLVM IR (the GotoBLAS / BLIS structure).
+
+    module = ir.Module("mm")
+    emit_gemm(module, "mm", m, n, k)          # void mm(A, B, C, row_begin, row_end, scratch)
+    gemm = compile_ir(module).function("mm", None, [c_void_p] * 3 + [c_int64] * 2 + [c_void_p])
+
+The function computes `C[row_begin:row_end, :] = A[row_begin:row_end, :] @ B` for row-major
+A [M, K], B [K, N] and C [M, N]. Shapes are static, so every stride and block count is a
+constant. The loop nest, outermost first:
+
+    for jc in 0..N step NC:                   # B panel columns
+      for pc in 0..K step KC:                 # depth block: a KC x NC panel of B fits in L2
+        pack B[pc:pc+kc, jc:jc+nc]  -> Bp     # NR-wide micro-panels, zero-padded on the right
+        for ic in row_begin..row_end step MC:
+          pack A[ic:ic+mc, pc:pc+kc] -> Ap    # MR-tall micro-panels, zero-padded at the bottom
+          for jr in 0..nc step NR:            # one KC x NR micro-panel of B stays in L1
+            for ir in 0..mc step MR:
+              micro-kernel: an MR x NR tile of C held in MR * NR / lanes vector registers,
+              one broadcast of A and NR / lanes vector loads of B per step of k, all FMAs
+
+Edge tiles are computed at full size from the zero-padded panels; the store masks the columns
+past N (masked vector stores) and skips the rows past `row_end`. The first depth block stores
+the tile, later ones add to it, and the last one passes each vector through the epilogue.
+
+`scratch` holds the packed panels: `gemm_scratch_bytes(m, n, k)` bytes, 64-byte aligned, one
+slice per thread that calls the function at the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ember.backend.llvm.jit import host_cpu
+
+I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
+_ELEMENT_TYPES = {"f32": (ir.FloatType(), 4), "f64": (ir.DoubleType(), 8)}
+ARGUMENT_COUNT = 6  # A, B, C, row_begin, row_end, scratch; extra arguments follow
+
+# (builder, vector, row_index, col_index) -> vector; row/col are i64 values of the first element.
+Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
+
+
+@dataclass(frozen=True)
+class GemmBlocking:
+    """Register and cache block sizes. `nr_vectors` vectors of `lanes` elements make NR."""
+
+    mr: int
+    nr_vectors: int
+    kc: int
+    mc: int
+    nc: int
+
+    def nr(self, lanes: int) -> int:
+        return self.nr_vectors * lanes
+
+
+def default_blocking(dtype: str = "f32", lanes: int | None = None) -> GemmBlocking:
+    """Block sizes for the host: 14 x 2 vectors with 32 registers (AVX-512), 6 x 2 with 16."""
+    lanes = lanes or _default_lanes(dtype)
+    size = _ELEMENT_TYPES[dtype][1]
+    if lanes * size >= 64:  # 512-bit vectors, 32 registers: 28 accumulators
+        return GemmBlocking(mr=14, nr_vectors=2, kc=384, mc=126, nc=2048)
+    return GemmBlocking(mr=6, nr_vectors=2, kc=256, mc=72, nc=1024)  # 16 registers: 12 accumulators
+
+
+def _default_lanes(dtype: str) -> int:
+    return host_cpu().vector_bits // (8 * _ELEMENT_TYPES[dtype][1])
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Block sizes clipped to one problem, and the scratch layout they need."""
+
+    m: int
+    n: int
+    k: int
+    lanes: int
+    mr: int
+    nr: int
+    kc: int
+    mc: int
+    nc: int
+    element_size: int
+
+    @property
+    def packed_b_elements(self) -> int:
+        return self.kc * self.nc
+
+    @property
+    def packed_a_offset(self) -> int:  # in elements, 64-byte aligned
+        return _round_up(self.packed_b_elements * self.element_size, 64) // self.element_size
+
+    @property
+    def scratch_bytes(self) -> int:
+        return self.packed_a_offset * self.element_size + self.mc * self.kc * self.element_size
+
+
+def _plan(m: int, n: int, k: int, dtype: str, lanes: int | None,
+          blocking: GemmBlocking | None) -> _Plan:
+    if dtype not in _ELEMENT_TYPES:
+        raise ValueError(f"gemm: dtype must be one of {sorted(_ELEMENT_TYPES)}, got {dtype!r}")
+    if min(m, n, k) < 1:
+        raise ValueError(f"gemm: sizes must be positive, got m={m}, n={n}, k={k}")
+    lanes = lanes or _default_lanes(dtype)
+    blocking = blocking or default_blocking(dtype, lanes)
+    mr, nr = blocking.mr, blocking.nr(lanes)
+    if blocking.mc % mr or blocking.nc % nr:
+        raise ValueError(f"gemm: mc={blocking.mc} must be a multiple of mr={mr} and "
+                         f"nc={blocking.nc} a multiple of nr={nr}")
+    return _Plan(m, n, k, lanes, mr, nr, kc=min(blocking.kc, k),
+                 mc=min(blocking.mc, _round_up(m, mr)), nc=min(blocking.nc, _round_up(n, nr)),
+                 element_size=_ELEMENT_TYPES[dtype][1])
+
+
+def gemm_scratch_bytes(m: int, n: int, k: int, *, dtype: str = "f32", lanes: int | None = None,
+                       blocking: GemmBlocking | None = None) -> int:
+    """Bytes of scratch one call of `emit_gemm(..., m, n, k)` needs (per concurrent thread)."""
+    return _plan(m, n, k, dtype, lanes, blocking).scratch_bytes
+
+
+def extra_arguments(builder: ir.IRBuilder) -> tuple[ir.Argument, ...]:
+    """Inside an epilogue: the gemm function's extra arguments (those given as `extra_args`)."""
+    return tuple(builder.function.args[ARGUMENT_COUNT:])
+
+
+def column_mask(builder: ir.IRBuilder, col_index: ir.Value, n: int, lanes: int) -> ir.Value:
+    """`<lanes x i1>`: which lanes of a vector starting at column `col_index` lie inside [0, n).
+
+    An epilogue that loads a length-n vector (a bias) uses it for a masked load at the last
+    columns, where the stored lanes are masked the same way.
+    """
+    offsets = ir.Constant(ir.VectorType(I64, lanes), [ir.Constant(I64, i) for i in range(lanes)])
+    columns = builder.add(_splat(builder, col_index, lanes), offsets)
+    return builder.icmp_signed("<", columns, _splat(builder, ir.Constant(I64, n), lanes))
+
+
+def masked_load(builder: ir.IRBuilder, pointer: ir.Value, mask: ir.Value,
+                vector_type: ir.VectorType) -> ir.Value:
+    """`llvm.masked.load`: lanes outside the mask read nothing and come back as zero."""
+    function = _masked_intrinsic(builder.module, "load", vector_type)
+    vector_pointer = builder.bitcast(pointer, vector_type.as_pointer())
+    return builder.call(function, [vector_pointer, ir.Constant(I32, 4), mask,
+                                   ir.Constant(vector_type, None)])
+
+
+def masked_store(builder: ir.IRBuilder, value: ir.Value, pointer: ir.Value,
+                 mask: ir.Value) -> None:
+    """`llvm.masked.store`: only the lanes inside the mask are written."""
+    function = _masked_intrinsic(builder.module, "store", value.type)
+    vector_pointer = builder.bitcast(pointer, value.type.as_pointer())
+    builder.call(function, [value, vector_pointer, ir.Constant(I32, 4), mask])
+
+
+def emit_gemm(module: ir.Module, name: str, m: int, n: int, k: int, *, dtype: str = "f32",
+              epilogue: Epilogue | None = None, lanes: int | None = None,
+              extra_args: Sequence[ir.Type] = (),
+              blocking: GemmBlocking | None = None) -> ir.Function:
+    """Add `void name(A, B, C, i64 row_begin, i64 row_end, scratch, *extra)` to `module`.
+
+    It computes `C[row_begin:row_end] = A[row_begin:row_end] @ B` (row-major, A [m, k],
+    B [k, n], C [m, n]); `scratch` must hold `gemm_scratch_bytes(m, n, k)` bytes, 64-byte
+    aligned. `epilogue(builder, vector, row_index, col_index)` rewrites each output vector
+    (row `row_index`, columns `col_index` onwards) just before its final store; it reaches the
+    function's extra arguments through `extra_arguments(builder)`, and lanes past column n are
+    discarded (see `column_mask` for loads). `lanes` is the vector width in elements (16 f32
+    for AVX-512, 8 for AVX2); `blocking` overrides the register and cache block sizes.
+    """
+    plan = _plan(m, n, k, dtype, lanes, blocking)
+    element = _ELEMENT_TYPES[dtype][0]
+    pointer = element.as_pointer()
+    function_type = ir.FunctionType(ir.VoidType(), [pointer, pointer, pointer, I64, I64, pointer,
+                                                    *extra_args])
+    function = ir.Function(module, function_type, name)
+    for index, arg_name in enumerate(("A", "B", "C", "row_begin", "row_end", "scratch")):
+        function.args[index].name = arg_name
+    for index in (0, 1, 2):
+        function.args[index].add_attribute("noalias")
+    function.args[5].add_attribute("noalias")
+    _GemmEmitter(function, plan, element, epilogue).emit()
+    return function
+
+
+def _splat(builder: ir.IRBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
+    vector_type = ir.VectorType(scalar.type, lanes)
+    single = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar,
+                                    ir.Constant(I32, 0))
+    return builder.shuffle_vector(single, ir.Constant(vector_type, ir.Undefined),
+                                  ir.Constant(ir.VectorType(I32, lanes), [0] * lanes))
+
+
+def _masked_intrinsic(module: ir.Module, kind: str, vector_type: ir.VectorType) -> ir.Function:
+    element = "f32" if isinstance(vector_type.element, ir.FloatType) else "f64"
+    name = f"llvm.masked.{kind}.v{vector_type.count}{element}.p0"
+    if name in module.globals:
+        return module.globals[name]
+    mask_type = ir.VectorType(I1, vector_type.count)
+    if kind == "load":
+        signature = ir.FunctionType(vector_type, [vector_type.as_pointer(), I32, mask_type,
+                                                  vector_type])
+    else:
+        signature = ir.FunctionType(ir.VoidType(), [vector_type, vector_type.as_pointer(), I32,
+                                                    mask_type])
+    return ir.Function(module, signature, name)
+
+
+class _Loop:
+    """A counted loop `for index in range(start, stop, step)` with the body built in between.
+
+        with _Loop(builder, start, stop, step, "jc") as index: ...body...
+    `start < stop` must hold (every loop here runs at least once), so the test is at the bottom.
+    """
+
+    def __init__(self, builder: ir.IRBuilder, start: ir.Value, stop: ir.Value, step: int,
+                 name: str) -> None:
+        self.builder, self.start, self.stop, self.step, self.name = builder, start, stop, step, name
+
+    def __enter__(self) -> ir.Value:
+        builder = self.builder
+        self.preheader = builder.block
+        self.body = builder.append_basic_block(f"{self.name}.body")
+        builder.branch(self.body)
+        builder.position_at_end(self.body)
+        self.index = builder.phi(I64, name=self.name)
+        self.index.add_incoming(self.start, self.preheader)
+        return self.index
+
+    def __exit__(self, *exc: object) -> None:
+        builder = self.builder
+        following = builder.add(self.index, ir.Constant(I64, self.step), name=f"{self.name}.next")
+        self.index.add_incoming(following, builder.block)
+        done = builder.append_basic_block(f"{self.name}.done")
+        builder.cbranch(builder.icmp_signed("<", following, self.stop), self.body, done)
+        builder.position_at_end(done)
+
+
+class _GemmEmitter:
+    def __init__(self, function: ir.Function, plan: _Plan, element: ir.Type,
+                 epilogue: Epilogue | None) -> None:
+        self.function, self.plan, self.element, self.epilogue = function, plan, element, epilogue
+        self.vector = ir.VectorType(element, plan.lanes)
+        self.nv = plan.nr // plan.lanes
+        self.builder = ir.IRBuilder(function.append_basic_block("entry"))
+        self.fma = module_fma(function.module, self.vector)
+
+    def const(self, value: int) -> ir.Constant:
+        return ir.Constant(I64, value)
+
+    def emit(self) -> None:
+        plan, builder = self.plan, self.builder
+        a, b, c, row_begin, row_end, scratch = self.function.args[:ARGUMENT_COUNT]
+        self.a, self.b, self.c, self.row_end = a, b, c, row_end
+        self.packed_b = scratch
+        self.packed_a = builder.gep(scratch, [self.const(plan.packed_a_offset)], inbounds=True)
+        done = self.function.append_basic_block("return")
+        work = self.function.append_basic_block("work")
+        builder.cbranch(builder.icmp_signed("<", row_begin, row_end), work, done)
+        builder.position_at_end(work)
+        with _Loop(builder, self.const(0), self.const(plan.n), plan.nc, "jc") as jc:
+            nc = self.minimum(self.const(plan.nc), builder.sub(self.const(plan.n), jc))
+            with _Loop(builder, self.const(0), self.const(plan.k), plan.kc, "pc") as pc:
+                kc = self.minimum(self.const(plan.kc), builder.sub(self.const(plan.k), pc))
+                self.pack_b(jc, pc, nc, kc)
+                first = builder.icmp_signed("==", pc, self.const(0))
+                last = builder.icmp_signed("==", builder.add(pc, kc), self.const(plan.k))
+                with _Loop(builder, row_begin, row_end, plan.mc, "ic") as ic:
+                    mc = self.minimum(self.const(plan.mc), builder.sub(row_end, ic))
+                    self.pack_a(ic, pc, mc, kc)
+                    with (_Loop(builder, self.const(0), nc, plan.nr, "jr") as jr,
+                          _Loop(builder, self.const(0), mc, plan.mr, "ir") as ir_):
+                        self.micro_tile(ic, ir_, jc, jr, kc, first, last)
+        builder.branch(done)
+        builder.position_at_end(done)
+        builder.ret_void()
+
+    def minimum(self, left: ir.Value, right: ir.Value) -> ir.Value:
+        return self.builder.select(self.builder.icmp_signed("<", left, right), left, right)
+
+    def pack_b(self, jc: ir.Value, pc: ir.Value, nc: ir.Value, kc: ir.Value) -> None:
+        """Bp[jr / NR][p][0:NR] = B[pc + p, jc + jr : jc + jr + NR], zero past column n."""
+        plan, builder = self.plan, self.builder
+        with _Loop(builder, self.const(0), nc, plan.nr, "pack_b.jr") as jr:
+            panel = builder.gep(self.packed_b, [builder.mul(jr, kc)], inbounds=True)
+            column = builder.add(jc, jr)
+            masks = [column_mask(builder, builder.add(column, self.const(v * plan.lanes)),
+                                 plan.n, plan.lanes) for v in range(self.nv)]
+            with _Loop(builder, self.const(0), kc, 1, "pack_b.p") as p:
+                row = builder.mul(builder.add(pc, p), self.const(plan.n))
+                source = builder.gep(self.b, [builder.add(row, column)], inbounds=True)
+                target = builder.gep(panel, [builder.mul(p, self.const(plan.nr))], inbounds=True)
+                for v in range(self.nv):
+                    offset = self.const(v * plan.lanes)
+                    value = masked_load(builder, builder.gep(source, [offset]), masks[v],
+                                        self.vector)
+                    self.store_vector(value, builder.gep(target, [offset]), align=64)
+
+    def pack_a(self, ic: ir.Value, pc: ir.Value, mc: ir.Value, kc: ir.Value) -> None:
+        """Ap[ir / MR][p][r] = A[ic + ir + r, pc + p], zero for rows at or past row_end."""
+        plan, builder = self.plan, self.builder
+        zero = ir.Constant(self.element, 0.0)
+        with _Loop(builder, self.const(0), mc, plan.mr, "pack_a.ir") as ir_:
+            panel = builder.gep(self.packed_a, [builder.mul(ir_, kc)], inbounds=True)
+            first_row = builder.add(ic, ir_)
+            rows = []
+            for r in range(plan.mr):
+                row = builder.add(first_row, self.const(r))
+                valid = builder.icmp_signed("<", row, self.row_end)
+                clamped = builder.select(valid, row, first_row)  # a row that exists
+                start = builder.gep(self.a, [builder.add(builder.mul(clamped, self.const(plan.k)),
+                                                         pc)], inbounds=True)
+                rows.append((valid, start))
+            with _Loop(builder, self.const(0), kc, 1, "pack_a.p") as p:
+                target = builder.gep(panel, [builder.mul(p, self.const(plan.mr))], inbounds=True)
+                for r, (valid, start) in enumerate(rows):
+                    value = builder.load(builder.gep(start, [p], inbounds=True))
+                    builder.store(builder.select(valid, value, zero),
+                                  builder.gep(target, [self.const(r)], inbounds=True))
+
+    def store_vector(self, value: ir.Value, pointer: ir.Value, align: int) -> None:
+        vector_pointer = self.builder.bitcast(pointer, self.vector.as_pointer())
+        self.builder.store(value, vector_pointer, align=align)
+
+    def load_vector(self, pointer: ir.Value, align: int) -> ir.Value:
+        vector_pointer = self.builder.bitcast(pointer, self.vector.as_pointer())
+        return self.builder.load(vector_pointer, align=align)
+
+    def micro_tile(self, ic: ir.Value, ir_: ir.Value, jc: ir.Value, jr: ir.Value, kc: ir.Value,
+                   first: ir.Value, last: ir.Value) -> None:
+        """One MR x NR tile of C: the FMA loop over kc, then the (masked) store."""
+        plan, builder = self.plan, self.builder
+        a_panel = builder.gep(self.packed_a, [builder.mul(ir_, kc)], inbounds=True)
+        b_panel = builder.gep(self.packed_b, [builder.mul(jr, kc)], inbounds=True)
+        zero = ir.Constant(self.vector, None)
+        preheader = builder.block
+        loop = builder.append_basic_block("kernel.p")
+        builder.branch(loop)
+        builder.position_at_end(loop)
+        p = builder.phi(I64, name="p")
+        p.add_incoming(self.const(0), preheader)
+        accumulators = [[builder.phi(self.vector, name=f"c{r}_{v}") for v in range(self.nv)]
+                        for r in range(plan.mr)]
+        for row in accumulators:
+            for phi in row:
+                phi.add_incoming(zero, preheader)
+        b_step = builder.gep(b_panel, [builder.mul(p, self.const(plan.nr))], inbounds=True)
+        b_vectors = [self.load_vector(builder.gep(b_step, [self.const(v * plan.lanes)]), 64)
+                     for v in range(self.nv)]
+        a_step = builder.gep(a_panel, [builder.mul(p, self.const(plan.mr))], inbounds=True)
+        updated = []
+        for r in range(plan.mr):
+            a_value = builder.load(builder.gep(a_step, [self.const(r)], inbounds=True))
+            broadcast = _splat(builder, a_value, plan.lanes)
+            updated.append([builder.call(self.fma, [broadcast, b_vectors[v], accumulators[r][v]])
+                            for v in range(self.nv)])
+        following = builder.add(p, self.const(1))
+        p.add_incoming(following, loop)
+        for r in range(plan.mr):
+            for v in range(self.nv):
+                accumulators[r][v].add_incoming(updated[r][v], loop)
+        store = builder.append_basic_block("kernel.store")
+        builder.cbranch(builder.icmp_signed("<", following, kc), loop, store)
+        builder.position_at_end(store)
+        self.store_tile(updated, builder.add(ic, ir_), builder.add(jc, jr), first, last)
+
+    def store_tile(self, tile: list[list[ir.Value]], row0: ir.Value, col0: ir.Value,
+                   first: ir.Value, last: ir.Value) -> None:
+        """C[row0 + r, col0 + v * lanes ...] = tile (+ C unless first), epilogue if last."""
+        plan, builder = self.plan, self.builder
+        columns = [builder.add(col0, self.const(v * plan.lanes)) for v in range(self.nv)]
+        masks = [column_mask(builder, column, plan.n, plan.lanes) for column in columns]
+        zero = ir.Constant(self.vector, None)
+        finish = self.function.append_basic_block("tile.done")
+        partial_block = self.function.append_basic_block("tile.partial")
+        variants = [(partial_block, False)]
+        if self.epilogue is None:
+            builder.branch(partial_block)
+        else:
+            final_block = self.function.append_basic_block("tile.final")
+            builder.cbranch(last, final_block, partial_block)
+            variants.append((final_block, True))
+        for block, final in variants:
+            builder.position_at_end(block)
+            for r in range(plan.mr):
+                row = builder.add(row0, self.const(r))
+                row_block = self.function.append_basic_block(f"tile.row{r}")
+                next_block = self.function.append_basic_block(f"tile.after_row{r}")
+                builder.cbranch(builder.icmp_signed("<", row, self.row_end), row_block, next_block)
+                builder.position_at_end(row_block)
+                row_start = builder.mul(row, self.const(plan.n))
+                for v in range(self.nv):
+                    pointer = builder.gep(self.c, [builder.add(row_start, columns[v])],
+                                          inbounds=True)
+                    previous = masked_load(builder, pointer, masks[v], self.vector)
+                    previous = builder.select(first, zero, previous)
+                    value = builder.fadd(tile[r][v], previous)
+                    if final:
+                        value = self.epilogue(builder, value, row, columns[v])
+                    masked_store(builder, value, pointer, masks[v])
+                builder.branch(next_block)
+                builder.position_at_end(next_block)
+            builder.branch(finish)
+        builder.position_at_end(finish)
+
+
+def module_fma(module: ir.Module, vector_type: ir.VectorType) -> ir.Function:
+    """The `llvm.fma` intrinsic for a vector type, declared once per module."""
+    element = "f32" if isinstance(vector_type.element, ir.FloatType) else "f64"
+    name = f"llvm.fma.v{vector_type.count}{element}"
+    if name in module.globals:
+        return module.globals[name]
+    return ir.Function(module, ir.FunctionType(vector_type, [vector_type] * 3), name)
