@@ -137,8 +137,8 @@ def column_mask(builder: ir.IRBuilder, col_index: ir.Value, n: int, lanes: int) 
     columns, where the stored lanes are masked the same way.
     """
     offsets = ir.Constant(ir.VectorType(I64, lanes), [ir.Constant(I64, i) for i in range(lanes)])
-    columns = builder.add(_splat(builder, col_index, lanes), offsets)
-    return builder.icmp_signed("<", columns, _splat(builder, ir.Constant(I64, n), lanes))
+    columns = builder.add(splat(builder, col_index, lanes), offsets)
+    return builder.icmp_signed("<", columns, splat(builder, ir.Constant(I64, n), lanes))
 
 
 def masked_load(builder: ir.IRBuilder, pointer: ir.Value, mask: ir.Value,
@@ -187,7 +187,8 @@ def emit_gemm(module: ir.Module, name: str, m: int, n: int, k: int, *, dtype: st
     return function
 
 
-def _splat(builder: ir.IRBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
+def splat(builder: ir.IRBuilder, scalar: ir.Value, lanes: int) -> ir.Value:
+    """A vector of `lanes` copies of `scalar` (insertelement + zero shuffle: a broadcast)."""
     vector_type = ir.VectorType(scalar.type, lanes)
     single = builder.insert_element(ir.Constant(vector_type, ir.Undefined), scalar,
                                     ir.Constant(I32, 0))
@@ -355,7 +356,7 @@ class _GemmEmitter:
         updated = []
         for r in range(plan.mr):
             a_value = builder.load(builder.gep(a_step, [self.const(r)], inbounds=True))
-            broadcast = _splat(builder, a_value, plan.lanes)
+            broadcast = splat(builder, a_value, plan.lanes)
             updated.append([builder.call(self.fma, [broadcast, b_vectors[v], accumulators[r][v]])
                             for v in range(self.nv)])
         following = builder.add(p, self.const(1))

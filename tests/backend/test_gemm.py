@@ -1,0 +1,189 @@
+"""The generated matmul against float64 numpy: odd shapes, block edges, row ranges, epilogues."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import threading
+
+import numpy as np
+import pytest
+from llvmlite import ir
+
+from ember.backend.llvm.gemm import (
+    GemmBlocking,
+    column_mask,
+    emit_gemm,
+    extra_arguments,
+    gemm_scratch_bytes,
+    masked_load,
+    splat,
+)
+from ember.backend.llvm.jit import compile_ir, host_cpu
+
+# Small blocks make every loop level (several KC, MC and NC blocks) run on small shapes.
+TINY = GemmBlocking(mr=14, nr_vectors=2, kc=16, mc=28, nc=64)
+TINY_AVX2 = GemmBlocking(mr=6, nr_vectors=2, kc=8, mc=12, nc=32)
+GUARD = 256  # bytes after the scratch that the kernel must leave alone
+
+# name -> (m, n, k, keyword arguments of emit_gemm)
+KERNELS: dict[str, tuple[int, int, int, dict]] = {
+    "square64": (64, 64, 64, {}),
+    "one": (1, 1, 1, {}),
+    "odd_7x13x5": (7, 13, 5, {}),
+    "odd_33x65x17": (33, 65, 17, {}),
+    "column_100x1x300": (100, 1, 300, {}),
+    "row_1x1000x1": (1, 1000, 1, {}),
+    "past_mc_127x40x9": (127, 40, 9, {}),
+    "past_kc_15x33x385": (15, 33, 385, {}),
+    "tiny_exact_28x64x32": (28, 64, 32, {"blocking": TINY}),
+    "tiny_over_29x65x33": (29, 65, 33, {"blocking": TINY}),
+    "tiny_under_27x63x15": (27, 63, 15, {"blocking": TINY}),
+    "tiny_many_57x129x47": (57, 129, 47, {"blocking": TINY}),
+    "f64_19x21x23": (19, 21, 23, {"dtype": "f64"}),
+    "f64_tiny_31x40x37": (31, 40, 37, {"dtype": "f64", "blocking": TINY}),
+    "avx2_17x19x21": (17, 19, 21, {"lanes": 8}),
+    "avx2_tiny_25x41x19": (25, 41, 19, {"lanes": 8, "blocking": TINY_AVX2}),
+}
+ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_void_p]
+EPILOGUE_SHAPE = (23, 37, 41)  # edge tiles in both directions, three K blocks with TINY
+
+
+def bias_row_relu(builder: ir.IRBuilder, vector: ir.Value, row: ir.Value,
+                  col: ir.Value) -> ir.Value:
+    """relu(x + bias[col] + row_offset[row]), loading from the two extra arguments."""
+    bias, row_offset = extra_arguments(builder)
+    lanes = vector.type.count
+    mask = column_mask(builder, col, EPILOGUE_SHAPE[1], lanes)
+    value = builder.fadd(vector, masked_load(builder, builder.gep(bias, [col]), mask,
+                                             vector.type))
+    value = builder.fadd(value, splat(builder, builder.load(builder.gep(row_offset, [row])),
+                                      lanes))
+    zero = ir.Constant(vector.type, None)
+    return builder.select(builder.fcmp_ordered(">", value, zero), value, zero)
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    """Every kernel in one module, compiled once (one JIT engine for the whole file)."""
+    module = ir.Module("test_gemm")
+    for name, (m, n, k, options) in KERNELS.items():
+        emit_gemm(module, name, m, n, k, **options)
+    f32_pointer = ir.FloatType().as_pointer()
+    emit_gemm(module, "epilogue", *EPILOGUE_SHAPE, epilogue=bias_row_relu, blocking=TINY,
+              extra_args=[f32_pointer, f32_pointer])
+    return compile_ir(module)
+
+
+def aligned_scratch(nbytes: int) -> np.ndarray:
+    raw = np.full(nbytes + GUARD + 64, 0x5A, np.uint8)
+    offset = (-raw.ctypes.data) % 64
+    return raw[offset:offset + nbytes + GUARD]
+
+
+def operands(m: int, n: int, k: int, dtype: type, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    return a, b
+
+
+def assert_close(actual: np.ndarray, a: np.ndarray, b: np.ndarray, dtype: type) -> None:
+    """Elementwise: |C - A@B| <= tol * sqrt(K) * (|A| @ |B|), all in float64."""
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    reference = a64 @ b64
+    scale = np.abs(a64) @ np.abs(b64) + 1e-30
+    tolerance = (1e-5 if dtype == np.float32 else 1e-13) * np.sqrt(a.shape[1])
+    error = np.abs(actual.astype(np.float64) - reference) / scale
+    assert error.max() <= tolerance, f"max scaled error {error.max():.2e} > {tolerance:.2e}"
+
+
+def run(compiled, name: str, a, b, c, row_begin: int, row_end: int,
+        scratch: np.ndarray, *extra: int) -> None:
+    function = compiled.function(name, None, ARGTYPES + [ctypes.c_void_p] * len(extra))
+    function(a.ctypes.data, b.ctypes.data, c.ctypes.data, row_begin, row_end, scratch.ctypes.data,
+             *extra)
+
+
+@pytest.mark.parametrize("name", list(KERNELS))
+def test_matches_float64_numpy(compiled, name: str) -> None:
+    m, n, k, options = KERNELS[name]
+    dtype = np.float64 if options.get("dtype") == "f64" else np.float32
+    a, b = operands(m, n, k, dtype)
+    c = np.full((m, n), np.nan, dtype)
+    scratch_bytes = gemm_scratch_bytes(m, n, k, **options)
+    scratch = aligned_scratch(scratch_bytes)
+    run(compiled, name, a, b, c, 0, m, scratch)
+    assert_close(c, a, b, dtype)
+    assert (scratch[scratch_bytes:] == 0x5A).all(), "wrote past gemm_scratch_bytes"
+
+
+@pytest.mark.parametrize("rows", [(0, 1), (5, 6), (3, 31), (14, 28), (50, 57), (0, 57), (9, 9)])
+def test_row_range_writes_only_those_rows(compiled, rows: tuple[int, int]) -> None:
+    m, n, k, options = KERNELS["tiny_many_57x129x47"]
+    a, b = operands(m, n, k, np.float32, seed=1)
+    sentinel = np.float32(-7.5)
+    c = np.full((m, n), sentinel, np.float32)
+    run(compiled, "tiny_many_57x129x47", a, b, c, *rows,
+        aligned_scratch(gemm_scratch_bytes(m, n, k, **options)))
+    begin, end = rows
+    if end > begin:
+        assert_close(c[begin:end], a[begin:end], b, np.float32)
+    untouched = np.ones(m, bool)
+    untouched[begin:end] = False
+    assert (c[untouched] == sentinel).all()
+
+
+def test_two_threads_on_two_row_ranges(compiled) -> None:
+    m, n, k, options = KERNELS["tiny_many_57x129x47"]
+    a, b = operands(m, n, k, np.float32, seed=2)
+    c = np.full((m, n), np.nan, np.float32)
+    slice_bytes = -(-gemm_scratch_bytes(m, n, k, **options) // 64) * 64
+    scratches = [aligned_scratch(slice_bytes) for _ in range(2)]
+    ranges = [(0, 30), (30, m)]
+    threads = [threading.Thread(target=run, args=(compiled, "tiny_many_57x129x47", a, b, c,
+                                                  *ranges[t], scratches[t])) for t in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert_close(c, a, b, np.float32)
+
+
+def test_epilogue_bias_row_offset_relu(compiled) -> None:
+    m, n, k = EPILOGUE_SHAPE
+    a, b = operands(m, n, k, np.float32, seed=3)
+    rng = np.random.default_rng(4)
+    bias = rng.standard_normal(n).astype(np.float32)
+    row_offset = rng.standard_normal(m).astype(np.float32)
+    c = np.full((m, n), np.nan, np.float32)
+    run(compiled, "epilogue", a, b, c, 0, m, aligned_scratch(gemm_scratch_bytes(m, n, k,
+                                                                                blocking=TINY)),
+        bias.ctypes.data, row_offset.ctypes.data)
+    reference = np.maximum(a.astype(np.float64) @ b.astype(np.float64) + bias[None, :]
+                           + row_offset[:, None], 0.0)
+    scale = np.abs(a.astype(np.float64)) @ np.abs(b.astype(np.float64)) + 1.0
+    assert (np.abs(c - reference) / scale).max() <= 1e-5 * np.sqrt(k)
+    assert (c == 0).any() and (c > 0).any()  # relu really clipped something
+
+
+@pytest.mark.skipif(host_cpu().vector_bits != 512, reason="needs AVX-512")
+def test_micro_kernel_is_28_zmm_fmas_without_spills(compiled) -> None:
+    asm = compiled.asm()
+    body = asm.split("\nsquare64:", 1)[1].split(".Lfunc_end", 1)[0]
+    blocks = re.split(r"\n(?=\.LBB\d+_\d+:)", body)
+    kernel = max(blocks, key=lambda block: len(re.findall(r"vfmadd\w+", block)))
+    assert len(re.findall(r"vfmadd\d+ps\s+%zmm\d+, %zmm\d+, %zmm\d+", kernel)) == 28
+    assert "(%rsp)" not in kernel
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: gemm_scratch_bytes(4, 4, 4, dtype="i32"), "dtype must be one of ['f32', 'f64'], "
+                                                        "got 'i32'"),
+    (lambda: gemm_scratch_bytes(0, 4, 4), "sizes must be positive, got m=0, n=4, k=4"),
+    (lambda: gemm_scratch_bytes(4, 4, 4, lanes=16, blocking=GemmBlocking(14, 2, 8, 20, 64)),
+     "mc=20 must be a multiple of mr=14"),
+])
+def test_invalid_arguments_are_named(call, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        call()
