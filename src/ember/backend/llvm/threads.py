@@ -186,10 +186,7 @@ def emit_parallel_runtime(module: ir.Module, strategy: str = "pool",
     emitter = _Emitter(module, max_threads, spin_cycles)
     num_threads = emitter.global_variable(NUM_THREADS_GLOBAL, I32, I32(threads), internal=False)
     emitter.emit_thread_count_functions(num_threads)
-    if strategy == "pool":
-        run = emitter.emit_pool()
-    else:
-        run = emitter.emit_spawn()
+    run = emitter.emit_pool() if strategy == "pool" else emitter.emit_spawn()
     runtime = ParallelRuntime(module, strategy, max_threads, num_threads, run)
     module._ember_parallel_runtime = runtime
     return runtime
@@ -303,8 +300,9 @@ class _Emitter:
             return existing
         return ir.Function(self.module, ir.FunctionType(result, arguments), name)
 
-    def global_variable(self, name: str, value_type: ir.Type, initializer: ir.Constant | None = None,
-                        internal: bool = True, align: int = 8) -> ir.GlobalVariable:
+    def global_variable(self, name: str, value_type: ir.Type,
+                        initializer: ir.Constant | None = None, internal: bool = True,
+                        align: int = 8) -> ir.GlobalVariable:
         if name in self.module.globals:
             raise LoweringError(self.module.name, f"the module already defines `{name}`")
         variable = ir.GlobalVariable(self.module, value_type, name)
@@ -354,7 +352,7 @@ class _Emitter:
         builder.store_atomic(count, num_threads, "monotonic", 4)
         builder.ret_void()
 
-        getter, builder = self.function(GET_NUM_THREADS, I32, [], internal=False)
+        _getter, builder = self.function(GET_NUM_THREADS, I32, [], internal=False)
         builder.ret(builder.load_atomic(num_threads, "monotonic", 4))
 
     # --- chunk k of n over [begin, end)
@@ -420,7 +418,7 @@ class _Emitter:
             join(index)
         builder.ret_void()
 
-        shutdown, builder = self.function(SHUTDOWN, VOID, [], internal=False)
+        _shutdown, builder = self.function(SHUTDOWN, VOID, [], internal=False)
         builder.ret_void()
         return run
 
@@ -563,7 +561,7 @@ class _Emitter:
         with builder.if_then(participating):
             job = [builder.load(builder.gep(self.job, [I32(0), I32(i)])) for i in range(4)]
             self.unlock(builder, self.state_mutex)
-            builder.call(self.run_chunk, job + [chunks, worker])
+            builder.call(self.run_chunk, [*job, chunks, worker])
             self.lock(builder, self.state_mutex)
             remaining = builder.sub(builder.load(self.pending), I64(1))
             builder.store_atomic(remaining, self.pending, "release", 8)
@@ -617,7 +615,7 @@ class _Emitter:
         return function
 
     def emit_pool_shutdown(self) -> None:
-        function, builder = self.function(SHUTDOWN, VOID, [], internal=False)
+        _function, builder = self.function(SHUTDOWN, VOID, [], internal=False)
         initialized = builder.load_atomic(self.init_state, "acquire", 4)
         with builder.if_then(builder.icmp_signed("==", initialized, I32(2))):
             self.lock(builder, self.region_mutex)
