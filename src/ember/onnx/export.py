@@ -116,7 +116,8 @@ class ExportContext:
         from onnx import numpy_helper
 
         name = self.fresh(hint)
-        self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        # NOTE: not np.ascontiguousarray, which would turn a 0-d array into a 1-d one.
+        self.initializers.append(numpy_helper.from_array(np.array(array, order="C"), name))
         return name
 
     def ints(self, values: Sequence[int], hint: str = "ints") -> str:
