@@ -71,7 +71,13 @@ def host_cpu() -> HostCPU:
 
 @functools.cache
 def target_machine(opt_level: int = 3) -> llvm.TargetMachine:
-    """A target machine for the host CPU, usable by MCJIT."""
+    """The shared target machine for the host CPU (optimization, assembly, object code)."""
+    return new_target_machine(opt_level)
+
+
+def new_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
+    """A fresh target machine. An MCJIT engine takes ownership of the one it is given, so
+    every engine needs its own."""
     cpu = host_cpu()
     target = llvm.Target.from_triple(cpu.triple)
     return target.create_target_machine(cpu=cpu.name, features=cpu.features, opt=opt_level,
@@ -97,10 +103,16 @@ def parse(module: ir.Module | str) -> llvm.ModuleRef:
         parsed.verify()
     except RuntimeError as err:
         raise LoweringError("<module>", f"LLVM rejected the generated IR: {err}") from None
-    machine = target_machine()
-    parsed.triple = machine.triple
-    parsed.data_layout = str(machine.target_data)
+    parsed.triple, parsed.data_layout = _triple_and_layout()
     return parsed
+
+
+@functools.cache
+def _triple_and_layout() -> tuple[str, str]:
+    # NOTE: read once: each `target_data` access makes a wrapper whose disposal is not safe to
+    # repeat against the same cached target machine.
+    machine = target_machine()
+    return machine.triple, str(machine.target_data)
 
 
 class CompiledModule:
@@ -114,7 +126,7 @@ class CompiledModule:
                 optimize(parsed, opt_level)
             self.llvm_ir = str(parsed)
             self._module = parsed
-            self.engine = llvm.create_mcjit_compiler(parsed, target_machine())
+            self.engine = llvm.create_mcjit_compiler(parsed, new_target_machine())
             self.engine.finalize_object()
 
     def address(self, name: str) -> int:

@@ -1,0 +1,306 @@
+"""Loop IR -> llvmlite IR: one LLVM function per `Kernel`.
+
+    function = emit_kernel(module, kernel)     # void name(T0* b0, T1* b1, ...)
+
+Each buffer is a pointer argument (`noalias` unless the kernel says two of them may share
+memory, as an in-place update does). Loops become the canonical phi/branch pattern; loops that
+a schedule marked `vectorize` carry LLVM loop metadata asking for vectorization at the host's
+width, and reductions are emitted with `reassoc` so that LLVM may vectorize them. Math
+functions come from `vecmath` (branch-free, inlined, vectorizable).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from llvmlite import ir
+
+from ember.errors import LoweringError
+from ember.ir.types import DType
+from ember.lower.loops import (
+    COMPARISONS,
+    Assign,
+    Binary,
+    Buffer,
+    Cast,
+    Expr,
+    If,
+    Imm,
+    Kernel,
+    Let,
+    Load,
+    Local,
+    Loop,
+    Select,
+    Stmt,
+    Store,
+    Unary,
+    Var,
+)
+
+I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
+F32, F64 = ir.FloatType(), ir.DoubleType()
+
+# Registers hold bools as i1; memory holds them as one byte, as numpy does.
+REGISTER_TYPES = {DType.F32: F32, DType.F64: F64, DType.I32: I32, DType.I64: I64, DType.BOOL: I1}
+MEMORY_TYPES = {**REGISTER_TYPES, DType.BOOL: I8}
+
+_FLOAT_BINARY = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv", "rem": "frem"}
+_INT_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "sdiv", "rem": "srem",
+               "and": "and_", "or": "or_", "xor": "xor"}
+_FLOAT_COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
+_INTRINSICS = {"sqrt": "llvm.sqrt", "floor": "llvm.floor", "ceil": "llvm.ceil",
+               "round": "llvm.roundeven", "abs": "llvm.fabs"}
+
+
+class KernelEmitter:
+    """Emits one kernel's body; `values` maps loop IR variables to LLVM values or slots."""
+
+    def __init__(self, module: ir.Module, kernel: Kernel, function: ir.Function) -> None:
+        self.module = module
+        self.kernel = kernel
+        self.function = function
+        self.builder = ir.IRBuilder(function.append_basic_block("entry"))
+        self.pointers: dict[Buffer, ir.Value] = dict(zip(kernel.buffers, function.args,
+                                                         strict=True))
+        self.values: dict[Var, ir.Value] = {}
+        self.slots: dict[Var, ir.Value] = {}  # mutable locals (promoted to registers by LLVM)
+        self.loop_ids = 0
+
+    def fail(self, message: str) -> LoweringError:
+        return LoweringError(self.kernel.source or self.kernel.name, message)
+
+    # -- statements ----------------------------------------------------------------------------
+
+    def emit_body(self, body: Sequence[Stmt]) -> None:
+        for stmt in body:
+            self.emit_stmt(stmt)
+
+    def emit_stmt(self, stmt: Stmt) -> None:
+        if isinstance(stmt, Loop):
+            self.emit_loop(stmt)
+        elif isinstance(stmt, Store):
+            self.emit_store(stmt)
+        elif isinstance(stmt, Let):
+            self.values[stmt.var] = self.expr(stmt.value)
+        elif isinstance(stmt, Local):
+            slot = self._entry_alloca(REGISTER_TYPES[stmt.var.dtype], stmt.var.name)
+            self.builder.store(self.expr(stmt.init), slot)
+            self.slots[stmt.var] = slot
+        elif isinstance(stmt, Assign):
+            self.builder.store(self.expr(stmt.value), self.slots[stmt.var])
+        elif isinstance(stmt, If):
+            self.emit_if(stmt)
+        else:
+            raise self.fail(f"unknown statement {stmt!r}")
+
+    def _entry_alloca(self, type_: ir.Type, name: str) -> ir.Value:
+        entry = self.function.entry_basic_block
+        builder = ir.IRBuilder(entry)
+        builder.position_at_start(entry)
+        return builder.alloca(type_, name=name)
+
+    def emit_loop(self, loop: Loop) -> None:
+        builder = self.builder
+        if loop.extent <= 0:
+            return
+        preheader = builder.block
+        header = self.function.append_basic_block(f"{loop.var.name}.loop")
+        after = self.function.append_basic_block(f"{loop.var.name}.done")
+        builder.branch(header)
+        builder.position_at_end(header)
+        index = builder.phi(I64, name=loop.var.name)
+        index.add_incoming(I64(0), preheader)
+        self.values[loop.var] = index
+        self.emit_body(loop.body)
+        following = builder.add(index, I64(1), name=f"{loop.var.name}.next", flags=("nuw", "nsw"))
+        index.add_incoming(following, builder.block)
+        done = builder.icmp_signed(">=", following, I64(loop.extent))
+        branch = builder.cbranch(done, after, header)
+        if loop.kind == "vectorize":
+            branch.set_metadata("llvm.loop", self._vectorize_metadata())
+        builder.position_at_end(after)
+
+    def _vectorize_metadata(self) -> ir.MDValue:
+        # NOTE: LLVM wants loop IDs to be distinct, self-referencing nodes; llvmlite cannot
+        # build the self-reference, so finalize_module() patches the placeholder afterwards.
+        self.loop_ids += 1
+        enable = self.module.add_metadata(["llvm.loop.vectorize.enable", I1(1)])
+        return self.module.add_metadata([ir.MetaDataString(self.module, "ember.loop.self"),
+                                         enable])
+
+    def emit_store(self, stmt: Store) -> None:
+        value = self.expr(stmt.value)
+        if stmt.buffer.dtype is DType.BOOL:
+            value = self.builder.zext(value, I8)
+        self.builder.store(value, self.address(stmt.buffer, stmt.index))
+
+    def emit_if(self, stmt: If) -> None:
+        cond = self.expr(stmt.cond)
+        with self.builder.if_else(cond) as (then, orelse):
+            with then:
+                self.emit_body(stmt.then)
+            with orelse:
+                self.emit_body(stmt.orelse)
+
+    # -- expressions ---------------------------------------------------------------------------
+
+    def address(self, buffer: Buffer, index: Expr) -> ir.Value:
+        pointer = self.pointers.get(buffer)
+        if pointer is None:
+            raise self.fail(f"buffer {buffer.name} is not a parameter of the kernel")
+        return self.builder.gep(pointer, [self.expr(index)], inbounds=True)
+
+    def expr(self, expr: Expr) -> ir.Value:
+        method = getattr(self, "expr_" + type(expr).__name__.lower(), None)
+        if method is None:
+            raise self.fail(f"unknown expression {expr!r}")
+        return method(expr)
+
+    def expr_var(self, expr: Var) -> ir.Value:
+        if expr in self.slots:
+            return self.builder.load(self.slots[expr])
+        if expr not in self.values:
+            raise self.fail(f"variable {expr.name} is used before it is defined")
+        return self.values[expr]
+
+    def expr_imm(self, expr: Imm) -> ir.Value:
+        return REGISTER_TYPES[expr.dtype](expr.value)
+
+    def expr_load(self, expr: Load) -> ir.Value:
+        value = self.builder.load(self.address(expr.buffer, expr.index))
+        if expr.buffer.dtype is DType.BOOL:
+            return self.builder.icmp_unsigned("!=", value, I8(0))
+        return value
+
+    def expr_binary(self, expr: Binary) -> ir.Value:
+        a, b = self.expr(expr.a), self.expr(expr.b)
+        dtype = expr.a.dtype
+        if expr.op in COMPARISONS:
+            return self.compare(expr.op, a, b, dtype)
+        if expr.op in ("max", "min"):
+            return self.max_min(expr.op, a, b, dtype)
+        if expr.op == "pow":
+            return self.power(a, b, dtype)
+        table = _FLOAT_BINARY if dtype.is_float else _INT_BINARY
+        name = table.get(expr.op)
+        if name is None:
+            raise self.fail(f"no {expr.op} for {dtype}")
+        result = getattr(self.builder, name)(a, b)
+        if dtype.is_float and expr.op in ("add", "mul") and self._reassociable(expr):
+            result.flags.append("reassoc")
+        return result
+
+    def _reassociable(self, expr: Binary) -> bool:
+        # An accumulator update `acc = acc + x` may be reassociated: that is what lets LLVM
+        # vectorize a reduction (documented tolerance: reductions are not bit-exact).
+        return isinstance(expr.a, Var) and expr.a in self.slots
+
+    def power(self, a: ir.Value, b: ir.Value, dtype: DType) -> ir.Value:
+        if dtype.is_float:
+            return self.math_call("pow", (a, b), dtype)
+        # Integer powers go through f64: exact while the result stays below 2**53.
+        wide = [convert(self.builder, v, dtype, DType.F64) for v in (a, b)]
+        result = self.intrinsic("llvm.roundeven", (self.math_call("pow", wide, DType.F64),))
+        return convert(self.builder, result, DType.F64, dtype)
+
+    def compare(self, op: str, a: ir.Value, b: ir.Value, dtype: DType) -> ir.Value:
+        symbol = _FLOAT_COMPARE[op]
+        if dtype.is_float:
+            if op == "ne":  # numpy: nan != x is True
+                return self.builder.fcmp_unordered("!=", a, b)
+            return self.builder.fcmp_ordered(symbol, a, b)
+        if dtype is DType.BOOL:
+            return self.builder.icmp_unsigned(symbol, a, b)
+        return self.builder.icmp_signed(symbol, a, b)
+
+    def max_min(self, op: str, a: ir.Value, b: ir.Value, dtype: DType) -> ir.Value:
+        symbol = ">" if op == "max" else "<"
+        if not dtype.is_float:
+            compare = (self.builder.icmp_unsigned if dtype is DType.BOOL
+                       else self.builder.icmp_signed)
+            return self.builder.select(compare(symbol, a, b), a, b)
+        # numpy's maximum/minimum propagate NaN from either side.
+        better = self.builder.select(self.builder.fcmp_ordered(symbol, a, b), a, b)
+        return self.builder.select(self.builder.fcmp_unordered("uno", a, a), a, better)
+
+    def expr_unary(self, expr: Unary) -> ir.Value:
+        a = self.expr(expr.a)
+        dtype = expr.a.dtype
+        if expr.op == "neg":
+            return self.builder.fneg(a) if dtype.is_float else self.builder.neg(a)
+        if expr.op == "not":
+            return self.builder.not_(a)
+        if expr.op == "abs" and not dtype.is_float:
+            negative = self.builder.icmp_signed("<", a, a.type(0))
+            return self.builder.select(negative, self.builder.neg(a), a)
+        if not dtype.is_float:
+            raise self.fail(f"{expr.op} needs a float operand, got {dtype}")
+        if expr.op in _INTRINSICS:
+            return self.intrinsic(_INTRINSICS[expr.op], (a,))
+        return self.math_call(expr.op, (a,), dtype)
+
+    def intrinsic(self, name: str, args: Sequence[ir.Value]) -> ir.Value:
+        type_ = args[0].type
+        function = self.module.declare_intrinsic(name, [type_])
+        return self.builder.call(function, list(args))
+
+    def math_call(self, name: str, args: Sequence[ir.Value], dtype: DType) -> ir.Value:
+        from ember.backend.llvm import mathlib
+
+        return mathlib.call(self.builder, self.module, name, list(args), dtype)
+
+    def expr_select(self, expr: Select) -> ir.Value:
+        return self.builder.select(self.expr(expr.cond), self.expr(expr.a), self.expr(expr.b))
+
+    def expr_cast(self, expr: Cast) -> ir.Value:
+        return convert(self.builder, self.expr(expr.a), expr.a.dtype, expr.dtype)
+
+
+def convert(builder: ir.IRBuilder, value: ir.Value, source: DType, target: DType) -> ir.Value:
+    """numpy's astype between Ember dtypes (float -> int truncates toward zero)."""
+    if source is target:
+        return value
+    to_type = REGISTER_TYPES[target]
+    if target is DType.BOOL:
+        if source.is_float:
+            return builder.fcmp_unordered("!=", value, value.type(0))
+        return builder.icmp_unsigned("!=", value, value.type(0))
+    if source is DType.BOOL:
+        return builder.uitofp(value, to_type) if target.is_float else builder.zext(value, to_type)
+    if source.is_float and target.is_float:
+        wider = target.itemsize > source.itemsize
+        return builder.fpext(value, to_type) if wider else builder.fptrunc(value, to_type)
+    if source.is_float:
+        return builder.fptosi(value, to_type)
+    if target.is_float:
+        return builder.sitofp(value, to_type)
+    wider = target.itemsize > source.itemsize
+    return builder.sext(value, to_type) if wider else builder.trunc(value, to_type)
+
+
+def emit_kernel(module: ir.Module, kernel: Kernel) -> ir.Function:
+    """Add `void kernel.name(ptr...)` to the module; returns the function."""
+    types = [MEMORY_TYPES[b.dtype].as_pointer() for b in kernel.buffers]
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), types), kernel.name)
+    function.linkage = "internal"
+    shared = set(kernel.attrs.get("may_alias", ()))
+    for buffer, argument in zip(kernel.buffers, function.args, strict=True):
+        argument.name = buffer.name
+        if buffer.name not in shared:
+            argument.add_attribute("noalias")
+    emitter = KernelEmitter(module, kernel, function)
+    emitter.emit_body(kernel.body)
+    emitter.builder.ret_void()
+    return function
+
+
+def finalize_module(text: str) -> str:
+    """Patch loop-ID placeholders into LLVM's distinct self-referencing form (see above)."""
+    lines = text.split("\n")
+    for position, line in enumerate(lines):
+        if '!"ember.loop.self"' in line:
+            name = line.split("=", 1)[0].strip()
+            lines[position] = line.replace('!"ember.loop.self"', name).replace(
+                "= !{", "= distinct !{", 1)
+    return "\n".join(lines)

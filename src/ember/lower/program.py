@@ -1,0 +1,217 @@
+"""Graph -> Program: one kernel per node, and where each value lives.
+
+    program = lower_graph(graph)
+    print(program)        # every kernel as C-like loop IR, then the call sequence
+
+Values live in one of four places (`Slot.kind`): the caller's input and output arrays, the
+model's constants, or the arena at a byte offset (from `plan-memory`'s `offset`/`offsets`
+attributes, or laid out one after another when the graph was not planned). A fused region
+that is not purely elementwise lowers node by node inside one kernel, its inner values in
+kernel scratch memory at the end of the arena.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ember.errors import LoweringError
+from ember.ir.graph import Graph, Node, Value
+from ember.ir.ops import OPS
+from ember.lower.loops import Buffer, Kernel, Names, Stmt, format_kernel
+from ember.lower.ops_elementwise import is_elementwise_region, region_statements
+from ember.lower.rules import LowerContext, lowering_for
+
+ALIGNMENT = 64
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where a value's bytes are: ("input"|"output"|"const", index) or ("arena", byte offset)."""
+
+    kind: str
+    index: int
+
+
+@dataclass
+class Call:
+    kernel: Kernel
+    slots: list[Slot]  # one per kernel buffer
+
+
+@dataclass
+class Program:
+    """The lowered graph: kernels in call order, constants, and the arena size."""
+
+    name: str
+    graph: Graph
+    calls: list[Call] = field(default_factory=list)
+    constants: list[np.ndarray] = field(default_factory=list)
+    arena_bytes: int = 0
+    # outputs not written in place by a kernel (graph inputs, constants, repeated outputs)
+    output_copies: list[tuple[int, Slot]] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        parts = [format_kernel(call.kernel) for call in self.calls]
+        sequence = [f"  {c.kernel.name}({', '.join(f'{s.kind}[{s.index}]' for s in c.slots)})"
+                    for c in self.calls]
+        parts.append(f"program @{self.name} (arena {self.arena_bytes} bytes):\n" +
+                     "\n".join(sequence))
+        return "\n\n".join(parts)
+
+
+def _align(size: int) -> int:
+    return -(-size // ALIGNMENT) * ALIGNMENT
+
+
+class _Layout:
+    """Decides the slot of every value of the graph."""
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.slots: dict[Value, Slot] = {}
+        self.constants: list[np.ndarray] = []
+        self.arena = 0
+        planned = any("offset" in n.attrs or "offsets" in n.attrs for n in graph.nodes)
+        for index, value in enumerate(graph.inputs):
+            self.slots[value] = Slot("input", index)
+        for node in graph.nodes:
+            self._place_node(node, planned)
+
+    def _place_node(self, node: Node, planned: bool) -> None:
+        if node.op == "const":
+            data = node.attrs["value"].data  # type: ignore[union-attr]
+            if data is None:
+                raise LoweringError(str(node), "constant data is not loaded")
+            self.slots[node.outputs[0]] = Slot("const", len(self.constants))
+            self.constants.append(np.ascontiguousarray(data))
+            return
+        offsets = self._offsets(node) if planned else [None] * len(node.outputs)
+        for value, offset in zip(node.outputs, offsets, strict=True):
+            self.slots[value] = self._place_value(value, offset)
+
+    def _offsets(self, node: Node) -> list[int | None]:
+        if "offsets" in node.attrs:
+            return [int(o) for o in node.attrs["offsets"]]  # type: ignore[union-attr]
+        return [int(node.attrs["offset"]) if "offset" in node.attrs else  # type: ignore[arg-type]
+                -1 if node.attrs.get("buffer") == -1 else None]
+
+    def _place_value(self, value: Value, offset: int | None) -> Slot:
+        outputs = [i for i, v in enumerate(self.graph.outputs) if v is value]
+        if outputs and offset in (None, -1) and not self._output_taken(outputs[0]):
+            return Slot("output", outputs[0])
+        if offset is None or offset == -1:
+            offset = self.arena
+            self.arena += _align(value.type.nbytes)
+        self.arena = max(self.arena, _align(offset + value.type.nbytes))
+        return Slot("arena", offset)
+
+    def _output_taken(self, index: int) -> bool:
+        return any(s == Slot("output", index) for s in self.slots.values())
+
+
+def lower_graph(graph: Graph, options: dict[str, Any] | None = None) -> Program:
+    """Lower every node of an optimized graph to a kernel and lay out its buffers."""
+    layout = _Layout(graph)
+    program = Program(graph.name, graph, constants=layout.constants)
+    scratch_end = layout.arena
+    for number, node in enumerate(graph.nodes):
+        if node.op == "const":
+            continue
+        kernel, scratch = _lower_node(node, f"k{number}_{node.op}", options or {})
+        slots = [layout.slots[v] for v in node.inputs] + [layout.slots[v] for v in node.outputs]
+        offset = layout.arena
+        for buffer in scratch:
+            slots.append(Slot("arena", offset))
+            offset += _align(buffer.size * buffer.dtype.itemsize)
+        scratch_end = max(scratch_end, offset)
+        program.calls.append(Call(kernel, slots))
+    program.arena_bytes = scratch_end
+    for index, value in enumerate(graph.outputs):
+        slot = layout.slots[value]
+        if slot != Slot("output", index):
+            program.output_copies.append((index, slot))
+    return program
+
+
+def _lower_node(node: Node, name: str, options: dict[str, Any]) -> tuple[Kernel, list[Buffer]]:
+    inputs = [Buffer(f"in{i}", v.type.dtype, v.type.size) for i, v in enumerate(node.inputs)]
+    outputs = [Buffer(f"out{i}", v.type.dtype, v.type.size) for i, v in enumerate(node.outputs)]
+    ctx = LowerContext(node, inputs, outputs, Names(), [], options)
+    body = _lower_into(node, ctx)
+    buffers = (*inputs, *outputs, *ctx.scratch_buffers)
+    source = str(node.replace(body=None)) if node.body is not None else str(node)
+    attrs: dict[str, object] = {}
+    if "inplace" in node.attrs:
+        attrs["may_alias"] = (f"in{node.attrs['inplace']}", "out0")
+    return Kernel(name, buffers, body, source.split("\n")[0], attrs), ctx.scratch_buffers
+
+
+def _lower_into(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
+    try:
+        if node.body is not None:
+            return _lower_region(node.body, ctx)
+        rule = lowering_for(node.op)
+        if rule is None:
+            raise ctx.fail(f"no CPU lowering for op {node.op!r}")
+        return tuple(rule(node, ctx))
+    except LoweringError:
+        raise
+    except Exception as err:  # a rule's bug: keep the node in the message
+        raise ctx.fail(f"{type(err).__name__}: {err}") from err
+
+
+def _lower_region(body: Graph, ctx: LowerContext) -> tuple[Stmt, ...]:
+    """A fused region: one loop nest when elementwise, else its nodes one after another."""
+    if is_elementwise_region(body):
+        return region_statements(body, ctx.inputs, ctx.outputs, ctx)
+    where: dict[Value, Buffer] = dict(zip(body.inputs, ctx.inputs, strict=True))
+    for value, buffer in zip(body.outputs, ctx.outputs, strict=True):
+        where.setdefault(value, buffer)
+    statements: list[Stmt] = []
+    for node in body.nodes:
+        if node.op == "const":
+            statements += _inline_constant(node, where, ctx)
+            continue
+        outs = [where.get(v) or ctx.scratch(v.type.dtype, v.type.size) for v in node.outputs]
+        for value, buffer in zip(node.outputs, outs, strict=True):
+            where[value] = buffer
+        inner = LowerContext(node, [where[v] for v in node.inputs], outs, ctx.names,
+                             ctx.scratch_buffers, ctx.options)
+        statements += _lower_into(node, inner)
+    for value, buffer in zip(body.outputs, ctx.outputs, strict=True):
+        if where[value] is not buffer:  # a yield that is a parameter or yielded twice
+            statements += _copy(where[value], buffer, ctx)
+    return tuple(statements)
+
+
+def _inline_constant(node: Node, where: dict[Value, Buffer], ctx: LowerContext) -> list[Stmt]:
+    from ember.lower.loops import Store, imm, index_imm
+
+    data = node.attrs["value"].data  # type: ignore[union-attr]
+    value = node.outputs[0]
+    buffer = ctx.scratch(value.type.dtype, value.type.size, "c")
+    where[value] = buffer
+    flat = np.asarray(data).reshape(-1)
+    return [Store(buffer, index_imm(i), imm(flat[i].item(), value.type.dtype))
+            for i in range(flat.size)]
+
+
+def _copy(source: Buffer, target: Buffer, ctx: LowerContext) -> list[Stmt]:
+    from ember.lower.loops import Load, Store, loop_nest
+
+    return list(loop_nest(ctx.names, (source.size,),
+                          lambda i: [Store(target, i[0], Load(source, i[0]))]))
+
+
+def check_lowerable(graph: Graph) -> list[str]:
+    """Ops of the graph that have no lowering (empty when all lower)."""
+    missing = []
+    for node in graph.nodes:
+        if node.body is not None:
+            missing += check_lowerable(node.body)
+        elif node.op != "const" and lowering_for(node.op) is None and node.op in OPS:
+            missing.append(node.op)
+    return sorted(set(missing))

@@ -1,0 +1,109 @@
+"""The lowering registry: how each op becomes loop IR.
+
+Two tables, filled by decorators in the `ember.lower` modules:
+
+- `SCALAR_RULES[op](node, operands) -> Expr`: elementwise ops as scalar expressions of their
+  operands. One table serves a standalone node and every node of a fused elementwise region,
+  which is how a fused chain becomes one loop nest with no intermediate buffers.
+- `LOWERINGS[op](node, ctx) -> statements`: any op as loops over its input and output buffers.
+
+    @scalar_rule("relu")
+    def relu(node, (x,)):          # max(x, 0)
+        return Binary("max", x, imm(0, x.dtype))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from ember.errors import LoweringError
+from ember.ir.graph import Node
+from ember.ir.types import DType, TensorType
+from ember.lower.loops import Buffer, Expr, Names, Stmt
+
+ScalarRule = Callable[[Node, Sequence[Expr]], Expr]
+Lowering = Callable[[Node, "LowerContext"], Sequence[Stmt]]
+
+SCALAR_RULES: dict[str, ScalarRule] = {}
+LOWERINGS: dict[str, Lowering] = {}
+
+
+def scalar_rule(*ops: str) -> Callable[[ScalarRule], ScalarRule]:
+    """Register a scalar-expression rule for elementwise ops."""
+
+    def register(fn: ScalarRule) -> ScalarRule:
+        for op in ops:
+            SCALAR_RULES[op] = fn
+        return fn
+
+    return register
+
+
+def lowers(*ops: str) -> Callable[[Lowering], Lowering]:
+    """Register a loop-nest lowering for ops."""
+
+    def register(fn: Lowering) -> Lowering:
+        for op in ops:
+            LOWERINGS[op] = fn
+        return fn
+
+    return register
+
+
+@dataclass
+class LowerContext:
+    """What a lowering rule works with: its buffers, fresh names, and scratch memory."""
+
+    node: Node
+    inputs: list[Buffer]  # one per node input, in order
+    outputs: list[Buffer]  # one per node output
+    names: Names = field(default_factory=Names)
+    scratch_buffers: list[Buffer] = field(default_factory=list)
+    options: dict[str, object] = field(default_factory=dict)  # schedule knobs (opt level, ...)
+
+    @property
+    def input_types(self) -> list[TensorType]:
+        return [v.type for v in self.node.inputs]
+
+    @property
+    def output_types(self) -> list[TensorType]:
+        return [v.type for v in self.node.outputs]
+
+    def scratch(self, dtype: DType, size: int, hint: str = "tmp") -> Buffer:
+        """A temporary buffer private to this kernel (placed in the arena's scratch area)."""
+        buffer = Buffer(f"{hint}{len(self.scratch_buffers)}", dtype, max(int(size), 1))
+        self.scratch_buffers.append(buffer)
+        return buffer
+
+    def fail(self, message: str) -> LoweringError:
+        return LoweringError(str(self.node.replace(body=None)), message)
+
+
+def lowering_for(op: str) -> Lowering | None:
+    """The loop lowering of `op`, if any (importing the rule modules on first use)."""
+    _load_rules()
+    return LOWERINGS.get(op)
+
+
+def scalar_rule_for(op: str) -> ScalarRule | None:
+    _load_rules()
+    return SCALAR_RULES.get(op)
+
+
+_LOADED: list[bool] = []
+
+
+def _load_rules() -> None:
+    """Import every `ember/lower/ops_*.py` module once: each registers its rules."""
+    if _LOADED:
+        return
+    _LOADED.append(True)
+    import importlib
+    import pkgutil
+
+    import ember.lower as package
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("ops_"):
+            importlib.import_module(f"ember.lower.{info.name}")

@@ -1,0 +1,92 @@
+"""A graph compiled to one native entry point, called with numpy arrays.
+
+    native = compile_native(graph)       # lower, schedule, generate, JIT
+    outputs = native(*arrays)            # tuple of new arrays
+
+Inputs that are already C-contiguous arrays of the right dtype are passed without a copy;
+outputs are fresh arrays the kernels write into directly. Each Python thread gets its own
+arena, so calls from several threads at once are safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from ember.errors import LoweringError
+from ember.interpreter import check_inputs
+from ember.ir.graph import Graph
+from ember.lower.program import Program, Slot, check_lowerable, lower_graph
+from ember.lower.schedule import vectorize_innermost
+
+
+class NativeGraph:
+    """A callable compiled graph; `program` is its loop IR, `native.module` its machine code."""
+
+    def __init__(self, graph: Graph, program: Program, native: Any, seconds: dict[str, float]
+                 ) -> None:
+        self.graph = graph
+        self.program = program
+        self.native = native
+        self.timings = seconds
+        self._local = threading.local()
+        self._output_types = [v.type for v in graph.outputs]
+
+    def _arena(self) -> np.ndarray:
+        arena = getattr(self._local, "arena", None)
+        if arena is None:
+            arena = np.zeros(self.program.arena_bytes + 64, dtype=np.uint8)
+            self._local.arena = arena
+        return arena
+
+    def __call__(self, *args: Any) -> tuple[np.ndarray, ...]:
+        inputs = [np.ascontiguousarray(a) for a in check_inputs(self.graph, args)]
+        outputs = [np.empty(t.shape, dtype=t.dtype.numpy) for t in self._output_types]
+        arena = self._arena()
+        self.native.run(inputs, outputs, arena)
+        for index, slot in self.program.output_copies:
+            outputs[index][...] = self._read(slot, inputs, outputs, arena, index)
+        return tuple(outputs)
+
+    def _read(self, slot: Slot, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
+              arena: np.ndarray, index: int) -> np.ndarray:
+        """The value in `slot`, for outputs that are not computed in place."""
+        if slot.kind == "input":
+            return inputs[slot.index]
+        if slot.kind == "const":
+            return self.program.constants[slot.index]
+        if slot.kind == "output":
+            return outputs[slot.index]
+        type_ = self._output_types[index]
+        raw = arena[slot.index : slot.index + type_.nbytes]
+        return raw.view(type_.dtype.numpy).reshape(type_.shape)
+
+
+def schedule_program(program: Program) -> Program:
+    """The default schedule of every kernel: vectorize innermost loops."""
+    calls = [replace(call, kernel=vectorize_innermost(call.kernel)) for call in program.calls]
+    return replace(program, calls=calls)
+
+
+def compile_native(graph: Graph, opt_level: int = 3) -> NativeGraph:
+    """Lower a graph to loop IR, schedule it, and compile it to machine code."""
+    from ember.backend.llvm.build import build_program
+
+    missing = check_lowerable(graph)
+    if missing:
+        raise LoweringError(f"@{graph.name}", f"no CPU lowering for ops: {', '.join(missing)}")
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    program = lower_graph(graph, {"opt_level": opt_level})
+    if opt_level >= 2:
+        program = schedule_program(program)
+    seconds["lower"] = time.perf_counter() - start
+    start = time.perf_counter()
+    native = build_program(program)
+    seconds["codegen"] = time.perf_counter() - start
+    return NativeGraph(graph, program, native, seconds)
