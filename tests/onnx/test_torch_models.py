@@ -27,8 +27,8 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnx")
 
 load = getattr(ember.onnx, "load", None)
-pytestmark = pytest.mark.skipif(load is None, reason="ember.onnx.load (the ONNX importer) is "
-                                                     "not available")
+needs_importer = pytest.mark.skipif(load is None, reason="ember.onnx.load (the ONNX importer) "
+                                                         "is not available")
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 BATCH = 2  # the examples' inputs, cut to a small batch to keep the tests fast
@@ -128,6 +128,7 @@ def test_torch_copy_is_faithful(exported: dict) -> None:
     np.testing.assert_allclose(runtime, exported["torch"], rtol=1e-5, atol=1e-5)
 
 
+@needs_importer
 @pytest.mark.parametrize("opt_level", [0, 3])
 def test_loaded_model_matches_onnx_runtime(exported: dict, opt_level: int) -> None:
     imported = load(str(exported["path"]))
