@@ -216,9 +216,14 @@ def is_elementwise_region(body: Graph) -> bool:
             data = node.attrs["value"].data  # type: ignore[union-attr]
             if data is None or data.size != 1:
                 return False
-        elif scalar_rule_for(node.op) is None or len(node.outputs) != 1 or (node.op == "dropout" and node.attrs["training"] and node.attrs["p"] > 0):
+        elif scalar_rule_for(node.op) is None or len(node.outputs) != 1 or _random(node):
             return False
     return True
+
+
+def _random(node: Node) -> bool:
+    """Dropout in training draws a mask: it has its own lowering."""
+    return node.op == "dropout" and bool(node.attrs["training"]) and node.attrs["p"] > 0  # type: ignore[operator]
 
 
 def lower_elementwise(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
