@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ember
-from ember.ir.graph import GraphBuilder
+from ember.ir.attrs import Attrs
+from ember.ir.graph import Graph, GraphBuilder, Node, Value
 from ember.ir.types import DType, TensorType
 from ember.onnx.export import EXPORTERS, INT64_MIN, onnx_slice_bounds, save, to_model
 
@@ -603,6 +604,31 @@ def test_node_locations_become_doc_strings() -> None:
     (node,) = to_model(graph).graph.node
     assert node.op_type == "Relu"
     assert node.doc_string == "model.py:12"
+
+
+def test_fused_regions_are_inlined_even_when_shared_or_nested() -> None:
+    """Two `fused` nodes with one body, and a region inside a region, export as plain nodes."""
+    region = GraphBuilder("region")
+    argument = region.input(TensorType(DType.F32, (3, 4)), "a")
+    body = region.build([region.add(region.tanh(argument), argument)])  # tanh(a) + a
+    x = Value(TensorType(DType.F32, (3, 4)), "x")
+    first = Node("fused", (x,), (Value(x.type),), Attrs(kind="elementwise"), body)
+    second = Node("fused", first.outputs, (Value(x.type),), Attrs(kind="elementwise"), body)
+    outer_argument = Value(x.type, "b")
+    inner = Node("fused", (outer_argument,), (Value(x.type),), Attrs(kind="elementwise"), body)
+    nested_body = Graph("nested", (outer_argument,), (inner,), inner.outputs)
+    third = Node("fused", second.outputs, (Value(x.type),), Attrs(kind="elementwise"),
+                 nested_body)
+    graph = Graph("g", (x,), (first, second, third), (third.outputs[0], first.outputs[0]))
+    model = to_model(graph)
+    assert [node.op_type for node in model.graph.node] == ["Tanh", "Add"] * 3
+
+    def step(h: np.ndarray) -> np.ndarray:
+        return np.tanh(h) + h
+
+    outputs = run_onnx(model, X)
+    assert_close(outputs[0], step(step(step(X64))), np.float32)
+    assert_close(outputs[1], step(X64), np.float32)
 
 
 def test_every_plain_registered_op_has_an_exporter() -> None:

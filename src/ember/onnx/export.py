@@ -579,17 +579,25 @@ def graph_to_export(graph_or_executable: Graph | Executable) -> Graph:
     return traced if _has_layout(graph) else graph
 
 
-def _flat_nodes(graph: Graph, rename: dict[Value, Value]) -> list[Node]:
-    """The nodes of `graph` with every `fused` region inlined; `rename` maps region values."""
+def _flat_nodes(graph: Graph, rename: dict[Value, Value], fresh: bool = False) -> list[Node]:
+    """The nodes of `graph` with every `fused` region inlined; `rename` maps region values.
+
+    Inlined nodes get fresh output values (`fresh`), so a region body shared by two `fused`
+    nodes still defines each ONNX name once.
+    """
     flat: list[Node] = []
     for node in graph.nodes:
         node = node.with_inputs_renamed(rename)
         if node.body is None:
+            if fresh:
+                outputs = tuple(Value(v.type, v.hint) for v in node.outputs)
+                rename.update(zip(node.outputs, outputs, strict=True))
+                node = node.replace(outputs=outputs)
             flat.append(node)
             continue
         inner = dict(rename)
         inner.update(zip(node.body.inputs, node.inputs, strict=True))
-        flat.extend(_flat_nodes(node.body, inner))
+        flat.extend(_flat_nodes(node.body, inner, fresh=True))
         for outer, result in zip(node.outputs, node.body.outputs, strict=True):
             rename[outer] = inner.get(result, result)
     return flat
