@@ -13,6 +13,10 @@ before opset 18 and inputs from it on (ReduceSum from 13), `LayerNormalization` 
 opset 17 and spelled out below it, `Gelu` is used from opset 20. Opsets below 13 are not
 supported (their Softmax flattens to 2-D and Squeeze/Unsqueeze take attributes).
 
+Every model passes `onnx.checker.check_model(full_check=True)`. NOTE: ONNX Runtime's CPU provider
+has no float64 kernels for Erf (so f64 `erf` and exact `gelu`), Conv, AveragePool and
+GlobalAveragePool; f64 graphs with those ops are valid ONNX that it refuses to run.
+
 An executable exports its optimized graph with `fused` regions inlined back into plain nodes;
 when that graph holds blocked-layout ops (`layout_convert`, `conv2d_nchwc`, ...), which ONNX
 has no form for, the traced graph is exported instead.
