@@ -1,1 +1,3 @@
 """ONNX import and export."""
+
+from ember.onnx.export import save as save
