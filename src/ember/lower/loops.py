@@ -67,7 +67,8 @@ LOGICAL = frozenset({"and", "or", "xor"})
 
 @dataclass(frozen=True)
 class Binary:
-    """`op` in add sub mul div rem max min pow, comparisons eq ne lt le gt ge, and or xor."""
+    """`op` in add sub mul div rem max min pow, comparisons eq ne lt le gt ge, and or xor;
+    on integers also shl, shr (logical), ashr, udiv, urem (bit patterns, for hashing)."""
 
     op: str
     a: Expr
@@ -276,7 +277,7 @@ def loop_nest(names: Names, shape: Sequence[int],
 
 _BINARY_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "eq": "==",
                    "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "and": "&&",
-                   "or": "||", "xor": "^"}
+                   "or": "||", "xor": "^", "shl": "<<", "shr": ">>", "ashr": ">>"}
 _C_TYPES = {DType.F32: "float", DType.F64: "double", DType.I32: "int32_t", DType.I64: "int64_t",
             DType.BOOL: "bool"}
 

@@ -52,6 +52,7 @@ class Program:
     arena_bytes: int = 0
     # outputs not written in place by a kernel (graph inputs, constants, repeated outputs)
     output_copies: list[tuple[int, Slot]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # status code k - 1 -> run-time message
 
     def __str__(self) -> str:
         parts = [format_kernel(call.kernel) for call in self.calls]
@@ -120,12 +121,15 @@ def lower_graph(graph: Graph, options: dict[str, Any] | None = None) -> Program:
     for number, node in enumerate(graph.nodes):
         if node.op == "const":
             continue
-        kernel, scratch = _lower_node(node, f"k{number}_{node.op}", options or {})
+        kernel, scratch = _lower_node(node, f"k{number}_{node.op}", options or {},
+                                      program.errors)
         slots = [layout.slots[v] for v in node.inputs] + [layout.slots[v] for v in node.outputs]
         offset = layout.arena
         for buffer in scratch:
             slots.append(Slot("arena", offset))
             offset += _align(buffer.size * buffer.dtype.itemsize)
+        if len(kernel.buffers) > len(slots):  # the status word, last
+            slots.append(Slot("status", 0))
         scratch_end = max(scratch_end, offset)
         program.calls.append(Call(kernel, slots))
     program.arena_bytes = scratch_end
@@ -136,12 +140,14 @@ def lower_graph(graph: Graph, options: dict[str, Any] | None = None) -> Program:
     return program
 
 
-def _lower_node(node: Node, name: str, options: dict[str, Any]) -> tuple[Kernel, list[Buffer]]:
+def _lower_node(node: Node, name: str, options: dict[str, Any], errors: list[str]
+                ) -> tuple[Kernel, list[Buffer]]:
     inputs = [Buffer(f"in{i}", v.type.dtype, v.type.size) for i, v in enumerate(node.inputs)]
     outputs = [Buffer(f"out{i}", v.type.dtype, v.type.size) for i, v in enumerate(node.outputs)]
-    ctx = LowerContext(node, inputs, outputs, Names(), [], options)
+    ctx = LowerContext(node, inputs, outputs, Names(), [], options, errors)
     body = _lower_into(node, ctx)
-    buffers = (*inputs, *outputs, *ctx.scratch_buffers)
+    status = (ctx.status,) if ctx.status is not None else ()
+    buffers = (*inputs, *outputs, *ctx.scratch_buffers, *status)
     source = str(node.replace(body=None)) if node.body is not None else str(node)
     attrs: dict[str, object] = {}
     if "inplace" in node.attrs:
@@ -179,8 +185,9 @@ def _lower_region(body: Graph, ctx: LowerContext) -> tuple[Stmt, ...]:
         for value, buffer in zip(node.outputs, outs, strict=True):
             where[value] = buffer
         inner = LowerContext(node, [where[v] for v in node.inputs], outs, ctx.names,
-                             ctx.scratch_buffers, ctx.options)
+                             ctx.scratch_buffers, ctx.options, ctx.errors, ctx.status)
         statements += _lower_into(node, inner)
+        ctx.status = inner.status
     for value, buffer in zip(body.outputs, ctx.outputs, strict=True):
         if where[value] is not buffer:  # a yield that is a parameter or yielded twice
             statements += _copy(where[value], buffer, ctx)

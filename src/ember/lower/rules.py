@@ -61,6 +61,8 @@ class LowerContext:
     names: Names = field(default_factory=Names)
     scratch_buffers: list[Buffer] = field(default_factory=list)
     options: dict[str, object] = field(default_factory=dict)  # schedule knobs (opt level, ...)
+    errors: list[str] = field(default_factory=list)  # run-time error messages of the program
+    status: Buffer | None = None  # where a kernel writes an error code (see raise_if)
 
     @property
     def input_types(self) -> list[TensorType]:
@@ -75,6 +77,22 @@ class LowerContext:
         buffer = Buffer(f"{hint}{len(self.scratch_buffers)}", dtype, max(int(size), 1))
         self.scratch_buffers.append(buffer)
         return buffer
+
+    def raise_if(self, cond: Expr, message: str) -> Stmt:
+        """A statement that makes the call raise ExecutionError(message) when `cond` holds.
+
+        The kernel writes the message's code into the program's status word; the runtime
+        checks it after the call. Never a silently wrong answer (nor an out-of-bounds read:
+        guard the access with the same condition).
+        """
+        from ember.lower.loops import If, Store, imm, index_imm
+
+        if self.status is None:
+            self.status = Buffer("status", DType.I64, 1)
+        location = f" (traced at {self.node.loc})" if self.node.loc else ""
+        self.errors.append(f"{self.node.op}: {message}{location}")
+        code = imm(len(self.errors), DType.I64)
+        return If(cond, (Store(self.status, index_imm(0), code),))
 
     def fail(self, message: str) -> LoweringError:
         return LoweringError(str(self.node.replace(body=None)), message)

@@ -19,6 +19,7 @@ from llvmlite import ir
 
 from ember.backend.llvm.codegen import MEMORY_TYPES, emit_kernel, finalize_module
 from ember.backend.llvm.jit import CompiledModule, compile_ir
+from ember.errors import ExecutionError
 from ember.lower.program import Program, Slot
 
 I8P = ir.IntType(8).as_pointer()
@@ -39,7 +40,10 @@ def emit_program(program: Program) -> ir.Module:
     bases = _bases(program)
 
     def pointer(slot: Slot, buffer_dtype: object) -> ir.Value:
-        if slot.kind == "arena":
+        if slot.kind == "status":
+            slot = Slot("status", 0)
+            address = builder.load(builder.gep(args, [ir.IntType(64)(bases["status"])]))
+        elif slot.kind == "arena":
             base = builder.load(builder.gep(args, [ir.IntType(64)(bases["arena"])]))
             address = builder.gep(base, [ir.IntType(64)(slot.index)], inbounds=True)
         else:
@@ -59,7 +63,7 @@ def _bases(program: Program) -> dict[str, int]:
     inputs = len(program.graph.inputs)
     outputs = len(program.graph.outputs)
     return {"input": 0, "output": inputs, "arena": inputs + outputs,
-            "const": inputs + outputs + 1}
+            "status": inputs + outputs + 1, "const": inputs + outputs + 2}
 
 
 @dataclass
@@ -71,16 +75,21 @@ class NativeProgram:
 
     def __post_init__(self) -> None:
         self.entry = self.module.function(entry_name(self.program), None, [ctypes.c_void_p])
-        count = len(self.program.graph.inputs) + len(self.program.graph.outputs) + 1
+        count = len(self.program.graph.inputs) + len(self.program.graph.outputs) + 2
         self._const_pointers = [c.ctypes.data for c in self.program.constants]
         self._table_type = ctypes.c_void_p * (count + len(self._const_pointers))
 
     def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
             arena: np.ndarray) -> None:
-        """Run the whole graph once: inputs and outputs must be C-contiguous arrays."""
+        """Run the whole graph once: inputs and outputs must be C-contiguous arrays. A kernel
+        that detects bad data (an index out of range) makes this raise ExecutionError."""
         pointers = [a.ctypes.data for a in inputs] + [a.ctypes.data for a in outputs]
-        table = self._table_type(*pointers, arena.ctypes.data, *self._const_pointers)
+        status = np.zeros(1, dtype=np.int64)
+        table = self._table_type(*pointers, arena.ctypes.data, status.ctypes.data,
+                                 *self._const_pointers)
         self.entry(ctypes.addressof(table))
+        if status[0]:
+            raise ExecutionError(self.program.errors[int(status[0]) - 1])
 
 
 def build_program(program: Program, opt_level: int = 3) -> NativeProgram:

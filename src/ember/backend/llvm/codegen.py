@@ -47,7 +47,8 @@ MEMORY_TYPES = {**REGISTER_TYPES, DType.BOOL: I8}
 
 _FLOAT_BINARY = {"add": "fadd", "sub": "fsub", "mul": "fmul", "div": "fdiv", "rem": "frem"}
 _INT_BINARY = {"add": "add", "sub": "sub", "mul": "mul", "div": "sdiv", "rem": "srem",
-               "and": "and_", "or": "or_", "xor": "xor"}
+               "and": "and_", "or": "or_", "xor": "xor", "shl": "shl", "shr": "lshr",
+               "ashr": "ashr", "udiv": "udiv", "urem": "urem"}
 _FLOAT_COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
 _INTRINSICS = {"sqrt": "llvm.sqrt", "floor": "llvm.floor", "ceil": "llvm.ceil",
                "round": "llvm.roundeven", "abs": "llvm.fabs"}
