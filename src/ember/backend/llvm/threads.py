@@ -88,6 +88,7 @@ SIG_SETMASK = 2
 
 DEFAULT_MAX_THREADS = 64
 DEFAULT_SPIN_CYCLES = 200_000  # about 50-100 us of polling at 2-4 GHz before sleeping
+YIELD_EVERY = 64  # polls between two sched_yield calls while spinning (a power of two)
 STRATEGIES = ("pool", "spawn")
 
 # Names of the entry points Python calls.
@@ -326,15 +327,33 @@ class _Emitter:
             return
         function = builder.function
         loop = function.append_basic_block(f"{label}.spin")
+        polite = function.append_basic_block(f"{label}.yield")
         done = function.append_basic_block(f"{label}.spun")
+        before = builder.block
         start = builder.call(self.read_cycle_counter, [])
         builder.branch(loop)
         builder.position_at_end(loop)
+        count = builder.phi(I64, name=f"{label}.polls")
+        count.add_incoming(I64(0), before)
         if self.pause is not None:
             builder.call(self.pause, [])
         elapsed = builder.sub(builder.call(self.read_cycle_counter, []), start)
         expired = builder.icmp_unsigned(">", elapsed, I64(self.spin_cycles))
-        builder.cbranch(builder.or_(condition(), expired), done, loop)
+        following = builder.add(count, I64(1))
+        # Every YIELD_EVERY polls, give the CPU away: when threads outnumber free CPUs, the
+        # thread being waited for may be runnable on this very CPU.
+        should_yield = builder.icmp_unsigned(
+            "==", builder.and_(following, I64(YIELD_EVERY - 1)), I64(0))
+        proceed = builder.or_(condition(), expired)
+        spin_on = function.append_basic_block(f"{label}.poll")
+        count.add_incoming(following, polite)
+        count.add_incoming(following, spin_on)
+        builder.cbranch(proceed, done, spin_on)
+        builder.position_at_end(spin_on)
+        builder.cbranch(should_yield, polite, loop)
+        builder.position_at_end(polite)
+        builder.call(self.sched_yield, [])
+        builder.branch(loop)
         builder.position_at_end(done)
 
     @staticmethod
