@@ -58,11 +58,15 @@ class GemmBlocking:
 
 
 def default_blocking(dtype: str = "f32", lanes: int | None = None) -> GemmBlocking:
-    """Block sizes for the host: 14 x 2 vectors with 32 registers (AVX-512), 6 x 2 with 16."""
+    """Block sizes for the host: 6 x 4 vectors with 32 registers (AVX-512), 6 x 2 with 16.
+
+    Measured on Zen 4 (benchmarks/NOTES.md): 6 x 64 f32 with KC 512 beat 14 x 32, 12 x 32,
+    8 x 32 and 4 x 96, and KC 128 / 256 / 384 lost to 512 and 1024.
+    """
     lanes = lanes or _default_lanes(dtype)
     size = _ELEMENT_TYPES[dtype][1]
-    if lanes * size >= 64:  # 512-bit vectors, 32 registers: 28 accumulators
-        return GemmBlocking(mr=14, nr_vectors=2, kc=384, mc=126, nc=2048)
+    if lanes * size >= 64:  # 512-bit vectors, 32 registers: 24 accumulators
+        return GemmBlocking(mr=6, nr_vectors=4, kc=512, mc=120, nc=2048)
     return GemmBlocking(mr=6, nr_vectors=2, kc=256, mc=72, nc=1024)  # 16 registers: 12 accumulators
 
 
