@@ -150,9 +150,6 @@ def _trace(target: Target, args: argparse.Namespace | None = None) -> Graph:
 
 # -- stages ---------------------------------------------------------------------------------------
 
-StageFn = Callable[[Target, argparse.Namespace], Graph]
-
-
 @dataclass
 class _Snapshots(Instrument):
     """Keeps the IR after every pass, for --print-after-all, --after and --diff."""
@@ -187,11 +184,36 @@ def _optimized(target: Target, args: argparse.Namespace) -> Graph:
     return _run_passes(_trace(target, args), args)
 
 
-# Each stage takes the loaded target to what `ember ir --stage NAME` prints. Later stages
-# (loops, llvm) are further entries of this table.
-STAGES: dict[str, StageFn] = {
+def _native(target: Target, args: argparse.Namespace) -> Any:
+    from ember.runtime import compile_native
+
+    graph = _optimized(target, args)
+    try:
+        return compile_native(graph, opt_level=args.opt_level)
+    except EmberError as err:
+        raise UsageError(f"cannot compile {target.where}: {str(err).splitlines()[0]}") from None
+
+
+def _loops(target: Target, args: argparse.Namespace) -> str:
+    return str(_native(target, args).program)
+
+
+def _llvm(target: Target, args: argparse.Namespace) -> str:
+    return _native(target, args).native.module.llvm_ir
+
+
+def _asm(target: Target, args: argparse.Namespace) -> str:
+    return _native(target, args).native.module.asm()
+
+
+# Each stage takes the loaded target to what `ember ir --stage NAME` prints: a graph for the
+# graph stages, text for the code stages.
+STAGES: dict[str, Callable[[Target, argparse.Namespace], Graph | str]] = {
     "traced": _trace,
     "optimized": _optimized,
+    "loops": _loops,
+    "llvm": _llvm,
+    "asm": _asm,
 }
 
 
@@ -210,7 +232,9 @@ def _pass_report(args: argparse.Namespace) -> str:
     return "\n".join(chunks)
 
 
-def _render(result: Graph, fmt: str) -> str:
+def _render(result: Graph | str, fmt: str) -> str:
+    if isinstance(result, str):
+        return result
     if fmt == "dot":
         from ember.ir.dot import to_dot
 
@@ -286,6 +310,17 @@ def command_opt(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_cache(args: argparse.Namespace) -> int:
+    """`ember cache info|clear`: the on-disk cache of compiled object code."""
+    from ember.backend.llvm import cache
+
+    if args.action == "clear":
+        print(f"removed {cache.clear()} entries from {cache.cache_dir()}")
+    else:
+        print(cache.info())
+    return 0
+
+
 def _add_pass_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--passes", dest="pipeline", metavar="PIPELINE",
                         help='passes to run, e.g. "fold-constants,cse,fuse{max-ops=8}" '
@@ -334,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
     opt.add_argument("file", metavar="FILE.ir")
     _add_pass_options(opt)
     opt.set_defaults(run=command_opt)
+    cache = commands.add_parser("cache", help="the compiled-code cache (EMBER_CACHE_DIR)")
+    cache.add_argument("action", choices=["info", "clear"])
+    cache.set_defaults(run=command_cache)
     return parser
 
 

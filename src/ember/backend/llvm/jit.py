@@ -116,18 +116,60 @@ def _triple_and_layout() -> tuple[str, str]:
 
 
 class CompiledModule:
-    """Machine code for one LLVM module, loaded into this process."""
+    """Machine code for one LLVM module, loaded into this process.
 
-    def __init__(self, module: ir.Module | str, opt_level: int = 3) -> None:
+    With `cached=True` the object code comes from (or goes to) the on-disk cache; `from_cache`
+    says which happened. The optimized IR and the assembly are rebuilt on demand when the
+    code came from the cache.
+    """
+
+    def __init__(self, module: ir.Module | str, opt_level: int = 3, cached: bool = True) -> None:
+        from ember.backend.llvm import cache
+
+        self.unoptimized_ir = str(module)
+        self.opt_level = opt_level
+        self._optimized: llvm.ModuleRef | None = None
+        self.from_cache = False
+        cpu = host_cpu()
+        key = cache.cache_key(self.unoptimized_ir, cpu.name, cpu.features, opt_level)
+        payload = cache.load(key) if cached and cache.enabled() else None
         with _LOCK:
-            self.unoptimized_ir = str(module)
-            parsed = parse(module)
-            if opt_level > 0:
-                optimize(parsed, opt_level)
-            self.llvm_ir = str(parsed)
-            self._module = parsed
+            if payload is not None:
+                self.engine = self._load_object(payload)
+                self.from_cache = True
+                return
+            parsed = self._optimize()
             self.engine = llvm.create_mcjit_compiler(parsed, new_target_machine())
             self.engine.finalize_object()
+        if cached and cache.enabled():
+            cache.store(key, self.object_code())
+
+    def _optimize(self) -> llvm.ModuleRef:
+        parsed = parse(self.unoptimized_ir)
+        if self.opt_level > 0:
+            optimize(parsed, self.opt_level)
+        self._optimized = parsed
+        return parsed
+
+    @staticmethod
+    def _load_object(payload: bytes) -> llvm.ExecutionEngine:
+        empty = parse("")
+        engine = llvm.create_mcjit_compiler(empty, new_target_machine())
+        engine.add_object_file(llvm.ObjectFileRef.from_data(payload))
+        engine.finalize_object()
+        return engine
+
+    @property
+    def llvm_ir(self) -> str:
+        """The optimized LLVM IR."""
+        return str(self._optimized_module())
+
+    def _optimized_module(self) -> llvm.ModuleRef:
+        if self._optimized is None:
+            with _LOCK:
+                self._optimize()
+        assert self._optimized is not None
+        return self._optimized
 
     def address(self, name: str) -> int:
         address = self.engine.get_function_address(name)
@@ -144,14 +186,18 @@ class CompiledModule:
 
     def asm(self) -> str:
         """The x86-64 assembly of the optimized module."""
+        module = self._optimized_module()
         with _LOCK:
-            return target_machine().emit_assembly(self._module)
+            return target_machine().emit_assembly(module)
 
     def object_code(self) -> bytes:
+        module = self._optimized_module()
         with _LOCK:
-            return target_machine().emit_object(self._module)
+            return target_machine().emit_object(module)
 
 
-def compile_ir(module: ir.Module | str, opt_level: int = 3) -> CompiledModule:
-    """Parse, verify, optimize and JIT-compile a module for the host CPU."""
-    return CompiledModule(module, opt_level)
+def compile_ir(module: ir.Module | str, opt_level: int = 3, cached: bool = True
+               ) -> CompiledModule:
+    """Parse, verify, optimize and JIT-compile a module for the host CPU (or load it from the
+    on-disk cache)."""
+    return CompiledModule(module, opt_level, cached)
