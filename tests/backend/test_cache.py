@@ -26,7 +26,7 @@ def graph() -> ember.Graph:
     return ember.trace(lambda a: (a * 3.0 + 1.0) * a, x)
 
 
-def run(native) -> np.ndarray:  # noqa: ANN001
+def run(native) -> np.ndarray:
     x = np.arange(128, dtype=np.float32).reshape(8, 16) / 7
     return native(x)[0], (x * 3 + 1) * x
 
