@@ -370,3 +370,26 @@ def test_errors_name_the_body_and_the_option() -> None:
 
 def test_available_cpus_matches_the_affinity_mask() -> None:
     assert threads.available_cpus() == len(os.sched_getaffinity(0))
+
+
+def test_narrow_integer_bounds_are_sign_extended() -> None:
+    module = ir.Module("narrow")
+    runtime = emit_parallel_runtime(module, default_threads=2)
+    body = ir.Function(module, BODY_TYPE, "sum_body")  # *(i64*)context += sum of indices
+    builder = ir.IRBuilder(body.append_basic_block("entry"))
+    target = builder.bitcast(body.args[0], I64.as_pointer())
+    with counted_loop(builder, body.args[1], body.args[2]) as index:
+        builder.atomic_rmw("add", target, index, "monotonic")
+    builder.ret_void()
+    function = ir.Function(module, ir.FunctionType(ir.VoidType(), [I64.as_pointer(), I32, I32]),
+                           "sum_range")
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    runtime.parallel_for(builder, body, function.args[0], function.args[1], function.args[2])
+    builder.ret_void()
+    compiled = attach_runtime(compile_ir(module))
+    sum_range = compiled.function("sum_range", None, [VOID_P, ctypes.c_int32, ctypes.c_int32])
+    result = np.zeros(1, dtype=np.int64)
+    sum_range(result.ctypes.data, -1000, 2001)
+    assert int(result[0]) == sum(range(-1000, 2001))
+    with pytest.raises(LoweringError, match="a loop bound must be an integer, not `float`"):
+        runtime.parallel_for(builder, body, function.args[0], F32(0.0), 10)

@@ -33,11 +33,15 @@ module is generated, and is read once at the start of every parallel region.
 Two strategies (`emit_parallel_runtime(module, strategy=...)`):
 
 - `"pool"` (default): one persistent pool per module, created lazily by the first region that
-  needs it (more workers are added when the thread count grows). Workers sleep on a condition
-  variable; a region publishes its job under the pool mutex, bumps a generation counter and
-  broadcasts; each participating worker runs its chunk and decrements a pending counter, and
-  the caller, after its own chunk, waits until the counter reaches zero. Workers run with all
-  signals blocked, so Python's signal handling stays on Python's threads.
+  needs it (more workers are added when the thread count grows). A region publishes its job
+  under the pool mutex, bumps a generation counter and broadcasts a condition variable; each
+  participating worker runs its chunk and decrements a pending counter, and the caller, after
+  its own chunk, waits until the counter reaches zero. Waiting (an idle worker, the joining
+  caller) first polls the counter with atomic loads and `pause` for `spin_cycles` time stamp
+  counter ticks (~77 us at 2.6 GHz), calling `sched_yield` every `YIELD_EVERY` polls, and only
+  then sleeps on the condition variable: a sleeping vCPU takes 10-50 us to wake under KVM,
+  a polling one under 1 us (numbers in benchmarks/NOTES.md). Workers run with all signals
+  blocked, so Python's signal handling stays on Python's threads.
 - `"spawn"`: fork-join, `pthread_create` for chunks 1..T-1 and `pthread_join` per region. All
   state lives on the caller's stack. Slower per region; kept for comparison and as a fallback.
 
@@ -129,8 +133,7 @@ class ParallelRuntime:
                                            f"`{BODY_TYPE}`, not `{body.function_type}`")
         if min_chunk < 1:
             raise LoweringError(body.name, f"min_chunk must be at least 1, not {min_chunk}")
-        begin = I64(begin) if isinstance(begin, int) else begin
-        end = I64(end) if isinstance(end, int) else end
+        begin, end = (_as_i64(builder, bound) for bound in (begin, end))
         if context.type != I8_POINTER:
             context = builder.bitcast(context, I8_POINTER)
         function = builder.function
@@ -157,6 +160,16 @@ class ParallelRuntime:
         builder.branch(after)
 
         builder.position_at_end(after)
+
+
+def _as_i64(builder: ir.IRBuilder, value: ir.Value | int) -> ir.Value:
+    if isinstance(value, int):
+        return I64(value)
+    if not isinstance(value.type, ir.IntType):
+        raise LoweringError(str(value), f"a loop bound must be an integer, not `{value.type}`")
+    if value.type.width < 64:
+        return builder.sext(value, I64)
+    return value
 
 
 def emit_parallel_runtime(module: ir.Module, strategy: str = "pool",
