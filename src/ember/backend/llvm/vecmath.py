@@ -47,6 +47,7 @@ CPU with AVX2 or AVX-512 has; elsewhere LLVM lowers it to a libm call (correct, 
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Callable, Sequence
 
 from llvmlite import ir
@@ -446,14 +447,49 @@ def _gelu(m: _Emitter, x: ir.Value) -> ir.Value:
     return m.select(m.is_nan(x), x, _limit_at_minus_infinity(m, x, result))
 
 
+# 2 sqrt(2/pi) as a double and the double of its remainder.
+_GELU_TANH_SCALE = (1.5957691216057308, -9.96930880911092e-17)
+
+
+def _two_product(m: _Emitter, a: ir.Value, b: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """a * b as high + low exactly (FMA)."""
+    high = m.mul(a, b)
+    return high, m.fma(a, b, m.neg(high))
+
+
 def _gelu_tanh(m: _Emitter, x: ir.Value) -> ir.Value:
     # x/2 (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): no cancellation.
-    x_squared = m.mul(x, x)
-    two_u = m.mul(m.mul(x, m.const(2.0 * math.sqrt(2.0 / math.pi))),
-                  m.fma(x_squared, m.const(0.044715), m.const(1.0)))
-    numerator, denominator = _sigmoid_parts(m, two_u)
-    result = m.div(m.mul(x, numerator), denominator)
+    # For x << 0 the result is about x exp(2u), so one rounding of 2u would cost |2u| ulp (up
+    # to 90 at x = -10): 2u is carried as high + low (error-free products and sums).
+    xc = m.clamp(x, -30.0, 30.0)  # exp(2u) at -30 is below the subnormals of double
+    scale_high = _round_to(_GELU_TANH_SCALE[0], m.is_double)
+    scale_low = _GELU_TANH_SCALE[0] - scale_high + _GELU_TANH_SCALE[1]
+    cubic_high = _round_to(0.044715, m.is_double)
+    cubic_coefficient = m.const(cubic_high)
+    square, square_low = _two_product(m, xc, xc)
+    term, term_low = _two_product(m, cubic_coefficient, square)
+    term_low = m.fma(cubic_coefficient, square_low, term_low)
+    term_low = m.fma(m.const(0.044715 - cubic_high), square, term_low)
+    one = m.const(1.0)
+    factor = m.add(one, term)  # 1 + term as factor + factor_low (TwoSum)
+    term_part = m.sub(factor, one)
+    factor_low = m.add(m.sub(one, m.sub(factor, term_part)), m.sub(term, term_part))
+    factor_low = m.add(factor_low, term_low)
+    linear, linear_low = _two_product(m, m.const(scale_high), xc)
+    linear_low = m.fma(m.const(scale_low), xc, linear_low)
+    two_u, two_u_low = _two_product(m, linear, factor)
+    two_u_low = m.add(two_u_low, m.fma(linear, factor_low, m.mul(linear_low, factor)))
+    e = _exp(m, m.neg(m.abs(two_u)))
+    positive = m.compare(">=", two_u, 0.0)
+    e = m.fma(e, m.select(positive, m.neg(two_u_low), two_u_low), e)  # exp(-|2u|) exactly
+    numerator = m.select(positive, one, e)
+    result = m.div(m.mul(x, numerator), m.add(e, one))
     return m.select(m.is_nan(x), x, _limit_at_minus_infinity(m, x, result))
+
+
+def _round_to(value: float, double: bool) -> float:
+    """value rounded to float (or kept as double)."""
+    return value if double else struct.unpack("f", struct.pack("f", value))[0]
 
 
 # --- sin, cos ---
@@ -477,6 +513,8 @@ def _sin_cos(m: _Emitter, x: ir.Value, quadrant_offset: int) -> ir.Value:
     r = xd
     for part in _HALF_PI if m.is_double else _HALF_PI[:2]:
         r = wide.fma(wide.neg(j), wide.const(part), r)
+    # Beyond the accurate range (see the module docstring) this keeps results within [-1, 1].
+    r = wide.clamp(r, -1.0, 1.0)
     quadrant = wide.sub(j, wide.mul(wide.floor(wide.mul(j, wide.const(0.25))), wide.const(4.0)))
     quadrant = m.builder.fptosi(quadrant, m.int_type)
     r = m.builder.fptrunc(r, m.type) if not m.is_double else r
@@ -493,7 +531,7 @@ def _sin_cos(m: _Emitter, x: ir.Value, quadrant_offset: int) -> ir.Value:
 
 
 def _sin(m: _Emitter, x: ir.Value) -> ir.Value:
-    return _sin_cos(m, x, 0)
+    return m.select(m.compare("==", x, 0.0), x, _sin_cos(m, x, 0))  # keeps the sign of zero
 
 
 def _cos(m: _Emitter, x: ir.Value) -> ir.Value:

@@ -1,0 +1,367 @@
+"""Vector math in LLVM IR against float64 references (numpy, `math`), in ulps of the result type.
+
+Each function is compiled into a small kernel (a loop over an array calling it) three ways: float
+scalar calls (the loop vectorizer widens them), explicit <16 x float> calls, and double. Inputs are
+a dense sweep over the function's useful range plus special values (±0, ±inf, nan, subnormals,
+huge). The bounds are the measured maxima (docs/vecmath.md) rounded up a little.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import math
+import re
+
+import numpy as np
+import pytest
+from llvmlite import ir
+
+from ember.backend.llvm.jit import compile_ir, host_cpu
+from ember.backend.llvm.vecmath import SUPPORTED_FUNCTIONS, math_function
+from ember.errors import LoweringError
+
+VARIANTS = ("f32", "v16f32", "f64")
+SWEEP_POINTS = 100_000
+
+
+def value_type(variant: str) -> ir.Type:
+    return {"f32": ir.FloatType(), "v16f32": ir.VectorType(ir.FloatType(), 16),
+            "f64": ir.DoubleType()}[variant]
+
+
+def numpy_dtype(variant: str) -> type:
+    return np.float64 if variant == "f64" else np.float32
+
+
+def kernel_module(name: str, variant: str) -> ir.Module:
+    """`kernel(out, in0[, in1], count)`: out[i] = name(in0[i][, in1[i]]) over count elements."""
+    module = ir.Module(f"vecmath_{name}_{variant}")
+    type_ = value_type(variant)
+    element = type_.element if isinstance(type_, ir.VectorType) else type_
+    step = type_.count if isinstance(type_, ir.VectorType) else 1
+    arity = 2 if name == "pow" else 1
+    i64 = ir.IntType(64)
+    pointer = element.as_pointer()
+    kernel = ir.Function(module, ir.FunctionType(ir.VoidType(), [pointer] * (1 + arity) + [i64]),
+                         "kernel")
+    output, *inputs, count = kernel.args
+    entry, loop, done = (kernel.append_basic_block(label) for label in ("entry", "loop", "done"))
+    builder = ir.IRBuilder(entry)
+    builder.cbranch(builder.icmp_signed(">", count, i64(0)), loop, done)
+    builder.position_at_end(loop)
+    index = builder.phi(i64)
+    index.add_incoming(i64(0), entry)
+    alignment = 4 if element == ir.FloatType() else 8
+
+    def address(base: ir.Value) -> ir.Value:
+        return builder.bitcast(builder.gep(base, [index]), type_.as_pointer())
+
+    arguments = [builder.load(address(source), align=alignment) for source in inputs]
+    result = builder.call(math_function(module, name, type_), arguments)
+    builder.store(result, address(output), align=alignment)
+    following = builder.add(index, i64(step))
+    index.add_incoming(following, loop)
+    builder.cbranch(builder.icmp_signed("<", following, count), loop, done)
+    builder.position_at_end(done)
+    builder.ret_void()
+    return module
+
+
+_KERNELS: dict[tuple[str, str], object] = {}
+
+
+def run_kernel(name: str, variant: str, *arrays: np.ndarray) -> np.ndarray:
+    """The compiled function applied elementwise to `arrays` (cast to the variant's dtype)."""
+    key = (name, variant)
+    if key not in _KERNELS:
+        compiled = compile_ir(kernel_module(name, variant))
+        _KERNELS[key] = compiled.function("kernel", None,
+                                          [ctypes.c_void_p] * (1 + len(arrays)) + [ctypes.c_int64])
+    dtype = numpy_dtype(variant)
+    size = arrays[0].size
+    padded = -(-size // 16) * 16
+    inputs = [np.zeros(padded, dtype) for _ in arrays]
+    for target, source in zip(inputs, arrays, strict=True):
+        target[:size] = source
+    output = np.empty(padded, dtype)
+    _KERNELS[key](output.ctypes.data, *(array.ctypes.data for array in inputs), padded)
+    return output[:size]
+
+
+def ulp_errors(result: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """|result - reference| in ulps of the result's type at the reference (float64 reference)."""
+    dtype = result.dtype
+    with np.errstate(over="ignore", invalid="ignore"):
+        rounded = reference.astype(dtype)
+        spacing = np.spacing(np.abs(rounded)).astype(np.float64)
+        errors = np.abs(result.astype(np.float64) - reference) / spacing
+    same = (result == rounded) | (np.isnan(result) & np.isnan(reference))
+    return np.where(same, 0.0, np.where(np.isfinite(rounded), errors, np.inf))
+
+
+# --- float64 references (independent of the code under test) ---
+
+
+def erf_reference(x: np.ndarray) -> np.ndarray:
+    return np.frompyfunc(math.erf, 1, 1)(x.astype(np.float64)).astype(np.float64)
+
+
+def gelu_reference(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    erfc = np.frompyfunc(math.erfc, 1, 1)(-x / math.sqrt(2.0)).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        return np.where(x == -np.inf, -0.0, 0.5 * x * erfc)
+
+
+def sigmoid_reference(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.where(x >= 0, 1.0 / (1.0 + np.exp(-x)), np.exp(x) / (1.0 + np.exp(x)))
+
+
+def silu_reference(x: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return np.where(x == -np.inf, -0.0, x.astype(np.float64) * sigmoid_reference(x))
+
+
+def gelu_tanh_reference(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x**3)
+        # x/2 (1 + tanh u) written as x / (1 + exp(-2u)) so that float64 keeps its precision.
+        return np.where(x == -np.inf, -0.0, x / (1.0 + np.exp(-2.0 * inner)))
+
+
+def as64(function):
+    def reference(*arrays: np.ndarray) -> np.ndarray:
+        with np.errstate(all="ignore"):
+            return function(*(array.astype(np.float64) for array in arrays))
+    return reference
+
+
+REFERENCES = {
+    "exp": as64(np.exp), "expm1": as64(np.expm1), "log": as64(np.log), "tanh": as64(np.tanh),
+    "sigmoid": sigmoid_reference, "silu": silu_reference, "erf": erf_reference,
+    "gelu": gelu_reference, "gelu_tanh": gelu_tanh_reference, "sin": as64(np.sin),
+    "cos": as64(np.cos), "pow": as64(np.power), "sqrt": as64(np.sqrt),
+    "rsqrt": as64(lambda x: 1.0 / np.sqrt(x)),
+}
+
+# (low, high) of the dense sweep for float and double
+RANGES = {
+    "exp": ((-104.0, 89.0), (-745.0, 710.0)),
+    "expm1": ((-20.0, 20.0), (-40.0, 40.0)),
+    "log": ((0.0, 4.0), (0.0, 4.0)),
+    "tanh": ((-10.0, 10.0), (-20.0, 20.0)),
+    "sigmoid": ((-100.0, 30.0), (-700.0, 40.0)),
+    "silu": ((-80.0, 80.0), (-700.0, 700.0)),
+    "erf": ((-5.0, 5.0), (-7.0, 7.0)),
+    "gelu": ((-12.0, 10.0), (-37.0, 10.0)),
+    "gelu_tanh": ((-10.0, 10.0), (-10.0, 10.0)),
+    "sin": ((-1e4, 1e4), (-1e4, 1e4)),
+    "cos": ((-1e4, 1e4), (-1e4, 1e4)),
+    "pow": ((0.0, 30.0), (0.0, 30.0)),
+    "sqrt": ((0.0, 1e4), (0.0, 1e4)),
+    "rsqrt": ((0.0, 1e4), (0.0, 1e4)),
+}
+
+# Maximum error in ulps of the result type: (float, double).
+BOUNDS = {
+    "exp": (1.5, 2), "expm1": (2, 3), "log": (2.5, 3), "tanh": (3, 4), "sigmoid": (3, 3),
+    "silu": (3.5, 4), "erf": (3, 3), "gelu": (6, 6), "gelu_tanh": (4, 4), "sin": (2, 2),
+    "cos": (2, 2), "pow": (1, 3), "sqrt": (0.5, 0.5), "rsqrt": (1.5, 1.5),
+}
+
+# f64 pow: bound * (1 + POW_F64_GROWTH * |y log x|) ulp
+POW_F64_GROWTH = 2.5
+
+SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, 1e-45, -1e-45, 1e-40, -1e-40, 1e-310, -1e-310,
+            1e-30, -1e-30, 3e38, -3e38, 1e300, -1e300, 1.0, -1.0, 0.5, -0.5]
+
+
+def sweep(name: str, variant: str) -> np.ndarray:
+    """Dense grid plus random points over the range, small magnitudes, and special values."""
+    dtype = numpy_dtype(variant)
+    low, high = RANGES[name][variant == "f64"]
+    rng = np.random.default_rng(sum(map(ord, name + variant)))
+    grid = np.linspace(low, high, SWEEP_POINTS // 2)
+    scattered = rng.uniform(low, high, SWEEP_POINTS // 2)
+    tiny = np.concatenate([np.logspace(-30, 0, 2000), -np.logspace(-30, 0, 2000)])
+    points = [grid, scattered, tiny, np.array(SPECIALS)]
+    if name in ("log", "sqrt", "rsqrt"):  # every binade, subnormals included
+        exponents = (-1074, 1023) if variant == "f64" else (-149, 127)
+        points.append(2.0 ** rng.uniform(*exponents, 20_000))
+    with np.errstate(over="ignore", under="ignore"):
+        return np.concatenate(points).astype(dtype)
+
+
+def pow_arguments(variant: str) -> tuple[np.ndarray, np.ndarray]:
+    """Bases over (0, 30] with exponents keeping the result in range, negative bases with integer
+    exponents, and the special pairs numpy defines."""
+    dtype = numpy_dtype(variant)
+    rng = np.random.default_rng(7 if variant == "f64" else 8)
+    limit = 700.0 if variant == "f64" else 85.0
+    base = rng.uniform(1e-3, 30.0, SWEEP_POINTS)
+    exponent = rng.uniform(-1.0, 1.0, SWEEP_POINTS) * limit / np.abs(np.log(base)).clip(1.0)
+    negative = -rng.uniform(0.1, 10.0, 5000)
+    integer = rng.integers(-20, 21, 5000).astype(np.float64)
+    special_base, special_exponent = np.meshgrid(
+        np.array(SPECIALS), np.array([*SPECIALS, 2.0, 3.0, -3.0, 0.25, -0.5]))
+    with np.errstate(over="ignore", under="ignore"):
+        x = np.concatenate([base, negative, special_base.ravel()]).astype(dtype)
+        y = np.concatenate([exponent, integer, special_exponent.ravel()]).astype(dtype)
+    return x, y
+
+
+def mpmath_reference(name: str, x: np.ndarray) -> np.ndarray:
+    """gelu and gelu_tanh at 30 digits: in float64 their argument's rounding costs up to
+    |x|^2 ulp (gelu) and |2u| ulp (gelu_tanh) for x << 0, too much to judge a double result."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 30
+
+    def gelu(value: float):
+        return value / 2 * mpmath.erfc(-mpmath.mpf(value) / mpmath.sqrt(2))
+
+    def gelu_tanh(value: float):
+        value = mpmath.mpf(value)
+        inner = mpmath.sqrt(2 / mpmath.pi) * (value + mpmath.mpf(0.044715) * value**3)
+        return value / (1 + mpmath.exp(-2 * inner))
+
+    function = {"gelu": gelu, "gelu_tanh": gelu_tanh}[name]
+    finite = np.abs(x) < 1e6  # beyond, the float64 formulas are exact: x or -0
+    reference = REFERENCES[name](x)
+    reference[finite] = [float(function(float(value))) for value in x[finite]]
+    return reference
+
+
+def measure(name: str, variant: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(ulp errors, inputs, results, references) of one function and variant; inputs whose
+    error is not measured in ulps are checked here by other means and count as 0."""
+    arrays = pow_arguments(variant) if name == "pow" else (sweep(name, variant),)
+    if name in ("gelu", "gelu_tanh") and variant == "f64":
+        arrays = (arrays[0][::8],)
+        reference = mpmath_reference(name, arrays[0].astype(np.float64))
+    else:
+        reference = REFERENCES[name](*arrays)
+    result = run_kernel(name, variant, *arrays)
+    errors = ulp_errors(result, reference)
+    if name in ("silu", "gelu", "gelu_tanh"):
+        # Subnormal results carry an absolute error of a few subnormal steps (the product of
+        # |x| and a subnormal factor); they are checked in absolute terms, not in ulps.
+        tiny = np.abs(reference) < np.finfo(result.dtype).tiny
+        with np.errstate(invalid="ignore"):
+            absolute = np.abs(result.astype(np.float64) - reference)
+        assert np.all(absolute[tiny] <= 64 * np.finfo(result.dtype).smallest_subnormal)
+        errors = np.where(tiny, 0.0, errors)
+    if name in ("sin", "cos"):
+        # Beyond 1e15 the reduction is inaccurate by design (docs/vecmath.md), but bounded.
+        huge = np.abs(arrays[0]) > 1e15
+        assert np.all(np.abs(result[huge & np.isfinite(arrays[0])]) <= 1.0)
+        errors = np.where(huge & np.isfinite(arrays[0]), 0.0, errors)
+    return errors, np.stack(arrays), result, reference
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", SUPPORTED_FUNCTIONS)
+def test_error_within_documented_bound(name: str, variant: str) -> None:
+    errors, inputs, result, reference = measure(name, variant)
+    bound = BOUNDS[name][variant == "f64"]
+    if name == "pow" and variant == "f64":
+        # log|x| is not carried in double-double: the error grows with |y log x| (documented).
+        with np.errstate(all="ignore"):
+            growth = np.nan_to_num(np.abs(inputs[1] * np.log(np.abs(inputs[0]))), posinf=0.0)
+        errors = errors / (1.0 + POW_F64_GROWTH * growth)
+    at = int(np.argmax(errors))
+    assert errors[at] <= bound, (
+        f"{name} {variant}: {errors[at]:.2f} ulp > {bound} at input {inputs[:, at]}: "
+        f"got {result[at]!r}, expected {reference[at]!r}")
+
+
+def special_cases() -> list[tuple[str, float, float]]:
+    """(function, input, numpy's answer) at the edges the module docstring promises."""
+    inf, nan = math.inf, math.nan
+    return [
+        ("exp", 1000.0, inf), ("exp", 710.0, inf), ("exp", -1000.0, 0.0), ("exp", nan, nan),
+        ("exp", -inf, 0.0), ("exp", inf, inf), ("log", 0.0, -inf), ("log", -0.0, -inf),
+        ("log", -1.0, nan), ("log", inf, inf), ("log", nan, nan), ("log", -inf, nan),
+        ("tanh", 50.0, 1.0), ("tanh", -50.0, -1.0), ("tanh", inf, 1.0), ("tanh", -inf, -1.0),
+        ("tanh", nan, nan), ("sigmoid", 200.0, 1.0), ("sigmoid", -1000.0, 0.0),
+        ("sigmoid", inf, 1.0), ("sigmoid", -inf, 0.0), ("sigmoid", nan, nan),
+        ("erf", inf, 1.0), ("erf", -inf, -1.0), ("erf", nan, nan), ("erf", 10.0, 1.0),
+        ("silu", inf, inf), ("silu", -inf, -0.0), ("silu", nan, nan),
+        ("gelu", inf, inf), ("gelu", -inf, -0.0), ("gelu", nan, nan),
+        ("gelu_tanh", inf, inf), ("gelu_tanh", -inf, -0.0), ("gelu_tanh", nan, nan),
+        ("expm1", inf, inf), ("expm1", -inf, -1.0), ("expm1", nan, nan),
+        ("sin", inf, nan), ("cos", -inf, nan), ("sin", nan, nan), ("sqrt", -1.0, nan),
+        ("rsqrt", 0.0, inf), ("rsqrt", inf, 0.0),
+    ]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_special_values_follow_numpy(variant: str) -> None:
+    for name, value, expected in special_cases():
+        (got,) = run_kernel(name, variant, np.array([value]))
+        if math.isnan(expected):
+            assert math.isnan(got), (name, variant, value, got)
+        else:
+            assert got == expected, (name, variant, value, got, expected)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_odd_functions_keep_the_sign_of_zero(variant: str) -> None:
+    for name in ("expm1", "tanh", "erf", "sin"):
+        (got,) = run_kernel(name, variant, np.array([-0.0]))
+        assert got == 0.0 and math.copysign(1.0, got) == -1.0, (name, variant, got)
+
+
+def test_pow_special_pairs_follow_numpy() -> None:
+    inf, nan = math.inf, math.nan
+    base = np.array([-2.0, -2.0, -2.0, -0.0, -0.0, 0.0, nan, 1.0, -1.0, -inf, -inf, 2.0, 0.5])
+    exponent = np.array([3.0, 2.0, 0.5, -1.0, 3.0, -2.0, 0.0, nan, inf, 3.0, 0.5, -inf, inf])
+    for variant in ("f32", "f64"):
+        got = run_kernel("pow", variant, base, exponent)
+        with np.errstate(all="ignore"):
+            expected = np.power(base, exponent)
+        np.testing.assert_array_equal(got, expected.astype(got.dtype), err_msg=variant)
+        numbers = ~np.isnan(expected)
+        np.testing.assert_array_equal(np.signbit(got[numbers]), np.signbit(expected[numbers]),
+                                      err_msg=variant)
+
+
+def test_exp_loop_leaves_no_call_and_uses_the_widest_registers() -> None:
+    compiled = compile_ir(kernel_module("exp", "v16f32"))
+    assembly = compiled.asm()
+    instructions = [line.split()[0] for line in assembly.splitlines()
+                    if line.startswith("\t") and not line.strip().startswith(".")]
+    assert not [i for i in instructions if i.startswith("call")], "a libm call survived"
+    assert "ember.exp" not in compiled.llvm_ir.split("define void @kernel")[1]
+    if host_cpu().vector_bits == 512:
+        assert re.search(r"\bzmm\d+", assembly)
+        if host_cpu().has_fma:
+            assert re.search(r"vfmadd\w*ps\s+[^\n]*zmm", assembly)
+
+
+def test_scalar_float_loop_is_vectorized_by_llvm() -> None:
+    """Scalar calls inline to straight-line code, so the loop vectorizer widens the loop."""
+    compiled = compile_ir(kernel_module("tanh", "f32"))
+    kernel = compiled.llvm_ir.split("define void @kernel")[1]
+    assert not re.search(r"call [^@]*@(?!llvm\.)", kernel), "a call to a non-intrinsic survived"
+    assert re.search(r"<\d+ x float>", kernel)
+
+
+def test_functions_are_created_once_per_module_and_named_by_type() -> None:
+    module = ir.Module("m")
+    vector = ir.VectorType(ir.DoubleType(), 4)
+    first = math_function(module, "erf", vector)
+    assert math_function(module, "erf", vector) is first
+    assert first.name == "ember.erf.v4f64"
+    assert "alwaysinline" in first.attributes
+    assert math_function(module, "erf", ir.FloatType()).name == "ember.erf.f32"
+
+
+def test_unknown_name_and_type_are_lowering_errors() -> None:
+    module = ir.Module("m")
+    with pytest.raises(LoweringError, match="no vector math function 'lgamma'; known: exp"):
+        math_function(module, "lgamma", ir.FloatType())
+    with pytest.raises(LoweringError, match="type i32 is not float, double"):
+        math_function(module, "exp", ir.IntType(32))
