@@ -18,27 +18,30 @@ log(x < 0) = nan, log(inf) = inf; tanh, sigmoid, erf saturate to their limits at
 propagates through every function (pow(x, 0) = pow(1, y) = 1, as in numpy). silu, gelu and gelu_tanh
 return their limit -0.0 at -inf (numpy's formula gives nan there).
 
-Measured maximum errors against float64 references (numpy, `math.erf`), over the sweeps in
-`tests/backend/test_vecmath.py` (ulp of the result's type; the test bounds are set a little above):
+Measured maximum errors over the sweeps in `tests/backend/test_vecmath.py` (ulp of the result's
+type, against float64 numpy/`math`, or mpmath for double gelu and gelu_tanh; the tests assert the
+bound column, set a little above; f64 figures include the reference's own rounding):
 
-    function   f32 (scalar and <16 x float>)   f64
-    exp        1 ulp                            1 ulp
-    expm1      2 ulp                            2 ulp
-    log        1 ulp                            1 ulp
-    tanh       2 ulp                            3 ulp
-    sigmoid    2 ulp                            2 ulp
-    silu       2 ulp                            2 ulp
-    erf        2 ulp                            2 ulp
-    gelu       3 ulp                            3 ulp
-    gelu_tanh  see docs/vecmath.md (error grows for x << 0: the argument is rounded)
-    sin, cos   1 ulp for |x| <= 1e4             1 ulp for |x| <= 1e4
-    pow        1 ulp (computed in double)       grows with |y log x|: see docs/vecmath.md
-    sqrt       0.5 ulp (correctly rounded)      0.5 ulp
-    rsqrt      1 ulp                            1 ulp
+    function   f32 measured (scalar / <16 x float>)   f64 measured   bounds f32, f64
+    exp        0.96 / 0.96                            1              1.5, 2
+    expm1      1.38 / 1.40                            2              2, 3
+    log        1.84 / 1.85                            2              2.5, 3
+    tanh       2.48 / 2.48                            3              3, 4
+    sigmoid    2.10 / 2.10                            2              3, 3
+    silu       2.69 / 2.66                            3              3.5, 4
+    erf        2.35 / 2.33                            2              3, 3
+    gelu       4.53 / 4.79                            5              6, 6
+    gelu_tanh  3.06 / 2.89                            3              4, 4
+    sin, cos   1.43 / 1.38 (|x| <= 1e4)               1              2, 2
+    pow        0 (computed in double, then rounded)   see below      1, 3 (1 + 2.5 |y ln x|)
+    sqrt       0 (correctly rounded)                  0              0.5, 0.5
+    rsqrt      1.44                                   0 (vs 1/sqrt)  1.5, 1.5
 
-docs/vecmath.md has the full table, the sweep ranges and the known limits (sin and cos reduce the
-argument with a three-part Cody-Waite constant, without Payne-Hanek, so accuracy degrades for
-|x| beyond about 1e6 in float and 1e9 in double; results stay in [-1, 1]).
+Not at full precision: double pow, whose error grows as about 2 |y ln x| ulp (log|x| is not
+carried in double-double; 1146 ulp at y ln x = 570). sin and cos reduce the argument with a
+Cody-Waite constant (in double, also for float), without Payne-Hanek: accurate for |x| <= 1e15,
+inaccurate but within [-1, 1] beyond. silu, gelu and gelu_tanh results below the smallest normal
+carry an absolute error of a few subnormal steps. docs/vecmath.md has the details.
 
 The code relies on a fused multiply-add (`llvm.fma`): exact on hosts with FMA, as every x86-64
 CPU with AVX2 or AVX-512 has; elsewhere LLVM lowers it to a libm call (correct, slow).
