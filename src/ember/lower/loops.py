@@ -157,13 +157,33 @@ class Assign:
 
 
 @dataclass(frozen=True)
+class Pointer:
+    """`&buffer[offset]`: an argument of an ExternCall."""
+
+    buffer: Buffer
+    offset: Expr
+
+
+@dataclass(frozen=True)
+class ExternCall:
+    """A call of a generated library function (a blocked GEMM, say) with pointers and i64s.
+
+    `emit(module)` adds the function to the LLVM module (once per `symbol`) and returns it.
+    """
+
+    symbol: str
+    emit: Callable[..., object] = field(compare=False, repr=False)
+    args: tuple[Pointer | Expr, ...] = ()
+
+
+@dataclass(frozen=True)
 class If:
     cond: Expr
     then: tuple[Stmt, ...]
     orelse: tuple[Stmt, ...] = ()
 
 
-Stmt = Union[Loop, Store, Let, Local, Assign, If]  # noqa: UP007  (runtime alias)
+Stmt = Union[Loop, Store, Let, Local, Assign, If, ExternCall]  # noqa: UP007  (runtime alias)
 
 
 @dataclass(frozen=True)
@@ -325,6 +345,10 @@ def _format_stmt(stmt: Stmt, indent: str) -> list[str]:
         return [f"{indent}{_C_TYPES[stmt.var.dtype]} {stmt.var.name} = {format_expr(stmt.init)};"]
     if isinstance(stmt, Assign):
         return [f"{indent}{stmt.var.name} = {format_expr(stmt.value)};"]
+    if isinstance(stmt, ExternCall):
+        args = ", ".join(f"&{a.buffer.name}[{format_expr(a.offset)}]" if isinstance(a, Pointer)
+                         else format_expr(a) for a in stmt.args)
+        return [f"{indent}{stmt.symbol}({args});"]
     if isinstance(stmt, If):
         lines = [f"{indent}if ({format_expr(stmt.cond)}) {{",
                  *format_body(stmt.then, indent + "  ")]

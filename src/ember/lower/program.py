@@ -22,7 +22,7 @@ from ember.ir.graph import Graph, Node, Value
 from ember.ir.ops import OPS
 from ember.lower.loops import Buffer, Kernel, Names, Stmt, format_kernel
 from ember.lower.ops_elementwise import is_elementwise_region, region_statements
-from ember.lower.rules import LowerContext, lowering_for
+from ember.lower.rules import LowerContext, lowering_for, scheduled_lowering_for
 
 ALIGNMENT = 64
 
@@ -159,6 +159,10 @@ def _lower_into(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     try:
         if node.body is not None:
             return _lower_region(node.body, ctx)
+        fast = scheduled_lowering_for(node.op) if ctx.options.get("opt_level", 3) >= 3 else None
+        statements = fast(node, ctx) if fast is not None else None
+        if statements is not None:
+            return tuple(statements)
         rule = lowering_for(node.op)
         if rule is None:
             raise ctx.fail(f"no CPU lowering for op {node.op!r}")

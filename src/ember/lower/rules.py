@@ -27,6 +27,9 @@ Lowering = Callable[[Node, "LowerContext"], Sequence[Stmt]]
 
 SCALAR_RULES: dict[str, ScalarRule] = {}
 LOWERINGS: dict[str, Lowering] = {}
+# Faster lowerings used at opt_level 3; each returns None where it does not apply (a shape it
+# does not handle), and the general rule of LOWERINGS is used instead.
+SCHEDULED: dict[str, Callable[[Node, LowerContext], Sequence[Stmt] | None]] = {}
 
 
 def scalar_rule(*ops: str) -> Callable[[ScalarRule], ScalarRule]:
@@ -40,15 +43,20 @@ def scalar_rule(*ops: str) -> Callable[[ScalarRule], ScalarRule]:
     return register
 
 
-def lowers(*ops: str) -> Callable[[Lowering], Lowering]:
-    """Register a loop-nest lowering for ops."""
+def lowers(*ops: str, scheduled: bool = False) -> Callable[[Lowering], Lowering]:
+    """Register a loop-nest lowering for ops (a scheduled one: used at opt_level 3)."""
 
     def register(fn: Lowering) -> Lowering:
         for op in ops:
-            LOWERINGS[op] = fn
+            (SCHEDULED if scheduled else LOWERINGS)[op] = fn  # type: ignore[index]
         return fn
 
     return register
+
+
+def scheduled_lowering_for(op: str) -> Callable[..., Sequence[Stmt] | None] | None:
+    _load_rules()
+    return SCHEDULED.get(op)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Schedules: transformations of loop IR that decide how loops run.
 
     kernel = vectorize_innermost(kernel)   # innermost loops -> "vectorize"
+    kernel = parallelize_outer(kernel)     # big outermost loops -> "parallel" (thread pool)
 
 Each schedule takes a `Kernel` and returns a new one (loop IR is immutable); codegen only
 follows the marks.
@@ -8,11 +9,26 @@ follows the marks.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from dataclasses import fields, replace
 
-from ember.lower.loops import Kernel, Loop, is_innermost, map_loops
+from ember.lower.loops import (
+    Buffer,
+    ExternCall,
+    If,
+    Kernel,
+    Let,
+    Local,
+    Loop,
+    Pointer,
+    Stmt,
+    Var,
+    is_innermost,
+    map_loops,
+)
 
 MIN_VECTOR_EXTENT = 4
+MIN_PARALLEL_WORK = 1 << 15  # innermost iterations: below this a parallel region costs more
 
 
 def vectorize_innermost(kernel: Kernel) -> Kernel:
@@ -24,3 +40,68 @@ def vectorize_innermost(kernel: Kernel) -> Kernel:
         return loop
 
     return replace(kernel, body=map_loops(kernel.body, mark))
+
+
+def parallelize_outer(kernel: Kernel) -> Kernel:
+    """Mark top-level loops with enough work, and no free scalar variables, as parallel.
+
+    A loop that is also innermost keeps its vectorization and is not split here.
+    """
+    body = []
+    for stmt in kernel.body:
+        if (isinstance(stmt, Loop) and stmt.kind == "serial" and stmt.extent >= 2
+                and _work(stmt) >= MIN_PARALLEL_WORK and not free_variables(stmt)):
+            stmt = replace(stmt, kind="parallel")
+        body.append(stmt)
+    return replace(kernel, body=tuple(body))
+
+
+def _work(loop: Loop) -> int:
+    """Iterations of the deepest path through the nest (a size estimate)."""
+    inner = [_work(s) for s in loop.body if isinstance(s, Loop)]
+    return loop.extent * max(inner, default=1)
+
+
+def _expressions(stmt: object) -> Iterator[object]:
+    for item in fields(stmt):  # type: ignore[arg-type]
+        value = getattr(stmt, item.name)
+        if isinstance(value, tuple):
+            yield from value
+        else:
+            yield value
+
+
+def _used(node: object) -> Iterator[Var]:
+    """Every Var inside a loop IR expression or statement."""
+    if isinstance(node, Var):
+        yield node
+    elif hasattr(node, "__dataclass_fields__") and not isinstance(node, Buffer):
+        for child in _expressions(node):
+            yield from _used(child)
+
+
+def free_variables(loop: Loop) -> set[Var]:
+    """Scalar variables the loop reads but does not define (its own index is defined)."""
+    defined: set[Var] = {loop.var}
+    used: set[Var] = set()
+
+    def visit(body: Sequence[Stmt]) -> None:
+        for stmt in body:
+            if isinstance(stmt, Loop):
+                defined.add(stmt.var)
+                visit(stmt.body)
+            elif isinstance(stmt, If):
+                used.update(_used(stmt.cond))
+                visit(stmt.then)
+                visit(stmt.orelse)
+            elif isinstance(stmt, (Let, Local)):
+                defined.add(stmt.var)
+                used.update(_used(stmt.value if isinstance(stmt, Let) else stmt.init))
+            elif isinstance(stmt, ExternCall):
+                for arg in stmt.args:
+                    used.update(_used(arg.offset if isinstance(arg, Pointer) else arg))
+            else:
+                used.update(_used(stmt))
+
+    visit(loop.body)
+    return {v for v in used if v not in defined}

@@ -10,6 +10,7 @@ arena, so calls from several threads at once are safe.
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ from ember.errors import LoweringError
 from ember.interpreter import check_inputs
 from ember.ir.graph import Graph
 from ember.lower.program import Program, Slot, check_lowerable, lower_graph
-from ember.lower.schedule import vectorize_innermost
+from ember.lower.schedule import parallelize_outer, vectorize_innermost
 
 
 class NativeGraph:
@@ -44,9 +45,25 @@ class NativeGraph:
             self._local.arena = arena
         return arena
 
+    def _outputs(self) -> list[np.ndarray]:
+        """Output arrays for this call: last call's arrays when the caller has dropped them
+        (nothing else refers to them), else fresh ones. A fresh large array costs page faults
+        on every call (malloc hands big blocks back to the system), reuse costs nothing."""
+        cached = getattr(self._local, "outputs", None)
+        if cached is None:
+            cached = self._local.outputs = [None] * len(self._output_types)
+        outputs = []
+        for index, type_ in enumerate(self._output_types):
+            array = cached[index]
+            # NOTE: 3 references = the cache list, `array`, and getrefcount's argument.
+            if array is None or sys.getrefcount(array) > 3:
+                array = cached[index] = np.empty(type_.shape, dtype=type_.dtype.numpy)
+            outputs.append(array)
+        return outputs
+
     def __call__(self, *args: Any) -> tuple[np.ndarray, ...]:
         inputs = [np.ascontiguousarray(a) for a in check_inputs(self.graph, args)]
-        outputs = [np.empty(t.shape, dtype=t.dtype.numpy) for t in self._output_types]
+        outputs = self._outputs()
         arena = self._arena()
         self.native.run(inputs, outputs, arena)
         for index, slot in self.program.output_copies:
@@ -68,8 +85,10 @@ class NativeGraph:
 
 
 def schedule_program(program: Program) -> Program:
-    """The default schedule of every kernel: vectorize innermost loops."""
-    calls = [replace(call, kernel=vectorize_innermost(call.kernel)) for call in program.calls]
+    """The default schedule of every kernel: vectorize innermost loops, run big outer loops
+    on the thread pool."""
+    calls = [replace(call, kernel=parallelize_outer(vectorize_innermost(call.kernel)))
+             for call in program.calls]
     return replace(program, calls=calls)
 
 
@@ -83,7 +102,7 @@ def compile_native(graph: Graph, opt_level: int = 3) -> NativeGraph:
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     program = lower_graph(graph, {"opt_level": opt_level})
-    if opt_level >= 2:
+    if opt_level >= 3:
         program = schedule_program(program)
     seconds["lower"] = time.perf_counter() - start
     start = time.perf_counter()

@@ -12,6 +12,7 @@ functions come from `vecmath` (branch-free, inlined, vectorizable).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 from llvmlite import ir
 
@@ -24,6 +25,7 @@ from ember.lower.loops import (
     Buffer,
     Cast,
     Expr,
+    ExternCall,
     If,
     Imm,
     Kernel,
@@ -31,6 +33,7 @@ from ember.lower.loops import (
     Load,
     Local,
     Loop,
+    Pointer,
     Select,
     Stmt,
     Store,
@@ -61,7 +64,13 @@ class KernelEmitter:
         self.module = module
         self.kernel = kernel
         self.function = function
+        # Allocas go in a block of their own ahead of the code, so that inserting one never
+        # moves the main builder's position.
+        allocas = function.append_basic_block("allocas")
         self.builder = ir.IRBuilder(function.append_basic_block("entry"))
+        branch = ir.IRBuilder(allocas).branch(self.builder.block)
+        self.alloca_builder = ir.IRBuilder(allocas)
+        self.alloca_builder.position_before(branch)
         self.pointers: dict[Buffer, ir.Value] = dict(zip(kernel.buffers, function.args,
                                                          strict=True))
         self.values: dict[Var, ir.Value] = {}
@@ -92,35 +101,68 @@ class KernelEmitter:
             self.builder.store(self.expr(stmt.value), self.slots[stmt.var])
         elif isinstance(stmt, If):
             self.emit_if(stmt)
+        elif isinstance(stmt, ExternCall):
+            self.emit_extern_call(stmt)
         else:
             raise self.fail(f"unknown statement {stmt!r}")
 
     def _entry_alloca(self, type_: ir.Type, name: str) -> ir.Value:
-        entry = self.function.entry_basic_block
-        builder = ir.IRBuilder(entry)
-        builder.position_at_start(entry)
-        return builder.alloca(type_, name=name)
+        return self.alloca_builder.alloca(type_, name=name)
 
     def emit_loop(self, loop: Loop) -> None:
-        builder = self.builder
         if loop.extent <= 0:
             return
+        if loop.kind == "parallel":
+            self.emit_parallel_loop(loop)
+            return
+        self.emit_counted_loop(loop, I64(0), I64(loop.extent))
+
+    def emit_counted_loop(self, loop: Loop, begin: ir.Value, end: ir.Value) -> None:
+        """`for (var = begin; var < end; var++) body`, for a range known to be non-empty."""
+        builder = self.builder
         preheader = builder.block
         header = self.function.append_basic_block(f"{loop.var.name}.loop")
         after = self.function.append_basic_block(f"{loop.var.name}.done")
         builder.branch(header)
         builder.position_at_end(header)
         index = builder.phi(I64, name=loop.var.name)
-        index.add_incoming(I64(0), preheader)
+        index.add_incoming(begin, preheader)
         self.values[loop.var] = index
         self.emit_body(loop.body)
         following = builder.add(index, I64(1), name=f"{loop.var.name}.next", flags=("nuw", "nsw"))
         index.add_incoming(following, builder.block)
-        done = builder.icmp_signed(">=", following, I64(loop.extent))
+        done = builder.icmp_signed(">=", following, end)
         branch = builder.cbranch(done, after, header)
         if loop.kind == "vectorize":
             branch.set_metadata("llvm.loop", self._vectorize_metadata())
         builder.position_at_end(after)
+
+    def emit_parallel_loop(self, loop: Loop) -> None:
+        """Outline the loop into `void body(i8** buffers, i64 begin, i64 end)` and run it over
+        the thread pool. The schedule only marks loops whose body reads nothing but buffers
+        and its own variables, so the buffer pointers are the whole context."""
+        from ember.backend.llvm.threads import BODY_TYPE, emit_parallel_runtime
+
+        runtime = emit_parallel_runtime(self.module)
+        self.loop_ids += 1
+        name = f"{self.function.name}.par{self.loop_ids}"
+        body = ir.Function(self.module, BODY_TYPE, name)
+        body.linkage = "internal"
+        table = self._entry_alloca(ir.ArrayType(I8.as_pointer(), len(self.kernel.buffers)),
+                                   "buffers")
+        for position, buffer in enumerate(self.kernel.buffers):
+            slot = self.builder.gep(table, [I32(0), I32(position)])
+            self.builder.store(self.builder.bitcast(self.pointers[buffer], I8.as_pointer()), slot)
+        inner = KernelEmitter(self.module, self.kernel, body)
+        inner.loop_ids = self.loop_ids * 100
+        context, begin, end = body.args
+        pointers = inner.builder.bitcast(context, I8.as_pointer().as_pointer())
+        for position, buffer in enumerate(self.kernel.buffers):
+            raw = inner.builder.load(inner.builder.gep(pointers, [I32(position)]))
+            inner.pointers[buffer] = inner.builder.bitcast(raw, self.pointers[buffer].type)
+        inner.emit_counted_loop(replace(loop, kind="serial"), begin, end)
+        inner.builder.ret_void()
+        runtime.parallel_for(self.builder, body, table, 0, loop.extent)
 
     def _vectorize_metadata(self) -> ir.MDValue:
         # NOTE: LLVM wants loop IDs to be distinct, self-referencing nodes; llvmlite cannot
@@ -135,6 +177,19 @@ class KernelEmitter:
         if stmt.buffer.dtype is DType.BOOL:
             value = self.builder.zext(value, I8)
         self.builder.store(value, self.address(stmt.buffer, stmt.index))
+
+    def emit_extern_call(self, stmt: ExternCall) -> None:
+        function = self.module.globals.get(stmt.symbol)
+        if function is None:
+            function = stmt.emit(self.module)
+        arguments = []
+        for arg, param in zip(stmt.args, function.args, strict=True):
+            if isinstance(arg, Pointer):
+                address = self.address(arg.buffer, arg.offset)
+                arguments.append(self.builder.bitcast(address, param.type))
+            else:
+                arguments.append(self.expr(arg))
+        self.builder.call(function, arguments)
 
     def emit_if(self, stmt: If) -> None:
         cond = self.expr(stmt.cond)
