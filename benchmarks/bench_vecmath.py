@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "backend"))
-from test_vecmath import kernel_module  # noqa: E402  (the same loop the tests check)
+from test_vecmath import kernel_module
 
-from ember.backend.llvm.jit import compile_ir, host_cpu  # noqa: E402
+from ember.backend.llvm.jit import compile_ir, host_cpu
 
 
 def median_ms(function, runs: int) -> tuple[float, float]:
