@@ -11,7 +11,17 @@ from collections.abc import Sequence
 from itertools import product
 
 from ember.ir.graph import Node
-from ember.lower.loops import ExternCall, Pointer, Stmt, index_imm, strides_of
+from ember.lower.loops import (
+    Binary,
+    ExternCall,
+    Loop,
+    Pointer,
+    Stmt,
+    add,
+    index_imm,
+    mul,
+    strides_of,
+)
 from ember.lower.rules import LowerContext, lowers
 
 MIN_FLOPS = 2 * 32 * 32 * 32  # below this the general loops are as fast
@@ -31,23 +41,39 @@ def gemm_matmul(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
         return None
     from ember.backend.llvm import gemm
 
+    from ember.backend.llvm.threads import available_cpus
+
     dtype = a_type.dtype.value
     symbol = f"ember_gemm_{dtype}_{m}x{n}x{k}"
-    scratch_bytes = gemm.gemm_scratch_bytes(m, n, k, dtype=dtype)
-    scratch = ctx.scratch(a_type.dtype, scratch_bytes // a_type.dtype.itemsize + 16, "pack")
+    # Each thread's packing slice starts 64-byte aligned (the packed panels need it).
+    per_chunk = -(-gemm.gemm_scratch_bytes(m, n, k, dtype=dtype) // 64) * 64 // a_type.dtype.itemsize
+    rows = _rows_per_chunk(m, available_cpus())
+    chunks = -(-m // rows)
+    scratch = ctx.scratch(a_type.dtype, per_chunk * chunks, "pack")
 
     def emit(module):
         return gemm.emit_gemm(module, symbol, m, n, k, dtype=dtype)
 
     batch = out_type.shape[:-2]
+    chunk = ctx.names.fresh("c")
+    begin = mul(chunk, index_imm(rows))
+    end = Binary("min", add(begin, index_imm(rows)), index_imm(m))
+    own_scratch = Pointer(scratch, mul(chunk, index_imm(per_chunk)))
     calls = []
     for index in product(*(range(d) for d in batch)):
         offsets = [_batch_offset(index, t.shape, batch) for t in (a_type, b_type, out_type)]
         pointers = [Pointer(buffer, index_imm(offset)) for buffer, offset in
                     zip((*ctx.inputs, ctx.outputs[0]), offsets, strict=True)]
-        calls.append(ExternCall(symbol, emit, (*pointers, index_imm(0), index_imm(m),
-                                               Pointer(scratch, index_imm(0)))))
-    return calls
+        calls.append(ExternCall(symbol, emit, (*pointers, begin, end, own_scratch)))
+    # Row blocks of C on the thread pool; each block packs into its own scratch slice.
+    kind = "parallel" if chunks > 1 else "serial"
+    return [Loop(chunk, chunks, tuple(calls), kind)]
+
+
+def _rows_per_chunk(m: int, cpus: int) -> int:
+    """Rows per thread, a multiple of the micro-kernel's 6 rows where that still splits."""
+    rows = -(-m // max(cpus, 1))
+    return max(6, -(-rows // 6) * 6) if m >= 12 else m
 
 
 def _batch_offset(index: tuple[int, ...], shape: tuple[int, ...], batch: tuple[int, ...]) -> int:

@@ -41,8 +41,9 @@ class NativeGraph:
     def _arena(self) -> np.ndarray:
         arena = getattr(self._local, "arena", None)
         if arena is None:
-            arena = np.zeros(self.program.arena_bytes + 64, dtype=np.uint8)
-            self._local.arena = arena
+            raw = np.zeros(self.program.arena_bytes + 128, dtype=np.uint8)
+            start = (-raw.ctypes.data) % 64  # offsets are planned for a 64-byte aligned base
+            arena = self._local.arena = raw[start : start + self.program.arena_bytes + 64]
         return arena
 
     def _outputs(self) -> list[np.ndarray]:

@@ -60,7 +60,8 @@ _INTRINSICS = {"sqrt": "llvm.sqrt", "floor": "llvm.floor", "ceil": "llvm.ceil",
 class KernelEmitter:
     """Emits one kernel's body; `values` maps loop IR variables to LLVM values or slots."""
 
-    def __init__(self, module: ir.Module, kernel: Kernel, function: ir.Function) -> None:
+    def __init__(self, module: ir.Module, kernel: Kernel, function: ir.Function,
+                 outlined: bool = False) -> None:
         self.module = module
         self.kernel = kernel
         self.function = function
@@ -71,8 +72,9 @@ class KernelEmitter:
         branch = ir.IRBuilder(allocas).branch(self.builder.block)
         self.alloca_builder = ir.IRBuilder(allocas)
         self.alloca_builder.position_before(branch)
-        self.pointers: dict[Buffer, ir.Value] = dict(zip(kernel.buffers, function.args,
-                                                         strict=True))
+        # An outlined parallel body loads its pointers from its context instead.
+        self.pointers: dict[Buffer, ir.Value] = {} if outlined else dict(
+            zip(kernel.buffers, function.args, strict=True))
         self.values: dict[Var, ir.Value] = {}
         self.slots: dict[Var, ir.Value] = {}  # mutable locals (promoted to registers by LLVM)
         self.loop_ids = 0
@@ -153,7 +155,7 @@ class KernelEmitter:
         for position, buffer in enumerate(self.kernel.buffers):
             slot = self.builder.gep(table, [I32(0), I32(position)])
             self.builder.store(self.builder.bitcast(self.pointers[buffer], I8.as_pointer()), slot)
-        inner = KernelEmitter(self.module, self.kernel, body)
+        inner = KernelEmitter(self.module, self.kernel, body, outlined=True)
         inner.loop_ids = self.loop_ids * 100
         context, begin, end = body.args
         pointers = inner.builder.bitcast(context, I8.as_pointer().as_pointer())
