@@ -40,13 +40,13 @@ def gemm_matmul(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
     if 2 * m * n * k < MIN_FLOPS or n < MIN_COLUMNS:
         return None
     from ember.backend.llvm import gemm
-
     from ember.backend.llvm.threads import available_cpus
 
     dtype = a_type.dtype.value
     symbol = f"ember_gemm_{dtype}_{m}x{n}x{k}"
     # Each thread's packing slice starts 64-byte aligned (the packed panels need it).
-    per_chunk = -(-gemm.gemm_scratch_bytes(m, n, k, dtype=dtype) // 64) * 64 // a_type.dtype.itemsize
+    aligned_bytes = -(-gemm.gemm_scratch_bytes(m, n, k, dtype=dtype) // 64) * 64
+    per_chunk = aligned_bytes // a_type.dtype.itemsize
     rows = _rows_per_chunk(m, available_cpus())
     chunks = -(-m // rows)
     scratch = ctx.scratch(a_type.dtype, per_chunk * chunks, "pack")
