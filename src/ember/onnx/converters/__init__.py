@@ -1,0 +1,21 @@
+"""One converter per ONNX operator, registered in `CONVERTERS` with the opsets it supports.
+
+Importing this package registers every converter; the families live in `elementwise`, `shape`,
+`reduce` and `nn`.
+"""
+
+from ember.onnx.converters import elementwise, nn, reduce, shape
+from ember.onnx.converters.base import (
+    CONVERTERS,
+    Converter,
+    NodeContext,
+    Slot,
+    converter,
+    materialize,
+    onnx_dtype,
+)
+
+__all__ = [
+    "CONVERTERS", "Converter", "NodeContext", "Slot", "converter", "elementwise", "materialize",
+    "nn", "onnx_dtype", "reduce", "shape",
+]

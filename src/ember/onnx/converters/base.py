@@ -1,0 +1,219 @@
+"""The converter registry and the context a converter works in.
+
+A converter turns one ONNX node into Ember ops on traced tensors:
+
+    @converter("Relu", opsets=(6, 21))
+    def relu(node: NodeContext) -> Outputs:
+        return [node.tensor(0).relu()]
+
+It returns one entry per ONNX output: a traced `Tensor`, or a numpy array when the value is
+known at import time (Shape, Constant, ConstantOfShape ...). Known values stay numpy until an op
+needs them as a tensor, so shape computations never reach the graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ember.errors import EmberError
+from ember.frontend import tracer
+from ember.frontend.tensor import Tensor
+from ember.ir.types import DType
+
+Output = Tensor | np.ndarray | None
+Outputs = Sequence[Output]
+ConvertFn = Callable[["NodeContext"], Outputs]
+
+FIRST_OPSET = 1
+LAST_OPSET = 21  # the newest opset each converter was checked against
+
+# ONNX element types Ember has, and their numpy dtypes.
+ONNX_DTYPES: dict[int, DType] = {
+    onnx.TensorProto.FLOAT: DType.F32,
+    onnx.TensorProto.DOUBLE: DType.F64,
+    onnx.TensorProto.INT32: DType.I32,
+    onnx.TensorProto.INT64: DType.I64,
+    onnx.TensorProto.BOOL: DType.BOOL,
+}
+
+
+def onnx_dtype(elem_type: int, what: str) -> DType:
+    """The Ember dtype of an ONNX element type; EmberError for one Ember lacks."""
+    dtype = ONNX_DTYPES.get(elem_type)
+    if dtype is None:
+        name = onnx.TensorProto.DataType.Name(elem_type) if elem_type else "UNDEFINED"
+        known = ", ".join(onnx.TensorProto.DataType.Name(t) for t in ONNX_DTYPES)
+        raise EmberError(f"{what}: ONNX element type {name} is not supported (supported: {known})")
+    return dtype
+
+
+@dataclass(frozen=True)
+class Converter:
+    """One ONNX operator: its conversion function and the opsets it handles."""
+
+    op_type: str
+    convert: ConvertFn
+    opsets: tuple[int, int] = (FIRST_OPSET, LAST_OPSET)  # first and last supported opset
+    doc: str = ""
+
+    def supports(self, opset: int) -> bool:
+        return self.opsets[0] <= opset <= self.opsets[1]
+
+
+CONVERTERS: dict[str, Converter] = {}
+
+
+def converter(*op_types: str, opsets: tuple[int, int] = (FIRST_OPSET, LAST_OPSET)
+              ) -> Callable[[ConvertFn], ConvertFn]:
+    """Register a function as the converter of one or more ONNX op types."""
+
+    def register(fn: ConvertFn) -> ConvertFn:
+        for op_type in op_types:
+            if op_type in CONVERTERS:
+                raise ValueError(f"ONNX op {op_type!r} already has a converter")
+            doc = (fn.__doc__ or "").strip().splitlines()
+            CONVERTERS[op_type] = Converter(op_type, fn, opsets, doc[0] if doc else "")
+        return fn
+
+    return register
+
+
+@dataclass
+class Slot:
+    """What the importer knows about one ONNX value: a traced tensor, a numpy value, or both."""
+
+    name: str
+    tensor: Tensor | None = None
+    known: np.ndarray | None = None
+    const_name: str = ""  # initializers keep their name as a named constant
+
+    def as_tensor(self) -> Tensor:
+        if self.tensor is None:
+            assert self.known is not None, f"value {self.name!r} has neither tensor nor data"
+            self.tensor = materialize(self.known, self.const_name)
+        return self.tensor
+
+
+def materialize(array: np.ndarray, name: str = "") -> Tensor:
+    """A known numpy value as a constant of the active trace (named when `name` is set)."""
+    array = np.asarray(array)
+    if array.dtype.kind in "iu" and array.dtype not in (np.int32, np.int64):
+        array = array.astype(np.int64)
+    try:
+        DType.from_numpy(array.dtype)
+    except TypeError as err:
+        raise EmberError(f"constant {name or '(unnamed)'}: {err}") from None
+    return tracer.current().constant(array, name)
+
+
+@dataclass
+class NodeContext:
+    """One ONNX node being converted: its attributes, its inputs and the model's opset."""
+
+    node: onnx.NodeProto
+    opset: int
+    slots: list[Slot | None]  # None for an omitted optional input
+    attrs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.attrs = {a.name: _attribute_value(a) for a in self.node.attribute}
+
+    @property
+    def op_type(self) -> str:
+        return self.node.op_type
+
+    @property
+    def label(self) -> str:
+        """`Conv 'conv1'`: how errors name this node."""
+        return f"{self.node.op_type} {self.node.name!r}" if self.node.name else self.node.op_type
+
+    @property
+    def input_count(self) -> int:
+        return len(self.slots)
+
+    @property
+    def output_count(self) -> int:
+        return len(self.node.output)
+
+    def output_used(self, index: int) -> bool:
+        return index < len(self.node.output) and bool(self.node.output[index])
+
+    def has(self, index: int) -> bool:
+        """Whether optional input `index` is given."""
+        return index < len(self.slots) and self.slots[index] is not None
+
+    def attr(self, name: str, default: Any = None) -> Any:
+        return self.attrs.get(name, default)
+
+    def tensor(self, index: int) -> Tensor:
+        """Input `index` as a traced tensor (a known value becomes a constant)."""
+        slot = self._slot(index)
+        return slot.as_tensor()
+
+    def optional_tensor(self, index: int) -> Tensor | None:
+        return self.tensor(index) if self.has(index) else None
+
+    def known(self, index: int) -> np.ndarray | None:
+        """Input `index` as a numpy value when it is known at import time, else None."""
+        if not self.has(index):
+            return None
+        return self._slot(index).known
+
+    def static(self, index: int, what: str) -> np.ndarray:
+        """Input `index`, which must be known at import time (a shape, axes, pads ...)."""
+        value = self.known(index)
+        if value is None:
+            raise self.error(f"input {index} ({what}) must be a constant known at import time; "
+                             "Ember graphs have static shapes")
+        return value
+
+    def static_ints(self, index: int, what: str) -> list[int]:
+        return [int(v) for v in self.static(index, what).reshape(-1)]
+
+    def shape(self, index: int) -> tuple[int, ...]:
+        slot = self._slot(index)
+        if slot.known is not None:
+            return tuple(slot.known.shape)
+        return slot.as_tensor().shape
+
+    def emit(self, op: str, *inputs: Tensor, **attrs: Any) -> Any:
+        return tracer.current().emit(op, *inputs, **attrs)
+
+    def const(self, array: Any, like: Tensor | None = None) -> Tensor:
+        """An unnamed constant, of `like`'s dtype when given."""
+        array = np.asarray(array, dtype=like.dtype if like is not None else None)
+        return materialize(array)
+
+    def error(self, message: str) -> EmberError:
+        return EmberError(f"{self.label}: {message}")
+
+    def _slot(self, index: int) -> Slot:
+        if not self.has(index):
+            raise self.error(f"input {index} is required but missing")
+        slot = self.slots[index]
+        assert slot is not None
+        return slot
+
+
+def _attribute_value(attribute: onnx.AttributeProto) -> Any:
+    value = helper.get_attribute_value(attribute)
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, onnx.TensorProto):
+        return onnx.numpy_helper.to_array(value)
+    if isinstance(value, list):
+        return [v.decode("utf-8") if isinstance(v, bytes) else v for v in value]
+    return value
+
+
+def normalize_axis(axis: int, rank: int, node: NodeContext) -> int:
+    """A non-negative axis; EmberError naming the node when it is out of range."""
+    if not -rank <= axis < max(rank, 1):
+        raise node.error(f"axis {axis} is out of range for rank {rank}")
+    return axis % rank if rank else 0

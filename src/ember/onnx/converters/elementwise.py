@@ -1,0 +1,292 @@
+"""Converters of elementwise ONNX operators: activations, math, arithmetic, logic, Where, Cast."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from functools import reduce
+
+import numpy as np
+
+from ember.frontend import tracer
+from ember.frontend.tensor import Tensor
+from ember.ir.types import DType
+from ember.onnx.converters.base import NodeContext, Outputs, converter, onnx_dtype
+
+# -- one-to-one unary ops -------------------------------------------------------------------------
+
+_UNARY = {
+    "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
+    "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Neg": "neg", "Abs": "abs", "Sign": "sign",
+    "Floor": "floor", "Ceil": "ceil", "Round": "round", "Sin": "sin", "Cos": "cos", "Erf": "erf",
+    "Not": "logical_not",
+}
+
+
+def _unary(op: str) -> Callable[[NodeContext], Outputs]:
+    def convert(node: NodeContext) -> Outputs:
+        return [node.emit(op, node.tensor(0))]
+
+    convert.__doc__ = f"`{op}`."
+    return convert
+
+
+for _onnx_name, _ember_name in _UNARY.items():
+    converter(_onnx_name)(_unary(_ember_name))
+
+
+def _scalar(node: NodeContext, x: Tensor, value: float) -> Tensor:
+    return node.const(value, like=x)
+
+
+@converter("Identity")
+def identity(node: NodeContext) -> Outputs:
+    """The input itself (a known value stays known)."""
+    known = node.known(0)
+    return [known if known is not None else node.tensor(0)]
+
+
+@converter("LeakyRelu")
+def leaky_relu(node: NodeContext) -> Outputs:
+    """`leaky_relu` with ONNX's default alpha 0.01."""
+    return [node.emit("leaky_relu", node.tensor(0), alpha=float(node.attr("alpha", 0.01)))]
+
+
+def _elu(node: NodeContext, x: Tensor, alpha: float) -> Tensor:
+    # alpha * (exp(x) - 1) below zero; exp of min(x, 0) cannot overflow.
+    zero = _scalar(node, x, 0.0)
+    negative = _scalar(node, x, alpha) * (node.emit("minimum", x, zero).exp() - 1.0)
+    return tracer.emit("where", x > zero, x, negative)
+
+
+@converter("Elu")
+def elu(node: NodeContext) -> Outputs:
+    """where(x > 0, x, alpha * (exp(x) - 1))."""
+    return [_elu(node, node.tensor(0), float(node.attr("alpha", 1.0)))]
+
+
+@converter("Selu")
+def selu(node: NodeContext) -> Outputs:
+    """gamma * elu(x, alpha) with ONNX's default constants."""
+    x = node.tensor(0)
+    alpha = float(node.attr("alpha", 1.67326319217681884765625))
+    gamma = float(node.attr("gamma", 1.05070102214813232421875))
+    return [_elu(node, x, alpha) * _scalar(node, x, gamma)]
+
+
+@converter("Celu", opsets=(12, 21))
+def celu(node: NodeContext) -> Outputs:
+    """max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
+    x = node.tensor(0)
+    alpha = float(node.attr("alpha", 1.0))
+    return [_elu(node, x / _scalar(node, x, alpha), 1.0) * _scalar(node, x, alpha)]
+
+
+@converter("HardSigmoid")
+def hard_sigmoid(node: NodeContext) -> Outputs:
+    """clip(alpha * x + beta, 0, 1)."""
+    x = node.tensor(0)
+    alpha, beta = float(node.attr("alpha", 0.2)), float(node.attr("beta", 0.5))
+    return [(x * _scalar(node, x, alpha) + _scalar(node, x, beta)).clip(0.0, 1.0)]
+
+
+@converter("HardSwish", opsets=(14, 21))
+def hard_swish(node: NodeContext) -> Outputs:
+    """x * clip(x / 6 + 1 / 2, 0, 1)."""
+    x = node.tensor(0)
+    return [x * (x * _scalar(node, x, 1 / 6) + _scalar(node, x, 0.5)).clip(0.0, 1.0)]
+
+
+def _softplus(node: NodeContext, x: Tensor) -> Tensor:
+    # log(1 + exp(x)) = max(x, 0) + log(1 + exp(-|x|)): no overflow for large x.
+    zero = _scalar(node, x, 0.0)
+    return node.emit("maximum", x, zero) + ((-x.abs()).exp() + 1.0).log()
+
+
+@converter("Softplus")
+def softplus(node: NodeContext) -> Outputs:
+    """log(1 + exp(x)), computed without overflow."""
+    return [_softplus(node, node.tensor(0))]
+
+
+@converter("Softsign")
+def softsign(node: NodeContext) -> Outputs:
+    """x / (1 + |x|)."""
+    x = node.tensor(0)
+    return [node.emit("div", x, x.abs() + 1.0)]
+
+
+@converter("Mish", opsets=(18, 21))
+def mish(node: NodeContext) -> Outputs:
+    """x * tanh(softplus(x))."""
+    x = node.tensor(0)
+    return [x * _softplus(node, x).tanh()]
+
+
+@converter("Gelu", opsets=(20, 21))
+def gelu(node: NodeContext) -> Outputs:
+    """`gelu`, exact or with the tanh approximation."""
+    return [node.emit("gelu", node.tensor(0), approximate=node.attr("approximate", "none"))]
+
+
+@converter("ThresholdedRelu", opsets=(10, 21))
+def thresholded_relu(node: NodeContext) -> Outputs:
+    """where(x > alpha, x, 0)."""
+    x = node.tensor(0)
+    alpha = _scalar(node, x, float(node.attr("alpha", 1.0)))
+    return [tracer.emit("where", x > alpha, x, _scalar(node, x, 0.0))]
+
+
+@converter("PRelu")
+def prelu(node: NodeContext) -> Outputs:
+    """where(x < 0, slope * x, x), the slope broadcast to x (per channel before opset 7)."""
+    x, slope = node.tensor(0), node.tensor(1)
+    if node.opset < 7 and slope.ndim == 1 and x.ndim > 2 and slope.size == x.shape[1] > 1:
+        slope = slope.reshape(-1, *([1] * (x.ndim - 2)))
+    return [tracer.emit("where", x < _scalar(node, x, 0.0), x * slope, x)]
+
+
+@converter("Tan", opsets=(7, 21))
+def tan(node: NodeContext) -> Outputs:
+    """sin(x) / cos(x)."""
+    x = node.tensor(0)
+    return [node.emit("div", node.emit("sin", x), node.emit("cos", x))]
+
+
+@converter("IsNaN", opsets=(9, 21))
+def is_nan(node: NodeContext) -> Outputs:
+    """x != x."""
+    x = node.tensor(0)
+    return [node.emit("ne", x, x)]
+
+
+@converter("IsInf", opsets=(10, 21))
+def is_inf(node: NodeContext) -> Outputs:
+    """|x| == inf, restricted to one sign by detect_positive / detect_negative."""
+    x = node.tensor(0)
+    positive = node.emit("eq", x, _scalar(node, x, math.inf))
+    negative = node.emit("eq", x, _scalar(node, x, -math.inf))
+    parts = [p for p, on in ((positive, node.attr("detect_positive", 1)),
+                             (negative, node.attr("detect_negative", 1))) if on]
+    if not parts:
+        return [np.zeros(x.shape, dtype=bool)]
+    return [reduce(lambda a, b: node.emit("logical_or", a, b), parts)]
+
+
+# -- binary and variadic ops --------------------------------------------------------------------
+
+_BINARY = {
+    "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Equal": "eq", "Less": "lt",
+    "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual": "ge", "And": "logical_and",
+    "Or": "logical_or", "Xor": "logical_xor",
+}
+
+
+def _legacy_broadcast(node: NodeContext, a: Tensor, b: Tensor) -> Tensor:
+    """Opsets before 7: with `broadcast=1` and `axis`, b lines up with a from that axis."""
+    axis = node.attr("axis")
+    if node.opset >= 7 or not node.attr("broadcast", 0) or axis is None:
+        return b
+    axis %= max(a.ndim, 1)
+    trailing = a.ndim - axis - b.ndim
+    return b.reshape(*b.shape, *([1] * trailing)) if trailing > 0 else b
+
+
+def binary_operands(node: NodeContext, first: int = 0, second: int = 1) -> tuple[Tensor, Tensor]:
+    a, b = node.tensor(first), node.tensor(second)
+    b = _legacy_broadcast(node, a, b)
+    if a.dtype_ is not b.dtype_:  # ONNX requires equal types; promote rather than fail
+        return tracer.binary_operands(a, b)
+    return a, b
+
+
+def _binary(op: str) -> Callable[[NodeContext], Outputs]:
+    def convert(node: NodeContext) -> Outputs:
+        a, b = binary_operands(node)
+        return [node.emit(op, a, b)]
+
+    convert.__doc__ = f"`{op}` with numpy broadcasting."
+    return convert
+
+
+for _onnx_name, _ember_name in _BINARY.items():
+    converter(_onnx_name)(_binary(_ember_name))
+
+
+@converter("Pow")
+def power(node: NodeContext) -> Outputs:
+    """`pow`; the exponent is cast to the base's dtype, which is the result's dtype."""
+    base, exponent = node.tensor(0), node.tensor(1)
+    exponent = _legacy_broadcast(node, base, exponent)
+    return [node.emit("pow", base, exponent.astype(base.dtype_))]
+
+
+def _variadic(op: str, average: bool = False) -> Callable[[NodeContext], Outputs]:
+    def convert(node: NodeContext) -> Outputs:
+        tensors = [node.tensor(i) for i in range(node.input_count) if node.has(i)]
+        result = reduce(lambda a, b: node.emit(op, *tracer.binary_operands(a, b)), tensors)
+        if average:
+            result = result / _scalar(node, result, float(len(tensors)))
+        return [result]
+
+    convert.__doc__ = f"`{op}` folded over any number of inputs" + (", divided by their count."
+                                                                     if average else ".")
+    return convert
+
+
+converter("Sum")(_variadic("add"))
+converter("Max")(_variadic("maximum"))
+converter("Min")(_variadic("minimum"))
+converter("Mean")(_variadic("add", average=True))
+
+
+@converter("Where", opsets=(9, 21))
+def where(node: NodeContext) -> Outputs:
+    """`where(condition, x, y)`."""
+    x, y = binary_operands(node, 1, 2)
+    return [node.emit("where", node.tensor(0), x, y)]
+
+
+@converter("Cast", opsets=(6, 21))
+def cast(node: NodeContext) -> Outputs:
+    """`cast` to the `to` element type (a known value is cast at import time)."""
+    dtype = onnx_dtype(int(node.attr("to")), node.label)
+    known = node.known(0)
+    if known is not None:
+        return [known.astype(dtype.numpy)]
+    x = node.tensor(0)
+    return [x if x.dtype_ is dtype else node.emit("cast", x, dtype=dtype.value)]
+
+
+@converter("CastLike", opsets=(15, 21))
+def cast_like(node: NodeContext) -> Outputs:
+    """`cast` to the dtype of the second input."""
+    x, target = node.tensor(0), node.tensor(1)
+    return [x if x.dtype_ is target.dtype_ else node.emit("cast", x, dtype=target.dtype_.value)]
+
+
+def _clip_bound(node: NodeContext, index: int) -> float | Tensor | None:
+    if not node.has(index):
+        return None
+    known = node.known(index)
+    return float(known) if known is not None else node.tensor(index)
+
+
+@converter("Clip")
+def clip(node: NodeContext) -> Outputs:
+    """`clip` with attribute bounds (before opset 11) or input bounds, constant or traced."""
+    x = node.tensor(0)
+    if node.opset < 11:
+        low, high = node.attr("min"), node.attr("max")
+    else:
+        low, high = _clip_bound(node, 1), _clip_bound(node, 2)
+    if isinstance(low, Tensor):
+        x, low = node.emit("maximum", x, low.astype(x.dtype_)), None
+    if isinstance(high, Tensor):
+        x, high = node.emit("minimum", x, high.astype(x.dtype_)), None
+    if low is None and high is None:
+        return [x]
+    if x.dtype_ is DType.F32:  # bounds of an f32 clip are f32 values
+        low = None if low is None else float(np.float32(low))
+        high = None if high is None else float(np.float32(high))
+    return [node.emit("clip", x, min=low, max=high)]

@@ -1,0 +1,409 @@
+"""Converters of ONNX neural-network operators: Gemm, MatMul, Conv, ConvTranspose, pooling,
+normalization, Softmax.
+
+Ember's spatial ops are 2-D (NCHW). 1-D convolutions and pools run as 2-D ones over a height of
+1; 3-D ones fold the depth axis into the batch (convolution: one 2-D convolution per kernel
+depth, summed) or into the channels (pooling: a 2-D pool, then a window over depth).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.frontend import tracer
+from ember.frontend.tensor import Tensor
+from ember.onnx.converters.base import NodeContext, Outputs, converter, normalize_axis
+from ember.ops.neural import window_out
+
+# -- matrix products ----------------------------------------------------------------------------
+
+
+@converter("MatMul")
+def matmul(node: NodeContext) -> Outputs:
+    """`matmul` with numpy's broadcasting of batch dimensions."""
+    return [node.emit("matmul", *tracer.binary_operands(node.tensor(0), node.tensor(1)))]
+
+
+@converter("Gemm")
+def gemm(node: NodeContext) -> Outputs:
+    """alpha * A' @ B' + beta * C, with A' and B' transposed as `transA` / `transB` say."""
+    a, b = node.tensor(0), node.tensor(1)
+    if node.attr("transA", 0):
+        a = node.emit("transpose", a, perm=(1, 0))
+    if node.attr("transB", 0):
+        b = node.emit("transpose", b, perm=(1, 0))
+    result = node.emit("matmul", a, b)
+    alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    if alpha != 1.0:
+        result = result * node.const(alpha, like=result)
+    if node.has(2) and beta != 0.0:
+        c = node.tensor(2)
+        if beta != 1.0:
+            c = c * node.const(beta, like=c)
+        result = result + c
+    return [result]
+
+
+# -- window geometry ----------------------------------------------------------------------------
+
+
+def spatial_pads(node: NodeContext, sizes: tuple[int, ...], kernel: tuple[int, ...],
+                 strides: tuple[int, ...], dilations: tuple[int, ...]
+                 ) -> tuple[list[int], list[int]]:
+    """(befores, afters) per spatial axis from `pads` or `auto_pad`."""
+    count = len(sizes)
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        befores, afters = [], []
+        for size, k, s, d in zip(sizes, kernel, strides, dilations, strict=True):
+            out = -(-size // s)
+            total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+            small, large = total // 2, total - total // 2
+            befores.append(small if auto_pad == "SAME_UPPER" else large)
+            afters.append(large if auto_pad == "SAME_UPPER" else small)
+        return befores, afters
+    if auto_pad == "VALID":
+        return [0] * count, [0] * count
+    if auto_pad != "NOTSET":
+        raise node.error(f"auto_pad {auto_pad!r} is not one of NOTSET, SAME_UPPER, SAME_LOWER, "
+                         "VALID")
+    pads = list(node.attr("pads", [0] * (2 * count)))
+    return pads[:count], pads[count:]
+
+
+def _geometry(node: NodeContext, x: Tensor, kernel: tuple[int, ...]) -> dict[str, list[int]]:
+    """Strides, dilations and pads of a spatial node, one value per spatial axis."""
+    count = x.ndim - 2
+    if count not in (1, 2, 3):
+        raise node.error(f"expected an input of rank 3, 4 or 5 (N, C, spatial...), got shape "
+                         f"{list(x.shape)}")
+    strides = tuple(node.attr("strides", [1] * count))
+    dilations = tuple(node.attr("dilations", [1] * count))
+    befores, afters = spatial_pads(node, x.shape[2:], kernel, strides, dilations)
+    return {"strides": list(strides), "dilations": list(dilations), "befores": befores,
+            "afters": afters}
+
+
+def _take(node: NodeContext, x: Tensor, axis: int, start: int, count: int, step: int) -> Tensor:
+    """`count` entries of `axis` from `start`, `step` apart."""
+    starts, stops, steps = [0] * x.ndim, list(x.shape), [1] * x.ndim
+    starts[axis], stops[axis], steps[axis] = start, start + (count - 1) * step + 1, step
+    return node.emit("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))
+
+
+def pad_axis(node: NodeContext, x: Tensor, axis: int, before: int, after: int,
+             value: float = 0.0) -> Tensor:
+    """Pad (or, for negative amounts, crop) one axis."""
+    if before < 0 or after < 0:
+        x = _take(node, x, axis, max(-before, 0), x.shape[axis] - max(-before, 0)
+                  - max(-after, 0), 1)
+        before, after = max(before, 0), max(after, 0)
+    if not before and not after:
+        return x
+    pads = [0] * (2 * x.ndim)
+    pads[axis], pads[x.ndim + axis] = before, after
+    return node.emit("pad", x, pads=tuple(pads), mode="constant", value=value)
+
+
+# -- convolution --------------------------------------------------------------------------------
+
+
+def _conv2d(node: NodeContext, x: Tensor, w: Tensor, bias: Tensor | None,
+            geometry: dict[str, list[int]], groups: int) -> Tensor:
+    g = geometry
+    padding = (g["befores"][0], g["befores"][1], g["afters"][0], g["afters"][1])
+    operands = [x, w] if bias is None else [x, w, bias]
+    return node.emit("conv2d", *operands, stride=tuple(g["strides"]), padding=padding,
+                     dilation=tuple(g["dilations"]), groups=groups)
+
+
+def _as_2d(geometry: dict[str, list[int]], fill: tuple[int, int, int, int]
+           ) -> dict[str, list[int]]:
+    """A 1-D geometry as a 2-D one over a height of 1 (stride, dilation, before, after)."""
+    keys = ("strides", "dilations", "befores", "afters")
+    return {key: [extra, *geometry[key]] for key, extra in zip(keys, fill, strict=True)}
+
+
+def _conv3d(node: NodeContext, x: Tensor, w: Tensor, bias: Tensor | None,
+            geometry: dict[str, list[int]], groups: int) -> Tensor:
+    """Sum over kernel depths of 2-D convolutions of depth-strided slices (depth in batch)."""
+    g = geometry
+    x = pad_axis(node, x, 2, g["befores"][0], g["afters"][0])
+    batch, channels, depth = x.shape[:3]
+    kernel_depth, stride, dilation = w.shape[2], g["strides"][0], g["dilations"][0]
+    out_depth = window_out(depth, kernel_depth, stride, 0, 0, dilation)
+    plane = {key: values[1:] for key, values in g.items()}
+    total = None
+    for k in range(kernel_depth):
+        part = _take(node, x, 2, k * dilation, out_depth, stride)  # N, C, D', H, W
+        part = node.emit("transpose", part, perm=(0, 2, 1, 3, 4))
+        part = part.reshape(batch * out_depth, channels, *x.shape[3:])
+        out = _conv2d(node, part, w[:, :, k], None, plane, groups)
+        total = out if total is None else total + out
+    assert total is not None
+    total = total.reshape(batch, out_depth, *total.shape[1:])
+    total = node.emit("transpose", total, perm=(0, 2, 1, 3, 4))
+    return total if bias is None else total + bias.reshape(-1, 1, 1, 1)
+
+
+@converter("Conv")
+def conv(node: NodeContext) -> Outputs:
+    """1-D, 2-D and 3-D convolution with groups, dilation and auto_pad."""
+    x, w = node.tensor(0), node.tensor(1)
+    bias = node.optional_tensor(2)
+    kernel = tuple(node.attr("kernel_shape", w.shape[2:]))
+    geometry = _geometry(node, x, kernel)
+    groups = int(node.attr("group", 1))
+    if x.ndim == 4:
+        return [_conv2d(node, x, w, bias, geometry, groups)]
+    if x.ndim == 3:
+        flat = _conv2d(node, x.expand_dims(2), w.expand_dims(2), bias,
+                       _as_2d(geometry, (1, 1, 0, 0)), groups)
+        return [flat.squeeze(axis=2)]
+    return [_conv3d(node, x, w, bias, geometry, groups)]
+
+
+def _dilate(node: NodeContext, x: Tensor, strides: list[int]) -> Tensor:
+    """Insert `stride - 1` zeros between neighbours along H and W (N, C, H, W input)."""
+    if strides == [1, 1]:
+        return x
+    n, c, h, w = x.shape
+    spread = x.reshape(n, c, h, 1, w, 1)
+    pads = (0, 0, 0, 0, 0, 0, 0, 0, 0, strides[0] - 1, 0, strides[1] - 1)
+    spread = node.emit("pad", spread, pads=pads, mode="constant", value=0.0)
+    spread = spread.reshape(n, c, h * strides[0], w * strides[1])
+    return node.emit("slice", spread, starts=(0, 0, 0, 0),
+                     stops=(n, c, (h - 1) * strides[0] + 1, (w - 1) * strides[1] + 1),
+                     steps=(1, 1, 1, 1))
+
+
+def _transpose_pads(node: NodeContext, sizes: tuple[int, ...], kernel: tuple[int, ...],
+                    strides: list[int], dilations: list[int], extra: list[int]
+                    ) -> tuple[list[int], list[int]]:
+    """ConvTranspose's (befores, afters): from `pads`, or from `output_shape` / auto_pad."""
+    count = len(sizes)
+    output_shape = node.attr("output_shape")
+    auto_pad = node.attr("auto_pad", "NOTSET")
+    if output_shape is None and auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        output_shape = [size * s for size, s in zip(sizes, strides, strict=True)]
+    if output_shape is None:
+        if auto_pad == "VALID":
+            return [0] * count, [0] * count
+        pads = list(node.attr("pads", [0] * (2 * count)))
+        return pads[:count], pads[count:]
+    output_shape = list(output_shape)[-count:]
+    befores, afters = [], []
+    for i in range(count):
+        full = strides[i] * (sizes[i] - 1) + extra[i] + (kernel[i] - 1) * dilations[i] + 1
+        total = full - output_shape[i]
+        small, large = total // 2, total - total // 2
+        befores.append(small if auto_pad == "SAME_UPPER" else large)
+        afters.append(large if auto_pad == "SAME_UPPER" else small)
+    return befores, afters
+
+
+def _conv_transpose2d(node: NodeContext, x: Tensor, w: Tensor, bias: Tensor | None,
+                      attrs: dict[str, list[int]], groups: int) -> Tensor:
+    """A transposed convolution as a convolution of the zero-dilated input with the flipped,
+    regrouped kernel."""
+    kernel = w.shape[2:]
+    x = _dilate(node, x, attrs["strides"])
+    for axis in range(2):
+        reach = attrs["dilations"][axis] * (kernel[axis] - 1)
+        x = pad_axis(node, x, 2 + axis, reach - attrs["befores"][axis],
+                     reach - attrs["afters"][axis] + attrs["extra"][axis])
+    flipped = node.emit("slice", w, starts=(0, 0, kernel[0] - 1, kernel[1] - 1),
+                        stops=(w.shape[0], w.shape[1], -1, -1), steps=(1, 1, -1, -1))
+    # [C_in, C_out/g, kh, kw] -> [g, C_in/g, C_out/g, kh, kw] -> [C_out, C_in/g, kh, kw]
+    c_in, c_out_group = w.shape[:2]
+    regrouped = flipped.reshape(groups, c_in // groups, c_out_group, *kernel)
+    regrouped = node.emit("transpose", regrouped, perm=(0, 2, 1, 3, 4))
+    regrouped = regrouped.reshape(groups * c_out_group, c_in // groups, *kernel)
+    plane = {"strides": [1, 1], "dilations": attrs["dilations"], "befores": [0, 0],
+             "afters": [0, 0]}
+    return _conv2d(node, x, regrouped, bias, plane, groups)
+
+
+@converter("ConvTranspose")
+def conv_transpose(node: NodeContext) -> Outputs:
+    """1-D and 2-D transposed convolution (pads, output_padding, output_shape, groups)."""
+    x, w = node.tensor(0), node.tensor(1)
+    bias = node.optional_tensor(2)
+    if x.ndim not in (3, 4):
+        raise node.error(f"only 1-D and 2-D transposed convolutions are supported, got input "
+                         f"shape {list(x.shape)}")
+    count = x.ndim - 2
+    kernel = tuple(node.attr("kernel_shape", w.shape[2:]))
+    strides = list(node.attr("strides", [1] * count))
+    dilations = list(node.attr("dilations", [1] * count))
+    extra = list(node.attr("output_padding", [0] * count))
+    befores, afters = _transpose_pads(node, x.shape[2:], kernel, strides, dilations, extra)
+    attrs = {"strides": strides, "dilations": dilations, "befores": befores, "afters": afters,
+             "extra": extra}
+    groups = int(node.attr("group", 1))
+    if count == 2:
+        return [_conv_transpose2d(node, x, w, bias, attrs, groups)]
+    flat = {key: [1 if key in ("strides", "dilations") else 0, *v] for key, v in attrs.items()}
+    out = _conv_transpose2d(node, x.expand_dims(2), w.expand_dims(2), bias, flat, groups)
+    return [out.squeeze(axis=2)]
+
+
+# -- pooling ------------------------------------------------------------------------------------
+
+
+def _pool2d(node: NodeContext, op: str, x: Tensor, kernel: tuple[int, ...],
+            g: dict[str, list[int]]) -> Tensor:
+    padding = (g["befores"][0], g["befores"][1], g["afters"][0], g["afters"][1])
+    attrs = {"kernel": kernel, "stride": tuple(g["strides"]), "padding": padding,
+             "ceil_mode": bool(node.attr("ceil_mode", 0))}
+    if op == "max_pool2d":
+        attrs["dilation"] = tuple(g["dilations"])
+    else:
+        attrs["count_include_pad"] = bool(node.attr("count_include_pad", 0))
+    return node.emit(op, x, **attrs)
+
+
+def _depth_divisors(node: NodeContext, depth: int, out: int, kernel: int, stride: int,
+                    before: int, after: int) -> np.ndarray:
+    """Per-depth window sizes of an average pool (PyTorch's rule, as in `avg_pool2d`)."""
+    starts = np.arange(out) * stride - before
+    ends = np.minimum(starts + kernel, depth + after)
+    if not node.attr("count_include_pad", 0):
+        ends, starts = np.minimum(ends, depth), np.maximum(starts, 0)
+    return (ends - starts).astype(np.float64)
+
+
+def _pool3d(node: NodeContext, op: str, x: Tensor, kernel: tuple[int, ...],
+            g: dict[str, list[int]]) -> Tensor:
+    """A 2-D pool over (H, W) with depth folded into channels, then a window over depth."""
+    n, c, depth = x.shape[:3]
+    plane = {key: values[1:] for key, values in g.items()}
+    flat = _pool2d(node, op, x.reshape(n, c * depth, *x.shape[3:]), kernel[1:], plane)
+    y = flat.reshape(n, c, depth, *flat.shape[2:])
+    stride, dilation = g["strides"][0], g["dilations"][0]
+    out = window_out(depth, kernel[0], stride, g["befores"][0], g["afters"][0], dilation,
+                     bool(node.attr("ceil_mode", 0)))
+    reach = (out - 1) * stride + dilation * (kernel[0] - 1) + 1
+    after = reach - depth - g["befores"][0]  # ceil_mode may need more than `pads`
+    fill = float(np.finfo(y.dtype).min) if op == "max_pool2d" else 0.0
+    y = pad_axis(node, y, 2, g["befores"][0], after, fill)
+    parts = [_take(node, y, 2, k * dilation, out, stride) for k in range(kernel[0])]
+    combine = "maximum" if op == "max_pool2d" else "add"
+    total = parts[0]
+    for part in parts[1:]:
+        total = node.emit(combine, total, part)
+    if op == "max_pool2d":
+        return total
+    divisors = _depth_divisors(node, depth, out, kernel[0], stride, g["befores"][0],
+                               g["afters"][0])
+    return total / node.const(divisors.reshape(-1, 1, 1), like=total)
+
+
+def _pool(node: NodeContext, op: str) -> Tensor:
+    x = node.tensor(0)
+    kernel = tuple(node.attr("kernel_shape"))
+    g = _geometry(node, x, kernel)
+    if op == "avg_pool2d" and any(d != 1 for d in g["dilations"]):
+        raise node.error(f"dilations {g['dilations']} are not supported for average pooling")
+    if node.output_used(1):
+        raise node.error("the Indices output is not supported")
+    if x.ndim == 4:
+        return _pool2d(node, op, x, kernel, g)
+    if x.ndim == 3:
+        flat = _pool2d(node, op, x.expand_dims(2), (1, *kernel), _as_2d(g, (1, 1, 0, 0)))
+        return flat.squeeze(axis=2)
+    return _pool3d(node, op, x, kernel, g)
+
+
+@converter("MaxPool")
+def max_pool(node: NodeContext) -> Outputs:
+    """1-D, 2-D and 3-D max pooling (pads, auto_pad, dilations, ceil_mode)."""
+    return [_pool(node, "max_pool2d")]
+
+
+@converter("AveragePool")
+def average_pool(node: NodeContext) -> Outputs:
+    """1-D, 2-D and 3-D average pooling (pads, auto_pad, ceil_mode, count_include_pad)."""
+    return [_pool(node, "avg_pool2d")]
+
+
+@converter("GlobalAveragePool")
+def global_average_pool(node: NodeContext) -> Outputs:
+    """Mean over every spatial axis, kept as size 1."""
+    x = node.tensor(0)
+    return [node.emit("mean", x, axes=tuple(range(2, x.ndim)), keepdims=True)]
+
+
+@converter("GlobalMaxPool")
+def global_max_pool(node: NodeContext) -> Outputs:
+    """Max over every spatial axis, kept as size 1."""
+    x = node.tensor(0)
+    return [node.emit("max", x, axes=tuple(range(2, x.ndim)), keepdims=True)]
+
+
+# -- normalization and softmax ------------------------------------------------------------------
+
+
+@converter("BatchNormalization")
+def batch_normalization(node: NodeContext) -> Outputs:
+    """Inference batch normalization with the running statistics."""
+    if node.attr("training_mode", 0) or any(node.output_used(i) for i in range(1, 5)):
+        raise node.error("training mode (batch statistics outputs) is not supported")
+    if not node.attr("spatial", 1):
+        raise node.error("spatial=0 is not supported")
+    x = node.tensor(0)
+    scale, bias, mean, var = (node.tensor(i).astype(x.dtype_) for i in range(1, 5))
+    return [node.emit("batch_norm", x, mean, var, scale, bias,
+                      eps=float(node.attr("epsilon", 1e-5)))]
+
+
+@converter("InstanceNormalization")
+def instance_normalization(node: NodeContext) -> Outputs:
+    """(x - mean) / sqrt(var + eps) * scale + bias over each sample's spatial axes."""
+    x, scale, bias = node.tensor(0), node.tensor(1), node.tensor(2)
+    axes = tuple(range(2, x.ndim))
+    centered = x - node.emit("mean", x, axes=axes, keepdims=True)
+    var = node.emit("mean", centered * centered, axes=axes, keepdims=True)
+    eps = node.const(float(node.attr("epsilon", 1e-5)), like=x)
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    return [centered / (var + eps).sqrt() * scale.reshape(*shape) + bias.reshape(*shape)]
+
+
+@converter("LayerNormalization", opsets=(17, 21))
+def layer_normalization(node: NodeContext) -> Outputs:
+    """`layer_norm` over the axes from `axis` on (the Mean / InvStdDev outputs are not)."""
+    if node.output_used(1) or node.output_used(2):
+        raise node.error("the Mean and InvStdDev outputs are not supported")
+    x = node.tensor(0)
+    axis = normalize_axis(node.attr("axis", -1), x.ndim, node)
+    normalized = x.shape[axis:]
+    scale = node.tensor(1)
+    bias = node.tensor(2) if node.has(2) else node.const(np.zeros(normalized), like=x)
+    scale, bias = (t if t.shape == normalized else t.broadcast_to(normalized)
+                   for t in (scale, bias))
+    return [node.emit("layer_norm", x, scale, bias, eps=float(node.attr("epsilon", 1e-5)))]
+
+
+def _softmax(node: NodeContext, op: str) -> Tensor:
+    x = node.tensor(0)
+    if node.opset >= 13:
+        return node.emit(op, x, axis=normalize_axis(node.attr("axis", -1), x.ndim, node))
+    # Before opset 13: flatten to 2-D at `axis`, normalize each row, restore the shape.
+    axis = normalize_axis(node.attr("axis", 1), x.ndim, node)
+    if axis == x.ndim - 1:
+        return node.emit(op, x, axis=axis)
+    rows = int(np.prod(x.shape[:axis]))
+    flat = x.reshape(rows, int(np.prod(x.shape[axis:])))
+    return node.emit(op, flat, axis=1).reshape(*x.shape)
+
+
+@converter("Softmax")
+def softmax(node: NodeContext) -> Outputs:
+    """`softmax` (before opset 13 over the flattened axes from `axis` on)."""
+    return [_softmax(node, "softmax")]
+
+
+@converter("LogSoftmax")
+def log_softmax(node: NodeContext) -> Outputs:
+    """`log_softmax` (before opset 13 over the flattened axes from `axis` on)."""
+    return [_softmax(node, "log_softmax")]

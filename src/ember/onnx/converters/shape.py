@@ -1,0 +1,345 @@
+"""Converters of shape, indexing and constant ONNX operators.
+
+Inputs that ONNX passes as tensors but Ember needs as attributes (a Reshape's shape, a Slice's
+starts, a Pad's pads ...) must be known at import time; `NodeContext.static` says so otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ember.frontend import tracer
+from ember.frontend.tensor import Tensor
+from ember.onnx.converters.base import NodeContext, Outputs, converter, normalize_axis
+
+# -- constants and shapes -----------------------------------------------------------------------
+
+
+@converter("Constant")
+def constant(node: NodeContext) -> Outputs:
+    """The value attribute, known at import time."""
+    for name, dtype in (("value", None), ("value_float", np.float32),
+                        ("value_floats", np.float32), ("value_int", np.int64),
+                        ("value_ints", np.int64)):
+        if name in node.attrs:
+            return [np.asarray(node.attrs[name], dtype=dtype)]
+    given = ", ".join(sorted(node.attrs)) or "none"
+    raise node.error(f"only numeric constants are supported (attributes: {given})")
+
+
+@converter("ConstantOfShape", opsets=(9, 21))
+def constant_of_shape(node: NodeContext) -> Outputs:
+    """A tensor of the known shape filled with `value` (f32 zero by default)."""
+    shape = node.static_ints(0, "shape")
+    value = node.attr("value")
+    fill = np.zeros(1, dtype=np.float32) if value is None else np.asarray(value).reshape(-1)
+    return [np.full(shape, fill[0], dtype=fill.dtype)]
+
+
+@converter("Shape")
+def shape(node: NodeContext) -> Outputs:
+    """The input's static shape as a known i64 vector (`start`/`end` from opset 15)."""
+    dims = node.shape(0)
+    rank = len(dims)
+    start, end = node.attr("start", 0), node.attr("end", rank)
+    start = min(max(start + rank if start < 0 else start, 0), rank)
+    end = min(max(end + rank if end < 0 else end, 0), rank)
+    return [np.asarray(dims[start:end], dtype=np.int64)]
+
+
+@converter("Size")
+def size(node: NodeContext) -> Outputs:
+    """The input's element count as a known i64 scalar."""
+    return [np.asarray(int(np.prod(node.shape(0))), dtype=np.int64)]
+
+
+@converter("Range", opsets=(11, 21))
+def range_(node: NodeContext) -> Outputs:
+    """np.arange of known start, limit and delta."""
+    start = node.static(0, "start")
+    limit, delta = node.static(1, "limit"), node.static(2, "delta")
+    return [np.arange(start, limit, delta, dtype=start.dtype)]
+
+
+@converter("Dropout")
+def dropout(node: NodeContext) -> Outputs:
+    """Inference: the input unchanged, and an all-true mask when asked for."""
+    x = node.tensor(0)
+    mask = np.ones(x.shape, dtype=bool) if node.output_used(1) else None
+    return [x, mask]
+
+
+# -- reshaping ----------------------------------------------------------------------------------
+
+
+def reshape_target(node: NodeContext, current: tuple[int, ...], target: list[int],
+                   allow_zero: bool) -> tuple[int, ...]:
+    """ONNX's target shape resolved: 0 copies the input's dimension, one -1 is inferred."""
+    dims = []
+    for index, dim in enumerate(target):
+        if dim == 0 and not allow_zero:
+            if index >= len(current):
+                raise node.error(f"target {target}: dimension {index} copies an input "
+                                 f"dimension that {list(current)} does not have")
+            dim = current[index]
+        dims.append(dim)
+    size = int(np.prod(current))
+    if dims.count(-1) > 1:
+        raise node.error(f"target {target} has more than one -1")
+    if -1 in dims:
+        known = int(np.prod([d for d in dims if d != -1]))
+        if known == 0 or size % known:
+            raise node.error(f"cannot reshape {list(current)} into {target}")
+        dims = [size // known if d == -1 else d for d in dims]
+    if int(np.prod(dims)) != size:
+        raise node.error(f"cannot reshape {list(current)} ({size} elements) into {target}")
+    return tuple(dims)
+
+
+@converter("Reshape")
+def reshape(node: NodeContext) -> Outputs:
+    """`reshape` to a known target shape (an attribute before opset 5)."""
+    x = node.tensor(0)
+    target = (list(node.attr("shape")) if node.opset < 5
+              else node.static_ints(1, "shape"))
+    dims = reshape_target(node, x.shape, target, bool(node.attr("allowzero", 0)))
+    return [x if dims == x.shape else node.emit("reshape", x, shape=dims)]
+
+
+@converter("Flatten")
+def flatten(node: NodeContext) -> Outputs:
+    """Reshape to 2-D: the dimensions before `axis`, and those from it."""
+    x = node.tensor(0)
+    axis = normalize_axis(node.attr("axis", 1), x.ndim + 1, node)
+    dims = (int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
+    return [x if dims == x.shape else node.emit("reshape", x, shape=dims)]
+
+
+@converter("Transpose")
+def transpose(node: NodeContext) -> Outputs:
+    """`transpose` by `perm` (reversed axes by default)."""
+    x = node.tensor(0)
+    perm = node.attr("perm") or list(reversed(range(x.ndim)))
+    perm = tuple(normalize_axis(p, x.ndim, node) for p in perm)
+    return [x if perm == tuple(range(x.ndim)) else node.emit("transpose", x, perm=perm)]
+
+
+def _axes(node: NodeContext, attr_until: int, index: int) -> list[int] | None:
+    """Axes from the attribute (opsets up to `attr_until`) or from input `index` after."""
+    if node.opset <= attr_until:
+        axes = node.attr("axes")
+        return None if axes is None else list(axes)
+    return node.static_ints(index, "axes") if node.has(index) else None
+
+
+@converter("Squeeze")
+def squeeze(node: NodeContext) -> Outputs:
+    """`squeeze` of the given axes (attribute before opset 13), or of every size-1 axis."""
+    x = node.tensor(0)
+    axes = _axes(node, 12, 1)
+    if axes is None:
+        axes = [i for i, d in enumerate(x.shape) if d == 1]
+    axes = sorted(normalize_axis(a, x.ndim, node) for a in axes)
+    for axis in axes:
+        if x.shape[axis] != 1:
+            raise node.error(f"cannot squeeze axis {axis} of size {x.shape[axis]} "
+                             f"(input shape {list(x.shape)})")
+    return [node.emit("squeeze", x, axes=tuple(axes)) if axes else x]
+
+
+@converter("Unsqueeze")
+def unsqueeze(node: NodeContext) -> Outputs:
+    """`expand_dims`: axes index the output (attribute before opset 13)."""
+    x = node.tensor(0)
+    axes = _axes(node, 12, 1)
+    if axes is None:
+        raise node.error("axes are required")
+    rank = x.ndim + len(axes)
+    axes = sorted(normalize_axis(a, rank, node) for a in axes)
+    return [node.emit("expand_dims", x, axes=tuple(axes))]
+
+
+@converter("Concat")
+def concat(node: NodeContext) -> Outputs:
+    """`concat` along `axis`."""
+    parts = [node.tensor(i) for i in range(node.input_count) if node.has(i)]
+    parts = [p for p in parts if p.size or p.ndim != 1]  # ONNX allows empty 1-D operands
+    if len(parts) == 1:
+        return [parts[0]]
+    axis = normalize_axis(node.attr("axis", 0), parts[0].ndim, node)
+    return [tracer.emit("concat", *parts, axis=axis)]
+
+
+def _split_sizes(node: NodeContext, length: int) -> list[int]:
+    if node.opset < 13 and node.attr("split") is not None:
+        return list(node.attr("split"))
+    if node.opset >= 13 and node.has(1):
+        return node.static_ints(1, "split")
+    count = node.attr("num_outputs", node.output_count)
+    chunk = -(-length // count)  # the last part is smaller when the axis does not divide
+    return [min(chunk, length - i * chunk) for i in range(count)]
+
+
+@converter("Split")
+def split(node: NodeContext) -> Outputs:
+    """`split` by the given sizes, or into equal parts (the last smaller, from opset 18)."""
+    x = node.tensor(0)
+    axis = normalize_axis(node.attr("axis", 0), x.ndim, node)
+    sizes = _split_sizes(node, x.shape[axis])
+    if sum(sizes) != x.shape[axis]:
+        raise node.error(f"split sizes {sizes} do not add up to axis {axis} of size "
+                         f"{x.shape[axis]}")
+    if len(sizes) == 1:
+        return [x]
+    return list(node.emit("split", x, axis=axis, sizes=tuple(sizes)))
+
+
+def slice_bounds(dim: int, start: int, end: int, step: int) -> tuple[int, int]:
+    """ONNX's clamped start and end as Python `range` bounds without wraparound."""
+    start = start + dim if start < 0 else start
+    end = end + dim if end < 0 else end
+    if step > 0:
+        return min(max(start, 0), dim), min(max(end, 0), dim)
+    return min(max(start, 0), dim - 1), min(max(end, -1), dim - 1)
+
+
+def _slice_arguments(node: NodeContext, rank: int) -> tuple[list[int], ...]:
+    if node.opset < 10:
+        starts, ends = list(node.attr("starts")), list(node.attr("ends"))
+        axes = list(node.attr("axes", range(len(starts))))
+        return starts, ends, axes, [1] * len(starts)
+    starts, ends = node.static_ints(1, "starts"), node.static_ints(2, "ends")
+    axes = node.static_ints(3, "axes") if node.has(3) else list(range(len(starts)))
+    steps = node.static_ints(4, "steps") if node.has(4) else [1] * len(starts)
+    return starts, ends, axes, steps
+
+
+@converter("Slice")
+def slice_(node: NodeContext) -> Outputs:
+    """`slice` with ONNX's clamping of starts and ends."""
+    x = node.tensor(0)
+    starts, stops, steps = [0] * x.ndim, list(x.shape), [1] * x.ndim
+    for start, end, axis, step in zip(*_slice_arguments(node, x.ndim), strict=True):
+        axis = normalize_axis(axis, x.ndim, node)
+        if step == 0:
+            raise node.error(f"step 0 on axis {axis}")
+        starts[axis], stops[axis] = slice_bounds(x.shape[axis], start, end, step)
+        steps[axis] = step
+    if (starts, stops, steps) == ([0] * x.ndim, list(x.shape), [1] * x.ndim):
+        return [x]
+    return [node.emit("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))]
+
+
+@converter("Gather")
+def gather(node: NodeContext) -> Outputs:
+    """`gather` along `axis`; known negative indices are made non-negative at import time."""
+    data = node.tensor(0)
+    axis = normalize_axis(node.attr("axis", 0), data.ndim, node)
+    known = node.known(1)
+    if known is None:
+        return [node.emit("gather", data, node.tensor(1), axis=axis)]
+    dim = data.shape[axis]
+    if known.size and (known.min() < -dim or known.max() >= dim):
+        raise node.error(f"indices {known.reshape(-1).tolist()} are out of range for axis "
+                         f"{axis} of size {dim}")
+    indices = node.const(np.where(known < 0, known + dim, known).astype(np.int64))
+    return [node.emit("gather", data, indices, axis=axis)]
+
+
+# -- padding, broadcasting, repetition ----------------------------------------------------------
+
+
+def _pad_arguments(node: NodeContext, rank: int) -> tuple[list[int], str, float]:
+    mode = node.attr("mode", "constant")
+    if node.opset < 11:
+        pads = list(node.attr("pads", node.attr("paddings", [])))
+        return pads, mode, float(node.attr("value", 0.0))
+    pads = node.static_ints(1, "pads")
+    value = node.known(2) if node.has(2) else None
+    if node.has(2) and value is None:
+        raise node.error("input 2 (constant_value) must be known at import time")
+    if node.has(3):
+        axes = [normalize_axis(a, rank, node) for a in node.static_ints(3, "axes")]
+        full = [0] * (2 * rank)
+        for i, axis in enumerate(axes):
+            full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
+        pads = full
+    return pads, mode, 0.0 if value is None else float(value.reshape(-1)[0])
+
+
+@converter("Pad")
+def pad(node: NodeContext) -> Outputs:
+    """`pad` (constant, reflect, edge); negative pads crop."""
+    x = node.tensor(0)
+    pads, mode, value = _pad_arguments(node, x.ndim)
+    if len(pads) != 2 * x.ndim:
+        raise node.error(f"pads {pads} must hold {2 * x.ndim} values for rank {x.ndim}")
+    if mode not in ("constant", "reflect", "edge"):
+        raise node.error(f"mode {mode!r} is not supported (constant, reflect, edge)")
+    befores, afters = pads[: x.ndim], pads[x.ndim :]
+    if min(pads) < 0:  # crop first, then pad what is positive
+        starts = [max(-b, 0) for b in befores]
+        stops = [d - max(-a, 0) for d, a in zip(x.shape, afters, strict=True)]
+        x = node.emit("slice", x, starts=tuple(starts), stops=tuple(stops),
+                      steps=(1,) * x.ndim)
+        pads = [max(p, 0) for p in pads]
+    if not any(pads):
+        return [x]
+    return [node.emit("pad", x, pads=tuple(pads), mode=mode, value=value)]
+
+
+@converter("Expand", opsets=(8, 21))
+def expand(node: NodeContext) -> Outputs:
+    """`broadcast_to` the broadcast of the input's shape and the known target shape."""
+    x = node.tensor(0)
+    target = node.static_ints(1, "shape")
+    try:
+        shape = tuple(np.broadcast_shapes(x.shape, tuple(target)))
+    except ValueError:
+        raise node.error(f"shape {list(x.shape)} does not broadcast to {target}") from None
+    if shape == x.shape:
+        return [x]
+    if len(shape) > x.ndim:
+        x = x.reshape(*([1] * (len(shape) - x.ndim)), *x.shape)
+    return [node.emit("broadcast_to", x, shape=shape)]
+
+
+@converter("Tile", opsets=(6, 21))
+def tile(node: NodeContext) -> Outputs:
+    """Repeat the whole tensor `repeats[i]` times along axis i (broadcast then reshape)."""
+    x = node.tensor(0)
+    repeats = node.static_ints(1, "repeats")
+    if len(repeats) != x.ndim:
+        raise node.error(f"repeats {repeats} must hold one count per axis ({x.ndim})")
+    if all(r == 1 for r in repeats):
+        return [x]
+    # [d0, d1] -> [1, d0, 1, d1] -> [r0, d0, r1, d1] -> [r0 * d0, r1 * d1]
+    interleaved = tuple(v for d in x.shape for v in (1, d))
+    target = tuple(v for r, d in zip(repeats, x.shape, strict=True) for v in (r, d))
+    spread = node.emit("broadcast_to", x.reshape(*interleaved), shape=target)
+    return [spread.reshape(*(r * d for r, d in zip(repeats, x.shape, strict=True)))]
+
+
+def _depth_space(node: NodeContext, x: Tensor, to_space: bool) -> Tensor:
+    block = int(node.attr("blocksize"))
+    n, c, h, w = x.shape
+    if to_space:
+        if node.attr("mode", "DCR") == "DCR":
+            y = x.reshape(n, block, block, c // block**2, h, w).transpose(0, 3, 4, 1, 5, 2)
+        else:
+            y = x.reshape(n, c // block**2, block, block, h, w).transpose(0, 1, 4, 2, 5, 3)
+        return y.reshape(n, c // block**2, h * block, w * block)
+    y = x.reshape(n, c, h // block, block, w // block, block).transpose(0, 3, 5, 1, 2, 4)
+    return y.reshape(n, c * block**2, h // block, w // block)
+
+
+@converter("DepthToSpace")
+def depth_to_space(node: NodeContext) -> Outputs:
+    """Channels to spatial blocks (DCR or CRD order), by reshape and transpose."""
+    return [_depth_space(node, node.tensor(0), to_space=True)]
+
+
+@converter("SpaceToDepth")
+def space_to_depth(node: NodeContext) -> Outputs:
+    """Spatial blocks to channels, by reshape and transpose."""
+    return [_depth_space(node, node.tensor(0), to_space=False)]

@@ -1,0 +1,386 @@
+"""`ember.onnx.load`: an ONNX model as something `ember.trace` and `ember.compile` accept.
+
+    model = ember.onnx.load("resnet.onnx", shapes={"input": (1, 3, 224, 224)})
+    exe = ember.compile(model, *model.example_inputs)
+
+The loaded model is a callable: traced with one tensor per graph input, it runs each node's
+converter in topological order and returns the graph outputs. Initializers become named
+constants. Values known at import time (initializers, Constant, Shape, and any node whose
+inputs are all small known values) are computed with numpy there, so the shape arithmetic of
+exported models never reaches the Ember graph.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ember.errors import EmberError, UnsupportedError
+from ember.frontend import tracer
+from ember.frontend.tensor import Tensor
+from ember.ir.types import DType
+from ember.onnx.converters import CONVERTERS, NodeContext, Slot, onnx_dtype
+
+# A node whose inputs are all known is evaluated at import time when they hold at most this
+# many elements in all; bigger constant work (a transposed weight) stays in the graph, where
+# its initializer keeps its name and fold-constants can still evaluate it.
+FOLD_LIMIT = 4096
+
+Dim = int | str  # a static size, or the name of a symbolic dimension
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input as the model declares it."""
+
+    name: str
+    dtype: DType
+    dims: tuple[Dim, ...]
+
+
+class OnnxModel:
+    """An imported ONNX graph: call it on traced tensors, one per graph input."""
+
+    def __init__(self, proto: onnx.ModelProto, source: str,
+                 shapes: Mapping[str, Any] | None = None) -> None:
+        self.proto = proto
+        self.source = source  # file name, for error messages and node locations
+        self.opset = _default_opset(proto, source)
+        check_supported(proto, self.opset, source)
+        graph = proto.graph
+        self.initializers = {t.name: _tensor_array(t, source) for t in graph.initializer}
+        self.inputs = [_input_spec(v, source) for v in graph.input
+                       if v.name not in self.initializers]
+        self.input_names = [spec.name for spec in self.inputs]
+        self.output_names = [v.name for v in graph.output]
+        self.nodes = topological_order(graph, set(self.initializers) | set(self.input_names),
+                                       source)
+        self.shapes = _check_shapes(shapes or {}, self.inputs, source)
+        self.__name__ = re.sub(r"[^A-Za-z0-9_]", "_", graph.name or "onnx_model") or "onnx_model"
+        self.__signature__ = _signature(self.input_names)
+
+    def __repr__(self) -> str:
+        return (f"OnnxModel({self.source!r}, opset {self.opset}, {len(self.nodes)} nodes, "
+                f"inputs {self.input_names})")
+
+    # -- example inputs -----------------------------------------------------------------------
+
+    def input_shape(self, index: int) -> tuple[int, ...]:
+        """The static shape of input `index`, symbolic dims pinned by `shapes`."""
+        spec = self.inputs[index]
+        if spec.name in self.shapes:
+            return self.shapes[spec.name]
+        dims = []
+        for axis, dim in enumerate(spec.dims):
+            if isinstance(dim, str):
+                if dim not in self.shapes:
+                    raise EmberError(
+                        f"{self.source}: input {spec.name!r} has a symbolic dimension {axis} "
+                        f"({dim!r}); pin it with shapes={{{spec.name!r}: (...)}} or "
+                        f"shapes={{{dim!r}: N}}, or pass example inputs")
+                dim = self.shapes[dim]
+            dims.append(int(dim))
+        return tuple(dims)
+
+    @property
+    def example_inputs(self) -> tuple[np.ndarray, ...]:
+        """Seeded random floats (zeros for integers and bools) of the declared inputs."""
+        rng = np.random.default_rng(0)
+        arrays = []
+        for index, spec in enumerate(self.inputs):
+            shape = self.input_shape(index)
+            if spec.dtype.is_float:
+                arrays.append(rng.standard_normal(shape).astype(spec.dtype.numpy))
+            else:
+                arrays.append(np.zeros(shape, dtype=spec.dtype.numpy))
+        return tuple(arrays)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def __call__(self, *args: Any) -> Any:
+        """Trace the graph on `args`; outside a trace, run it with the reference interpreter."""
+        if not tracer.tracing():
+            from ember.driver import compile as compile_model
+
+            return compile_model(self, *args, opt_level=0)(*args)
+        if len(args) != len(self.inputs):
+            raise EmberError(f"{self.source}: the model takes {len(self.inputs)} inputs "
+                             f"({', '.join(self.input_names)}), got {len(args)}")
+        slots: dict[str, Slot] = {
+            name: Slot(name, known=array, const_name=name)
+            for name, array in self.initializers.items()
+        }
+        bound: dict[str, int] = {}
+        for spec, arg in zip(self.inputs, args, strict=True):
+            tensor = tracer.as_tensor(arg)
+            _check_input(spec, tensor, bound, self.source)
+            slots[spec.name] = Slot(spec.name, tensor=tensor)
+        for node in self.nodes:
+            self._convert(node, slots)
+        outputs = [slots[name].as_tensor() for name in self.output_names]
+        return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _convert(self, node: onnx.NodeProto, slots: dict[str, Slot]) -> None:
+        inputs = [slots[name] if name else None for name in node.input]
+        context = NodeContext(node, self.opset, inputs)
+        given = [s for s in inputs if s is not None]
+        foldable = bool(given) and all(s.known is not None for s in given) and sum(
+            s.known.size for s in given if s.known is not None) <= FOLD_LIMIT
+        try:
+            outputs = self._fold(context) if foldable else self._emit(context)
+        except EmberError as err:
+            shapes = ", ".join(_describe(s) for s in inputs)
+            raise EmberError(f"{self.source}: cannot convert {context.label} (inputs: "
+                             f"{shapes or 'none'}): {err}") from err
+        for index, name in enumerate(node.output):
+            if not name:
+                continue
+            if index >= len(outputs) or outputs[index] is None:
+                raise EmberError(f"{self.source}: {context.label}: output {index} ({name!r}) "
+                                 "is not supported")
+            value = outputs[index]
+            if isinstance(value, Tensor):
+                slots[name] = Slot(name, tensor=value)
+            else:
+                slots[name] = Slot(name, known=np.asarray(value))
+
+    def _emit(self, context: NodeContext) -> Sequence[Any]:
+        """Run the converter in the model's trace; its nodes carry the ONNX node as location."""
+        builder = tracer.current().builder
+        start = len(builder.nodes)
+        outputs = CONVERTERS[context.op_type].convert(context)
+        location = f"{os.path.basename(self.source)}:{context.node.name or context.op_type}"
+        for index in range(start, len(builder.nodes)):
+            builder.nodes[index] = builder.nodes[index].replace(loc=location)
+        return outputs
+
+    def _fold(self, context: NodeContext) -> list[Any]:
+        """Run the converter on known inputs in a scratch trace and evaluate it with numpy."""
+        from ember.interpreter import interpret
+
+        scratch = tracer.TraceContext("fold")
+        outer = tracer._STATE.ctx  # NOTE: a nested trace of its own, restored below
+        tracer._STATE.ctx = scratch
+        try:
+            fresh = [None if s is None else Slot(s.name, known=s.known) for s in context.slots]
+            outputs = list(CONVERTERS[context.op_type].convert(
+                NodeContext(context.node, context.opset, fresh)))
+            traced = [o for o in outputs if isinstance(o, Tensor)]
+            values = iter(interpret(scratch.builder.build(t.value for t in traced)))
+        finally:
+            tracer._STATE.ctx = outer
+        return [next(values) if isinstance(o, Tensor) else o for o in outputs]
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and checking the model.
+
+
+def load(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto,
+         shapes: Mapping[str, Any] | None = None) -> OnnxModel:
+    """Import an ONNX model (a path, serialized bytes or a ModelProto).
+
+    `shapes` pins symbolic dimensions: `{"input": (1, 3, 224, 224)}` gives an input's whole
+    shape, `{"batch": 1}` one named dimension. Unsupported operators raise one UnsupportedError
+    listing them all; a file that is not an ONNX model raises EmberError.
+    """
+    if isinstance(path_or_model, onnx.ModelProto):
+        proto, source = path_or_model, path_or_model.graph.name or "<model>"
+    elif isinstance(path_or_model, (bytes, bytearray)):
+        proto, source = _parse(bytes(path_or_model), "<bytes>"), "<bytes>"
+    else:
+        source = os.fspath(path_or_model)
+        try:
+            with open(source, "rb") as handle:
+                data = handle.read()
+        except OSError as err:
+            reason = err.strerror or err
+            raise EmberError(f"{source}: cannot read the ONNX file: {reason}") from None
+        proto = _parse(data, source)
+        _load_external_data(proto, source)
+    _check_structure(proto, source)
+    return OnnxModel(proto, source, shapes)
+
+
+def _parse(data: bytes, source: str) -> onnx.ModelProto:
+    proto = onnx.ModelProto()
+    try:
+        proto.ParseFromString(data)
+    except Exception as err:  # protobuf's DecodeError, or a RuntimeWarning turned error
+        raise EmberError(f"{source}: not a valid ONNX model (protobuf parse failed: {err})"
+                         ) from None
+    return proto
+
+
+def _load_external_data(proto: onnx.ModelProto, source: str) -> None:
+    if not any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):
+        return
+    try:
+        onnx.external_data_helper.load_external_data_for_model(proto, os.path.dirname(source))
+    except Exception as err:
+        raise EmberError(f"{source}: cannot load external tensor data: {err}") from None
+
+
+def _check_structure(proto: onnx.ModelProto, source: str) -> None:
+    """Bytes that happen to parse as protobuf are still not a model without a graph."""
+    if not proto.HasField("graph") or not proto.graph.output or proto.ir_version <= 0:
+        raise EmberError(f"{source}: not a valid ONNX model (no graph with outputs, or no IR "
+                         "version)")
+
+
+def _default_opset(proto: onnx.ModelProto, source: str) -> int:
+    for entry in proto.opset_import:
+        if entry.domain in ("", "ai.onnx"):
+            return int(entry.version)
+    raise EmberError(f"{source}: the model imports no version of the default ONNX opset")
+
+
+def check_supported(proto: onnx.ModelProto, opset: int, source: str = "<model>") -> None:
+    """One UnsupportedError naming every unsupported operator and its nodes, or nothing."""
+    missing: dict[str, list[str]] = {}
+    for position, node in enumerate(proto.graph.node):
+        op_type = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            op_type = f"{node.domain}.{node.op_type}"
+        converter = CONVERTERS.get(op_type)
+        if converter is not None and converter.supports(opset):
+            continue
+        key = op_type if converter is None else (
+            f"{op_type} (opset {opset}; supported {converter.opsets[0]}-{converter.opsets[1]})")
+        missing.setdefault(key, []).append(repr(node.name) if node.name else f"#{position}")
+    if missing:
+        listed = "; ".join(f"{op} (node{'s' if len(nodes) > 1 else ''} {', '.join(nodes)})"
+                           for op, nodes in sorted(missing.items()))
+        raise UnsupportedError(f"{source}: {len(missing)} unsupported ONNX operator"
+                               f"{'s' if len(missing) > 1 else ''} at opset {opset}: {listed}")
+
+
+def topological_order(graph: onnx.GraphProto, available: set[str], source: str
+                      ) -> list[onnx.NodeProto]:
+    """The nodes ordered so each runs after the producers of its inputs."""
+    producers = {name: node for node in graph.node for name in node.output if name}
+    ordered: list[onnx.NodeProto] = []
+    done: set[int] = set()
+    ready = set(available)
+    pending = list(graph.node)
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(not name or name in ready for name in node.input):
+                ordered.append(node)
+                done.add(id(node))
+                ready.update(name for name in node.output if name)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            node = waiting[0]
+            absent = [n for n in node.input if n and n not in ready and n not in producers]
+            what = (f"reads undefined values {absent}" if absent
+                    else "is part of a cycle")
+            raise EmberError(f"{source}: node {node.name or node.op_type!r} {what}")
+        pending = waiting
+    for name in (v.name for v in graph.output):
+        if name not in ready:
+            raise EmberError(f"{source}: graph output {name!r} is not computed by any node")
+    return ordered
+
+
+def _tensor_array(tensor: onnx.TensorProto, source: str) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as err:
+        raise EmberError(f"{source}: cannot read initializer {tensor.name!r}: {err}") from None
+
+
+def _input_spec(value: onnx.ValueInfoProto, source: str) -> InputSpec:
+    kind = value.type.WhichOneof("value")
+    if kind != "tensor_type":
+        raise UnsupportedError(f"{source}: input {value.name!r} is a {kind}, not a tensor")
+    tensor_type = value.type.tensor_type
+    dtype = onnx_dtype(tensor_type.elem_type, f"{source}: input {value.name!r}")
+    dims: list[Dim] = []
+    for axis, dim in enumerate(tensor_type.shape.dim):
+        if dim.HasField("dim_value"):
+            dims.append(int(dim.dim_value))
+        else:
+            dims.append(dim.dim_param or f"{value.name}_dim{axis}")
+    return InputSpec(value.name, dtype, tuple(dims))
+
+
+def _check_shapes(shapes: Mapping[str, Any], inputs: list[InputSpec], source: str
+                  ) -> dict[str, Any]:
+    """`shapes` validated: input names map to whole shapes, dimension names to sizes."""
+    by_name = {spec.name: spec for spec in inputs}
+    dim_names = {d for spec in inputs for d in spec.dims if isinstance(d, str)}
+    result: dict[str, Any] = {}
+    for key, given in shapes.items():
+        if key in by_name:
+            shape = tuple(int(d) for d in given)
+            spec = by_name[key]
+            if len(shape) != len(spec.dims) or any(
+                isinstance(d, int) and d != s for d, s in zip(spec.dims, shape, strict=True)
+            ):
+                raise EmberError(f"{source}: shapes[{key!r}] = {list(shape)} does not fit the "
+                                 f"declared shape {_format_dims(spec.dims)}")
+            result[key] = shape
+        elif key in dim_names:
+            result[key] = int(given)
+        else:
+            known = ", ".join(repr(n) for n in [*by_name, *sorted(dim_names)])
+            raise EmberError(f"{source}: shapes names {key!r}, which is neither an input nor a "
+                             f"symbolic dimension (known: {known or 'none'})")
+    return result
+
+
+def _check_input(spec: InputSpec, tensor: Tensor, bound: dict[str, int], source: str) -> None:
+    """The traced input fits the declaration; symbolic dims take its sizes, consistently."""
+    declared = _format_dims(spec.dims)
+    if tensor.dtype_ is not spec.dtype:
+        raise EmberError(f"{source}: input {spec.name!r} is declared {spec.dtype.value}"
+                         f"{declared}, got {tensor.value.type}")
+    if len(tensor.shape) != len(spec.dims):
+        raise EmberError(f"{source}: input {spec.name!r} is declared with rank {len(spec.dims)} "
+                         f"{declared}, got {tensor.value.type}")
+    for axis, (dim, size) in enumerate(zip(spec.dims, tensor.shape, strict=True)):
+        if isinstance(dim, int) and dim != size:
+            raise EmberError(f"{source}: input {spec.name!r} dimension {axis} is declared "
+                             f"{dim}, got {size} ({declared} vs {list(tensor.shape)})")
+        if isinstance(dim, str) and bound.setdefault(dim, size) != size:
+            raise EmberError(f"{source}: symbolic dimension {dim!r} is {bound[dim]} in one "
+                             f"input and {size} in input {spec.name!r}")
+
+
+def _format_dims(dims: Sequence[Dim]) -> str:
+    return "[" + ",".join(str(d) for d in dims) + "]"
+
+
+def _describe(slot: Slot | None) -> str:
+    if slot is None:
+        return "(omitted)"
+    if slot.tensor is not None:
+        return f"{slot.name!r} {slot.tensor.value.type}"
+    assert slot.known is not None
+    return f"{slot.name!r} constant {slot.known.dtype}{list(slot.known.shape)}"
+
+
+def _signature(names: Sequence[str]) -> inspect.Signature:
+    """A signature with one parameter per graph input, so traced graphs keep their names."""
+    used: set[str] = set()
+    parameters = []
+    for name in names:
+        identifier = re.sub(r"[^A-Za-z0-9_]", "_", name)
+        if not identifier or identifier[0].isdigit() or identifier in used:
+            identifier = f"input_{identifier}"
+        while identifier in used:
+            identifier += "_"
+        used.add(identifier)
+        parameters.append(inspect.Parameter(identifier, inspect.Parameter.POSITIONAL_ONLY))
+    return inspect.Signature(parameters)
