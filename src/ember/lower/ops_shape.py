@@ -42,6 +42,7 @@ from ember.lower.loops import (
     Stmt,
     Store,
     Unary,
+    Var,
     add,
     imm,
     index_imm,
@@ -51,7 +52,7 @@ from ember.lower.loops import (
 from ember.lower.rules import LowerContext, lowers
 
 I64 = DType.I64
-TILE = 32  # edge of a transpose tile, in elements (see benchmarks/NOTES.md)
+TILE = 16  # edge of a transpose tile, in elements (see benchmarks/NOTES.md)
 MIN_TILED_EXTENT = 2 * TILE  # below this a dimension is not worth tiling
 
 
@@ -156,26 +157,35 @@ def _tiled_nest(ctx: LowerContext, dims: Sequence[_Dim], pair: tuple[int, int],
     statements: list[Stmt] = []
     for outer_piece in _pieces(dims[outer_position].extent):
         for inner_piece in _pieces(dims[inner_position].extent):
-            tiles = [ctx.names.fresh("b"), ctx.names.fresh("b")]
-            lanes = [ctx.names.fresh("j"), ctx.names.fresh("j")]
-            positions = []
-            for (_count, size, start), tile, lane in zip((outer_piece, inner_piece), tiles, lanes,
-                                                         strict=True):
-                positions.append(add(add(index_imm(start), mul(tile, index_imm(size))), lane))
+            loops: list[tuple[Var, int]] = []
+            pieces = (outer_piece, inner_piece)
+            tiles = [_counter(ctx, loops, "b", count) for count, _, _ in pieces]
+            lanes = [_counter(ctx, loops, "j", size) for _, size, _ in pieces]
+            positions = [add(add(index_imm(start), mul(tile, index_imm(size))), lane)
+                         for (_, size, start), tile, lane in zip(pieces, tiles, lanes,
+                                                                 strict=True)]
             indices = other_indices + positions
             ordered = [*others, dims[outer_position], dims[inner_position]]
             source_index = _affine(source_offset, indices, [d.source for d in ordered])
             target_index = _affine(target_offset, indices, [d.target for d in ordered])
             body: tuple[Stmt, ...] = (Store(target, target_index, Load(source, source_index)),)
-            body = (Loop(lanes[1], inner_piece[1], body),)
-            body = (Loop(lanes[0], outer_piece[1], body),)
-            body = (Loop(tiles[1], inner_piece[0], body),)
-            body = (Loop(tiles[0], outer_piece[0], body),)
+            for var, extent in reversed(loops):
+                body = (Loop(var, extent, body),)
             statements += body
     nest: tuple[Stmt, ...] = tuple(statements)
     for index, dim in zip(reversed(other_indices), reversed(others), strict=True):
         nest = (Loop(index, dim.extent, nest),)
     return nest
+
+
+def _counter(ctx: LowerContext, loops: list[tuple[Var, int]], prefix: str, extent: int
+             ) -> Expr:
+    """A loop counter appended to `loops`, or the constant 0 for a single iteration."""
+    if extent == 1:
+        return index_imm(0)
+    var = ctx.names.fresh(prefix)
+    loops.append((var, extent))
+    return var
 
 
 def _flat_copy(ctx: LowerContext, source: Buffer, target: Buffer) -> tuple[Stmt, ...]:
@@ -389,9 +399,11 @@ def lower_gather(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
         ]
     if target.size == 0 or size == 0:
         return tuple(statements)
-    row, position, lane = ctx.names.fresh("i"), ctx.names.fresh("i"), ctx.names.fresh("i")
+    position, lane = ctx.names.fresh("i"), ctx.names.fresh("i")
+    row: Expr = ctx.names.fresh("i") if outer > 1 else index_imm(0)
     value, safe = ctx.names.fresh("t"), ctx.names.fresh("t")
-    wrapped = Select(Binary("lt", value, index_imm(0)), add(value, index_imm(size)), value)
+    wrapped = ctx.names.fresh("t")
+    wrap = Select(Binary("lt", value, index_imm(0)), add(value, index_imm(size)), value)
     clamped = Select(Binary("and", Binary("ge", wrapped, index_imm(0)),
                             Binary("lt", wrapped, index_imm(size))), wrapped, index_imm(0))
     source_row = add(mul(row, index_imm(size)), safe)
@@ -400,9 +412,13 @@ def lower_gather(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
                  Load(data, add(mul(source_row, index_imm(inner)), lane)))
     if inner == 1:  # one element per index: no row loop
         copy = Store(target, target_row, Load(data, source_row))
-    body: tuple[Stmt, ...] = (Let(value, _index(indices, position)), Let(safe, clamped),
+    body: tuple[Stmt, ...] = (Let(value, _index(indices, position)), Let(wrapped, wrap),
+                              Let(safe, clamped),
                               copy if inner == 1 else Loop(lane, inner, (copy,)))
-    return (*statements, Loop(row, outer, (Loop(position, count, body),)))
+    nest: tuple[Stmt, ...] = (Loop(position, count, body),)
+    if outer > 1:
+        nest = (Loop(row, outer, nest),)
+    return (*statements, *nest)
 
 
 def _index(indices: Buffer, position: Expr) -> Expr:
