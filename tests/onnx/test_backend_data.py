@@ -29,7 +29,7 @@ MINIMUM_PASS_RATE = 0.90
 pytestmark = pytest.mark.skipif(not CASES, reason="the onnx package ships no backend test data")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _model(path: str) -> OnnxModel | UnsupportedError:
     try:
         return load(path)
@@ -37,7 +37,7 @@ def _model(path: str) -> OnnxModel | UnsupportedError:
         return err
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _outcome(directory: str, opt_level: int) -> tuple[str, str]:
     """("pass" | "unsupported" | "lowering" | "fail", detail) for one case at one level."""
     model = _model(os.path.join(directory, "model.onnx"))

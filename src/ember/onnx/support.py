@@ -78,7 +78,7 @@ def _tensors(folder: str, prefix: str) -> list[np.ndarray]:
     return [numpy_helper.to_array(onnx.load_tensor(os.path.join(folder, n))) for n in names]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def case_data(directory: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
     """(inputs, expected outputs) of a case's first test data set (cached)."""
     sets = sorted(n for n in os.listdir(directory) if n.startswith("test_data_set_"))
