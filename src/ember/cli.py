@@ -8,6 +8,7 @@
     ember ir examples/cnn.py --explain fusion   # why each fusion candidate was (not) fused
     ember passes                                # the passes and their options
     ember opt dump/002_cse.ir -p dce            # run passes on IR text, like mlir-opt
+    ember bench examples/mlp.py --threads 1     # opt levels 0-3 and ONNX Runtime, timed
 
 A TARGET file is imported under a private module name (never `"__main__"`), so the script part
 of an example does not run. It defines the model (`model`, or the NAME given after a colon) and
@@ -321,6 +322,47 @@ def command_cache(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str, what: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UsageError(f"{what} must be comma-separated integers, got {text!r}") from None
+
+
+def command_bench(args: argparse.Namespace) -> int:
+    """`ember bench TARGET`: time the opt levels side by side (and ONNX Runtime, PyTorch)."""
+    from ember.bench import DEFAULT_COMPARE, bench
+
+    target = load_target(args.target)
+    levels = _int_list(args.levels, "--levels")
+    if not levels or any(level not in (0, 1, 2, 3) for level in levels):
+        raise UsageError(f"--levels takes opt levels 0 to 3, got {args.levels!r}")
+    compare = [name.strip() for name in args.compare.split(",") if name.strip()]
+    unknown = [name for name in compare if name not in DEFAULT_COMPARE]
+    if unknown:
+        raise UsageError(f"--compare: unknown peer {unknown[0]!r} (known: "
+                         f"{', '.join(DEFAULT_COMPARE)})")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    if args.repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {args.repeats}")
+    try:
+        result = bench(target.model, target.example_inputs, levels=levels, threads=args.threads,
+                       repeats=args.repeats, warmup=args.warmup, compare=compare,
+                       ablate=args.ablate, name=target.where)
+    except (EmberError, ValueError, RuntimeError) as err:
+        raise UsageError(f"cannot benchmark {target.where}: {str(err).splitlines()[0]}"
+                         ) from None
+    print(result.table())
+    if args.json:
+        try:
+            result.write_json(args.json)
+        except OSError as err:
+            raise UsageError(f"cannot write {args.json}: {err.strerror}") from None
+    failed = not result.ok or any(row.failure for row in result.levels)
+    return 1 if failed else 0
+
+
 def _add_pass_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-p", "--passes", dest="pipeline", metavar="PIPELINE",
                         help='passes to run, e.g. "fold-constants,cse,fuse{max-ops=8}" '
@@ -372,6 +414,29 @@ def build_parser() -> argparse.ArgumentParser:
     cache = commands.add_parser("cache", help="the compiled-code cache (EMBER_CACHE_DIR)")
     cache.add_argument("action", choices=["info", "clear"])
     cache.set_defaults(run=command_cache)
+    bench = commands.add_parser("bench", help="time a model at each opt level",
+                                description="Time a model at opt levels 0 to 3 side by side "
+                                "(median, spread, speedup over level 0, arena, compile time), "
+                                "with ONNX Runtime as a peer; outputs are checked against "
+                                "level 0. Exit status 1 when a level does not compile or any "
+                                "output differs from level 0.")
+    bench.add_argument("target", metavar="TARGET", help="file.py or file.py:NAME")
+    bench.add_argument("--threads", type=int, metavar="N",
+                       help="threads (default: EMBER_NUM_THREADS, else every CPU)")
+    bench.add_argument("--levels", default="0,1,2,3", metavar="L,L,...",
+                       help="opt levels to time (default: 0,1,2,3)")
+    bench.add_argument("--repeats", type=int, default=20, metavar="N",
+                       help="timed calls per row (default: 20)")
+    bench.add_argument("--warmup", type=int, default=3, metavar="N",
+                       help="untimed calls first (default: 3)")
+    bench.add_argument("--compare", default="onnxruntime,torch", metavar="PEERS",
+                       help="peers to run when installed: onnxruntime, torch (torch needs a "
+                       "PyTorch model: from the command line it is listed as not given); "
+                       "'' for none")
+    bench.add_argument("--ablate", action="store_true",
+                       help="also time level 3 without each pass of its pipeline")
+    bench.add_argument("--json", metavar="FILE", help="write every number to FILE")
+    bench.set_defaults(run=command_bench)
     return parser
 
 
