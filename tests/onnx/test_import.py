@@ -1,0 +1,458 @@
+"""`ember.onnx.load`: each converter against ONNX Runtime, the import-time evaluation of constant
+subgraphs, symbolic dimensions, and the errors (unsupported operators, malformed files).
+
+One-node models are built with `onnx.helper`; ONNX Runtime (or, for opsets it no longer runs,
+a numpy expression) is the independent reference.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+import ember  # noqa: E402
+import ember.onnx  # noqa: E402
+from ember.onnx.converters import CONVERTERS  # noqa: E402
+
+F32 = np.float32
+RNG = np.random.default_rng(0)
+_NP_TO_ONNX = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE,
+               np.dtype(np.int64): TensorProto.INT64, np.dtype(np.int32): TensorProto.INT32,
+               np.dtype(np.bool_): TensorProto.BOOL}
+
+
+class Init:
+    """A node input given as an initializer (a constant of the model)."""
+
+    def __init__(self, value: object, dtype: object = None) -> None:
+        self.value = np.asarray(value, dtype=dtype)
+
+
+def randn(*shape: int) -> np.ndarray:
+    return RNG.standard_normal(shape).astype(F32)
+
+
+def positive(*shape: int) -> np.ndarray:
+    return (np.abs(randn(*shape)) + 0.1).astype(F32)
+
+
+def one_node_model(op_type: str, args: tuple[object, ...], opset: int, outputs: int,
+                   attrs: dict[str, object]) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """A model of one node; arrays become graph inputs, `Init`s initializers, None omitted."""
+    names, graph_inputs, initializers, feeds = [], [], [], {}
+    for index, arg in enumerate(args):
+        if arg is None:
+            names.append("")
+            continue
+        name = f"in{index}"
+        names.append(name)
+        if isinstance(arg, Init):
+            initializers.append(numpy_helper.from_array(arg.value, name))
+        else:
+            array = np.asarray(arg)
+            feeds[name] = array
+            graph_inputs.append(helper.make_tensor_value_info(
+                name, _NP_TO_ONNX[array.dtype], list(array.shape)))
+    output_names = [f"out{i}" for i in range(outputs)]
+    node = helper.make_node(op_type, names, output_names, name=f"{op_type.lower()}_node",
+                            **attrs)
+    graph = helper.make_graph([node], "single", graph_inputs,
+                              [helper.make_empty_tensor_value_info(n) for n in output_names],
+                              initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    return model, feeds
+
+
+def run_onnxruntime(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def run_ember(model: onnx.ModelProto, feeds: dict[str, np.ndarray], opt_level: int = 0
+              ) -> list[np.ndarray]:
+    loaded = ember.onnx.load(model)
+    inputs = [feeds[name] for name in loaded.input_names]
+    result = ember.compile(loaded, *inputs, opt_level=opt_level)(*inputs)
+    return list(result) if isinstance(result, tuple) else [result]
+
+
+def case(op_type: str, *args: object, opset: int = 13, outputs: int = 1, id: str = "",
+         **attrs: object) -> object:
+    return pytest.param(op_type, args, opset, outputs, attrs, id=id or f"{op_type}-{opset}")
+
+
+X = randn(2, 3, 4)
+IMAGE = randn(2, 4, 7, 6)
+VOLUME = randn(1, 2, 5, 6, 4)
+SIGNAL = randn(2, 4, 9)
+INTS = RNG.integers(-5, 6, size=(2, 3, 4)).astype(np.int64)
+TIES = np.array([[1, 3, 3, 0], [2, 2, 1, 2]], dtype=F32)
+WITH_INF = np.array([1.0, np.inf, -np.inf, np.nan, -2.0], dtype=F32)
+MASK = RNG.random((2, 3, 4)) > 0.5
+
+CASES = [
+    # -- elementwise ------------------------------------------------------------------------------
+    *[case(op, X) for op in ("Relu", "Sigmoid", "Tanh", "Exp", "Neg", "Abs", "Sign", "Floor",
+                             "Ceil", "Sin", "Cos", "Erf", "Tan", "Softplus", "Softsign",
+                             "Identity", "Selu")],
+    case("HardSwish", X, opset=14),
+    case("Round", np.array([0.5, 1.5, 2.5, -0.5, -1.7, 2.2], dtype=F32)),
+    *[case(op, positive(2, 3, 4)) for op in ("Log", "Sqrt", "Reciprocal")],
+    case("LeakyRelu", X, alpha=0.2),
+    case("Elu", X, alpha=0.5),
+    case("Celu", X, alpha=2.0),
+    case("HardSigmoid", X, alpha=0.3, beta=0.4),
+    case("Mish", X, opset=18),
+    case("Gelu", X, opset=20),
+    case("Gelu", X, opset=20, approximate="tanh", id="Gelu-tanh"),
+    case("ThresholdedRelu", X, alpha=0.5),
+    case("IsNaN", WITH_INF),
+    case("IsInf", WITH_INF),
+    case("IsInf", WITH_INF, detect_negative=0, id="IsInf-positive"),
+    case("Not", MASK),
+    case("PRelu", X, Init(randn(3, 1))),
+    *[case(op, X, randn(3, 1)) for op in ("Add", "Sub", "Mul", "Div", "Equal", "Less", "Greater",
+                                         "LessOrEqual", "GreaterOrEqual")],
+    case("Div", INTS, Init(np.array([2, -3, 4, 7], dtype=np.int64)), id="Div-int-truncates"),
+    case("Pow", positive(2, 3), randn(3)),
+    case("Pow", positive(2, 3), Init(np.array(2, dtype=np.int64)), opset=15, id="Pow-int-exp"),
+    *[case(op, MASK, ~MASK[:1]) for op in ("And", "Or", "Xor")],
+    *[case(op, randn(2, 3), randn(3), randn(1, 1)) for op in ("Sum", "Max", "Min", "Mean")],
+    case("Where", MASK, X, randn(4)),
+    case("Cast", X * 3, to=TensorProto.INT64),
+    case("Cast", INTS, to=TensorProto.DOUBLE, id="Cast-to-double"),
+    case("Cast", INTS, to=TensorProto.BOOL, id="Cast-to-bool"),
+    case("CastLike", INTS, Init(np.zeros(1, F32)), opset=15),
+    case("Clip", X, Init(np.array(-0.5, F32)), Init(np.array(0.7, F32))),
+    case("Clip", X, None, np.array(0.3, F32), id="Clip-traced-max"),
+    case("Clip", X, opset=13, id="Clip-no-bounds"),
+    # -- matrix products, convolution, pooling ----------------------------------------------------
+    case("MatMul", randn(2, 1, 3, 4), randn(5, 4, 2)),
+    case("MatMul", randn(3, 4), Init(randn(4))),
+    case("Gemm", randn(4, 3), Init(randn(5, 4)), Init(randn(5)), transA=1, transB=1, alpha=0.5,
+         beta=2.0),
+    case("Gemm", randn(2, 3), randn(3, 4), id="Gemm-no-c"),
+    case("Conv", IMAGE, Init(randn(6, 2, 3, 2)), Init(randn(6)), pads=[1, 0, 2, 1],
+         strides=[2, 1], dilations=[1, 2], group=2),
+    case("Conv", IMAGE, Init(randn(3, 4, 3, 3)), auto_pad="SAME_UPPER", strides=[2, 2],
+         id="Conv-same-upper"),
+    case("Conv", IMAGE, Init(randn(3, 4, 2, 2)), auto_pad="SAME_LOWER", id="Conv-same-lower"),
+    case("Conv", SIGNAL, Init(randn(6, 2, 3)), Init(randn(6)), pads=[2, 1], strides=[2],
+         group=2, id="Conv-1d"),
+    case("Conv", VOLUME, Init(randn(4, 1, 3, 2, 2)), Init(randn(4)), pads=[1, 0, 1, 2, 1, 0],
+         strides=[2, 1, 2], dilations=[1, 2, 1], group=2, id="Conv-3d"),
+    case("ConvTranspose", randn(1, 4, 3, 5), Init(randn(4, 3, 3, 2)), Init(randn(6)),
+         strides=[2, 3], pads=[1, 0, 0, 1], output_padding=[1, 2], group=2),
+    case("ConvTranspose", randn(1, 2, 4, 4), Init(randn(2, 3, 3, 3)), strides=[2, 2],
+         output_shape=[9, 8], id="ConvTranspose-output-shape"),
+    case("ConvTranspose", SIGNAL, Init(randn(4, 2, 3)), strides=[2], dilations=[2],
+         id="ConvTranspose-1d"),
+    case("MaxPool", IMAGE, kernel_shape=[3, 2], pads=[1, 1, 1, 0], strides=[2, 2],
+         ceil_mode=1),
+    case("MaxPool", SIGNAL, kernel_shape=[3], dilations=[2], strides=[2], id="MaxPool-1d"),
+    case("MaxPool", VOLUME, kernel_shape=[3, 2, 2], pads=[1, 0, 1, 1, 1, 0], strides=[2, 2, 1],
+         id="MaxPool-3d"),
+    case("MaxPool", VOLUME, kernel_shape=[2, 3, 3], strides=[2, 2, 2], ceil_mode=1,
+         id="MaxPool-3d-ceil"),
+    case("AveragePool", IMAGE, kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[2, 2]),
+    case("AveragePool", IMAGE, kernel_shape=[3, 2], pads=[1, 1, 0, 1], count_include_pad=1,
+         id="AveragePool-include-pad"),
+    case("AveragePool", VOLUME, kernel_shape=[3, 3, 2], pads=[1, 1, 0, 1, 1, 1],
+         strides=[2, 2, 2], id="AveragePool-3d"),
+    case("AveragePool", VOLUME, kernel_shape=[2, 2, 2], pads=[1, 0, 1, 1, 1, 0],
+         strides=[2, 2, 2], count_include_pad=1, ceil_mode=1, id="AveragePool-3d-include-pad"),
+    case("AveragePool", SIGNAL, kernel_shape=[4], strides=[3], id="AveragePool-1d"),
+    case("GlobalAveragePool", IMAGE),
+    case("GlobalMaxPool", VOLUME),
+    # -- normalization and softmax -----------------------------------------------------------------
+    case("BatchNormalization", IMAGE, Init(randn(4)), Init(randn(4)), Init(randn(4)),
+         Init(positive(4)), epsilon=1e-3, opset=15),
+    case("InstanceNormalization", IMAGE, Init(randn(4)), Init(randn(4)), epsilon=1e-4),
+    case("LayerNormalization", X, Init(randn(3, 4)), Init(randn(3, 4)), axis=-2, opset=17),
+    case("LayerNormalization", X, Init(randn(4)), opset=17, id="LayerNormalization-no-bias"),
+    case("Softmax", X, axis=1, opset=11, id="Softmax-11-flattens"),
+    case("Softmax", X, axis=1, opset=13),
+    case("LogSoftmax", X, axis=1, opset=11, id="LogSoftmax-11-flattens"),
+    case("LogSoftmax", X, opset=13),
+    # -- shapes ------------------------------------------------------------------------------------
+    case("Reshape", X, Init(np.array([0, -1, 2], np.int64))),
+    case("Flatten", X, axis=2),
+    case("Flatten", X, axis=0, id="Flatten-axis-0"),
+    case("Transpose", X, perm=[2, 0, 1]),
+    case("Transpose", X, id="Transpose-reverse"),
+    case("Squeeze", randn(2, 1, 3, 1), axes=[1, -1], opset=11),
+    case("Squeeze", randn(2, 1, 3, 1), Init(np.array([-1], np.int64)), id="Squeeze-input"),
+    case("Squeeze", randn(2, 1, 3, 1), id="Squeeze-all"),
+    case("Unsqueeze", X, axes=[0, -1], opset=11),
+    case("Unsqueeze", X, Init(np.array([1, -1], np.int64)), id="Unsqueeze-input"),
+    case("Concat", X, randn(2, 1, 4), Init(randn(2, 2, 4)), axis=-2),
+    case("Split", randn(2, 7), axis=1, split=[3, 4], outputs=2, opset=11),
+    case("Split", randn(6, 2), Init(np.array([1, 5], np.int64)), outputs=2, id="Split-input"),
+    case("Split", randn(7, 2), num_outputs=3, outputs=3, opset=18, id="Split-uneven"),
+    case("Slice", randn(5, 6, 4), Init(np.array([-1, 1], np.int64)),
+         Init(np.array([-10**18, 100], np.int64)), Init(np.array([0, 2], np.int64)),
+         Init(np.array([-2, 3], np.int64))),
+    case("Slice", randn(5, 6), Init(np.array([1], np.int64)), Init(np.array([-1], np.int64)),
+         id="Slice-defaults"),
+    case("Gather", randn(5, 3), Init(np.array([[0, -1], [2, -5]], np.int64)), axis=0),
+    case("Gather", randn(2, 5), np.array([4, 0, 3], np.int64), axis=1, id="Gather-traced"),
+    case("Gather", randn(2, 5), Init(np.array(-2, np.int64)), axis=1, id="Gather-scalar"),
+    case("Pad", X, Init(np.array([0, 1, 2, 1, 0, 1], np.int64)), Init(np.array(1.5, F32))),
+    case("Pad", X, Init(np.array([1, 1, 2, 0, 1, 1], np.int64)), mode="reflect",
+         id="Pad-reflect"),
+    case("Pad", X, Init(np.array([1, -1, 2, 0, 1, -2], np.int64)), mode="edge",
+         id="Pad-edge-crop"),
+    case("Pad", X, Init(np.array([2, 1], np.int64)), None, Init(np.array([-1], np.int64)),
+         opset=18, id="Pad-axes"),
+    case("Expand", randn(3, 1), Init(np.array([2, 1, 4], np.int64))),
+    case("Tile", randn(2, 3), Init(np.array([2, 3], np.int64))),
+    case("Dropout", X, outputs=2),
+    case("DepthToSpace", randn(1, 8, 2, 3), blocksize=2),
+    case("DepthToSpace", randn(1, 8, 2, 3), blocksize=2, mode="CRD", id="DepthToSpace-crd"),
+    case("SpaceToDepth", randn(1, 2, 4, 6), blocksize=2),
+    # -- reductions --------------------------------------------------------------------------------
+    *[case(op, positive(2, 3, 4), axes=[0, -1], keepdims=0, opset=13)
+      for op in ("ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
+                 "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")],
+    *[case(op, positive(2, 3, 4), Init(np.array([1], np.int64)), opset=18, id=f"{op}-input")
+      for op in ("ReduceMean", "ReduceMax", "ReduceL2", "ReduceLogSumExp")],
+    case("ReduceSum", X, Init(np.array([-2], np.int64)), keepdims=0),
+    case("ReduceSum", X, opset=11, id="ReduceSum-all"),
+    case("ReduceSum", X, Init(np.zeros(0, np.int64)), noop_with_empty_axes=1, id="ReduceSum-noop"),
+    case("ArgMax", TIES, axis=1),
+    case("ArgMin", TIES, axis=1, keepdims=0),
+    case("ArgMax", TIES, axis=1, select_last_index=1, id="ArgMax-last"),
+    case("ArgMin", TIES, axis=0, select_last_index=1, keepdims=0, id="ArgMin-last"),
+]
+
+
+@pytest.mark.parametrize(("op_type", "args", "opset", "outputs", "attrs"), CASES)
+def test_converter_matches_onnxruntime(op_type, args, opset, outputs, attrs):
+    """One node of `op_type`, imported and run by Ember, gives ONNX Runtime's outputs."""
+    model, feeds = one_node_model(op_type, args, opset, outputs, attrs)
+    expected = run_onnxruntime(model, feeds)
+    got = run_ember(model, feeds)
+    assert len(got) == len(expected)
+    for ours, theirs in zip(got, expected, strict=True):
+        assert ours.shape == theirs.shape and ours.dtype == theirs.dtype
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_every_converter_has_a_case():
+    """The parametrized cases above exercise every registered converter (or a test below)."""
+    covered = {param.values[0] for param in CASES}
+    covered |= {"Constant", "ConstantOfShape", "Shape", "Size", "Range"}  # tested below
+    assert sorted(set(CONVERTERS) - covered) == []
+
+
+def test_compiled_elementwise_graph_matches_onnxruntime():
+    """A graph the CPU backend lowers runs at opt level 3 too."""
+    model, feeds = one_node_model("Softplus", (X,), 13, 1, {})
+    np.testing.assert_allclose(run_ember(model, feeds, opt_level=3)[0],
+                               run_onnxruntime(model, feeds)[0], rtol=1e-5, atol=1e-6)
+
+
+# -- semantics of old opsets (ONNX Runtime no longer runs them): numpy references -------------
+
+
+def test_opset6_clip_attributes_and_legacy_broadcast():
+    x, b = randn(2, 3, 4), randn(3)
+    nodes = [helper.make_node("Add", ["x", "b"], ["s"], broadcast=1, axis=1),
+             helper.make_node("Clip", ["s"], ["y"], min=-0.5, max=0.5)]
+    graph = helper.make_graph(
+        nodes, "legacy", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4]),
+                          helper.make_tensor_value_info("b", TensorProto.FLOAT, [3])],
+        [helper.make_empty_tensor_value_info("y")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)])
+    got = run_ember(model, {"x": x, "b": b})[0]
+    np.testing.assert_allclose(got, np.clip(x + b[:, None], -0.5, 0.5), rtol=1e-6)
+
+
+def test_opset6_prelu_slope_is_per_channel():
+    x, slope = randn(2, 3, 4, 5), randn(3)
+    model, feeds = one_node_model("PRelu", (x, Init(slope)), 6, 1, {})
+    expected = np.where(x < 0, x * slope[:, None, None], x)
+    np.testing.assert_allclose(run_ember(model, feeds)[0], expected, rtol=1e-6)
+
+
+def test_opset9_slice_attributes():
+    x = randn(4, 5)
+    model, feeds = one_node_model("Slice", (x,), 9, 1,
+                                  {"starts": [1, -3], "ends": [100, -1], "axes": [0, 1]})
+    np.testing.assert_array_equal(run_ember(model, feeds)[0], x[1:, -3:-1])
+
+
+# -- the model object, names, constants ---------------------------------------------------------
+
+
+def _linear_model(dims: list[object]) -> onnx.ModelProto:
+    weight = numpy_helper.from_array(np.arange(12, dtype=F32).reshape(4, 3) / 10, "fc.weight")
+    nodes = [helper.make_node("MatMul", ["input.1", "fc.weight"], ["h"], name="fc"),
+             helper.make_node("Relu", ["h"], ["out"], name="act")]
+    graph = helper.make_graph(
+        nodes, "linear", [helper.make_tensor_value_info("input.1", TensorProto.FLOAT, dims)],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)], [weight])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_loaded_model_traces_with_named_inputs_and_constants():
+    model = ember.onnx.load(_linear_model([2, 4]))
+    assert model.input_names == ["input.1"] and model.output_names == ["out"]
+    (example,) = model.example_inputs
+    assert example.shape == (2, 4) and example.dtype == F32
+    graph = ember.trace(model, example)
+    text = str(graph)
+    assert 'const() {name = "fc.weight"' in text
+    assert "%input_1: f32[2,4]" in text
+    assert [node.op for node in graph.nodes] == ["const", "matmul", "relu"]
+    assert graph.nodes[1].loc.endswith(":fc")
+    weight = np.arange(12, dtype=F32).reshape(4, 3) / 10
+    np.testing.assert_allclose(ember.compile(model, example, opt_level=0)(example),
+                               np.maximum(example @ weight, 0), rtol=1e-6)
+
+
+def test_model_called_with_numpy_runs_the_interpreter():
+    model = ember.onnx.load(_linear_model([2, 4]))
+    x = randn(2, 4)
+    weight = np.arange(12, dtype=F32).reshape(4, 3) / 10
+    np.testing.assert_allclose(model(x), np.maximum(x @ weight, 0), rtol=1e-6)
+
+
+def test_symbolic_dims_pinned_by_shapes_or_example_inputs():
+    proto = _linear_model(["batch", 4])
+    unpinned = ember.onnx.load(proto)
+    with pytest.raises(ember.EmberError, match=r"input 'input.1' has a symbolic dimension 0 "
+                                               r"\('batch'\)"):
+        unpinned.example_inputs  # noqa: B018
+    assert ember.onnx.load(proto, shapes={"input.1": (5, 4)}).example_inputs[0].shape == (5, 4)
+    assert ember.onnx.load(proto, shapes={"batch": 3}).example_inputs[0].shape == (3, 4)
+    graph = ember.trace(unpinned, randn(7, 4))  # the example input pins it too
+    assert graph.inputs[0].type.shape == (7, 4)
+
+
+def test_shapes_that_do_not_fit_are_errors():
+    proto = _linear_model(["batch", 4])
+    with pytest.raises(ember.EmberError, match=r"shapes\['input.1'\] = \[2, 5\] does not fit "
+                                               r"the declared shape \[batch,4\]"):
+        ember.onnx.load(proto, shapes={"input.1": (2, 5)})
+    with pytest.raises(ember.EmberError, match="'nothing', which is neither an input"):
+        ember.onnx.load(proto, shapes={"nothing": 1})
+    with pytest.raises(ember.EmberError, match="dimension 1 is declared 4, got 5"):
+        ember.trace(ember.onnx.load(proto), randn(2, 5))
+
+
+def test_constant_subgraph_is_evaluated_at_import():
+    """Shape -> Gather -> Unsqueeze -> Concat -> Reshape: only the reshape reaches the graph."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["batch"], axis=0),
+        helper.make_node("Unsqueeze", ["batch", "zero_axis"], ["batch1"]),
+        helper.make_node("Concat", ["batch1", "minus_one"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["flat"]),
+        helper.make_node("ConstantOfShape", ["target_shape"], ["ones"],
+                         value=numpy_helper.from_array(np.array([2.0], F32))),
+        helper.make_node("Mul", ["flat", "ones"], ["scaled"]),
+        helper.make_node("Size", ["x"], ["count"]),
+        helper.make_node("Cast", ["count"], ["count_f"], to=TensorProto.FLOAT),
+        helper.make_node("Add", ["scaled", "count_f"], ["shifted"]),
+        helper.make_node("Range", ["r0", "r1", "r2"], ["steps"]),
+        helper.make_node("Constant", [], ["c"], value_float=0.25),
+        helper.make_node("Mul", ["steps", "c"], ["quarter"]),
+        helper.make_node("Add", ["shifted", "quarter"], ["y"]),
+    ]
+    initializers = [numpy_helper.from_array(np.array(0, np.int64), "zero"),
+                    numpy_helper.from_array(np.array([0], np.int64), "zero_axis"),
+                    numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+                    numpy_helper.from_array(np.array([1, 12], np.int64), "target_shape"),
+                    numpy_helper.from_array(np.array(0.0, F32), "r0"),
+                    numpy_helper.from_array(np.array(12.0, F32), "r1"),
+                    numpy_helper.from_array(np.array(1.0, F32), "r2")]
+    graph = helper.make_graph(nodes, "shapes",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])],
+                              [helper.make_empty_tensor_value_info("y")], initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    x = randn(2, 3, 4)
+    traced = ember.trace(ember.onnx.load(model), x)
+    assert sorted({node.op for node in traced.nodes}) == ["add", "const", "mul", "reshape"]
+    np.testing.assert_allclose(run_ember(model, {"x": x})[0],
+                               run_onnxruntime(model, {"x": x})[0], rtol=1e-6)
+
+
+def test_shape_with_start_and_end_is_known():
+    model, feeds = one_node_model("Shape", (X,), 15, 1, {"start": 1, "end": -1})
+    (got,) = run_ember(model, feeds)
+    assert got.dtype == np.int64 and got.tolist() == [3]
+
+
+def test_input_that_must_be_static_names_the_node():
+    model, feeds = one_node_model("Reshape", (X, np.array([4, 6], np.int64)), 13, 1, {})
+    with pytest.raises(ember.EmberError, match=r"cannot convert Reshape 'reshape_node' .*"
+                                               r"input 1 \(shape\) must be a constant known "
+                                               "at import time"):
+        run_ember(model, feeds)
+
+
+def test_conversion_error_names_node_and_input_types():
+    model, feeds = one_node_model("Reshape", (X, Init(np.array([5, -1], np.int64))), 13, 1, {})
+    with pytest.raises(ember.EmberError, match=r"<?single.*Reshape 'reshape_node' \(inputs: "
+                                               r"'in0' f32\[2,3,4\], 'in1' constant "
+                                               r"int64\[2\]\): .*cannot reshape"):
+        run_ember(model, feeds)
+
+
+# -- unsupported operators and malformed files --------------------------------------------------
+
+
+def test_unsupported_operators_are_listed_in_one_error_before_conversion():
+    nodes = [helper.make_node("NonZero", ["x"], ["a"], name="nz"),
+             helper.make_node("Resize", ["x"], ["b"], name="up1"),
+             helper.make_node("Resize", ["x"], ["c"], name="up2"),
+             helper.make_node("Relu", ["x"], ["d"], name="fine"),
+             helper.make_node("Gelu", ["x"], ["e"], name="too_new")]
+    graph = helper.make_graph(nodes, "bad",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_empty_tensor_value_info(n) for n in "abcde"])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    with pytest.raises(ember.UnsupportedError) as info:
+        ember.onnx.load(model)
+    message = str(info.value)
+    assert "3 unsupported ONNX operators at opset 13" in message
+    assert "Gelu (opset 13; supported 20-21) (node 'too_new')" in message
+    assert "NonZero (node 'nz')" in message
+    assert "Resize (nodes 'up1', 'up2')" in message
+    assert "Relu" not in message
+
+
+def test_malformed_files_are_ember_errors(tmp_path):
+    good = _linear_model([2, 4]).SerializeToString()
+    truncated = tmp_path / "truncated.onnx"
+    truncated.write_bytes(good[: len(good) // 2])
+    text = tmp_path / "text.onnx"
+    text.write_text("this is not a protobuf message at all\n")
+    for path in (truncated, text):
+        pattern = rf"{re.escape(path.name)}: not a valid ONNX model"
+        with pytest.raises(ember.EmberError, match=pattern):
+            ember.onnx.load(path)
+    with pytest.raises(ember.EmberError, match=r"missing\.onnx: cannot read the ONNX file"):
+        ember.onnx.load(tmp_path / "missing.onnx")
+    with pytest.raises(ember.EmberError, match="<bytes>: not a valid ONNX model"):
+        ember.onnx.load(b"\xff\xff\xff")
+
+
+def test_load_from_file_and_bytes(tmp_path):
+    path = tmp_path / "linear.onnx"
+    onnx.save(_linear_model([2, 4]), path)
+    x = randn(2, 4)
+    from_file = ember.compile(ember.onnx.load(path), x, opt_level=0)(x)
+    from_bytes = ember.compile(ember.onnx.load(path.read_bytes()), x, opt_level=0)(x)
+    expected = run_onnxruntime(_linear_model([2, 4]), {"input.1": x})[0]
+    np.testing.assert_allclose(from_file, expected, rtol=1e-6)
+    np.testing.assert_allclose(from_bytes, expected, rtol=1e-6)
+    assert ember.trace(ember.onnx.load(path), x).nodes[1].loc == "linear.onnx:fc"
