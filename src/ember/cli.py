@@ -118,10 +118,13 @@ def _example_inputs(module: ModuleType, path: str) -> tuple[Any, ...]:
     return tuple(inputs)
 
 
-def load_target(text: str) -> Target:
-    """Resolve `file.py` or `file.py:NAME` into a model and its example inputs."""
+def load_target(text: str, shapes: Sequence[str] | None = None) -> Target:
+    """Resolve `file.py`, `file.py:NAME` or `model.onnx` into a model and its example inputs.
+
+    `shapes` pins an ONNX model's symbolic dimensions: `["input=1x3x224x224", "batch=1"]`.
+    """
     if text.endswith(".onnx"):
-        raise UsageError(f"{text}: ONNX targets are not supported by `ember ir` yet")
+        return _load_onnx_target(text, shapes or [])
     path, name = text, ""
     if ":" in text and not os.path.isfile(text):
         path, _, name = text.rpartition(":")
@@ -138,6 +141,33 @@ def load_target(text: str) -> Target:
     graph_name = _graph_name(name or os.path.splitext(os.path.basename(path))[0])
     where = f"{path}:{name}" if name else path
     return Target(model, _example_inputs(module, path), graph_name, path, where)
+
+
+def _load_onnx_target(path: str, shapes: Sequence[str]) -> Target:
+    """An ONNX file as a target: `ember.onnx.load` with `--shape NAME=DxDxD` pins."""
+    import ember.onnx
+
+    pinned: dict[str, Any] = {}
+    for item in shapes:
+        name, _, dims = item.partition("=")
+        try:
+            sizes = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            sizes = ()
+        if not name or not sizes:
+            raise UsageError(f"--shape takes NAME=DIMS like input=1x3x224x224 or batch=1, "
+                             f"got {item!r}")
+        pinned[name] = sizes
+    if not os.path.isfile(path):
+        raise UsageError(f"no such file: {path}")
+    try:
+        model = ember.onnx.load(path, shapes=pinned)
+        examples = model.example_inputs
+    except EmberError as err:
+        hint = " (ember ir: --shape NAME=DIMS)" if "symbolic dimension" in str(err) else ""
+        raise UsageError(str(err).splitlines()[0] + hint) from None
+    name = _graph_name(os.path.splitext(os.path.basename(path))[0])
+    return Target(model, examples, name, path, path)
 
 
 def _trace(target: Target, args: argparse.Namespace | None = None) -> Graph:
@@ -248,7 +278,7 @@ def _render(result: Graph | str, fmt: str) -> str:
 
 def command_ir(args: argparse.Namespace) -> int:
     """`ember ir TARGET`: print the IR of a model at one stage."""
-    target = load_target(args.target)
+    target = load_target(args.target, args.shape)
     if args.explain:
         from ember.passes.fuse import explain
 
@@ -396,7 +426,10 @@ def build_parser() -> argparse.ArgumentParser:
     ir = commands.add_parser("ir", help="print the IR of a model", description="Print the IR "
                              "of a model. TARGET is file.py (defines `model` and `example_inputs`) "
                              "or file.py:NAME (a function or module in that file).")
-    ir.add_argument("target", metavar="TARGET", help="file.py or file.py:NAME")
+    ir.add_argument("target", metavar="TARGET", help="file.py, file.py:NAME or model.onnx")
+    ir.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
+                    help="pin an ONNX input's shape (input=1x3x224x224) or a symbolic "
+                         "dimension (batch=1); repeatable")
     ir.add_argument("--stage", choices=list(STAGES), default="traced",
                     help="which stage of the pipeline to print (default: traced)")
     ir.add_argument("--explain", choices=["fusion"],

@@ -456,3 +456,24 @@ def test_load_from_file_and_bytes(tmp_path):
     np.testing.assert_allclose(from_file, expected, rtol=1e-6)
     np.testing.assert_allclose(from_bytes, expected, rtol=1e-6)
     assert ember.trace(ember.onnx.load(path), x).nodes[1].loc == "linear.onnx:fc"
+
+
+# -- the command line ------------------------------------------------------------------------------
+
+
+def test_cli_prints_the_ir_of_an_onnx_file(tmp_path, capsys):
+    from ember.cli import main
+
+    path = tmp_path / "linear.onnx"
+    onnx.save(_linear_model(["batch", 4]), path)
+    assert main(["ir", str(path), "--shape", "batch=3"]) == 0
+    out = capsys.readouterr().out
+    assert "graph @linear(%input_1: f32[3,4]) -> (f32[3,3])" in out
+    assert "matmul(%input_1, %0) : f32[3,3]  // linear.onnx:fc" in out
+    assert main(["ir", str(path), "--shape", "input.1=5x4"]) == 0
+    assert "%input_1: f32[5,4]" in capsys.readouterr().out
+    assert main(["ir", str(path)]) == 2
+    assert ("input 'input.1' has a symbolic dimension 0 ('batch')"
+            in capsys.readouterr().err)
+    assert main(["ir", str(path), "--shape", "batch=three"]) == 2
+    assert "--shape takes NAME=DIMS" in capsys.readouterr().err

@@ -331,8 +331,12 @@ def _check_shapes(shapes: Mapping[str, Any], inputs: list[InputSpec], source: st
                 raise EmberError(f"{source}: shapes[{key!r}] = {list(shape)} does not fit the "
                                  f"declared shape {_format_dims(spec.dims)}")
             result[key] = shape
-        elif key in dim_names:
-            result[key] = int(given)
+        elif key in dim_names:  # a size, or a one-element shape (`--shape batch=4`)
+            sizes = tuple(given) if isinstance(given, (tuple, list)) else (given,)
+            if len(sizes) != 1:
+                raise EmberError(f"{source}: shapes[{key!r}] names a dimension and takes one "
+                                 f"size, got {list(sizes)}")
+            result[key] = int(sizes[0])
         else:
             known = ", ".join(repr(n) for n in [*by_name, *sorted(dim_names)])
             raise EmberError(f"{source}: shapes names {key!r}, which is neither an input nor a "
