@@ -349,13 +349,33 @@ def infer_dropout(x: TensorType, *, p: float, training: bool, seed: int) -> Tens
 
 
 def _dropout(x: np.ndarray, *, p: float, training: bool, seed: int) -> np.ndarray:
-    """Identity in inference; in training, a mask drawn from `seed` scaled by 1/(1-p)."""
+    """Identity in inference; in training, a mask from a counter-based hash of (seed, flat
+    index), kept elements scaled by dtype(1/(1-p)).
+
+    With murmur3's 32-bit finalizer fmix32 and all arithmetic mod 2^32:
+    key = fmix32(low ^ high 32 bits of seed mod 2^64), h = fmix32(index * 0x9E3779B1 + key),
+    and an element is kept when h / 2^32 >= p. Compiled kernels compute the same hash
+    (ember/lower/ops_norm.py), so their masks are identical to this one.
+    """
     if not training or p == 0:
         return x.copy()
     if p == 1:
         return np.zeros_like(x)
-    keep = np.random.default_rng(seed).random(x.shape) >= p
-    return (x * keep / (1 - p)).astype(x.dtype)
+
+    def fmix32(h: np.ndarray) -> np.ndarray:
+        h = h ^ (h >> np.uint32(16))
+        h = h * np.uint32(0x85EBCA6B)
+        h = h ^ (h >> np.uint32(13))
+        h = h * np.uint32(0xC2B2AE35)
+        return h ^ (h >> np.uint32(16))
+
+    wide = seed & ((1 << 64) - 1)
+    key = fmix32(np.array([(wide & 0xFFFFFFFF) ^ (wide >> 32)], dtype=np.uint32))
+    index = np.arange(x.size, dtype=np.uint64).astype(np.uint32)
+    hashed = fmix32(index * np.uint32(0x9E3779B1) + key)
+    keep = (hashed.astype(np.uint64) >= np.uint64(np.ceil(p * 2.0**32))).reshape(x.shape)
+    scale = x.dtype.type(1 / (1 - p))
+    return x * np.where(keep, scale, x.dtype.type(0))
 
 
 register_op(OpDef("dropout", infer=infer_dropout, reference=_dropout, pure=False,
