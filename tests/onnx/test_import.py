@@ -171,6 +171,12 @@ CASES = [
     case("AveragePool", SIGNAL, kernel_shape=[4], strides=[3], id="AveragePool-1d"),
     case("GlobalAveragePool", IMAGE),
     case("GlobalMaxPool", VOLUME),
+    case("Einsum", randn(2, 3, 4), randn(2, 4, 5), equation="bij,bjk->bik", opset=12),
+    case("Einsum", randn(3, 4), randn(5, 4), equation="ij,kj", opset=12, id="Einsum-implicit"),
+    case("Einsum", randn(2, 3, 4), randn(4, 3, 6), equation="abc,cbd->da", opset=12,
+         id="Einsum-sum-and-transpose"),
+    case("Einsum", randn(2, 3, 4), equation="abc->ca", opset=12, id="Einsum-one-operand"),
+    case("Einsum", randn(3), randn(4), equation="i,j->ij", opset=12, id="Einsum-outer"),
     # -- normalization and softmax -----------------------------------------------------------------
     case("BatchNormalization", IMAGE, Init(randn(4)), Init(randn(4)), Init(randn(4)),
          Init(positive(4)), epsilon=1e-3, opset=15),

@@ -407,3 +407,65 @@ def softmax(node: NodeContext) -> Outputs:
 def log_softmax(node: NodeContext) -> Outputs:
     """`log_softmax` (before opset 13 over the flattened axes from `axis` on)."""
     return [_softmax(node, "log_softmax")]
+
+
+# -- einsum --------------------------------------------------------------------------------------
+
+
+def _einsum_terms(node: NodeContext, equation: str, count: int) -> tuple[list[str], str]:
+    equation = equation.replace(" ", "")
+    if "." in equation:
+        raise node.error(f"equation {equation!r}: ellipses are not supported")
+    inputs, arrow, output = equation.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != count or any(len(set(t)) != len(t) for t in terms):
+        raise node.error(f"equation {equation!r}: expected {count} terms without repeated "
+                         "letters (diagonals are not supported)")
+    if not arrow:  # implicit output: the letters used once, sorted
+        letters = "".join(terms)
+        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    return terms, output
+
+
+def _sum_out(node: NodeContext, x: Tensor, term: str, keep: str) -> tuple[Tensor, str]:
+    """Sum the letters of `term` that are not in `keep`."""
+    axes = tuple(i for i, c in enumerate(term) if c not in keep)
+    if not axes:
+        return x, term
+    return node.emit("sum", x, axes=axes, keepdims=False), "".join(c for c in term if c in keep)
+
+
+def _permute(node: NodeContext, x: Tensor, term: str, order: str) -> Tensor:
+    perm = tuple(term.index(c) for c in order)
+    return x if perm == tuple(range(len(perm))) else node.emit("transpose", x, perm=perm)
+
+
+@converter("Einsum", opsets=(12, 21))
+def einsum(node: NodeContext) -> Outputs:
+    """One or two operands without ellipses or diagonals: sums, a transpose and a batched
+    matmul over (shared, left-only, contracted, right-only) letters."""
+    terms, output = _einsum_terms(node, node.attr("equation"), node.input_count)
+    if len(terms) == 1:
+        x, term = _sum_out(node, node.tensor(0), terms[0], output)
+        return [_permute(node, x, term, output)]
+    if len(terms) != 2:
+        raise node.error("only one or two operands are supported")
+    (a, left), (b, right) = (_sum_out(node, node.tensor(i), terms[i], output + terms[1 - i])
+                             for i in range(2))
+    sizes = {c: d for term, t in ((left, a), (right, b)) for c, d in zip(term, t.shape,
+                                                                         strict=True)}
+    batch = "".join(c for c in left if c in right and c in output)
+    contracted = "".join(c for c in left if c in right and c not in output)
+    left_only = "".join(c for c in left if c not in right)
+    right_only = "".join(c for c in right if c not in left)
+
+    def size(letters: str) -> int:
+        return int(np.prod([sizes[c] for c in letters]))
+
+    a = _permute(node, a, left, batch + left_only + contracted)
+    a = a.reshape(size(batch), size(left_only), size(contracted))
+    b = _permute(node, b, right, batch + contracted + right_only)
+    b = b.reshape(size(batch), size(contracted), size(right_only))
+    product = node.emit("matmul", *tracer.binary_operands(a, b))
+    product = product.reshape(*(sizes[c] for c in batch + left_only + right_only))
+    return [_permute(node, product, batch + left_only + right_only, output)]
