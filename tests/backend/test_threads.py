@@ -393,3 +393,64 @@ def test_narrow_integer_bounds_are_sign_extended() -> None:
     assert int(result[0]) == sum(range(-1000, 2001))
     with pytest.raises(LoweringError, match="a loop bound must be an integer, not `float`"):
         runtime.parallel_for(builder, body, function.args[0], F32(0.0), 10)
+
+
+def build_spinner(strategy: str, **options: object) -> ir.Module:
+    """`spin(log, ticks, count)`: each of `count` chunks (one iteration each) busy-waits `ticks`
+    time stamp counter ticks and writes log[3 * k .. 3 * k + 2] = start, end, pthread_self."""
+    module = ir.Module(f"spinner_{strategy}")
+    runtime = emit_parallel_runtime(module, strategy=strategy, **options)
+    counter = module.globals.get("llvm.readcyclecounter") or ir.Function(
+        module, ir.FunctionType(I64, []), "llvm.readcyclecounter")
+    pthread_self = ir.Function(module, ir.FunctionType(I64, []), "pthread_self")
+    spin_context = ir.LiteralStructType([I64.as_pointer(), I64])
+    body = ir.Function(module, BODY_TYPE, "spin_body")
+    builder = ir.IRBuilder(body.append_basic_block("entry"))
+    log, ticks = (field(builder, body.args[0], spin_context, i) for i in range(2))
+    start = builder.call(counter, [])
+    loop = body.append_basic_block("spin")
+    done = body.append_basic_block("done")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    now = builder.call(counter, [])
+    builder.cbranch(builder.icmp_unsigned("<", builder.sub(now, start), ticks), loop, done)
+    builder.position_at_end(done)
+    base = builder.mul(body.args[1], I64(3))
+    for offset, value in enumerate([start, now, builder.call(pthread_self, [])]):
+        builder.store(value, builder.gep(log, [builder.add(base, I64(offset))]))
+    builder.ret_void()
+    function, builder, context = entry_point(module, "spin", spin_context, [I64])
+    runtime.parallel_for(builder, body, context, 0, function.args[2])
+    builder.ret_void()
+    return module
+
+
+# ~40 ms at 2.6 GHz: long next to a wake-up (tens of microseconds) and to a scheduler slice.
+SPIN_TICKS = 100_000_000
+
+
+@pytest.mark.skipif(threads.available_cpus() < 2, reason="needs two CPUs")
+@pytest.mark.parametrize(("strategy", "spin_cycles"), [("pool", threads.DEFAULT_SPIN_CYCLES),
+                                                       ("pool", 0), ("spawn", 0)])
+def test_two_long_chunks_run_at_the_same_time(strategy: str, spin_cycles: int) -> None:
+    """The worker must start its chunk while the caller is still in its own: a region whose
+    chunks run one after the other (serial fallback, a worker that only sees the job once the
+    caller waits, a lock held across the caller's chunk) fails this."""
+    compiled = attach_runtime(compile_ir(build_spinner(strategy, spin_cycles=spin_cycles)))
+    spin = compiled.function("spin", None, [VOID_P, INT64, INT64])
+    set_num_threads(compiled, 2)
+    log = np.zeros(6, dtype=np.int64)
+    spin(log.ctypes.data, 1000, 2)  # starts the pool
+    # Three regions, the worker polling (back to back) and asleep (after a pause).
+    for pause in (0.0, 0.0, 0.05):
+        threading.Event().wait(pause)
+        log[:] = 0
+        spin(log.ctypes.data, SPIN_TICKS, 2)
+        (start0, end0, thread0), (start1, end1, thread1) = log.reshape(2, 3).tolist()
+        assert thread0 == threading.get_ident() and thread1 != thread0
+        assert end0 - start0 >= SPIN_TICKS and end1 - start1 >= SPIN_TICKS
+        # Overlap of [start0, end0) and [start1, end1) (the counter is shared by the CPUs).
+        assert max(start0, start1) < min(end0, end1), (
+            f"{strategy}: chunk 1 ran [{start1}, {end1}), chunk 0 [{start0}, {end0}): "
+            f"not at the same time")
+    release_workers(compiled)
