@@ -27,6 +27,7 @@ from ember.lower.ops_linalg import (
     loop,
     pool_loops,
     rem,
+    split,
     window_columns,
     window_rows,
 )
@@ -90,8 +91,7 @@ def lower_layout_convert(node, ctx: LowerContext) -> list[Stmt]:
 
     def plane(nc: Expr) -> list[Stmt]:
         statements: list[Stmt] = []
-        n = let(statements, ctx, div(nc, channels), "n")
-        c = let(statements, ctx, rem(nc, channels), "c")
+        n, c = split(statements, ctx, nc, batch, channels)
         source = let(statements, ctx, add(
             mul(add(mul(n, index_imm(blocks)), div(c, size)), index_imm(pixels * size)),
             rem(c, size)), "s")
@@ -125,8 +125,7 @@ def lower_conv2d_nchwc(node, ctx: LowerContext) -> list[Stmt]:
 
     def image_block(nb: Expr) -> list[Stmt]:
         statements: list[Stmt] = []
-        n = let(statements, ctx, div(nb, out_blocks), "n")
-        ob = let(statements, ctx, rem(nb, out_blocks), "ob")
+        n, ob = split(statements, ctx, nb, batch, out_blocks)
 
         def output_row(oh: Expr) -> list[Stmt]:
             local: list[Stmt] = []

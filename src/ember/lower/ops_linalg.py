@@ -99,6 +99,14 @@ def rem(a: Expr, b: int) -> Expr:
     return Binary("rem", a, index_imm(b))
 
 
+def split(statements: list[Stmt], ctx: LowerContext, index: Expr, outer: int, inner: int
+          ) -> tuple[Expr, Expr]:
+    """(index / inner, index % inner) of a merged loop over outer x inner, as Lets."""
+    if outer == 1:
+        return index_imm(0), index
+    return let(statements, ctx, div(index, inner), "n"), let(statements, ctx, rem(index, inner))
+
+
 def both(a: Expr | None, b: Expr | None) -> Expr | None:
     if a is None:
         return b
@@ -277,8 +285,7 @@ def lower_conv2d(node, ctx: LowerContext) -> list[Stmt]:
 
     def image_channel(no: Expr) -> list[Stmt]:
         statements: list[Stmt] = []
-        n = let(statements, ctx, div(no, out_channels), "n")
-        o = let(statements, ctx, rem(no, out_channels), "o")
+        n, o = split(statements, ctx, no, batch, out_channels)
         group = div(o, per_group) if groups > 1 else index_imm(0)
         x_base = let(statements, ctx, add(mul(n, index_imm(channels * height * width)),
                                           mul(group, index_imm(group_channels * height * width))),
