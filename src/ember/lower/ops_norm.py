@@ -93,7 +93,8 @@ def lower_softmax(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
                      _loop(j3, extent, Store(target, add(base, j3), Binary("mul", out3, scale))))
         body = (Let(base, mul(o, index_imm(extent))),
                 Local(maximum, imm(-math.inf, dtype)),
-                _loop(j1, extent, Assign(maximum, Binary("max", maximum, x1))),
+                # A NaN-propagating max chain, which LLVM does not vectorize: unrolled.
+                Loop(j1, extent, (Assign(maximum, Binary("max", maximum, x1)),), "unroll"),
                 Local(total, imm(0, dtype)), sum_pass, *write)
         return (_loop(o, outer, *body),)
     # Slabs: per-column max and sum in scratch (one slot per output column, so that parallel

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ember.ir.graph import Node
 from ember.ir.ops import normalize_axes, normalize_axis
@@ -101,6 +101,12 @@ def _nest(loops: Sequence[tuple[Var, int]], body: Sequence[Stmt]) -> tuple[Stmt,
     return statements
 
 
+def _innermost_kind(loop: Loop, kind: str) -> Loop:
+    if len(loop.body) == 1 and isinstance(loop.body[0], Loop):
+        return replace(loop, body=(_innermost_kind(loop.body[0], kind),))
+    return replace(loop, kind=kind)
+
+
 def _dot(indices: Sequence[Expr], strides: Sequence[int], offset: Expr | None = None) -> Expr:
     total: Expr = offset if offset is not None else index_imm(0)
     for index, stride in zip(indices, strides, strict=True):
@@ -114,11 +120,14 @@ def _dot(indices: Sequence[Expr], strides: Sequence[int], offset: Expr | None = 
 
 def reduce_statements(ctx: LowerContext, source: Buffer, target: Buffer, shape: Sequence[int],
                       axes: Sequence[int], identity: Expr, combine: Combine,
-                      finish: Callable[[Expr], Expr] | None = None) -> tuple[Stmt, ...]:
+                      finish: Callable[[Expr], Expr] | None = None,
+                      select_recurrence: bool = False) -> tuple[Stmt, ...]:
     """`target[kept] = finish(combine(...combine(identity, x0)..., xn))` over the reduced axes.
 
     Loop order: see the module docstring. `finish` (mean's division) is applied once per output
-    element, after its last `combine`.
+    element, after its last `combine`. `select_recurrence` says that a register accumulator
+    of `combine` is a compare-and-select chain LLVM cannot vectorize (a NaN-propagating float
+    max or min): such a loop is marked "unroll" instead of asking for vectorization.
     """
     out_size = math.prod(d for i, d in enumerate(shape) if i not in axes)
     if out_size == 0:
@@ -131,14 +140,17 @@ def reduce_statements(ctx: LowerContext, source: Buffer, target: Buffer, shape: 
     kept = [d for d in dims if not d.reduced]
     out_strides = strides_of([d.extent for d in kept])
     if dims[-1].reduced:
-        return _reduce_inner(ctx, source, target, dims, out_strides, identity, combine, finish)
+        kind = "unroll" if select_recurrence else "serial"
+        return _reduce_inner(ctx, source, target, dims, out_strides, identity, combine, finish,
+                             kind)
     return _reduce_rows(ctx, source, target, dims, out_strides, identity, combine, finish)
 
 
 def _reduce_inner(ctx: LowerContext, source: Buffer, target: Buffer, dims: list[ReduceDim],
                   out_strides: Sequence[int], identity: Expr, combine: Combine,
-                  finish: Callable[[Expr], Expr] | None) -> tuple[Stmt, ...]:
-    """Kept dimensions outermost, a register accumulator, reduced dimensions inside."""
+                  finish: Callable[[Expr], Expr] | None, kind: str) -> tuple[Stmt, ...]:
+    """Kept dimensions outermost, a register accumulator, reduced dimensions inside (the
+    innermost one of loop kind `kind`)."""
     kept = [d for d in dims if not d.reduced]
     reduced = [d for d in dims if d.reduced]
     kept_vars = [ctx.names.fresh("i") for _ in kept]
@@ -148,6 +160,8 @@ def _reduce_inner(ctx: LowerContext, source: Buffer, target: Buffer, dims: list[
     source_index = _dot(reduced_vars, [d.stride for d in reduced], base)
     inner = _nest(list(zip(reduced_vars, [d.extent for d in reduced], strict=True)),
                   [Assign(acc, combine(acc, Load(source, source_index)))])
+    if kind != "serial":
+        inner = _innermost_kind(inner[0], kind),
     result: Expr = finish(acc) if finish is not None else acc
     body = [Let(base, _dot(kept_vars, [d.stride for d in kept])),
             Local(acc, identity), *inner,
@@ -270,8 +284,9 @@ def lower_reduce(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
         def combine(a: Expr, b: Expr) -> Expr:
             return Binary(op, a, b)  # NaN-propagating on floats
 
+    select_recurrence = node.op in ("max", "min") and dtype.is_float
     return reduce_statements(ctx, ctx.inputs[0], ctx.outputs[0], x_type.shape, axes, identity,
-                             combine, finish)
+                             combine, finish, select_recurrence)
 
 
 def _better(op: str, value: Expr, best: Expr) -> Expr:
@@ -320,7 +335,8 @@ def lower_arg(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
                 Assign(best, Select(take, value, best)),
                 Assign(at, Select(take, position, at)))
         statements += [Local(best, Load(source, base)), Local(at, index_imm(0)),
-                       Loop(a, extent - 1, scan), Store(target, o, at)]
+                       Loop(a, extent - 1, scan, "unroll"),  # a select chain: no vectors
+                       Store(target, o, at)]
         return (Loop(o, outer, tuple(statements)),)
     scratch = ctx.scratch(x_type.dtype, outer * inner, "best")
     out_base = names.fresh("obase")

@@ -375,7 +375,8 @@ def _dropout(x: np.ndarray, *, p: float, training: bool, seed: int) -> np.ndarra
     hashed = fmix32(index * np.uint32(0x9E3779B1) + key)
     keep = (hashed.astype(np.uint64) >= np.uint64(np.ceil(p * 2.0**32))).reshape(x.shape)
     scale = x.dtype.type(1 / (1 - p))
-    return x * np.where(keep, scale, x.dtype.type(0))
+    with np.errstate(invalid="ignore"):  # an infinity dropped is nan, as in x * mask
+        return x * np.where(keep, scale, x.dtype.type(0))
 
 
 register_op(OpDef("dropout", infer=infer_dropout, reference=_dropout, pure=False,
