@@ -393,3 +393,29 @@ def test_blocked_pools_match_torch(layout, ceil_mode):
         expected = F.avg_pool2d(torch64(x), 3, 2, 1, ceil_mode=ceil_mode,
                                 count_include_pad=include).numpy()
         close(average, unpack(expected), rtol=1e-6, atol=1e-6)
+
+
+# -- a single outer iteration: the reduction loops must not be the parallel ones ---------------
+
+
+def test_vector_matrix_product_is_not_split_over_k():
+    a, b = floats((512,), 30), floats((512, 256), 31)
+    expected = a.astype(np.float64) @ b.astype(np.float64)
+    for _ in range(3):  # threads racing on the row of C would lose updates at random
+        close(run("matmul", [a, b]), expected)
+
+
+def test_conv2d_of_one_output_row_is_not_split_over_channels():
+    x, w, _ = conv_case((1, 256, 3, 130), 1, (3, 3), 1, False, seed=32)
+    attrs = dict(stride=(1, 1), padding=(0, 0, 0, 0), dilation=(1, 1), groups=1)
+    expected = torch_conv(x, w, None, **attrs)
+    for _ in range(3):
+        close(run("conv2d", [x, w], **attrs), expected)
+
+
+def test_max_pool2d_of_one_row_is_not_split_over_kernel_rows():
+    x = floats((1, 1, 2, 40000), 33)
+    expected = F.max_pool2d(torch64(x), (2, 3), (1, 1)).numpy()
+    for _ in range(3):
+        close(run("max_pool2d", [x], kernel=(2, 3), stride=(1, 1), padding=(0, 0, 0, 0),
+                  dilation=(1, 1), ceil_mode=False), expected, 0, 0)

@@ -25,6 +25,7 @@ from ember.lower.ops_linalg import (
     div,
     let,
     loop,
+    outer_loop,
     pool_loops,
     rem,
     split,
@@ -83,7 +84,7 @@ def lower_layout_convert(node, ctx: LowerContext) -> list[Stmt]:
                 statements += copy(n, last, size - rest, zero=True, first=rest)
             return statements
 
-        return loop(ctx, batch, image)
+        return outer_loop(ctx, batch, image)
 
     batch, blocks, height, width, size = _blocks(ctx.input_types[0])
     channels = node.attrs["channels"]
@@ -99,7 +100,7 @@ def lower_layout_convert(node, ctx: LowerContext) -> list[Stmt]:
         return statements + loop(ctx, pixels, lambda hw: [Store(
             out, add(target, hw), Load(x_buffer, add(source, mul(hw, index_imm(size)))))])
 
-    return loop(ctx, batch * channels, plane)
+    return outer_loop(ctx, batch * channels, plane)
 
 
 @lowers("conv2d_nchwc")
@@ -188,7 +189,7 @@ def lower_conv2d_nchwc(node, ctx: LowerContext) -> list[Stmt]:
 
         return statements + loop(ctx, out_h, output_row)
 
-    return loop(ctx, batch * out_blocks, image_block)
+    return outer_loop(ctx, batch * out_blocks, image_block)
 
 
 def _lower_blocked_pool(node, ctx: LowerContext, kind: str) -> list[Stmt]:

@@ -73,6 +73,19 @@ def loop(ctx: LowerContext, extent: int, body: Body) -> list[Stmt]:
     return [Loop(var, int(extent), tuple(body(var)))]
 
 
+def outer_loop(ctx: LowerContext, extent: int, body: Body) -> list[Stmt]:
+    """The outermost loop of a rule: a real loop even of one iteration.
+
+    The schedule runs top-level loops in parallel, so only a loop whose iterations write
+    disjoint outputs may be at the top: inlining a single iteration here would lift a
+    reduction loop (k, c, kh, kw) there and make threads race on the same outputs.
+    """
+    if extent <= 0:
+        return []
+    var = ctx.names.fresh("i")
+    return [Loop(var, int(extent), tuple(body(var)))]
+
+
 def sub(a: Expr, b: Expr) -> Expr:
     if isinstance(b, Imm) and b.value == 0:
         return a
@@ -250,7 +263,9 @@ def lower_matmul(node, ctx: LowerContext) -> list[Stmt]:
 
             return local + loop(ctx, depth, step)
 
-        return statements + loop(ctx, rows, row)
+        if batch:
+            return statements + loop(ctx, rows, row)
+        return statements + outer_loop(ctx, rows, row)  # rows of C: disjoint writes
 
     return list(loop_nest(ctx.names, batch, matrix))
 
@@ -327,7 +342,7 @@ def lower_conv2d(node, ctx: LowerContext) -> list[Stmt]:
 
         return statements + loop(ctx, out_h, output_row)
 
-    return loop(ctx, batch * out_channels, image_channel)
+    return outer_loop(ctx, batch * out_channels, image_channel)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -401,7 +416,7 @@ def pool_loops(ctx: LowerContext, x_buffer: Buffer, out: Buffer, *, planes: int,
 
         return statements + loop(ctx, out_h, output_row)
 
-    return loop(ctx, planes, plane)
+    return outer_loop(ctx, planes, plane)
 
 
 def _avg_divisor(position: Expr, size: int, kernel: int, stride: int, pad_lo: int, pad_hi: int,
@@ -498,7 +513,7 @@ def lower_adaptive_avg_pool2d(node, ctx: LowerContext) -> list[Stmt]:
 
         return statements + loop(ctx, out_h, output_row)
 
-    return loop(ctx, batch * channels, plane)
+    return outer_loop(ctx, batch * channels, plane)
 
 
 def _adaptive_axis(size: int, out: int):
