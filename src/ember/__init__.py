@@ -36,6 +36,15 @@ __all__ = [
     "DType", "EmberError", "Executable", "ExecutionError", "Graph", "GraphBuilder",
     "IRParseError", "IRVerifyError", "LoweringError", "Node", "PassFailed", "ShapeError",
     "Tensor", "TensorSpec", "TensorType", "TraceError", "UnsupportedError", "Value",
-    "__version__", "compile", "concatenate", "interpret", "jit", "manual_seed", "nn", "pad",
+    "__version__", "compile", "concatenate", "interpret", "jit", "manual_seed", "nn", "onnx", "pad",
     "parse", "parse_graph", "print_graph", "split", "stack", "trace", "verify", "where",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # `ember.onnx` is imported on first use: it needs the optional `onnx` package.
+    if name == "onnx":
+        import importlib
+
+        return importlib.import_module("ember.onnx")
+    raise AttributeError(f"module 'ember' has no attribute {name!r}")

@@ -5,8 +5,9 @@
     exe.graph                         # the IR that runs; exe.report() shows how it was made
 
 `opt_level` 0 runs the reference interpreter op by op on the traced graph (the naive baseline);
-2 runs the graph passes, 3 (default) adds layout transforms. Until the compiled backends land,
-every level executes with the reference interpreter (a `fused` node runs its region).
+1 compiles every op to its own straightforward kernel, with no graph passes; 2 runs the graph
+passes first; 3 (default) adds layout transforms and scheduled kernels (vectorized, parallel,
+blocked matmul). Levels 1-3 run as one native call per inference over one arena.
 """
 
 from __future__ import annotations
@@ -47,13 +48,17 @@ class Executable:
     target: str = "cpu"
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     ledger: TimePasses = field(default_factory=TimePasses)  # per-pass time, nodes, bytes
+    native: Any = None  # ember.runtime.NativeGraph at opt_level >= 1
 
     def __post_init__(self) -> None:
         self._interpreter = Interpreter(self.graph)
 
     def __call__(self, *args: Any) -> np.ndarray | tuple[np.ndarray, ...]:
-        arrays = check_inputs(self.graph, [_as_input(a) for a in args])
-        results = self._interpreter.run_graph(self.graph, arrays)
+        arrays = [_as_input(a) for a in args]
+        if self.native is not None:
+            results = self.native(*arrays)
+        else:
+            results = self._interpreter.run_graph(self.graph, check_inputs(self.graph, arrays))
         return results[0] if self.single_output else results
 
     @property
@@ -117,7 +122,13 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str = "cpu",
     start = time.perf_counter()
     graph = optimize(traced, opt_level, passes, [ledger])
     timings["passes"] = time.perf_counter() - start
-    return Executable(graph, traced, single, opt_level, target, timings, ledger)
+    native = None
+    if opt_level >= 1:
+        from ember.runtime import compile_native
+
+        native = compile_native(graph, opt_level)
+        timings.update(native.timings)
+    return Executable(graph, traced, single, opt_level, target, timings, ledger, native)
 
 
 def optimize(graph: Graph, opt_level: int = 3, passes: Any = None,

@@ -94,10 +94,5 @@ class NativeProgram:
 
 def build_program(program: Program, opt_level: int = 3) -> NativeProgram:
     """Emit, optimize and JIT-compile a program."""
-    from ember.backend.llvm.threads import attach_runtime
-
     text = finalize_module(str(emit_program(program)))
-    compiled = compile_ir(text, opt_level)
-    if "ember_set_num_threads" in text:
-        attach_runtime(compiled)
-    return NativeProgram(program, compiled)
+    return NativeProgram(program, compile_ir(text, opt_level))
