@@ -136,7 +136,7 @@ class KernelEmitter:
         done = builder.icmp_signed(">=", following, end)
         branch = builder.cbranch(done, after, header)
         if loop.kind == "vectorize":
-            branch.set_metadata("llvm.loop", self._vectorize_metadata())
+            branch.set_metadata("llvm.loop", self._vectorize_metadata(loop.extent))
         builder.position_at_end(after)
 
     def emit_parallel_loop(self, loop: Loop) -> None:
@@ -170,13 +170,17 @@ class KernelEmitter:
         inner.builder.ret_void()
         runtime.parallel_for(self.builder, body, table, 0, loop.extent)
 
-    def _vectorize_metadata(self) -> ir.MDValue:
+    def _vectorize_metadata(self, extent: int) -> ir.MDValue:
         # NOTE: LLVM wants loop IDs to be distinct, self-referencing nodes; llvmlite cannot
         # build the self-reference, so finalize_module() patches the placeholder afterwards.
         self.loop_ids += 1
-        enable = self.module.add_metadata(["llvm.loop.vectorize.enable", I1(1)])
+        hints = [self.module.add_metadata(["llvm.loop.vectorize.enable", I1(1)])]
+        if extent >= 16:
+            # Keep a short loop (a 16-channel block) rolled for the vectorizer: fully unrolled
+            # first, its body would be left as scalar code.
+            hints.append(self.module.add_metadata(["llvm.loop.unroll.disable"]))
         return self.module.add_metadata([ir.MetaDataString(self.module, "ember.loop.self"),
-                                         enable])
+                                         *hints])
 
     def emit_store(self, stmt: Store) -> None:
         value = self.expr(stmt.value)
@@ -249,8 +253,10 @@ class KernelEmitter:
         if name is None:
             raise self.fail(f"no {expr.op} for {dtype}")
         result = getattr(self.builder, name)(a, b)
-        if dtype.is_float and expr.op in ("add", "mul") and self._reassociable(expr):
-            result.flags.append("reassoc")
+        if dtype.is_float and expr.op in ("add", "sub", "mul"):
+            result.flags.append("contract")  # a*b+c may become one FMA (one rounding, not two)
+            if expr.op in ("add", "mul") and self._reassociable(expr):
+                result.flags.append("reassoc")
         return result
 
     def _reassociable(self, expr: Binary) -> bool:
@@ -282,9 +288,9 @@ class KernelEmitter:
             compare = (self.builder.icmp_unsigned if dtype is DType.BOOL
                        else self.builder.icmp_signed)
             return self.builder.select(compare(symbol, a, b), a, b)
-        # numpy's maximum/minimum propagate NaN from either side.
-        better = self.builder.select(self.builder.fcmp_ordered(symbol, a, b), a, b)
-        return self.builder.select(self.builder.fcmp_unordered("uno", a, a), a, better)
+        # numpy's maximum/minimum propagate NaN from either side: LLVM's maximum/minimum
+        # intrinsics do too, and (unlike a compare-and-select) vectorize as reductions.
+        return self.intrinsic("llvm.maximum" if op == "max" else "llvm.minimum", (a, b))
 
     def expr_unary(self, expr: Unary) -> ir.Value:
         a = self.expr(expr.a)
@@ -303,8 +309,10 @@ class KernelEmitter:
         return self.math_call(expr.op, (a,), dtype)
 
     def intrinsic(self, name: str, args: Sequence[ir.Value]) -> ir.Value:
+        """Call `name` (an overloaded LLVM intrinsic) on operands of one type."""
         type_ = args[0].type
-        function = self.module.declare_intrinsic(name, [type_])
+        signature = ir.FunctionType(type_, [type_] * len(args))
+        function = self.module.declare_intrinsic(name, [type_], signature)
         return self.builder.call(function, list(args))
 
     def math_call(self, name: str, args: Sequence[ir.Value], dtype: DType) -> ir.Value:
