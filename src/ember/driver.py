@@ -97,6 +97,17 @@ def _memory_report(graph: Graph) -> str:
     return str(memory_report(graph))
 
 
+def _env_threads() -> int | None:
+    import os
+
+    text = os.environ.get("EMBER_NUM_THREADS", "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise EmberError(f"EMBER_NUM_THREADS must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def _as_input(arg: Any) -> Any:
     """Accept anything array-like (a PyTorch tensor too) without copying numpy arrays."""
     if isinstance(arg, np.ndarray):
@@ -107,8 +118,12 @@ def _as_input(arg: Any) -> Any:
 
 
 def compile(fn: Callable[..., Any], *example_inputs: Any, target: str = "cpu",
-            opt_level: int = 3, passes: Any = None) -> Executable:
-    """Trace `fn` (nn.Module or function) on example inputs and build an executable."""
+            opt_level: int = 3, passes: Any = None, threads: int | None = None) -> Executable:
+    """Trace `fn` (nn.Module or function) on example inputs and build an executable.
+
+    `threads` bounds the threads of parallel loops (default: EMBER_NUM_THREADS, else every
+    CPU this process may use).
+    """
     if target not in TARGETS:
         raise UnsupportedError(f"target {target!r} (known targets: {', '.join(TARGETS)})")
     if target == "cuda":
@@ -128,6 +143,9 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str = "cpu",
 
         native = compile_native(graph, opt_level)
         timings.update(native.timings)
+        count = threads if threads is not None else _env_threads()
+        if count is not None:
+            native.set_threads(count)
     return Executable(graph, traced, single, opt_level, target, timings, ledger, native)
 
 

@@ -38,6 +38,17 @@ class NativeGraph:
         self._local = threading.local()
         self._output_types = [v.type for v in graph.outputs]
 
+    def set_threads(self, count: int) -> int:
+        """Threads the parallel loops of this graph may use; returns the count in effect (1
+        when the graph has no parallel loop)."""
+        from ember.backend.llvm.threads import SET_NUM_THREADS, set_num_threads
+
+        if count < 1:
+            raise ValueError(f"threads must be at least 1, got {count}")
+        if SET_NUM_THREADS not in self.native.module.unoptimized_ir:
+            return 1
+        return set_num_threads(self.native.module, count)
+
     def _arena(self) -> np.ndarray:
         arena = getattr(self._local, "arena", None)
         if arena is None:
