@@ -26,12 +26,8 @@ CASES = backend_cases()
 LEVELS = (0, 3)
 MINIMUM_PASS_RATE = 0.90
 # Cases that expose a bug outside the importer, keyed by (case id, opt level).
-BACKEND_BUGS = {
-    ("pytorch-converted/test_MaxPool1d_stride_padding_dilation", 3):
-        "compiled max_pool2d (kernel 1x200, stride 10, dilation 10, padding 100 over a "
-        "1x220000 row) gives wrong maxima at a few random positions in some processes, "
-        "nondeterministically (lower/ops_linalg.py lower_max_pool2d or the runtime)",
-}
+# (case, opt level) -> reason, for cases a known backend bug breaks (none at present).
+BACKEND_BUGS: dict[tuple[str, int], str] = {}
 
 pytestmark = pytest.mark.skipif(not CASES, reason="the onnx package ships no backend test data")
 
