@@ -30,7 +30,7 @@ bound column, set a little above; f64 figures include the reference's own roundi
     sigmoid    2.10 / 2.10                            2              3, 3
     silu       2.69 / 2.66                            3              3.5, 4
     erf        2.35 / 2.33                            2              3, 3
-    gelu       4.53 / 4.79                            5              6, 6
+    gelu       5.48 / 5.69                            5              6, 6
     gelu_tanh  3.06 / 2.89                            3              4, 4
     sin, cos   1.43 / 1.38 (|x| <= 1e4)               1              2, 2
     pow        0 (computed in double, then rounded)   see below      1, 3 (1 + 2.5 |y ln x|)
