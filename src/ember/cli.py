@@ -363,7 +363,7 @@ def command_bench(args: argparse.Namespace) -> int:
     """`ember bench TARGET`: time the opt levels side by side (and ONNX Runtime, PyTorch)."""
     from ember.bench import DEFAULT_COMPARE, bench
 
-    target = load_target(args.target)
+    target = load_target(args.target, args.shape)
     levels = _int_list(args.levels, "--levels")
     if not levels or any(level not in (0, 1, 2, 3) for level in levels):
         raise UsageError(f"--levels takes opt levels 0 to 3, got {args.levels!r}")
@@ -391,6 +391,12 @@ def command_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write {args.json}: {err.strerror}") from None
     failed = not result.ok or any(row.failure for row in result.levels)
     return 1 if failed else 0
+
+
+def _add_shape_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
+                        help="pin an ONNX input's shape (input=1x3x224x224) or a symbolic "
+                             "dimension (batch=1); repeatable")
 
 
 def _add_pass_options(parser: argparse.ArgumentParser) -> None:
@@ -427,9 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "of a model. TARGET is file.py (defines `model` and `example_inputs`) "
                              "or file.py:NAME (a function or module in that file).")
     ir.add_argument("target", metavar="TARGET", help="file.py, file.py:NAME or model.onnx")
-    ir.add_argument("--shape", action="append", default=[], metavar="NAME=DIMS",
-                    help="pin an ONNX input's shape (input=1x3x224x224) or a symbolic "
-                         "dimension (batch=1); repeatable")
+    _add_shape_option(ir)
     ir.add_argument("--stage", choices=list(STAGES), default="traced",
                     help="which stage of the pipeline to print (default: traced)")
     ir.add_argument("--explain", choices=["fusion"],
@@ -453,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "with ONNX Runtime as a peer; outputs are checked against "
                                 "level 0. Exit status 1 when a level does not compile or any "
                                 "output differs from level 0.")
-    bench.add_argument("target", metavar="TARGET", help="file.py or file.py:NAME")
+    bench.add_argument("target", metavar="TARGET", help="file.py, file.py:NAME or model.onnx")
+    _add_shape_option(bench)
     bench.add_argument("--threads", type=int, metavar="N",
                        help="threads (default: EMBER_NUM_THREADS, else every CPU)")
     bench.add_argument("--levels", default="0,1,2,3", metavar="L,L,...",
