@@ -32,7 +32,11 @@ ALL_PASSES: dict[str, type[Pass]] = _discover()
 def default_pipeline(opt_level: int = 3) -> list[Pass]:
     """The passes `ember.compile` runs at an opt level, as one flat list.
 
-    Level 2 runs the graph passes; level 3 adds layout transforms. Levels 0 and 1 run none.
+    Levels 2 and 3 run the same graph passes (level 3 differs in lowering: the scheduled rules,
+    such as conv2d and matmul through the generated GEMM). Levels 0 and 1 run none. The `layout`
+    pass (blocked NCHWc convolutions) is not in the default list: measured on the CNN and
+    ResNet-block models, the implicit-GEMM conv2d on NCHW is 4-8x faster than the blocked form
+    (benchmarks/NOTES.md); it stays available as `layout` in an explicit pipeline.
     """
     from ember.pipeline import parse_pipeline
 
@@ -40,7 +44,5 @@ def default_pipeline(opt_level: int = 3) -> list[Pass]:
         return []
     names = ["simplify", "fold-constants", "cse", "dce", "fold-batchnorm", "fold-constants",
              "simplify", "cse", "dce"]
-    if opt_level >= 3:
-        names += ["layout", "fold-constants", "dce"]  # repacked weights fold at compile time
     names += ["fuse", "dce", "plan-memory"]
     return parse_pipeline(names)
