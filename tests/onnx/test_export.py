@@ -659,7 +659,8 @@ def test_op_without_exporter_names_op_node_and_location(monkeypatch: pytest.Monk
 def test_blocked_layout_graph_names_the_layout_op() -> None:
     namespace = runpy.run_path(str(EXAMPLES / "cnn.py"), run_name="cnn_example")
     x = namespace["example_inputs"][0][:2]
-    optimized = ember.compile(namespace["model"], x).graph
+    pipeline = "fold-constants,fold-batchnorm,layout,fold-constants,fuse,dce,plan-memory"
+    optimized = ember.compile(namespace["model"], x, passes=pipeline).graph
     assert any(node.op == "layout_convert" for node in optimized.nodes)
     with pytest.raises(ember.UnsupportedError) as caught:
         to_model(optimized)
