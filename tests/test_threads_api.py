@@ -16,7 +16,7 @@ def big_input() -> np.ndarray:
     return np.random.default_rng(0).standard_normal((256, 512)).astype(np.float32)
 
 
-def model(x):  # noqa: ANN001, ANN201
+def model(x):
     return F.gelu(x * 2.0 + 1.0)
 
 
