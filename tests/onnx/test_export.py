@@ -30,8 +30,16 @@ RTOL, ATOL = 1e-5, 1e-6
 
 
 def run_onnx(model: onnx.ModelProto, *arrays: np.ndarray) -> list[np.ndarray]:
-    """Run an ONNX model in ONNX Runtime (CPU) on positional inputs."""
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    """Run an ONNX model in ONNX Runtime (CPU) on positional inputs.
+
+    ONNX Runtime's graph optimizations are off: with them, onnxruntime 1.32 computes
+    Transpose(perm [0, 2, 1]) of f32[1,2,2] followed by MatMul with a 1-D f32[2] wrongly (its
+    transpose-into-matmul fusion); the model itself is right (numpy agrees with Ember).
+    """
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
     feeds = {info.name: array for info, array in zip(session.get_inputs(), arrays, strict=True)}
     return session.run(None, feeds)
 
@@ -751,3 +759,18 @@ def test_round_trip_through_the_importer(example: dict, tmp_path: Path) -> None:
     (actual,) = ember.interpret(ember.trace(imported, *example["inputs"]), *example["inputs"])
     expected = example["numpy_forward"](*example["inputs"])
     np.testing.assert_allclose(actual, expected, rtol=RTOL, atol=1e-5)
+
+
+def test_transpose_then_matmul_with_a_vector() -> None:
+    """The case ONNX Runtime's fusion gets wrong: checked against numpy, not only ORT."""
+    graph = ember.parse(
+        "graph @f(%x0: f32[1,2,2], %x1: f32[2]) -> (f32[1,2]) {\n"
+        "  %0 = transpose(%x0) {perm = [0, 2, 1]} : f32[1,2,2]\n"
+        "  %1 = matmul(%0, %x1) : f32[1,2]\n"
+        "  return %1\n"
+        "}"
+    )
+    rng = np.random.default_rng(3)
+    x0, x1 = rng.random((1, 2, 2), np.float32), rng.random(2, np.float32)
+    (got,) = export_run(graph, x0, x1)
+    assert_close(got, np.matmul(x0.transpose(0, 2, 1), x1), np.float32)
