@@ -22,7 +22,7 @@ import time
 import numpy as np
 from llvmlite import ir
 
-from ember.backend.llvm.gemm import GemmBlocking, default_blocking, emit_gemm, gemm_scratch_bytes
+from ember.backend.llvm.gemm import GemmBlocking, blocking_for, emit_gemm, gemm_scratch_bytes
 from ember.backend.llvm.jit import compile_ir, host_cpu
 
 ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_void_p]
@@ -137,18 +137,23 @@ def main() -> None:
     parser.add_argument("--no-numpy", action="store_true")
     args = parser.parse_args()
 
-    base = default_blocking(args.dtype, args.lanes)
-    blocking = GemmBlocking(mr=args.mr or base.mr, nr_vectors=args.nr_vectors or base.nr_vectors,
+    def blocking_of(m: int, n: int, k: int) -> GemmBlocking:
+        """The blocking Ember picks for the shape, with the command line's overrides."""
+        base = blocking_for(m, n, k, args.dtype, args.lanes)
+        return GemmBlocking(mr=args.mr or base.mr, nr_vectors=args.nr_vectors or base.nr_vectors,
                             kc=args.kc or base.kc, mc=args.mc or base.mc, nc=args.nc or base.nc)
+
     numpy_dtype = np.float32 if args.dtype == "f32" else np.float64
-    print(f"# {host_cpu().describe()}, threads={args.threads}, {args.dtype}, {blocking}")
+    print(f"# {host_cpu().describe()}, threads={args.threads}, {args.dtype}")
     module = ir.Module("bench_gemm")  # one module (one JIT engine) for every size
     for index, (m, n, k) in enumerate(args.sizes):
         emit_gemm(module, f"gemm{index}", m, n, k, dtype=args.dtype, lanes=args.lanes,
-                  blocking=blocking)
+                  blocking=blocking_of(m, n, k))
     compiled = compile_ir(module)
     for index, (m, n, k) in enumerate(args.sizes):
         gemm = compiled.function(f"gemm{index}", None, ARGTYPES)
+        blocking = blocking_of(m, n, k)
+        print(f"# {m}x{n}x{k}: {blocking}")
         print(measure(gemm, m, n, k, args, blocking, numpy_dtype), flush=True)
         if args.asm:
             print("   ", kernel_report(compiled.asm(), f"gemm{index}"))

@@ -12,6 +12,7 @@ from llvmlite import ir
 
 from ember.backend.llvm.gemm import (
     GemmBlocking,
+    blocking_for,
     column_mask,
     default_blocking,
     emit_gemm,
@@ -38,6 +39,9 @@ KERNELS: dict[str, tuple[int, int, int, dict]] = {
     "row_1x1000x1": (1, 1000, 1, {}),
     "past_mc_127x40x9": (127, 40, 9, {}),
     "past_kc_15x33x513": (15, 33, 513, {}),
+    "deep_split_9x20x2100": (9, 20, 2100, {}),  # K above 1024: equal depth blocks
+    "narrow_64x10x512": (64, 10, 512, {}),  # one vector across, 12 rows
+    "narrow_25x40x30": (25, 40, 30, {}),  # three vectors across
     "wide_tiny_25x130x35": (25, 130, 35, {"blocking": TINY_WIDE}),
     "tiny_exact_28x64x32": (28, 64, 32, {"blocking": TINY}),
     "tiny_over_29x65x33": (29, 65, 33, {"blocking": TINY}),
@@ -194,3 +198,18 @@ def test_micro_kernel_is_zmm_fmas_without_spills(compiled) -> None:
 def test_invalid_arguments_are_named(call, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize(("m", "n", "k", "mr", "vectors", "kc"), [
+    (1024, 1024, 1024, 6, 4, 1024),  # the default tile; K up to 1024 in one block
+    (64, 10, 512, 12, 1, 512),  # narrow: one vector across, twice the rows
+    (64, 40, 784, 8, 3, 784),
+    (9, 20, 2100, 12, 2, 420),  # K above 1024: five equal blocks of at most 512
+])
+def test_blocking_fits_the_problem(m, n, k, mr, vectors, kc):
+    if host_cpu().vector_bits != 512:
+        pytest.skip("block sizes for AVX-512")
+    blocking = blocking_for(m, n, k, "f32")
+    assert (blocking.mr, blocking.nr_vectors, blocking.kc) == (mr, vectors, kc)
+    assert blocking.mr * blocking.nr_vectors <= 24  # accumulators fit the 32 registers
+    assert blocking.mc % blocking.mr == 0 and blocking.nc % blocking.nr(16) == 0

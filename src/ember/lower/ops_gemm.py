@@ -25,7 +25,7 @@ from ember.lower.loops import (
 from ember.lower.rules import LowerContext, lowers
 
 MIN_FLOPS = 2 * 32 * 32 * 32  # below this the general loops are as fast
-MIN_COLUMNS = 16  # one vector: narrower outputs waste most of each micro-tile
+MIN_COLUMNS = 4  # narrower outputs waste most of a one-vector-wide micro-tile
 
 
 @lowers("matmul", scheduled=True)

@@ -82,6 +82,13 @@ class NativeGraph:
             outputs[index][...] = self._read(slot, inputs, outputs, arena, index)
         return tuple(outputs)
 
+    def profile(self, *args: Any, runs: int = 20) -> Any:
+        """Median time of every kernel over `runs` calls with these inputs (an
+        `ember.runtime.profile.Profile`; print it for a table, slowest first)."""
+        from ember.runtime.profile import profile_native
+
+        return profile_native(self, check_inputs(self.graph, args), runs)
+
     def _read(self, slot: Slot, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
               arena: np.ndarray, index: int) -> np.ndarray:
         """The value in `slot`, for outputs that are not computed in place."""

@@ -70,6 +70,31 @@ def default_blocking(dtype: str = "f32", lanes: int | None = None) -> GemmBlocki
     return GemmBlocking(mr=6, nr_vectors=2, kc=256, mc=72, nc=1024)  # 16 registers: 12 accumulators
 
 
+def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None = None
+                 ) -> GemmBlocking:
+    """Block sizes for one problem: the host's default, narrowed and deepened to fit it.
+
+    - Narrow outputs (N below the default NR) take as many vectors across as N needs and more
+      rows, keeping about 24 accumulators: N = 10 runs a 12 x 16 tile, not a 6 x 64 tile that
+      would multiply zeros in 54 of its 64 columns.
+    - Depth up to 1024 is one block (no reload of the C tile between depth blocks; KC 1024
+      measured at least as fast as 512 at 1024^3); deeper K is split into equal blocks near
+      the default, so that no thin last block (K = 784 as 512 + 272) pays a full C pass.
+    """
+    lanes = lanes or _default_lanes(dtype)
+    base = default_blocking(dtype, lanes)
+    nr_vectors = min(base.nr_vectors, -(-n // lanes))
+    accumulators = base.mr * base.nr_vectors
+    mr = base.mr
+    if nr_vectors < base.nr_vectors:
+        mr = min(12, accumulators // nr_vectors)
+        while base.mc % mr:
+            mr -= 1
+    kc = k if k <= 2 * base.kc else -(-k // -(-k // base.kc))
+    return GemmBlocking(mr=mr, nr_vectors=nr_vectors, kc=kc, mc=base.mc,
+                        nc=_round_up(base.nc, nr_vectors * lanes))
+
+
 def _default_lanes(dtype: str) -> int:
     return host_cpu().vector_bits // (8 * _ELEMENT_TYPES[dtype][1])
 
@@ -113,7 +138,7 @@ def _plan(m: int, n: int, k: int, dtype: str, lanes: int | None,
     if min(m, n, k) < 1:
         raise ValueError(f"gemm: sizes must be positive, got m={m}, n={n}, k={k}")
     lanes = lanes or _default_lanes(dtype)
-    blocking = blocking or default_blocking(dtype, lanes)
+    blocking = blocking or blocking_for(m, n, k, dtype, lanes)
     mr, nr = blocking.mr, blocking.nr(lanes)
     if blocking.mc % mr or blocking.nc % nr:
         raise ValueError(f"gemm: mc={blocking.mc} must be a multiple of mr={mr} and "
