@@ -49,6 +49,7 @@ CPU with AVX2 or AVX-512 has; elsewhere LLVM lowers it to a libm call (correct, 
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from collections.abc import Callable, Sequence
@@ -95,6 +96,22 @@ def _type_suffix(type_: ir.Type) -> str:
         raise LoweringError("math_function", f"type {type_} is not float, double or a vector "
                             "of them")
     return f"v{type_.count}{scalar}" if isinstance(type_, ir.VectorType) else scalar
+
+
+def _int_suffix(type_: ir.Type) -> str:
+    if isinstance(type_, ir.VectorType):
+        return f"v{type_.count}i{type_.element.width}"
+    return f"i{type_.width}"
+
+
+@functools.cache
+def native_ldexp() -> bool:
+    """True where `llvm.ldexp` compiles to one instruction for every vector width: AVX-512
+    (`vscalefps/pd`). Elsewhere LLVM calls libm's ldexp per element, so `ldexp` scales by hand.
+    Code is built for the host, and the object cache is keyed by the host's features."""
+    from ember.backend.llvm.jit import host_cpu
+
+    return host_cpu().vector_bits == 512
 
 
 # --- the emitter: arithmetic on one float type (scalar or vector) with splatted constants ---
@@ -172,6 +189,16 @@ class _Emitter:
         """min(max(x, low), high); nan becomes `high` (minnum/maxnum ignore a nan operand)."""
         return self.intrinsic("minnum", self.intrinsic("maxnum", x, self.const(low)),
                               self.const(high))
+
+    def at_least(self, x: ir.Value, low: float) -> ir.Value:
+        """max(x, low) with nan passed through: `low > x ? low : x`, one x86 `maxps`."""
+        low_value = self.const(low)
+        return self.select(self.compare(">", low_value, x), low_value, x)
+
+    def at_most(self, x: ir.Value, high: float) -> ir.Value:
+        """min(x, high) with nan passed through: `high < x ? high : x`, one x86 `minps`."""
+        high_value = self.const(high)
+        return self.select(self.compare("<", high_value, x), high_value, x)
 
     # arithmetic
     def add(self, a: ir.Value, b: ir.Value) -> ir.Value:
@@ -264,6 +291,20 @@ class _Emitter:
         rest = self.builder.sub(exponent, half)
         return self.mul(self.mul(x, self.power_of_two(half)), self.power_of_two(rest))
 
+    def ldexp(self, x: ir.Value, exponent: ir.Value) -> ir.Value:
+        """x * 2**exponent (any integer exponent that keeps the two-step `scale` in range):
+        `llvm.ldexp` where it is one instruction (AVX-512 `vscalefps`, which rounds once into
+        the subnormals and overflows to inf), else `scale`."""
+        if not native_ldexp():
+            return self.scale(x, exponent)
+        module = self.builder.module
+        name = f"llvm.ldexp.{_type_suffix(self.type)}.{_int_suffix(self.int_type)}"
+        function = module.globals.get(name)
+        if function is None:
+            function = ir.Function(module, ir.FunctionType(self.type, [self.type, self.int_type]),
+                                   name)
+        return self.builder.call(function, [x, exponent])
+
 
 # --- constants ---
 
@@ -272,9 +313,12 @@ _LOG2E = 1.0 / _LN2
 # Cody-Waite split of ln 2: the high part has trailing zero bits, so n * high is exact.
 _LN2_HIGH = {False: 0.693359375, True: 6.93147180369123816490e-01}
 _LN2_LOW = {False: -2.12194440e-4, True: 1.90821492927058770002e-10}
-# exp(x) overflows above ln(max float) and underflows to 0 below ln(smallest subnormal / 2).
-_EXP_HIGH = {False: 88.72283935546875, True: 709.782712893384}
-_EXP_LOW = {False: -103.97208404541016, True: -745.1332191019412}
+# exp(x) overflows above ln(max float) (88.72, 709.78) and rounds to 0 below ln(smallest
+# subnormal / 2) (-103.97, -745.13); exp is inf at and above _EXP_HIGH, 0 at and below _EXP_LOW.
+_EXP_HIGH = {False: 88.8, True: 709.8}
+_EXP_LOW = {False: -104.0, True: -746.0}
+# x * log2(e) + this rounds to an integer held in the low mantissa bits.
+_ROUNDING_MAGIC = {False: 1.5 * 2.0**23, True: 1.5 * 2.0**52}
 # expm1(x) equals exp(x) above this, and -1 below minus this (to the type's precision).
 _EXPM1_LIMIT = {False: 20.0, True: 40.0}
 
@@ -286,6 +330,10 @@ def _taylor(count: int, first: int, step: int, sign: int = 1) -> list[float]:
 
 # expm1(r) = r + r^2 * P(r) on |r| <= ln2/2 (Taylor, truncation below a quarter ulp).
 _EXPM1_POLY = {False: _taylor(7, 2, 1), True: _taylor(12, 2, 1)}
+# exp(r) on |r| <= 1.001 ln2/2 for float: 1 + r + r^2 (c2 + ... + c6 r^4), relative minimax
+# (linear program on 4001 points), approximation error 0.05 ulp; by Horner's rule in 6 FMAs.
+_EXP_POLY_F32 = [1.0, 1.0, 0.4999999341250588, 0.166665201078116, 0.041668394210057025,
+                 0.008368780411915328, 0.0013814467099908792]
 
 
 # --- exp, expm1 ---
@@ -306,13 +354,35 @@ def _expm1_reduced(m: _Emitter, r: ir.Value) -> ir.Value:
     return m.fma(m.mul(r, r), evaluate(r, _EXPM1_POLY[m.is_double]), r)
 
 
-def _exp(m: _Emitter, x: ir.Value) -> ir.Value:
-    high, low = _EXP_HIGH[m.is_double], _EXP_LOW[m.is_double]
-    n, r = _reduce_exp(m, m.clamp(x, low, high))
-    result = m.scale(m.add(_expm1_reduced(m, r), m.const(1.0)), m.to_int(n))
-    result = m.select(m.compare(">", x, high), math.inf, result)
-    result = m.select(m.compare("<", x, low), 0.0, result)
-    return m.select(m.is_nan(x), x, result)
+def _reduce_exp_to_bits(m: _Emitter, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(n, r) of `_reduce_exp` with n as an integer, without `rint` or a conversion: adding
+    1.5 * 2**mantissa_bits rounds x / ln 2 to an integer that lands in the low bits, and the
+    difference of the bit patterns is n. Defined for every x (a nan x gives a nan r)."""
+    magic = m.const(_ROUNDING_MAGIC[m.is_double])
+    shifted = m.fma(x, m.const(_LOG2E), magic)
+    n = m.sub(shifted, magic)
+    exponent = m.builder.sub(m.to_bits(shifted), m.to_bits(magic))
+    r = m.fma(m.neg(n), m.const(_LN2_HIGH[m.is_double]), x)
+    r = m.fma(m.neg(n), m.const(_LN2_LOW[m.is_double]), r)
+    return exponent, r
+
+
+def _exp_reduced(m: _Emitter, r: ir.Value) -> ir.Value:
+    """exp(r) for |r| <= ln2 / 2 (a little beyond is fine)."""
+    if m.is_double:
+        return m.add(_expm1_reduced(m, r), m.const(1.0))
+    return m.horner(r, _EXP_POLY_F32)
+
+
+def _exp(m: _Emitter, x: ir.Value, nonpositive: bool = False) -> ir.Value:
+    """exp(x); with `nonpositive` the caller promises x <= 0 (or nan). Clamping to the range
+    where exp is finite and nonzero (keeping nan), and scaling by 2**n with `ldexp`, gives
+    inf above, 0 below and nan for nan without any select."""
+    x = m.at_least(x, _EXP_LOW[m.is_double])
+    if not nonpositive:
+        x = m.at_most(x, _EXP_HIGH[m.is_double])
+    exponent, r = _reduce_exp_to_bits(m, x)
+    return m.ldexp(_exp_reduced(m, r), exponent)
 
 
 def _expm1(m: _Emitter, x: ir.Value, nonpositive: bool = False) -> ir.Value:
@@ -381,7 +451,7 @@ def _tanh(m: _Emitter, x: ir.Value) -> ir.Value:
 def _sigmoid_parts(m: _Emitter, x: ir.Value) -> tuple[ir.Value, ir.Value]:
     """(numerator, denominator) of sigmoid(x): 1 / (1 + e) for x >= 0, e / (1 + e) below,
     with e = exp(-|x|), so neither overflows nor cancels."""
-    e = _exp(m, m.neg(m.abs(x)))
+    e = _exp(m, m.neg(m.abs(x)), nonpositive=True)
     numerator = m.select(m.compare(">=", x, 0.0), m.const(1.0), e)
     return numerator, m.add(e, m.const(1.0))
 
@@ -468,7 +538,7 @@ def _erfc_large(m: _Emitter, a: ir.Value, square_high: ir.Value,
     # g - a^2 as sum + error (Fast2Sum: |a^2| > |g| here), then exp(sum) (1 + error - low).
     total = m.sub(g, square_high)
     error = m.sub(g, m.add(total, square_high))
-    power = _exp(m, total)
+    power = _exp(m, total, nonpositive=True)
     return m.mul(t, m.fma(power, m.sub(error, square_low), power))
 
 
@@ -531,7 +601,7 @@ def _gelu_tanh(m: _Emitter, x: ir.Value) -> ir.Value:
     linear_low = m.fma(m.const(scale_low), xc, linear_low)
     two_u, two_u_low = _two_product(m, linear, factor)
     two_u_low = m.add(two_u_low, m.fma(linear, factor_low, m.mul(linear_low, factor)))
-    e = _exp(m, m.neg(m.abs(two_u)))
+    e = _exp(m, m.neg(m.abs(two_u)), nonpositive=True)
     positive = m.compare(">=", two_u, 0.0)
     e = m.fma(e, m.select(positive, m.neg(two_u_low), two_u_low), e)  # exp(-|2u|) exactly
     numerator = m.select(positive, one, e)
