@@ -70,7 +70,8 @@ def gemm_conv2d(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
     if 2 * m * n * k < MIN_FLOPS or n < MIN_COLUMNS:
         return None
 
-    from ember.backend.llvm import gemm
+    from ember.backend.llvm import conv_pack, gemm
+    from ember.backend.llvm.jit import host_cpu
     from ember.backend.llvm.threads import available_cpus
 
     stride, padding, dilation = node.attrs["stride"], node.attrs["padding"], node.attrs["dilation"]
@@ -81,16 +82,34 @@ def gemm_conv2d(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
     cpus = max(available_cpus(), 1)
 
     name = dtype.value
-    symbol = f"ember_gemm_{name}_{m}x{n}x{k}" + ("_rowbias" if bias is not None else "")
     element = ir.FloatType() if name == "f32" else ir.DoubleType()
+    lanes = host_cpu().vector_bits // (8 * dtype.itemsize)
+    image = conv_pack.ImageGeometry(channels, height, width, kernel_h, kernel_w, out_h, out_w,
+                                    padding[0], padding[1])
+    implicit = (not direct and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+                and conv_pack.supports(image, lanes))
+    blocking = (conv_pack.conv_blocking(m, n, k, kernel_h * kernel_w, name, lanes,
+                                        dtype.itemsize)
+                if implicit else gemm.blocking_for(m, n, k, name, lanes))
+    weights = ctx.constant_data(1)
+    if weights is not None:  # packed once, here, instead of on every call
+        packed = gemm.pack_a_constant(weights.reshape(m, k), n, blocking=blocking)
+        a_matrix = Pointer(ctx.constant(packed, "wpack"), index_imm(0))
+    else:
+        a_matrix = Pointer(w_buffer, index_imm(0))
+    symbol = (f"ember_gemm_{name}_{m}x{n}x{k}" + ("_rowbias" if bias is not None else "")
+              + ("_pa" if weights is not None else "") + (f"_img{image.tag}" if implicit else ""))
 
     def emit(module):
+        options = {"dtype": name, "blocking": blocking, "a_packed": weights is not None,
+                   "b_packer": conv_pack.image_packer(image) if implicit else None}
         if bias is None:
-            return gemm.emit_gemm(module, symbol, m, n, k, dtype=name)
-        return gemm.emit_gemm(module, symbol, m, n, k, dtype=name, epilogue=_row_bias,
-                              extra_args=[element.as_pointer()])
+            return gemm.emit_gemm(module, symbol, m, n, k, **options)
+        return gemm.emit_gemm(module, symbol, m, n, k, epilogue=_row_bias,
+                              extra_args=[element.as_pointer()], **options)
 
-    pack_elements = -(-gemm.gemm_scratch_bytes(m, n, k, dtype=name) // 64) * 64 // dtype.itemsize
+    pack_bytes = gemm.gemm_scratch_bytes(m, n, k, dtype=name, blocking=blocking)
+    pack_elements = -(-pack_bytes // 64) * 64 // dtype.itemsize
     column_elements = -(-(k * n * dtype.itemsize) // 64) * 64 // dtype.itemsize
     extra = (Pointer(bias, index_imm(0)),) if bias is not None else ()
     geometry = _Geometry(channels, height, width, kernel_h, kernel_w, out_h, out_w,
@@ -98,19 +117,18 @@ def gemm_conv2d(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
 
     def call(b_matrix: Pointer, image: Expr, begin: Expr, end: Expr, pack: Pointer) -> ExternCall:
         c_matrix = Pointer(out, mul(image, index_imm(m * n)))
-        return ExternCall(symbol, emit, (Pointer(w_buffer, index_imm(0)), b_matrix, c_matrix,
-                                         begin, end, pack, *extra))
+        return ExternCall(symbol, emit, (a_matrix, b_matrix, c_matrix, begin, end, pack, *extra))
 
     if batch == 1:
         statements: list[Stmt] = []
-        if direct:
+        if direct or implicit:
             b_matrix = Pointer(x_buffer, index_imm(0))
         else:
             columns = ctx.scratch(dtype, k * n, "im2col")
             statements += _im2col(ctx, x_buffer, index_imm(0), columns, index_imm(0), geometry,
                                   outermost=True)
             b_matrix = Pointer(columns, index_imm(0))
-        rows = _rows_per_chunk(m, cpus)
+        rows = _rows_per_chunk(m, cpus, blocking.mr)
         chunks = -(-m // rows)
         pack = ctx.scratch(dtype, pack_elements * chunks, "pack")
         chunk = ctx.names.fresh("c")
@@ -126,7 +144,8 @@ def gemm_conv2d(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
     per_chunk = -(-batch // chunks)
     chunks = -(-batch // per_chunk)
     pack = ctx.scratch(dtype, pack_elements * chunks, "pack")
-    columns = None if direct else ctx.scratch(dtype, column_elements * chunks, "im2col")
+    columns = None if direct or implicit else ctx.scratch(dtype, column_elements * chunks,
+                                                          "im2col")
     chunk = ctx.names.fresh("c")
 
     def image_statements(image: Expr) -> list[Stmt]:
@@ -245,7 +264,8 @@ def _row_bias(builder: ir.IRBuilder, vector: ir.Value, row: ir.Value, col: ir.Va
     return builder.fadd(vector, splat(builder, value, vector.type.count))
 
 
-def _rows_per_chunk(m: int, cpus: int) -> int:
-    """Rows per thread, a multiple of the micro-kernel's 6 rows where that still splits."""
+def _rows_per_chunk(m: int, cpus: int, mr: int) -> int:
+    """Rows per thread, a multiple of the micro-kernel's rows (`mr`) where that still splits
+    (a prepacked A needs every chunk to start at a multiple of mr)."""
     rows = -(-m // max(cpus, 1))
-    return max(6, -(-rows // 6) * 6) if m >= 12 else m
+    return max(mr, -(-rows // mr) * mr) if m >= 2 * mr else m

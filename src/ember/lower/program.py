@@ -121,13 +121,18 @@ def lower_graph(graph: Graph, options: dict[str, Any] | None = None) -> Program:
     for number, node in enumerate(graph.nodes):
         if node.op == "const":
             continue
-        kernel, scratch = _lower_node(node, f"k{number}_{node.op}", options or {},
-                                      program.errors)
+        known = {i: layout.constants[layout.slots[v].index] for i, v in enumerate(node.inputs)
+                 if layout.slots[v].kind == "const"}
+        kernel, scratch, made = _lower_node(node, f"k{number}_{node.op}", options or {},
+                                            program.errors, known)
         slots = [layout.slots[v] for v in node.inputs] + [layout.slots[v] for v in node.outputs]
         offset = layout.arena
         for buffer in scratch:
             slots.append(Slot("arena", offset))
             offset += _align(buffer.size * buffer.dtype.itemsize)
+        for data in made:  # compile-time constants of the kernel (packed weights)
+            slots.append(Slot("const", len(layout.constants)))
+            layout.constants.append(np.ascontiguousarray(data))
         if len(kernel.buffers) > len(slots):  # the status word, last
             slots.append(Slot("status", 0))
         scratch_end = max(scratch_end, offset)
@@ -140,19 +145,25 @@ def lower_graph(graph: Graph, options: dict[str, Any] | None = None) -> Program:
     return program
 
 
-def _lower_node(node: Node, name: str, options: dict[str, Any], errors: list[str]
-                ) -> tuple[Kernel, list[Buffer]]:
+def _lower_node(node: Node, name: str, options: dict[str, Any], errors: list[str],
+                known: dict[int, np.ndarray] | None = None
+                ) -> tuple[Kernel, list[Buffer], list[np.ndarray]]:
+    """The kernel of one node, its scratch buffers, and the constants it made (packed weights),
+    whose buffers follow the scratch ones."""
     inputs = [Buffer(f"in{i}", v.type.dtype, v.type.size) for i, v in enumerate(node.inputs)]
     outputs = [Buffer(f"out{i}", v.type.dtype, v.type.size) for i, v in enumerate(node.outputs)]
-    ctx = LowerContext(node, inputs, outputs, Names(), [], options, errors)
+    ctx = LowerContext(node, inputs, outputs, Names(), [], options, errors,
+                       known={inputs[i]: data for i, data in (known or {}).items()})
     body = _lower_into(node, ctx)
     status = (ctx.status,) if ctx.status is not None else ()
-    buffers = (*inputs, *outputs, *ctx.scratch_buffers, *status)
+    made = [buffer for buffer, _ in ctx.made_constants]
+    buffers = (*inputs, *outputs, *ctx.scratch_buffers, *made, *status)
     source = str(node.replace(body=None)) if node.body is not None else str(node)
     attrs: dict[str, object] = {}
     if "inplace" in node.attrs:
         attrs["may_alias"] = (f"in{node.attrs['inplace']}", "out0")
-    return Kernel(name, buffers, body, source.split("\n")[0], attrs), ctx.scratch_buffers
+    kernel = Kernel(name, buffers, body, source.split("\n")[0], attrs)
+    return kernel, ctx.scratch_buffers, [data for _, data in ctx.made_constants]
 
 
 def _lower_into(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
@@ -189,7 +200,8 @@ def _lower_region(body: Graph, ctx: LowerContext) -> tuple[Stmt, ...]:
         for value, buffer in zip(node.outputs, outs, strict=True):
             where[value] = buffer
         inner = LowerContext(node, [where[v] for v in node.inputs], outs, ctx.names,
-                             ctx.scratch_buffers, ctx.options, ctx.errors, ctx.status)
+                             ctx.scratch_buffers, ctx.options, ctx.errors, ctx.status,
+                             ctx.known, ctx.made_constants)
         statements += _lower_into(node, inner)
         ctx.status = inner.status
     for value, buffer in zip(body.outputs, ctx.outputs, strict=True):

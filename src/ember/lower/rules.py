@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ember.errors import LoweringError
 from ember.ir.graph import Node
@@ -71,6 +72,10 @@ class LowerContext:
     options: dict[str, object] = field(default_factory=dict)  # schedule knobs (opt level, ...)
     errors: list[str] = field(default_factory=list)  # run-time error messages of the program
     status: Buffer | None = None  # where a kernel writes an error code (see raise_if)
+    # The data of buffers that hold the model's constants (weights), and the constants a rule
+    # made from them at compile time (a weight packed for a GEMM), each with its buffer.
+    known: dict[Buffer, Any] = field(default_factory=dict)
+    made_constants: list[tuple[Buffer, Any]] = field(default_factory=list)
 
     @property
     def input_types(self) -> list[TensorType]:
@@ -84,6 +89,17 @@ class LowerContext:
         """A temporary buffer private to this kernel (placed in the arena's scratch area)."""
         buffer = Buffer(f"{hint}{len(self.scratch_buffers)}", dtype, max(int(size), 1))
         self.scratch_buffers.append(buffer)
+        return buffer
+
+    def constant_data(self, index: int) -> Any:
+        """The numpy data of input `index` when it is a constant of the model, else None."""
+        return self.known.get(self.inputs[index])
+
+    def constant(self, data: Any, hint: str = "packed") -> Buffer:
+        """A buffer holding `data` (a numpy array made at compile time), read-only at run time."""
+        dtype = DType.from_numpy(data.dtype)
+        buffer = Buffer(f"{hint}{len(self.made_constants)}", dtype, max(int(data.size), 1))
+        self.made_constants.append((buffer, data))
         return buffer
 
     def raise_if(self, cond: Expr, message: str) -> Stmt:

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from llvmlite import ir
 
 from ember.backend.llvm.jit import host_cpu
@@ -41,6 +42,9 @@ ARGUMENT_COUNT = 6  # A, B, C, row_begin, row_end, scratch; extra arguments foll
 
 # (builder, vector, row_index, col_index) -> vector; row/col are i64 values of the first element.
 Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
+# (emitter, jc, pc, nc, kc) -> None: writes the packed B panel of columns jc..jc+nc and depth
+# pc..pc+kc into `emitter.packed_b` (the layout `pack_b` makes), in place of `pack_b`.
+BPacker = Callable[["GemmEmitter", ir.Value, ir.Value, ir.Value, ir.Value], None]
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,29 @@ def _plan(m: int, n: int, k: int, dtype: str, lanes: int | None,
                  element_size=_ELEMENT_TYPES[dtype][1])
 
 
+def pack_a_constant(a: np.ndarray, n: int, *, lanes: int | None = None,
+                    blocking: GemmBlocking | None = None) -> np.ndarray:
+    """A constant A [m, k] packed ahead of time for `emit_gemm(..., a_packed=True)`.
+
+    The layout is the one `pack_a` makes, for every depth block and row panel at once: depth
+    block `pc` (of depth `kc`) starts at element `pc * round_up(m, MR)`, its row panel `i`
+    (rows i*MR..) at `i * MR * kc` within it, and holds `[p][r] = A[i*MR + r, pc + p]`, zero
+    for rows past m.
+    """
+    m, k = a.shape
+    dtype = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[a.dtype]
+    plan = _plan(m, n, k, dtype, lanes, blocking)
+    rows = _round_up(m, plan.mr)
+    padded = np.zeros((rows, k), dtype=a.dtype)
+    padded[:m] = a
+    blocks = []
+    for pc in range(0, k, plan.kc):
+        depth = padded[:, pc : pc + plan.kc]  # [rows, kc]
+        panels = depth.reshape(rows // plan.mr, plan.mr, -1).transpose(0, 2, 1)  # [i][p][r]
+        blocks.append(panels.reshape(-1))
+    return np.ascontiguousarray(np.concatenate(blocks))
+
+
 def gemm_scratch_bytes(m: int, n: int, k: int, *, dtype: str = "f32", lanes: int | None = None,
                        blocking: GemmBlocking | None = None) -> int:
     """Bytes of scratch one call of `emit_gemm(..., m, n, k)` needs (per concurrent thread)."""
@@ -190,7 +217,8 @@ def masked_store(builder: ir.IRBuilder, value: ir.Value, pointer: ir.Value,
 def emit_gemm(module: ir.Module, name: str, m: int, n: int, k: int, *, dtype: str = "f32",
               epilogue: Epilogue | None = None, lanes: int | None = None,
               extra_args: Sequence[ir.Type] = (),
-              blocking: GemmBlocking | None = None) -> ir.Function:
+              blocking: GemmBlocking | None = None, a_packed: bool = False,
+              b_packer: BPacker | None = None) -> ir.Function:
     """Add `void name(A, B, C, i64 row_begin, i64 row_end, scratch, *extra)` to `module`.
 
     It computes `C[row_begin:row_end] = A[row_begin:row_end] @ B` (row-major, A [m, k],
@@ -212,7 +240,7 @@ def emit_gemm(module: ir.Module, name: str, m: int, n: int, k: int, *, dtype: st
     for index in (0, 1, 2):
         function.args[index].add_attribute("noalias")
     function.args[5].add_attribute("noalias")
-    _GemmEmitter(function, plan, element, epilogue).emit()
+    GemmEmitter(function, plan, element, epilogue, a_packed, b_packer).emit()
     return function
 
 
@@ -240,10 +268,10 @@ def _masked_intrinsic(module: ir.Module, kind: str, vector_type: ir.VectorType) 
     return ir.Function(module, signature, name)
 
 
-class _Loop:
+class CountedLoop:
     """A counted loop `for index in range(start, stop, step)` with the body built in between.
 
-        with _Loop(builder, start, stop, step, "jc") as index: ...body...
+        with CountedLoop(builder, start, stop, step, "jc") as index: ...body...
     `start < stop` must hold (every loop here runs at least once), so the test is at the bottom.
     """
 
@@ -270,10 +298,14 @@ class _Loop:
         builder.position_at_end(done)
 
 
-class _GemmEmitter:
+class GemmEmitter:
+    """Emits one GEMM function; a `BPacker` gets it to reach the builder, plan and buffers."""
+
     def __init__(self, function: ir.Function, plan: _Plan, element: ir.Type,
-                 epilogue: Epilogue | None) -> None:
+                 epilogue: Epilogue | None, a_packed: bool = False,
+                 b_packer: BPacker | None = None) -> None:
         self.function, self.plan, self.element, self.epilogue = function, plan, element, epilogue
+        self.a_packed, self.b_packer = a_packed, b_packer
         self.vector = ir.VectorType(element, plan.lanes)
         self.nv = plan.nr // plan.lanes
         self.builder = ir.IRBuilder(function.append_basic_block("entry"))
@@ -292,19 +324,28 @@ class _GemmEmitter:
         work = self.function.append_basic_block("work")
         builder.cbranch(builder.icmp_signed("<", row_begin, row_end), work, done)
         builder.position_at_end(work)
-        with _Loop(builder, self.const(0), self.const(plan.n), plan.nc, "jc") as jc:
+        with CountedLoop(builder, self.const(0), self.const(plan.n), plan.nc, "jc") as jc:
             nc = self.minimum(self.const(plan.nc), builder.sub(self.const(plan.n), jc))
-            with _Loop(builder, self.const(0), self.const(plan.k), plan.kc, "pc") as pc:
+            with CountedLoop(builder, self.const(0), self.const(plan.k), plan.kc, "pc") as pc:
                 kc = self.minimum(self.const(plan.kc), builder.sub(self.const(plan.k), pc))
-                self.pack_b(jc, pc, nc, kc)
+                if self.b_packer is None:
+                    self.pack_b(jc, pc, nc, kc)
+                else:
+                    self.b_packer(self, jc, pc, nc, kc)
                 first = builder.icmp_signed("==", pc, self.const(0))
                 last = builder.icmp_signed("==", builder.add(pc, kc), self.const(plan.k))
-                with _Loop(builder, row_begin, row_end, plan.mc, "ic") as ic:
+                with CountedLoop(builder, row_begin, row_end, plan.mc, "ic") as ic:
                     mc = self.minimum(self.const(plan.mc), builder.sub(row_end, ic))
-                    self.pack_a(ic, pc, mc, kc)
-                    with (_Loop(builder, self.const(0), nc, plan.nr, "jr") as jr,
-                          _Loop(builder, self.const(0), mc, plan.mr, "ir") as ir_):
-                        self.micro_tile(ic, ir_, jc, jr, kc, first, last)
+                    if self.a_packed:  # this depth block of the prepacked A, from row ic on
+                        block = builder.mul(pc, self.const(_round_up(plan.m, plan.mr)))
+                        a_block = builder.gep(self.a, [builder.add(block, builder.mul(ic, kc))],
+                                              inbounds=True)
+                    else:
+                        self.pack_a(ic, pc, mc, kc)
+                        a_block = self.packed_a
+                    with (CountedLoop(builder, self.const(0), nc, plan.nr, "jr") as jr,
+                          CountedLoop(builder, self.const(0), mc, plan.mr, "ir") as ir_):
+                        self.micro_tile(a_block, ic, ir_, jc, jr, kc, first, last)
         builder.branch(done)
         builder.position_at_end(done)
         builder.ret_void()
@@ -315,12 +356,12 @@ class _GemmEmitter:
     def pack_b(self, jc: ir.Value, pc: ir.Value, nc: ir.Value, kc: ir.Value) -> None:
         """Bp[jr / NR][p][0:NR] = B[pc + p, jc + jr : jc + jr + NR], zero past column n."""
         plan, builder = self.plan, self.builder
-        with _Loop(builder, self.const(0), nc, plan.nr, "pack_b.jr") as jr:
+        with CountedLoop(builder, self.const(0), nc, plan.nr, "pack_b.jr") as jr:
             panel = builder.gep(self.packed_b, [builder.mul(jr, kc)], inbounds=True)
             column = builder.add(jc, jr)
             masks = [column_mask(builder, builder.add(column, self.const(v * plan.lanes)),
                                  plan.n, plan.lanes) for v in range(self.nv)]
-            with _Loop(builder, self.const(0), kc, 1, "pack_b.p") as p:
+            with CountedLoop(builder, self.const(0), kc, 1, "pack_b.p") as p:
                 row = builder.mul(builder.add(pc, p), self.const(plan.n))
                 source = builder.gep(self.b, [builder.add(row, column)], inbounds=True)
                 target = builder.gep(panel, [builder.mul(p, self.const(plan.nr))], inbounds=True)
@@ -334,7 +375,7 @@ class _GemmEmitter:
         """Ap[ir / MR][p][r] = A[ic + ir + r, pc + p], zero for rows at or past row_end."""
         plan, builder = self.plan, self.builder
         zero = ir.Constant(self.element, 0.0)
-        with _Loop(builder, self.const(0), mc, plan.mr, "pack_a.ir") as ir_:
+        with CountedLoop(builder, self.const(0), mc, plan.mr, "pack_a.ir") as ir_:
             panel = builder.gep(self.packed_a, [builder.mul(ir_, kc)], inbounds=True)
             first_row = builder.add(ic, ir_)
             rows = []
@@ -345,7 +386,7 @@ class _GemmEmitter:
                 start = builder.gep(self.a, [builder.add(builder.mul(clamped, self.const(plan.k)),
                                                          pc)], inbounds=True)
                 rows.append((valid, start))
-            with _Loop(builder, self.const(0), kc, 1, "pack_a.p") as p:
+            with CountedLoop(builder, self.const(0), kc, 1, "pack_a.p") as p:
                 target = builder.gep(panel, [builder.mul(p, self.const(plan.mr))], inbounds=True)
                 for r, (valid, start) in enumerate(rows):
                     value = builder.load(builder.gep(start, [p], inbounds=True))
@@ -360,11 +401,11 @@ class _GemmEmitter:
         vector_pointer = self.builder.bitcast(pointer, self.vector.as_pointer())
         return self.builder.load(vector_pointer, align=align)
 
-    def micro_tile(self, ic: ir.Value, ir_: ir.Value, jc: ir.Value, jr: ir.Value, kc: ir.Value,
-                   first: ir.Value, last: ir.Value) -> None:
+    def micro_tile(self, a_block: ir.Value, ic: ir.Value, ir_: ir.Value, jc: ir.Value,
+                   jr: ir.Value, kc: ir.Value, first: ir.Value, last: ir.Value) -> None:
         """One MR x NR tile of C: the FMA loop over kc, then the (masked) store."""
         plan, builder = self.plan, self.builder
-        a_panel = builder.gep(self.packed_a, [builder.mul(ir_, kc)], inbounds=True)
+        a_panel = builder.gep(a_block, [builder.mul(ir_, kc)], inbounds=True)
         b_panel = builder.gep(self.packed_b, [builder.mul(jr, kc)], inbounds=True)
         zero = ir.Constant(self.vector, None)
         preheader = builder.block

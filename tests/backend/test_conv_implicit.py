@@ -1,0 +1,101 @@
+"""conv2d packed straight from the image (stride 1, no im2col matrix) and with its weights
+packed at compile time, against PyTorch in float64: pixel vectors across output-row breaks,
+every padding edge, the last partial panel, channel depth blocks, batches of one (row chunks)
+and more, f64, and weights as constants or as run-time inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ember.backend.llvm import conv_pack, threads
+from ember.backend.llvm.jit import host_cpu
+from ember.ir.graph import GraphBuilder
+from ember.ir.types import DType, TensorType
+from ember.runtime import compile_native
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def run(x_shape, w_shape, padding, *, constant_weights: bool, bias: bool = True,
+        dtype: type = np.float32) -> str:
+    """Compile one conv at opt_level 3, check it against PyTorch; return the loop IR text."""
+    rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = rng.standard_normal(w_shape).astype(dtype)
+    b = rng.standard_normal(w_shape[0]).astype(dtype)
+    builder = GraphBuilder("conv")
+    kind = DType.from_numpy(np.dtype(dtype))
+    x_value = builder.input(TensorType(kind, x.shape), "x")
+    arrays = [x]
+    if constant_weights:
+        w_value = builder.const(w)
+    else:
+        w_value = builder.input(TensorType(kind, w.shape), "w")
+        arrays.append(w)
+    operands = [x_value, w_value]
+    if bias:
+        operands.append(builder.const(b))
+    out = builder.conv2d(*operands, stride=(1, 1), padding=padding, dilation=(1, 1), groups=1)
+    native = compile_native(builder.build([out]), opt_level=3)
+    actual = native(*arrays)[0]
+    top, left, bottom, right = padding
+    expected = F.conv2d(F.pad(torch.from_numpy(x.astype(np.float64)), (left, right, top, bottom)),
+                        torch.from_numpy(w.astype(np.float64)),
+                        torch.from_numpy(b.astype(np.float64)) if bias else None).numpy()
+    assert actual.shape == expected.shape
+    depth = w_shape[1] * w_shape[2] * w_shape[3]
+    tolerance = (1e-5 if dtype == np.float32 else 1e-12) * np.sqrt(depth)
+    np.testing.assert_allclose(actual, expected, rtol=0,
+                               atol=tolerance * (np.abs(expected).max() + 1.0))
+    return str(native.program)
+
+
+CASES = {  # x shape, w shape, padding (top, left, bottom, right)
+    "resnet_like": ((2, 16, 20, 20), (24, 16, 3, 3), (1, 1, 1, 1)),
+    "row_breaks_at_odd_lanes": ((2, 5, 9, 23), (8, 5, 3, 3), (1, 1, 1, 1)),
+    "valid": ((2, 4, 12, 19), (6, 4, 3, 3), (0, 0, 0, 0)),
+    "asymmetric_padding": ((1, 3, 10, 17), (13, 3, 3, 3), (2, 0, 1, 3)),
+    "padding_beyond_the_kernel": ((2, 3, 8, 17), (12, 3, 5, 5), (3, 4, 3, 4)),
+    "wide_kernel": ((2, 4, 6, 30), (7, 4, 1, 7), (0, 3, 0, 3)),
+    "tall_kernel": ((2, 4, 30, 16), (7, 4, 7, 1), (3, 0, 3, 0)),
+    "deep_channel_blocks": ((1, 130, 6, 16), (20, 130, 3, 3), (1, 1, 1, 1)),  # K = 1170
+    "many_rows_one_image": ((1, 8, 12, 16), (40, 8, 3, 3), (1, 1, 1, 1)),
+}
+
+
+@pytest.mark.parametrize("constant_weights", [True, False], ids=["packed_weights", "weights_in"])
+@pytest.mark.parametrize("name", list(CASES))
+def test_conv_packed_from_the_image_matches_torch(name: str, constant_weights: bool) -> None:
+    x_shape, w_shape, padding = CASES[name]
+    text = run(x_shape, w_shape, padding, constant_weights=constant_weights)
+    assert "_img" in text and "im2col" not in text, text  # no im2col matrix is formed
+    assert ("_pa_img" in text) == constant_weights, text
+    assert ("wpack" in text) == constant_weights, text  # the packed weights, a kernel buffer
+
+
+def test_f64_and_no_bias() -> None:
+    run((2, 6, 9, 12), (10, 6, 3, 3), (1, 1, 1, 1), constant_weights=True, bias=False,
+        dtype=np.float64)
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 3])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_row_chunks_and_image_chunks_on_threads(monkeypatch, cpus: int, batch: int) -> None:
+    """Prepacked weights need every row chunk to start at a panel boundary."""
+    monkeypatch.setattr(threads, "available_cpus", lambda: cpus)
+    run((batch, 8, 10, 18), (50, 8, 3, 3), (1, 1, 1, 1), constant_weights=True)
+
+
+def test_narrow_images_take_im2col() -> None:
+    """Output rows narrower than a vector would span three rows: im2col as before."""
+    lanes = host_cpu().vector_bits // 32
+    text = run((2, 4, lanes - 2, lanes - 2), (8, 4, 3, 3), (0, 0, 0, 0), constant_weights=True)
+    assert "im2col" in text and "_img" not in text, text
+
+
+def test_depth_blocks_hold_whole_channels() -> None:
+    blocking = conv_pack.conv_blocking(64, 3136, 2304, 9, "f32", 16, 4)
+    assert blocking.kc % 9 == 0 and blocking.kc <= 1024
+    assert blocking.kc * blocking.nc * 4 <= conv_pack.L2_PANEL_BYTES
