@@ -8,6 +8,11 @@
 1 compiles every op to its own straightforward kernel, with no graph passes; 2 runs the graph
 passes first; 3 (default) adds layout transforms and scheduled kernels (vectorized, parallel,
 blocked matmul). Levels 1-3 run as one native call per inference over one arena.
+
+Compiling the same model again (same optimized graph, weights, opt level, CPU and Ember source)
+takes its machine code from the on-disk cache (`ember.backend.llvm.cache`) through a link keyed
+by the optimized graph: no LLVM IR is generated, optimized or compiled. The graph is still
+traced, optimized and lowered, so `exe.graph`, `exe.report()` and the loop IR are all there.
 """
 
 from __future__ import annotations
@@ -139,14 +144,104 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str = "cpu",
     timings["passes"] = time.perf_counter() - start
     native = None
     if opt_level >= 1:
-        from ember.runtime import compile_native
-
-        native = compile_native(graph, opt_level)
+        native = compile_cached(graph, opt_level)
         timings.update(native.timings)
         count = threads if threads is not None else _env_threads()
         if count is not None:
-            native.set_threads(count)
+            _set_threads(native, count)
     return Executable(graph, traced, single, opt_level, target, timings, ledger, native)
+
+
+def compile_cached(graph: Graph, opt_level: int = 3) -> Any:
+    """`compile_native`, looking in the on-disk cache by the optimized graph first.
+
+    A hit skips LLVM IR generation, optimization and code generation; a miss compiles as
+    usual and links the graph's key to the object entry it made.
+    """
+    from ember.backend.llvm import cache
+    from ember.runtime import compile_native
+
+    if not cache.enabled():
+        return compile_native(graph, opt_level)
+    key = _graph_key(graph, opt_level)
+    native = _native_from_cache(graph, opt_level, key)
+    if native is not None:
+        return native
+    native = compile_native(graph, opt_level)
+    module = native.native.module
+    cache.store_link(key, cache.Link(module.cache_key, module.opt_level,
+                                     program_layout(native.program)))
+    return native
+
+
+def _graph_key(graph: Graph, opt_level: int) -> str:
+    from ember.backend.llvm import cache
+    from ember.backend.llvm.jit import host_cpu
+    from ember.ir.printer import print_graph
+
+    cpu = host_cpu()
+    return cache.graph_key(print_graph(graph), cpu.name, cpu.features, opt_level)
+
+
+def _native_from_cache(graph: Graph, opt_level: int, key: str) -> Any:
+    """The native graph made from cached machine code, or None (no link, no object entry, or
+    a program whose layout differs from the one the code was compiled for)."""
+    from ember.backend.llvm import cache
+    from ember.backend.llvm.build import NativeProgram
+    from ember.backend.llvm.jit import CompiledModule
+    from ember.lower.program import lower_graph
+    from ember.runtime.native import NativeGraph, schedule_program
+
+    link = cache.load_link(key)
+    payload = cache.load(link.object_key) if link is not None else None
+    if link is None or payload is None:
+        return None
+    start = time.perf_counter()
+    # NOTE: the same steps as `compile_native` up to code generation.
+    program = lower_graph(graph, {"opt_level": opt_level})
+    if opt_level >= 3:
+        program = schedule_program(program)
+    seconds = {"lower": time.perf_counter() - start}
+    if program_layout(program) != link.layout:
+        return None
+    start = time.perf_counter()
+    module = CompiledModule.from_object(payload, functools.partial(_llvm_ir, program),
+                                        link.opt_level, link.object_key)
+    native = NativeGraph(graph, program, NativeProgram(program, module), seconds)
+    seconds["cached"] = time.perf_counter() - start
+    return native
+
+
+def _llvm_ir(program: Any) -> str:
+    """The LLVM IR text `build_program` compiles for a program (rebuilt only on demand)."""
+    from ember.backend.llvm.build import emit_program
+    from ember.backend.llvm.codegen import finalize_module
+
+    return finalize_module(str(emit_program(program)))
+
+
+def program_layout(program: Any) -> str:
+    """Digest of what the machine code of a program assumes of its caller: the entry's name,
+    each kernel call and its slots, the constants' types, the arena and the error messages."""
+    import hashlib
+
+    parts = [program.name, str(program.arena_bytes), repr(program.output_copies),
+             repr(program.errors)]
+    parts += [f"{call.kernel.name}{call.slots}" for call in program.calls]
+    parts += [f"{array.dtype}{array.shape}" for array in program.constants]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _set_threads(native: Any, count: int) -> None:
+    """`native.set_threads(count)`, without rebuilding the LLVM IR of cached code."""
+    from ember.backend.llvm.threads import SET_NUM_THREADS, set_num_threads
+
+    # NOTE: NativeGraph.set_threads looks for the setter in the module's IR text, which a
+    # cache hit has not built; the engine's symbol table answers the same question.
+    if count < 1:
+        raise ValueError(f"threads must be at least 1, got {count}")
+    if native.native.module.defines(SET_NUM_THREADS):
+        set_num_threads(native.native.module, count)
 
 
 def optimize(graph: Graph, opt_level: int = 3, passes: Any = None,

@@ -3,18 +3,28 @@
     compiled = compile_ir(module)                 # parse, verify, optimize (O3), MCJIT
     scale = compiled.function("scale", None, [ctypes.c_void_p, ctypes.c_int64])
     compiled.llvm_ir, compiled.asm()              # what LLVM made of it, for inspection
+    optimization_remarks(module)                  # what the loop vectorizer did, per function
 
 The target machine is built for the host CPU name and features (`znver4` with AVX-512 here), so
 LLVM uses the widest vector registers the machine has. Every compiled module keeps its engine
 alive for as long as the `CompiledModule` lives.
+
+Machine code is generated once per module: the object file LLVM emits is what the engine loads
+and what the on-disk cache stores. Outlined parallel loop bodies (`<kernel>.par<n>`) are kept
+out of line: inlined into their kernel's one-thread path they were optimized and compiled a
+second time, which was half of the LLVM time of a model (transformer block: 3.3 -> 1.6 s).
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import os
+import re
+import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,7 +114,23 @@ def parse(module: ir.Module | str) -> llvm.ModuleRef:
     except RuntimeError as err:
         raise LoweringError("<module>", f"LLVM rejected the generated IR: {err}") from None
     parsed.triple, parsed.data_layout = _triple_and_layout()
+    _keep_parallel_bodies_out_of_line(parsed)
     return parsed
+
+
+PARALLEL_BODY = re.compile(r"\.par\d+$")  # codegen's name for an outlined parallel loop body
+
+
+def _keep_parallel_bodies_out_of_line(module: llvm.ModuleRef) -> None:
+    """Mark outlined parallel loop bodies `noinline`.
+
+    A body is called through the thread pool and, on the one-thread path, directly; inlined
+    there it is a second copy of the loop nest that LLVM optimizes and compiles again.
+    """
+    # TODO(codegen): set the attribute where the body is emitted (codegen.emit_parallel_loop).
+    for function in module.functions:
+        if not function.is_declaration and PARALLEL_BODY.search(function.name):
+            function.add_function_attribute("noinline")
 
 
 @functools.cache
@@ -126,23 +152,55 @@ class CompiledModule:
     def __init__(self, module: ir.Module | str, opt_level: int = 3, cached: bool = True) -> None:
         from ember.backend.llvm import cache
 
-        self.unoptimized_ir = str(module)
+        self._unoptimized_ir: str | None = str(module)
+        self._build_ir: Callable[[], str] | None = None
         self.opt_level = opt_level
         self._optimized: llvm.ModuleRef | None = None
         self.from_cache = False
         cpu = host_cpu()
-        key = cache.cache_key(self.unoptimized_ir, cpu.name, cpu.features, opt_level)
-        payload = cache.load(key) if cached and cache.enabled() else None
+        self.cache_key = cache.cache_key(self._unoptimized_ir, cpu.name, cpu.features, opt_level)
+        payload = cache.load(self.cache_key) if cached and cache.enabled() else None
         with _LOCK:
             if payload is not None:
                 self.engine = self._load_object(payload)
                 self.from_cache = True
                 return
-            parsed = self._optimize()
-            self.engine = llvm.create_mcjit_compiler(parsed, new_target_machine())
-            self.engine.finalize_object()
+            payload = target_machine().emit_object(self._optimize())
+            self.engine = self._load_object(payload)
         if cached and cache.enabled():
-            cache.store(key, self.object_code())
+            cache.store(self.cache_key, payload)
+
+    @classmethod
+    def from_object(cls, payload: bytes, build_ir: Callable[[], str], opt_level: int = 3,
+                    cache_key: str = "") -> CompiledModule:
+        """Machine code that was compiled before (an on-disk cache hit found without the IR).
+
+        `build_ir` makes the unoptimized IR text again, only if it is asked for (`llvm_ir`,
+        `asm()`, `unoptimized_ir`).
+        """
+        compiled = cls.__new__(cls)
+        compiled._unoptimized_ir = None
+        compiled._build_ir = build_ir
+        compiled.opt_level = opt_level
+        compiled._optimized = None
+        compiled.from_cache = True
+        compiled.cache_key = cache_key
+        with _LOCK:
+            compiled.engine = cls._load_object(payload)
+        return compiled
+
+    @property
+    def unoptimized_ir(self) -> str:
+        """The LLVM IR text the machine code was made from (rebuilt on first use after a cache
+        hit by graph)."""
+        if self._unoptimized_ir is None:
+            assert self._build_ir is not None
+            self._unoptimized_ir = self._build_ir()
+        return self._unoptimized_ir
+
+    def defines(self, name: str) -> bool:
+        """Whether the machine code has a function or global called `name`."""
+        return bool(self.engine.get_function_address(name))
 
     def _optimize(self) -> llvm.ModuleRef:
         parsed = parse(self.unoptimized_ir)
@@ -166,6 +224,7 @@ class CompiledModule:
 
     def _optimized_module(self) -> llvm.ModuleRef:
         if self._optimized is None:
+            _ = self.unoptimized_ir  # rebuilt (if it must be) before taking the LLVM lock
             with _LOCK:
                 self._optimize()
         assert self._optimized is not None
@@ -195,9 +254,156 @@ class CompiledModule:
         with _LOCK:
             return target_machine().emit_object(module)
 
+    def remarks(self) -> list[Remark]:
+        """The loop vectorizer's remarks on this module (optimized once more to collect them)."""
+        return optimization_remarks(self.unoptimized_ir, self.opt_level)
+
 
 def compile_ir(module: ir.Module | str, opt_level: int = 3, cached: bool = True
                ) -> CompiledModule:
     """Parse, verify, optimize and JIT-compile a module for the host CPU (or load it from the
     on-disk cache)."""
     return CompiledModule(module, opt_level, cached)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimization remarks
+
+
+@dataclass(frozen=True)
+class Remark:
+    """One remark of LLVM's loop vectorizer about a loop of `function`."""
+
+    function: str  # the LLVM function the loop ended up in
+    message: str  # LLVM's text: "vectorized loop (vectorization width: 16, ...)"
+
+    @property
+    def vectorized(self) -> bool:
+        """A loop that was vectorized or interleaved (a "passed" remark)."""
+        return "not " not in self.message and self.message.startswith(("vectorized",
+                                                                       "interleaved"))
+
+
+REMARK_PASSES = "loop-vectorize"
+_REMARK_OPTIONS = ("-pass-remarks", "-pass-remarks-missed", "-pass-remarks-analysis")
+_REMARK_LINE = re.compile(r"^remark: ember:(\d+):\d+: (.*)$")
+
+
+def optimization_remarks(module: ir.Module | str, opt_level: int = 3) -> list[Remark]:
+    """Optimize a module as `compile_ir` does and return what the loop vectorizer said.
+
+    LLVM prints remarks (passed: vectorized, width and interleave; missed and analysis: why
+    not) to stderr, located by debug info, which Ember's IR has none of. So every function
+    gets a line-table subprogram whose line is its position in the module: a remark at
+    `ember:7:0` is about a loop of the 7th function.
+    """
+    _initialize()
+    canonical = str(llvm.parse_assembly(str(module)))
+    located, functions = _locate_functions(canonical)
+    with _LOCK:
+        parsed = parse(located)
+        with _remarks_enabled(REMARK_PASSES), _captured_stderr() as captured:
+            if opt_level > 0:
+                optimize(parsed, opt_level)
+    remarks = []
+    for line in captured.read().splitlines():
+        match = _REMARK_LINE.match(line)
+        if match and 0 < int(match.group(1)) <= len(functions):
+            remarks.append(Remark(functions[int(match.group(1)) - 1], match.group(2)))
+    return remarks
+
+
+@contextmanager
+def _remarks_enabled(passes: str) -> Iterator[None]:
+    """LLVM's remark switches (process-wide command-line options) on for `passes`, then off."""
+    for option in _REMARK_OPTIONS:
+        llvm.set_option("", f"{option}={passes}")
+    try:
+        yield
+    finally:
+        for option in _REMARK_OPTIONS:
+            # NOTE: an empty pattern would leave the last one in place; this one matches no pass.
+            llvm.set_option("", f"{option}=^$")
+
+
+class _Captured:
+    """What was written to file descriptor 2 inside `_captured_stderr`."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def read(self) -> str:
+        return self.text
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[_Captured]:
+    """Redirect file descriptor 2 (LLVM writes remarks there from C++) into a temporary file."""
+    import sys
+
+    captured = _Captured()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.text = sink.read().decode(errors="replace")
+
+
+_DEFINE = re.compile(r"^define [^@]*@(\"[^\"]+\"|[-\w.$]+)\(")
+_METADATA_ID = re.compile(r"!(\d+)\b")
+
+
+def _locate_functions(text: str) -> tuple[str, list[str]]:
+    """Add line-table debug info to LLVM's printed IR: function k (1-based) is at line k of
+    file "ember", and every instruction of it carries that location. Returns the new text and
+    the function names by line."""
+    lines = text.split("\n")
+    next_id = max((int(m) for m in _METADATA_ID.findall(text)), default=-1) + 1
+    unit, file_, type_ = next_id, next_id + 1, next_id + 2
+    next_id += 3
+    metadata = [f'!{unit} = distinct !DICompileUnit(language: DW_LANG_C, file: !{file_}, '
+                'producer: "ember", isOptimized: true, runtimeVersion: 0, '
+                'emissionKind: LineTablesOnly)',
+                f'!{file_} = !DIFile(filename: "ember", directory: "")',
+                f"!{type_} = !DISubroutineType(types: !{{}})"]
+    functions: list[str] = []
+    location = ""
+    out = []
+    for line in lines:
+        match = _DEFINE.match(line)
+        if match and line.endswith("{"):
+            functions.append(match.group(1).strip('"'))
+            program, location = next_id, f"!{next_id + 1}"
+            next_id += 2
+            line = line[:-1] + f"!dbg !{program} {{"
+            metadata += [f'!{program} = distinct !DISubprogram(name: "{functions[-1]}", '
+                         f"scope: !{file_}, file: !{file_}, line: {len(functions)}, "
+                         f"type: !{type_}, scopeLine: {len(functions)}, "
+                         f"spFlags: DISPFlagDefinition | DISPFlagOptimized, unit: !{unit})",
+                         f"{location} = !DILocation(line: {len(functions)}, column: 0, "
+                         f"scope: !{program})"]
+        elif line == "}":
+            location = ""
+        elif location and _is_instruction_end(line):
+            line += f", !dbg {location}"
+        out.append(line)
+    flags = next_id
+    out += [f"!llvm.dbg.cu = !{{!{unit}}}", f"!llvm.module.flags = !{{!{flags}}}",
+            f'!{flags} = !{{i32 2, !"Debug Info Version", i32 3}}', *metadata]
+    return "\n".join(out), functions
+
+
+def _is_instruction_end(line: str) -> bool:
+    """A line of a function body that ends an instruction (not a label, a comment, or a
+    `switch` case line)."""
+    if not line.startswith("  ") or line.lstrip().startswith(";"):
+        return False
+    if line.startswith("    "):  # a case of a multi-line `switch`
+        return False
+    return not line.rstrip().endswith("[")
