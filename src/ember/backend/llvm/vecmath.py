@@ -620,8 +620,8 @@ def _gelu_float(m: _Emitter, x: ir.Value) -> ir.Value:
               m.const(-(1.0 + _GELU_T_MIN) / (1.0 - _GELU_T_MIN)))
     erfcx = m.mul(t, m.horner(y, _GELU_ERFCX_POLY))
     exponent, r = _reduce_exp_to_bits(m, high, offset=-1)  # E = erfc / 2: scale by 2**(n-1)
-    power = _exp_reduced(m, r)
-    half_complement = m.ldexp(m.mul(erfcx, m.fma(power, low, power)), exponent)
+    power = _exp_reduced(m, m.add(r, low))  # exp(high + low) = 2**n exp(r + low)
+    half_complement = m.ldexp(m.mul(erfcx, power), exponent)
     factor = m.select(m.compare("<", x, 0.0), half_complement,
                       m.sub(m.const(1.0), half_complement))
     return m.mul(lower, factor)
