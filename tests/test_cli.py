@@ -204,3 +204,74 @@ def test_usage_error_is_one_line_and_exit_status_2(argv: list[str], capsys) -> N
     status, out, err = run(argv, capsys)
     assert status == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("ember: error: "), err
+
+
+# -- --remarks ---------------------------------------------------------------------------------
+
+# `scaled` is one elementwise loop; argmax keeps the index of the best value so far, which the
+# loop vectorizer does not recognize as a reduction.
+REMARKS_MODEL = '''\
+import numpy as np
+
+def model(x):
+    scaled = x * 3.0 + 1.0
+    best = x.argmax(axis=1)
+    return scaled, best
+
+example_inputs = (np.ones((64, 999), np.float32),)
+'''
+
+
+def remark_groups(text: str, comment: str) -> dict[str, list[str]]:
+    """The remark section's lines by group header (a kernel or a library function)."""
+    section = text.split(f"{comment} LLVM loop-vectorize remarks by kernel", 1)[1]
+    groups: dict[str, list[str]] = {}
+    header = ""
+    for line in section.splitlines()[1:]:
+        assert line.startswith(comment), f"not a comment line: {line!r}"
+        body = line[len(comment) + 1:]
+        if body.startswith("  "):
+            groups[header].append(body.strip())
+        else:
+            header = body
+            groups[header] = []
+    return groups
+
+
+@pytest.mark.parametrize(("stage", "comment"), [("llvm", ";"), ("asm", "#")])
+def test_remarks_say_which_kernel_loops_vectorized_and_why_not(
+        stage: str, comment: str, tmp_path: Path, capsys) -> None:
+    target = write(tmp_path, "model.py", REMARKS_MODEL)
+    status, out, err = run(["ir", target, "--stage", stage, "--remarks"], capsys)
+    assert (status, err) == (0, "")
+    groups = remark_groups(out, comment)
+    (fused,) = [h for h in groups if "= fused(" in h]
+    assert fused.endswith("model.py:4")  # the kernel's graph statement and source line
+    assert any(line.startswith("+ vectorized loop (vectorization width: ") for line in
+               groups[fused])
+    (argmax,) = [h for h in groups if "= argmax(" in h]
+    assert argmax.endswith("model.py:5")
+    reasons = [line for line in groups[argmax] if line.startswith("- loop not vectorized: ")]
+    assert any("reduction" in line for line in reasons), groups[argmax]
+    assert not any(line.startswith("+") for line in groups[argmax])
+
+
+def test_remarks_output_is_still_valid_llvm_ir(tmp_path: Path, capsys) -> None:
+    import llvmlite.binding as llvm
+
+    target = write(tmp_path, "model.py", REMARKS_MODEL)
+    status, out, _ = run(["ir", target, "--stage", "llvm", "--remarks"], capsys)
+    assert status == 0
+    llvm.parse_assembly(out).verify()
+
+
+def test_remarks_need_a_code_stage(tmp_path: Path, capsys) -> None:
+    status, out, err = run(["ir", write(tmp_path, "tiny.py", TINY), "--remarks"], capsys)
+    assert status == 2 and out == ""
+    assert err.startswith("ember: error: --remarks goes with --stage llvm")
+
+
+def test_help_documents_remarks(capsys) -> None:
+    status, out, _ = run(["ir", "--help"], capsys)
+    assert status == 0 and "--remarks" in out
+    assert "not vectorized and why" in " ".join(out.split())

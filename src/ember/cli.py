@@ -6,6 +6,7 @@
     ember ir examples/cnn.py --stage optimized  # after the default pipeline (-p to choose)
     ember ir examples/cnn.py --diff             # what each pass changed
     ember ir examples/cnn.py --explain fusion   # why each fusion candidate was (not) fused
+    ember ir examples/mlp.py --stage llvm --remarks  # and what the loop vectorizer did, per kernel
     ember passes                                # the passes and their options
     ember opt dump/002_cse.ir -p dce            # run passes on IR text, like mlir-opt
     ember bench examples/mlp.py --threads 1     # opt levels 0-3 and ONNX Runtime, timed
@@ -230,11 +231,109 @@ def _loops(target: Target, args: argparse.Namespace) -> str:
 
 
 def _llvm(target: Target, args: argparse.Namespace) -> str:
-    return _native(target, args).native.module.llvm_ir
+    native = _native(target, args)
+    return native.native.module.llvm_ir + _remarks_section(native, args, ";")
 
 
 def _asm(target: Target, args: argparse.Namespace) -> str:
-    return _native(target, args).native.module.asm()
+    native = _native(target, args)
+    return native.native.module.asm() + _remarks_section(native, args, "#")
+
+
+# -- optimization remarks -------------------------------------------------------------------------
+
+_PARALLEL_BODY = re.compile(r"\.par\d+$")  # codegen's name for a kernel's outlined parallel loop
+
+
+def _remarks_section(native: Any, args: argparse.Namespace, comment: str) -> str:
+    """With --remarks: the loop vectorizer's remarks grouped by kernel, as comment lines of the
+    printed IR or assembly (so the output still assembles)."""
+    if not getattr(args, "remarks", False):
+        return ""
+    remarks = native.native.module.remarks()
+    lines = ["", *format_remarks(native.program, remarks)]
+    return "\n".join(f"{comment} {line}".rstrip() for line in lines)
+
+
+def format_remarks(program: Any, remarks: Sequence[Any]) -> list[str]:
+    """Remarks by kernel (in call order), then by library function (a GEMM) and the runtime.
+
+    A function belongs to kernel `k5_fused` when it is the kernel or one of its outlined
+    parallel bodies (`k5_fused.par1`); a loop of a kernel inlined into the entry keeps its
+    kernel's debug location. Repeated remarks are shown once with a count.
+    """
+    by_owner: dict[str, list[Any]] = {}
+    for remark in remarks:
+        by_owner.setdefault(_PARALLEL_BODY.sub("", remark.function), []).append(remark)
+    kernels = {call.kernel.name: call.kernel for call in program.calls}
+    lines = ["LLVM loop-vectorize remarks by kernel (+ vectorized, - not vectorized: why, . note)"]
+    quiet = []
+    for name, kernel in kernels.items():
+        if name not in by_owner:
+            quiet.append(name)
+            continue
+        lines.append(f"{name}: {_shorten(kernel.source)}")
+        lines += _remark_lines(by_owner.pop(name))
+    callers = _library_callers(program)
+    for name in sorted(by_owner, key=lambda n: (n not in callers, n)):
+        role = f"called by {', '.join(callers[name])}" if name in callers else "runtime"
+        lines.append(f"{name} ({role})")
+        lines += _remark_lines(by_owner[name])
+    if quiet:
+        lines.append(f"no loop remarks: {', '.join(quiet)}")
+    return lines
+
+
+def _remark_lines(remarks: Sequence[Any]) -> list[str]:
+    """One line per distinct remark: vectorized first, then not vectorized, then notes."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for remark in remarks:
+        key = (_marker(remark), remark.message, remark.function)
+        counts[key] = counts.get(key, 0) + 1
+    lines = []
+    for (marker, message, function), count in sorted(counts.items(),
+                                                     key=lambda item: "+-.".index(item[0][0])):
+        where = f"  [{function}]" if _PARALLEL_BODY.search(function) else ""
+        times = f" (x{count})" if count > 1 else ""
+        lines.append(f"  {marker} {message}{times}{where}")
+    return lines
+
+
+def _marker(remark: Any) -> str:
+    """'+' a loop vectorized, '-' a loop not vectorized, '.' a note (on interleaving, say)."""
+    if remark.vectorized:
+        return "+"
+    return "-" if "not vectorized" in remark.message else "."
+
+
+def _library_callers(program: Any) -> dict[str, list[str]]:
+    """Library functions (`ExternCall` symbols) -> the kernels that call them."""
+    callers: dict[str, list[str]] = {}
+    for call in program.calls:
+        for symbol in _extern_symbols(call.kernel.body):
+            names = callers.setdefault(symbol, [])
+            if call.kernel.name not in names:
+                names.append(call.kernel.name)
+    return callers
+
+
+def _extern_symbols(body: Sequence[Any]) -> list[str]:
+    symbols = []
+    for stmt in body:
+        if hasattr(stmt, "symbol"):
+            symbols.append(stmt.symbol)
+        for field in ("body", "then", "orelse"):
+            symbols += _extern_symbols(getattr(stmt, field, ()))
+    return symbols
+
+
+def _shorten(text: str, width: int = 100) -> str:
+    """A kernel's graph statement cut to `width`, keeping its `// file:line` at the end."""
+    statement, marker, location = text.partition("  // ")
+    room = width - len(marker + location)
+    if len(statement) > room:
+        statement = statement[: max(room - 3, 20)] + "..."
+    return statement + marker + location
 
 
 # Each stage takes the loaded target to what `ember ir --stage NAME` prints: a graph for the
@@ -286,6 +385,8 @@ def command_ir(args: argparse.Namespace) -> int:
         return 0
     wants_passes = args.print_after_all or args.after or args.diff
     stage = "optimized" if wants_passes and args.stage == "traced" else args.stage
+    if args.remarks and stage not in ("llvm", "asm"):
+        raise UsageError("--remarks goes with --stage llvm or --stage asm")
     graph = STAGES[stage](target, args)
     report = _pass_report(args)
     text = (report + "\n" if report else "") + _render(graph, args.format)
@@ -438,6 +539,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which stage of the pipeline to print (default: traced)")
     ir.add_argument("--explain", choices=["fusion"],
                     help="say why each fusion candidate was or was not fused")
+    ir.add_argument("--remarks", action="store_true",
+                    help="with --stage llvm or asm: after the code, LLVM's loop-vectorize "
+                    "remarks grouped by kernel, as comments: '+' a loop vectorized (width, "
+                    "interleave count), '-' a loop not vectorized and why; the kernel's "
+                    "graph statement heads each group (GEMM and thread-pool functions last)")
     _add_pass_options(ir)
     ir.set_defaults(run=command_ir)
     passes = commands.add_parser("passes", help="list the graph passes")

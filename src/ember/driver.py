@@ -180,7 +180,7 @@ def _graph_key(graph: Graph, opt_level: int) -> str:
     from ember.ir.printer import print_graph
 
     cpu = host_cpu()
-    return cache.graph_key(print_graph(graph), cpu.name, cpu.features, opt_level)
+    return cache.graph_key(print_graph(graph, locations=False), cpu.name, cpu.features, opt_level)
 
 
 def _native_from_cache(graph: Graph, opt_level: int, key: str) -> Any:
@@ -222,11 +222,12 @@ def _llvm_ir(program: Any) -> str:
 
 def program_layout(program: Any) -> str:
     """Digest of what the machine code of a program assumes of its caller: the entry's name,
-    each kernel call and its slots, the constants' types, the arena and the error messages."""
+    each kernel call and its slots, the constants' types, the arena and the number of error
+    codes (their messages are Python-side)."""
     import hashlib
 
     parts = [program.name, str(program.arena_bytes), repr(program.output_copies),
-             repr(program.errors)]
+             str(len(program.errors))]
     parts += [f"{call.kernel.name}{call.slots}" for call in program.calls]
     parts += [f"{array.dtype}{array.shape}" for array in program.constants]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()

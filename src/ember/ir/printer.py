@@ -105,13 +105,15 @@ class _Namer:
         return "%" + name if name is not None else f"%<undefined {value.type}>"
 
 
-def _loc_comment(loc: str) -> str:
-    """The trailing `  // file.py:12` of a statement ("" without a location)."""
-    text = " ".join(loc.split())
+def _loc_comment(loc: str, locations: bool = True) -> str:
+    """The trailing `  // file.py:12` of a statement ("" without a location, or when
+    `locations` is off)."""
+    text = " ".join(loc.split()) if locations else ""
     return f"  // {text}" if text else ""
 
 
-def _stmt_lines(node: Node, namer: _Namer, indent: str, renumber: bool = True) -> list[str]:
+def _stmt_lines(node: Node, namer: _Namer, indent: str, renumber: bool = True,
+                locations: bool = True) -> list[str]:
     if renumber:
         for value in node.outputs:
             namer.number(value)
@@ -123,20 +125,21 @@ def _stmt_lines(node: Node, namer: _Namer, indent: str, renumber: bool = True) -
     types = ", ".join(str(v.type) for v in node.outputs)
     head = f"{indent}{results} = {node.op}({operands}){attrs} : {types}"
     if node.body is None:
-        return [head + _loc_comment(node.loc)]
-    lines = [head + " {" + _loc_comment(node.loc)]
-    lines += _region_lines(node.body, namer, indent, renumber)
+        return [head + _loc_comment(node.loc, locations)]
+    lines = [head + " {" + _loc_comment(node.loc, locations)]
+    lines += _region_lines(node.body, namer, indent, renumber, locations)
     lines.append(indent + "}")
     return lines
 
 
-def _region_lines(body: Graph, namer: _Namer, indent: str, renumber: bool = True) -> list[str]:
+def _region_lines(body: Graph, namer: _Namer, indent: str, renumber: bool = True,
+                  locations: bool = True) -> list[str]:
     if renumber:
         namer.name_inputs(body.inputs)
     params = ", ".join(f"{namer[v]}: {v.type}" for v in body.inputs)
     lines = [f"{indent}^({params}):"]
     for node in body.nodes:
-        lines += _stmt_lines(node, namer, indent + "  ", renumber)
+        lines += _stmt_lines(node, namer, indent + "  ", renumber, locations)
     lines.append(f"{indent}  yield {', '.join(namer[v] for v in body.outputs)}")
     return lines
 
@@ -164,15 +167,16 @@ def value_names(graph: Graph) -> dict[Value, str]:
     return namer.names
 
 
-def print_graph(graph: Graph) -> str:
-    """The canonical text of a graph (ends without a newline)."""
+def print_graph(graph: Graph, locations: bool = True) -> str:
+    """The canonical text of a graph (ends without a newline); `locations=False` leaves out
+    the `// file.py:12` source locations (what the graph computes, not where it came from)."""
     namer = _Namer()
     namer.name_inputs(graph.inputs)
     params = ", ".join(f"{namer[v]}: {v.type}" for v in graph.inputs)
     results = ", ".join(str(v.type) for v in graph.outputs)
     lines = [f"graph {format_symbol(graph.name)}({params}) -> ({results}) {{"]
     for node in graph.nodes:
-        lines += _stmt_lines(node, namer, "  ")
+        lines += _stmt_lines(node, namer, "  ", locations=locations)
     returned = ", ".join(namer[v] for v in graph.outputs)
     lines.append(f"  return {returned}".rstrip())
     lines.append("}")

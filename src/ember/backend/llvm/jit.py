@@ -145,8 +145,9 @@ class CompiledModule:
     """Machine code for one LLVM module, loaded into this process.
 
     With `cached=True` the object code comes from (or goes to) the on-disk cache; `from_cache`
-    says which happened. The optimized IR and the assembly are rebuilt on demand when the
-    code came from the cache.
+    says which happened, and `cache_hit` how it was found: "object" (by the IR text), "graph"
+    (by a graph link, before any IR was generated) or "" (compiled here). The optimized IR and
+    the assembly are rebuilt on demand when the code came from the cache.
     """
 
     def __init__(self, module: ir.Module | str, opt_level: int = 3, cached: bool = True) -> None:
@@ -157,13 +158,14 @@ class CompiledModule:
         self.opt_level = opt_level
         self._optimized: llvm.ModuleRef | None = None
         self.from_cache = False
+        self.cache_hit = ""
         cpu = host_cpu()
         self.cache_key = cache.cache_key(self._unoptimized_ir, cpu.name, cpu.features, opt_level)
         payload = cache.load(self.cache_key) if cached and cache.enabled() else None
         with _LOCK:
             if payload is not None:
                 self.engine = self._load_object(payload)
-                self.from_cache = True
+                self.from_cache, self.cache_hit = True, "object"
                 return
             payload = target_machine().emit_object(self._optimize())
             self.engine = self._load_object(payload)
@@ -183,7 +185,7 @@ class CompiledModule:
         compiled._build_ir = build_ir
         compiled.opt_level = opt_level
         compiled._optimized = None
-        compiled.from_cache = True
+        compiled.from_cache, compiled.cache_hit = True, "graph"
         compiled.cache_key = cache_key
         with _LOCK:
             compiled.engine = cls._load_object(payload)
