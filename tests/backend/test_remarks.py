@@ -85,3 +85,9 @@ def test_remark_functions_of_a_compiled_model_are_its_kernels(tmp_path) -> None:
     vectorized = [r for r in remarks if r.vectorized]
     assert vectorized and all(r.function.split(".par")[0] in kernels for r in vectorized)
     assert "vectorization width: " in vectorized[0].message
+
+
+def test_module_with_its_own_flags_still_gets_remarks() -> None:
+    flagged = LOOPS + '\n!llvm.module.flags = !{!0}\n!0 = !{i32 1, !"wchar_size", i32 4}\n'
+    functions = {r.function for r in optimization_remarks(flagged)}
+    assert {"scale", "find"} <= functions

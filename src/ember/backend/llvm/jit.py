@@ -396,7 +396,12 @@ def _locate_functions(text: str) -> tuple[str, list[str]]:
             line += f", !dbg {location}"
         out.append(line)
     flags = next_id
-    out += [f"!llvm.dbg.cu = !{{!{unit}}}", f"!llvm.module.flags = !{{!{flags}}}",
+    merged = [i for i, line in enumerate(out) if line.startswith("!llvm.module.flags = !{")]
+    for index in merged:  # the module has flags already: add ours to them
+        out[index] = out[index][:-1] + f", !{flags}}}"
+    if not merged:
+        out.append(f"!llvm.module.flags = !{{!{flags}}}")
+    out += [f"!llvm.dbg.cu = !{{!{unit}}}",
             f'!{flags} = !{{i32 2, !"Debug Info Version", i32 3}}', *metadata]
     return "\n".join(out), functions
 
