@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from llvmlite import ir
 
 from ember.ir.graph import Node
+from ember.lower.epilogue import Epilogue
 from ember.lower.loops import (
     Binary,
     Buffer,
@@ -49,7 +50,8 @@ MIN_COLUMNS = 16  # output pixels per image: fewer waste most of each micro-tile
 
 
 @lowers("conv2d", scheduled=True)
-def gemm_conv2d(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
+def gemm_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
+                ) -> Sequence[Stmt] | None:
     """out[n] = W[O, C*KH*KW] @ im2col(x[n]) (+ bias per row) for every image n.
 
     Loop order: chunk of images (parallel), image, then the im2col of the image (input channel,
@@ -57,6 +59,8 @@ def gemm_conv2d(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
     into B, and contiguous loads at stride 1), then one GEMM call. For one image: the im2col
     (input channel outermost, disjoint rows of B), then the GEMM over row blocks (parallel).
     Returns None for groups > 1, non-float dtypes and convolutions too small to pay for it.
+    `epilogue`: an elementwise chain applied to each output vector (after the bias) before
+    its store.
     """
     x_type, w_type = ctx.input_types[:2]
     out_type = ctx.output_types[0]
@@ -98,15 +102,24 @@ def gemm_conv2d(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
     else:
         a_matrix = Pointer(w_buffer, index_imm(0))
     symbol = (f"ember_gemm_{name}_{m}x{n}x{k}" + ("_rowbias" if bias is not None else "")
-              + ("_pa" if weights is not None else "") + (f"_img{image.tag}" if implicit else ""))
+              + ("_pa" if weights is not None else "") + (f"_img{image.tag}" if implicit else "")
+              + (f"_ep{epilogue.tag}" if epilogue is not None else ""))
+    chain_start = gemm.ARGUMENT_COUNT + (1 if bias is not None else 0)
+
+    def finish(builder, vector, row, col):
+        if bias is not None:
+            vector = _row_bias(builder, vector, row, col)
+        return epilogue.emit(builder, vector, row, col, chain_start) if epilogue else vector
 
     def emit(module):
         options = {"dtype": name, "blocking": blocking, "a_packed": weights is not None,
                    "b_packer": conv_pack.image_packer(image) if implicit else None}
-        if bias is None:
+        extra_args = ([element.as_pointer()] if bias is not None else []) + (
+            epilogue.llvm_types(element) if epilogue is not None else [])
+        if not extra_args:
             return gemm.emit_gemm(module, symbol, m, n, k, **options)
-        return gemm.emit_gemm(module, symbol, m, n, k, epilogue=_row_bias,
-                              extra_args=[element.as_pointer()], **options)
+        return gemm.emit_gemm(module, symbol, m, n, k, epilogue=finish, extra_args=extra_args,
+                              **options)
 
     pack_bytes = gemm.gemm_scratch_bytes(m, n, k, dtype=name, blocking=blocking)
     pack_elements = -(-pack_bytes // 64) * 64 // dtype.itemsize
@@ -117,7 +130,9 @@ def gemm_conv2d(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
 
     def call(b_matrix: Pointer, image: Expr, begin: Expr, end: Expr, pack: Pointer) -> ExternCall:
         c_matrix = Pointer(out, mul(image, index_imm(m * n)))
-        return ExternCall(symbol, emit, (a_matrix, b_matrix, c_matrix, begin, end, pack, *extra))
+        chain = epilogue.pointers(mul(image, index_imm(m * n))) if epilogue is not None else ()
+        return ExternCall(symbol, emit, (a_matrix, b_matrix, c_matrix, begin, end, pack, *extra,
+                                         *chain))
 
     if batch == 1:
         statements: list[Stmt] = []
@@ -259,7 +274,7 @@ def _row_bias(builder: ir.IRBuilder, vector: ir.Value, row: ir.Value, col: ir.Va
     """GEMM epilogue: add bias[row] (the output channel's bias) to every lane."""
     from ember.backend.llvm.gemm import extra_arguments, splat
 
-    (bias,) = extra_arguments(builder)
+    bias = extra_arguments(builder)[0]
     value = builder.load(builder.gep(bias, [row], inbounds=True))
     return builder.fadd(vector, splat(builder, value, vector.type.count))
 

@@ -10,7 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from itertools import product
 
+from llvmlite import ir
+
 from ember.ir.graph import Node
+from ember.lower.epilogue import Epilogue
 from ember.lower.loops import (
     Binary,
     ExternCall,
@@ -29,8 +32,10 @@ MIN_COLUMNS = 4  # narrower outputs waste most of a one-vector-wide micro-tile
 
 
 @lowers("matmul", scheduled=True)
-def gemm_matmul(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
-    """C[b] = A[b] @ B[b] for every batch index b, each a GEMM call (None when not worth it)."""
+def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
+                ) -> Sequence[Stmt] | None:
+    """C[b] = A[b] @ B[b] for every batch index b, each a GEMM call (None when not worth it).
+    `epilogue`: an elementwise chain applied to each output vector before its store."""
     a_type, b_type = ctx.input_types
     out_type = ctx.output_types[0]
     if a_type.ndim < 2 or b_type.ndim < 2 or a_type.dtype.value not in ("f32", "f64"):
@@ -43,7 +48,7 @@ def gemm_matmul(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
     from ember.backend.llvm.threads import available_cpus
 
     dtype = a_type.dtype.value
-    symbol = f"ember_gemm_{dtype}_{m}x{n}x{k}"
+    symbol = f"ember_gemm_{dtype}_{m}x{n}x{k}" + (f"_ep{epilogue.tag}" if epilogue else "")
     # Each thread's packing slice starts 64-byte aligned (the packed panels need it).
     aligned_bytes = -(-gemm.gemm_scratch_bytes(m, n, k, dtype=dtype) // 64) * 64
     per_chunk = aligned_bytes // a_type.dtype.itemsize
@@ -52,7 +57,13 @@ def gemm_matmul(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
     scratch = ctx.scratch(a_type.dtype, per_chunk * chunks, "pack")
 
     def emit(module):
-        return gemm.emit_gemm(module, symbol, m, n, k, dtype=dtype)
+        if epilogue is None:
+            return gemm.emit_gemm(module, symbol, m, n, k, dtype=dtype)
+        element = ir.FloatType() if dtype == "f32" else ir.DoubleType()
+        return gemm.emit_gemm(module, symbol, m, n, k, dtype=dtype,
+                              epilogue=lambda b, v, row, col: epilogue.emit(
+                                  b, v, row, col, gemm.ARGUMENT_COUNT),
+                              extra_args=epilogue.llvm_types(element))
 
     batch = out_type.shape[:-2]
     chunk = ctx.names.fresh("c")
@@ -64,7 +75,8 @@ def gemm_matmul(node: Node, ctx: LowerContext) -> Sequence[Stmt] | None:
         offsets = [_batch_offset(index, t.shape, batch) for t in (a_type, b_type, out_type)]
         pointers = [Pointer(buffer, index_imm(offset)) for buffer, offset in
                     zip((*ctx.inputs, ctx.outputs[0]), offsets, strict=True)]
-        calls.append(ExternCall(symbol, emit, (*pointers, begin, end, own_scratch)))
+        extra = epilogue.pointers(index_imm(offsets[2])) if epilogue is not None else ()
+        calls.append(ExternCall(symbol, emit, (*pointers, begin, end, own_scratch, *extra)))
     # Row blocks of C on the thread pool; each block packs into its own scratch slice.
     kind = "parallel" if chunks > 1 else "serial"
     return [Loop(chunk, chunks, tuple(calls), kind)]

@@ -188,6 +188,12 @@ def _lower_region(body: Graph, ctx: LowerContext) -> tuple[Stmt, ...]:
     """A fused region: one loop nest when elementwise, else its nodes one after another."""
     if is_elementwise_region(body):
         return region_statements(body, ctx.inputs, ctx.outputs, ctx)
+    if ctx.options.get("opt_level", 3) >= 3:  # a GEMM with its elementwise chain in the store
+        from ember.lower.epilogue import lower_gemm_region
+
+        statements = lower_gemm_region(body, ctx)
+        if statements is not None:
+            return tuple(statements)
     where: dict[Value, Buffer] = dict(zip(body.inputs, ctx.inputs, strict=True))
     for value, buffer in zip(body.outputs, ctx.outputs, strict=True):
         where.setdefault(value, buffer)

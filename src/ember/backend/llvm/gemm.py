@@ -81,6 +81,7 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
     - Narrow outputs (N below the default NR) take as many vectors across as N needs and more
       rows, keeping about 24 accumulators: N = 10 runs a 12 x 16 tile, not a 6 x 64 tile that
       would multiply zeros in 54 of its 64 columns.
+    - Few rows that 6-row tiles would pad by more than 5 % (M = 16, 32) take 4-row tiles.
     - Depth up to 1024 is one block (no reload of the C tile between depth blocks; KC 1024
       measured at least as fast as 512 at 1024^3); deeper K is split into equal blocks near
       the default, so that no thin last block (K = 784 as 512 + 272) pays a full C pass.
@@ -94,6 +95,8 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
         mr = min(12, accumulators // nr_vectors)
         while base.mc % mr:
             mr -= 1
+    elif _round_up(m, mr) > 1.05 * m and _round_up(m, 4) < _round_up(m, mr) and base.mc % 4 == 0:
+        mr = 4  # 16 or 32 rows: 4-row tiles waste none (measured 5-10 % faster than 6 x 64)
     kc = k if k <= 2 * base.kc else -(-k // -(-k // base.kc))
     return GemmBlocking(mr=mr, nr_vectors=nr_vectors, kc=kc, mc=base.mc,
                         nc=_round_up(base.nc, nr_vectors * lanes))

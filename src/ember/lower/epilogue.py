@@ -1,0 +1,219 @@
+"""Elementwise work after a GEMM, done in the GEMM's store (opt_level 3).
+
+A fused region `matmul|conv2d -> elementwise chain` (bias, activation, residual add: what the
+`fuse` pass groups) would otherwise write the GEMM's output and then read it back in a second
+loop. Here the chain becomes the GEMM's epilogue: each output vector goes through the chain
+in registers just before its one store.
+
+    spec = epilogue_for(body, anchor, ctx)     # None when the chain does not fit
+    ... gemm lowering: emit_gemm(..., epilogue=spec.emit, extra_args=spec.llvm_types(...)),
+        and spec.pointers(offset) among the call's arguments
+
+Operands of the chain other than the GEMM's output must be, in the GEMM's [M, N] view of the
+output: one value per column (a matmul bias), one per row (a conv bias per channel), a
+scalar, or a full array of the output's shape (a residual), of the output's float dtype.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from llvmlite import ir
+
+from ember.ir.graph import Graph, Node, Value
+from ember.lower.loops import Buffer, Expr, Imm, Pointer, Var, index_imm
+from ember.lower.rules import LowerContext
+
+
+@dataclass(frozen=True)
+class Operand:
+    buffer: Buffer
+    pattern: str  # "row", "col", "scalar" or "full"
+
+
+@dataclass(frozen=True)
+class Epilogue:
+    """The chain as one expression of `acc` (the GEMM's value) and the operand variables."""
+
+    expr: Expr
+    acc: Var
+    operands: tuple[Operand, ...]
+    variables: tuple[Var, ...]
+    n: int  # columns of the GEMM's output, for masks and full-array rows
+
+    @property
+    def tag(self) -> str:
+        """Short digest for symbol names: two epilogues with one tag emit the same code."""
+        text = repr((self.expr, [o.pattern for o in self.operands], self.n))
+        return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+    def llvm_types(self, element: ir.Type) -> list[ir.Type]:
+        return [element.as_pointer() for _ in self.operands]
+
+    def pointers(self, full_offset: Expr) -> tuple[Pointer, ...]:
+        """The call's extra arguments: full arrays start at the GEMM's output offset."""
+        return tuple(Pointer(o.buffer, full_offset if o.pattern == "full" else index_imm(0))
+                     for o in self.operands)
+
+    def emit(self, builder: ir.IRBuilder, vector: ir.Value, row: ir.Value, col: ir.Value,
+             first_argument: int) -> ir.Value:
+        """The chain applied to one output vector (row `row`, columns from `col`)."""
+        from ember.backend.llvm.gemm import column_mask, masked_load, splat
+
+        lanes = vector.type.count
+        arguments = builder.function.args[first_argument:]
+        leaves: dict[Var, ir.Value] = {self.acc: vector}
+        mask = None
+        for variable, operand, pointer in zip(self.variables, self.operands, arguments,
+                                              strict=False):
+            if operand.pattern in ("row", "scalar"):
+                index = row if operand.pattern == "row" else ir.Constant(row.type, 0)
+                scalar = builder.load(builder.gep(pointer, [index], inbounds=True))
+                leaves[variable] = splat(builder, scalar, lanes)
+                continue
+            if mask is None:
+                mask = column_mask(builder, col, self.n, lanes)
+            start = col if operand.pattern == "col" else builder.add(
+                builder.mul(row, ir.Constant(row.type, self.n)), col)
+            leaves[variable] = masked_load(builder, builder.gep(pointer, [start]), mask,
+                                           vector.type)
+        return _VectorExpressions(builder, lanes, leaves).expr(self.expr)
+
+
+def epilogue_for(body: Graph, anchor: Node, ctx: LowerContext, columns: int,
+                 patterns: dict[tuple[int, ...], str]) -> Epilogue | None:
+    """The elementwise chain after `anchor` in a fused region, or None when it is not one.
+
+    `patterns` maps an operand's shape (left-padded to the output's rank) to its pattern, as
+    the anchor's lowering views its output ([M, N] per GEMM call)."""
+    from ember.lower.ops_elementwise import _node_expr
+    from ember.lower.rules import scalar_rule_for
+
+    nodes = [n for n in body.nodes if n.op != "const"]
+    if not nodes or nodes[0] is not anchor or len(nodes) < 2 or len(body.outputs) != 1:
+        return None
+    out_type = anchor.outputs[0].type
+    dtype = out_type.dtype
+    acc = ctx.names.fresh("acc", dtype)
+    values: dict[Value, Expr] = {anchor.outputs[0]: acc}
+    where = dict(zip(body.inputs, ctx.inputs, strict=True))
+    operands: list[Operand] = []
+    variables: list[Var] = []
+    for node in body.nodes:
+        if node.op == "const":
+            data = node.attrs["value"].data  # type: ignore[union-attr]
+            if data is None or data.size != 1:
+                return None
+            values[node.outputs[0]] = Imm(data.reshape(-1)[0].item(), node.outputs[0].type.dtype)
+    for node in nodes[1:]:
+        if (scalar_rule_for(node.op) is None or len(node.outputs) != 1
+                or node.outputs[0].type.dtype != dtype or node.outputs[0].type.shape
+                != out_type.shape or node.op == "dropout"):
+            return None
+        operand_exprs = []
+        for value in node.inputs:
+            if value in values:
+                operand_exprs.append(values[value])
+                continue
+            if value not in where or value.type.dtype != dtype:
+                return None
+            shape = (1,) * (len(out_type.shape) - len(value.type.shape)) + value.type.shape
+            pattern = ("full" if shape == out_type.shape else
+                       "scalar" if all(d == 1 for d in shape) else patterns.get(shape))
+            if pattern is None:
+                return None
+            variable = ctx.names.fresh("e", dtype)
+            operands.append(Operand(where[value], pattern))
+            variables.append(variable)
+            values[value] = variable
+            operand_exprs.append(variable)
+        values[node.outputs[0]] = _node_expr(node, operand_exprs, ctx)
+    # The last step is the region's only output; values used twice (y * tanh(y)) are
+    # computed once (the vector emitter shares equal subexpressions).
+    if body.outputs[0] is not nodes[-1].outputs[0]:
+        return None
+    return Epilogue(values[body.outputs[0]], acc, tuple(operands), tuple(variables), columns)
+
+
+class _VectorExpressions:
+    """Loop IR expressions evaluated on vectors (the codegen's rules, constants splatted)."""
+
+    def __init__(self, builder: ir.IRBuilder, lanes: int, leaves: dict[Var, ir.Value]) -> None:
+        from ember.backend.llvm.codegen import KernelEmitter
+
+        class Emitter(KernelEmitter):
+            def __init__(inner) -> None:
+                inner.builder, inner.module = builder, builder.module
+                inner.values, inner.slots = dict(leaves), {}
+                inner.memo: dict[Expr, ir.Value] = {}
+
+            def expr(inner, expr: Expr) -> ir.Value:
+                if expr not in inner.memo:
+                    inner.memo[expr] = KernelEmitter.expr(inner, expr)
+                return inner.memo[expr]
+
+            def expr_imm(inner, expr: Imm) -> ir.Value:
+                from ember.backend.llvm.codegen import REGISTER_TYPES
+
+                scalar = REGISTER_TYPES[expr.dtype](expr.value)
+                return ir.Constant(ir.VectorType(scalar.type, lanes), [scalar] * lanes)
+
+            def intrinsic(inner, name: str, args) -> ir.Value:
+                """An overloaded intrinsic on vectors (llvmlite names scalar types only)."""
+                type_ = args[0].type
+                element = "f32" if isinstance(type_.element, ir.FloatType) else "f64"
+                symbol = f"{name}.v{type_.count}{element}"
+                function = builder.module.globals.get(symbol)
+                if function is None:
+                    function = ir.Function(builder.module,
+                                           ir.FunctionType(type_, [type_] * len(args)), symbol)
+                return builder.call(function, list(args))
+
+            def fail(inner, message: str) -> Exception:
+                from ember.errors import LoweringError
+
+                return LoweringError("GEMM epilogue", message)
+
+        self.emitter = Emitter()
+
+    def expr(self, expr: Expr) -> ir.Value:
+        return self.emitter.expr(expr)
+
+
+def lower_gemm_region(body: Graph, ctx: LowerContext) -> list | None:
+    """A fused `matmul|conv2d -> elementwise chain` region as one GEMM with the chain in its
+    epilogue, or None (the region is then lowered node by node)."""
+    from ember.lower.ops_conv import gemm_conv2d
+    from ember.lower.ops_gemm import gemm_matmul
+
+    nodes = [n for n in body.nodes if n.op != "const"]
+    if not nodes or nodes[0].op not in ("matmul", "conv2d") or len(nodes) < 2:
+        return None
+    anchor = nodes[0]
+    where = dict(zip(body.inputs, ctx.inputs, strict=True))
+    if any(v not in where for v in anchor.inputs):
+        return None
+    shape = anchor.outputs[0].type.shape
+    rank = len(shape)
+    if anchor.op == "matmul":
+        if rank < 2:
+            return None
+        columns = shape[-1]
+        patterns = {(1,) * (rank - 1) + (shape[-1],): "col",
+                    (1,) * (rank - 2) + (shape[-2], 1): "row"}
+    else:
+        columns = shape[2] * shape[3]
+        patterns = {(1, shape[1], 1, 1): "row", (1, 1, shape[2], shape[3]): "col"}
+    epilogue = epilogue_for(body, anchor, ctx, columns, patterns)
+    if epilogue is None:
+        return None
+    inner = LowerContext(anchor, [where[v] for v in anchor.inputs], [ctx.outputs[0]], ctx.names,
+                         ctx.scratch_buffers, ctx.options, ctx.errors, ctx.status, ctx.known,
+                         ctx.made_constants)
+    lowering = gemm_matmul if anchor.op == "matmul" else gemm_conv2d
+    statements = lowering(anchor, inner, epilogue)
+    if statements is None:
+        return None
+    ctx.status = inner.status
+    return list(statements)
