@@ -148,7 +148,7 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str = "cpu",
         timings.update(native.timings)
         count = threads if threads is not None else _env_threads()
         if count is not None:
-            _set_threads(native, count)
+            native.set_threads(count)
     return Executable(graph, traced, single, opt_level, target, timings, ledger, native)
 
 
@@ -189,18 +189,14 @@ def _native_from_cache(graph: Graph, opt_level: int, key: str) -> Any:
     from ember.backend.llvm import cache
     from ember.backend.llvm.build import NativeProgram
     from ember.backend.llvm.jit import CompiledModule
-    from ember.lower.program import lower_graph
-    from ember.runtime.native import NativeGraph, schedule_program
+    from ember.runtime.native import NativeGraph, lower_native
 
     link = cache.load_link(key)
     payload = cache.load(link.object_key) if link is not None else None
     if link is None or payload is None:
         return None
     start = time.perf_counter()
-    # NOTE: the same steps as `compile_native` up to code generation.
-    program = lower_graph(graph, {"opt_level": opt_level})
-    if opt_level >= 3:
-        program = schedule_program(program)
+    program = lower_native(graph, opt_level)
     seconds = {"lower": time.perf_counter() - start}
     if program_layout(program) != link.layout:
         return None
@@ -231,18 +227,6 @@ def program_layout(program: Any) -> str:
     parts += [f"{call.kernel.name}{call.slots}" for call in program.calls]
     parts += [f"{array.dtype}{array.shape}" for array in program.constants]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def _set_threads(native: Any, count: int) -> None:
-    """`native.set_threads(count)`, without rebuilding the LLVM IR of cached code."""
-    from ember.backend.llvm.threads import SET_NUM_THREADS, set_num_threads
-
-    # NOTE: NativeGraph.set_threads looks for the setter in the module's IR text, which a
-    # cache hit has not built; the engine's symbol table answers the same question.
-    if count < 1:
-        raise ValueError(f"threads must be at least 1, got {count}")
-    if native.native.module.defines(SET_NUM_THREADS):
-        set_num_threads(native.native.module, count)
 
 
 def optimize(graph: Graph, opt_level: int = 3, passes: Any = None,

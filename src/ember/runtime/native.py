@@ -45,7 +45,7 @@ class NativeGraph:
 
         if count < 1:
             raise ValueError(f"threads must be at least 1, got {count}")
-        if SET_NUM_THREADS not in self.native.module.unoptimized_ir:
+        if not self.native.module.defines(SET_NUM_THREADS):
             return 1
         return set_num_threads(self.native.module, count)
 
@@ -111,6 +111,12 @@ def schedule_program(program: Program) -> Program:
     return replace(program, calls=calls)
 
 
+def lower_native(graph: Graph, opt_level: int = 3) -> Program:
+    """The program `compile_native` generates code for: lowered, and scheduled at level 3."""
+    program = lower_graph(graph, {"opt_level": opt_level})
+    return schedule_program(program) if opt_level >= 3 else program
+
+
 def compile_native(graph: Graph, opt_level: int = 3) -> NativeGraph:
     """Lower a graph to loop IR, schedule it, and compile it to machine code."""
     from ember.backend.llvm.build import build_program
@@ -120,9 +126,7 @@ def compile_native(graph: Graph, opt_level: int = 3) -> NativeGraph:
         raise LoweringError(f"@{graph.name}", f"no CPU lowering for ops: {', '.join(missing)}")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    program = lower_graph(graph, {"opt_level": opt_level})
-    if opt_level >= 3:
-        program = schedule_program(program)
+    program = lower_native(graph, opt_level)
     seconds["lower"] = time.perf_counter() - start
     start = time.perf_counter()
     native = build_program(program)
