@@ -1,4 +1,4 @@
-"""Throughput of Ember's vector math (exp, tanh, gelu) against numpy over a large float array.
+"""Throughput of Ember's vector math (exp, tanh, sigmoid, gelu) against numpy on a big array.
 
     taskset -c 0 python benchmarks/bench_vecmath.py --size 4194304 --runs 20
 
@@ -33,6 +33,10 @@ def median_ms(function, runs: int) -> tuple[float, float]:
     return statistics.median(times), max(times)
 
 
+def numpy_sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
 def numpy_gelu(x: np.ndarray) -> np.ndarray:
     try:
         from scipy.special import erf
@@ -55,7 +59,7 @@ def main() -> None:
     print(f"{host_cpu().describe()}; {size} floats; floor (read + write at "
           f"{arguments.bandwidth} GB/s) {floor_ms:.2f} ms")
     references = {"exp": lambda: np.exp(x, out=y), "tanh": lambda: np.tanh(x, out=y),
-                  "gelu": lambda: numpy_gelu(x)}
+                  "sigmoid": lambda: numpy_sigmoid(x), "gelu": lambda: numpy_gelu(x)}
     print(f"{'function':10s} {'ember ms':>9s} {'max':>7s} {'GB/s':>6s} {'numpy ms':>9s} "
           f"{'max':>7s} {'speedup':>8s}")
     for name, reference in references.items():

@@ -314,6 +314,47 @@ def test_odd_functions_keep_the_sign_of_zero(variant: str) -> None:
         assert got == 0.0 and math.copysign(1.0, got) == -1.0, (name, variant, got)
 
 
+@pytest.mark.parametrize("variant", ("f32", "v16f32"))
+def test_float_clamps_give_the_limits(variant: str) -> None:
+    """Float tanh is a rational function clamped at |x| = 9.5, exp clamps its argument to
+    [-104, 88.8] and scales by ldexp, gelu clamps at |x| = 10.5 sqrt 2: at and beyond those
+    points the results are numpy's (in float32) exactly, subnormal results included."""
+    inputs = np.array([9.5, -9.5, 9.6, 1e30, -1e30, 88.8, 88.7, -104.0, -103.9, -87.5, -100.0,
+                       -14.0, -14.85, -15.0, -1e30, 1e30])
+    names = ["tanh"] * 5 + ["exp"] * 6 + ["gelu"] * 5
+    for name, value in zip(names, inputs, strict=True):
+        (got,) = run_kernel(name, variant, np.array([value]))
+        expected = REFERENCES[name](np.array([np.float32(value)]))[0]
+        if abs(expected) < np.finfo(np.float32).tiny and name == "gelu":  # as in `measure`
+            assert abs(got - expected) <= 64 * np.finfo(np.float32).smallest_subnormal
+            continue
+        error = ulp_errors(np.array([got]), np.array([expected]))[0]
+        assert error <= BOUNDS[name][0], (name, variant, value, got, expected)
+    (got,) = run_kernel("sigmoid", variant, np.array([-95.0]))  # subnormal: exp's own rounding
+    assert got == np.float32(np.exp(np.float64(np.float32(-95.0)))), got
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("name", ("exp", "sigmoid", "gelu", "gelu_tanh", "silu"))
+def test_scaling_by_hand_where_ldexp_is_not_one_instruction(
+        name: str, variant: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without AVX-512, `ldexp` multiplies by two powers of two built from their bits: the same
+    bounds hold, and no libm call appears."""
+    from ember.backend.llvm import vecmath
+
+    monkeypatch.setattr(vecmath, "native_ldexp", lambda: False)
+    monkeypatch.setitem(globals(), "_KERNELS", {})  # compile afresh, not the cached kernels
+    errors, inputs, _, _ = measure(name, variant)
+    at = int(np.argmax(errors))
+    assert errors[at] <= BOUNDS[name][variant == "f64"], (name, variant, inputs[:, at])
+    assembly = compile_ir(kernel_module(name, variant)).asm()
+    assert "scalef" not in assembly and "call" not in assembly.split("kernel:")[1]
+    for value in (math.inf, -math.inf, math.nan):
+        (got,) = run_kernel(name, variant, np.array([value]))
+        (expected,) = REFERENCES[name](np.array([value]))
+        assert (math.isnan(got) and math.isnan(expected)) or got == expected, (name, value, got)
+
+
 def test_pow_special_pairs_follow_numpy() -> None:
     inf, nan = math.inf, math.nan
     base = np.array([-2.0, -2.0, -2.0, -0.0, -0.0, 0.0, nan, 1.0, -1.0, -inf, -inf, 2.0, 0.5])

@@ -4,8 +4,9 @@
     y = builder.call(fn, [x])          # inlined (alwaysinline): no call survives optimization
 
 Compiled kernels never call libm per element. Every function here is straight-line code: range
-reduction (Cody-Waite with FMA), a polynomial, exponent scaling by building the power of two from
-its bits, and `select` for special values, so a loop that calls one vectorizes like any other loop.
+reduction (Cody-Waite with FMA), a polynomial or rational function, exponent scaling (`llvm.ldexp`,
+one `vscalefps` on AVX-512; elsewhere two powers of two built from their bits), and clamps or
+`select` for special values, so a loop that calls one vectorizes like any other loop.
 Each function is emitted once per module as an internal `alwaysinline` function named
 `ember.<name>.<type>` (e.g. `ember.exp.v16f32`); `type_` is float, double, or a vector of either.
 
@@ -23,14 +24,14 @@ type, against float64 numpy/`math`, or mpmath for double gelu and gelu_tanh; the
 bound column, set a little above; f64 figures include the reference's own rounding):
 
     function   f32 measured (scalar / <16 x float>)   f64 measured   bounds f32, f64
-    exp        0.96 / 0.96                            1              1.5, 2
+    exp        0.84 / 0.84                            1              1.5, 2
     expm1      1.38 / 1.40                            2              2, 3
     log        1.84 / 1.85                            2              2.5, 3
-    tanh       2.48 / 2.48                            3              3, 4
-    sigmoid    2.10 / 2.10                            2              3, 3
-    silu       2.69 / 2.66                            3              3.5, 4
+    tanh       2.89 / 3.02                            3              3.5, 4
+    sigmoid    1.98 / 2.03                            2              3, 3
+    silu       2.72 / 2.66                            3              3.5, 4
     erf        2.35 / 2.33                            2              3, 3
-    gelu       5.48 / 5.69                            5              6, 6
+    gelu       4.78 / 4.78                            5              6, 6
     gelu_tanh  3.06 / 2.89                            3              4, 4
     sin, cos   1.43 / 1.38 (|x| <= 1e4)               1              2, 2
     pow        0 (computed in double, then rounded)   see below      1, 3 (1 + 2.5 |y ln x|)
@@ -450,12 +451,12 @@ def _log(m: _Emitter, x: ir.Value) -> ir.Value:
 # --- tanh, sigmoid, silu ---
 
 
-# Float tanh by the double-angle formula: with N / D = tanh(x/2), a rational function (N = x P(x^2),
-# D = Q(x^2), P(0) = Q(0) = 1/2... see _tanh), tanh x = 2 N D / (N^2 + D^2). Near |x| = 9.5 the
-# rounding errors of N and D are damped by (1 - t^2) / (1 + t^2), t = N / D (a plain rational x P/Q
-# for tanh itself measured 5 ulp there). P, Q: relative minimax of degree 4 over 4 in x^2 for
-# tanh(x/2) / x on |x| <= _TANH_LIMIT (linear programs iterated on the weight Q, Loeb's method, 9000
-# points), approximation error 0.01 ulp; tanh rounds to 1 in float beyond the limit.
+# Float tanh by the double-angle formula: with N / D = tanh(x/2) a rational function
+# (2N = x P(x^2), D = Q(x^2), P(0) = Q(0) = 1), tanh x = 2 N D / (N^2 + D^2). For large |x| the
+# rounding errors of N and D are damped by (1 - t^2) / (1 + t^2), t = N / D (a plain rational
+# x P / Q for tanh itself measured 5 ulp there). P, Q: relative minimax of degree 4 over 4 in x^2
+# for tanh(x/2) / (x/2) on |x| <= _TANH_LIMIT (linear programs iterated on the weight Q, Loeb's
+# method, 9000 points), approximation error 0.01 ulp; tanh(x) rounds to 1 in float beyond it.
 _TANH_LIMIT = 9.5
 _TANH_NUMERATOR = [1.0, 0.0335072338197566, 0.00021970040071854226, 3.198941151949996e-07,
                    4.349181430299891e-11]
