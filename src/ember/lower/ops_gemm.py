@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import product
+from math import prod
 
 from llvmlite import ir
 
@@ -42,6 +43,12 @@ def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
         return None
     m, k = a_type.shape[-2:]
     n = b_type.shape[-1]
+    batch = out_type.shape[:-2]
+    rows_operand = epilogue is not None and any(o.pattern == "row" for o in epilogue.operands)
+    if b_type.ndim == 2 and batch and not rows_operand:
+        # One B for every batch: the batches' rows of A and C (contiguous) stack into one GEMM
+        # (B packed once, M large enough to split across threads).
+        m, batch = m * prod(batch), ()
     if 2 * m * n * k < MIN_FLOPS or n < MIN_COLUMNS:
         return None
     from ember.backend.llvm import gemm
@@ -56,16 +63,22 @@ def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
     chunks = -(-m // rows)
     scratch = ctx.scratch(a_type.dtype, per_chunk * chunks, "pack")
 
+    weights = ctx.constant_data(1) if b_type.ndim == 2 else None
+    b_buffer = ctx.inputs[1]
+    if weights is not None:  # packed once, here, instead of on every call
+        b_buffer = ctx.constant(gemm.pack_b_constant(weights, m), "bpack")
+        symbol += "_pb"
+
     def emit(module):
+        options = {"dtype": dtype, "b_packed": weights is not None}
         if epilogue is None:
-            return gemm.emit_gemm(module, symbol, m, n, k, dtype=dtype)
+            return gemm.emit_gemm(module, symbol, m, n, k, **options)
         element = ir.FloatType() if dtype == "f32" else ir.DoubleType()
-        return gemm.emit_gemm(module, symbol, m, n, k, dtype=dtype,
+        return gemm.emit_gemm(module, symbol, m, n, k,
                               epilogue=lambda b, v, row, col: epilogue.emit(
                                   b, v, row, col, gemm.ARGUMENT_COUNT),
-                              extra_args=epilogue.llvm_types(element))
+                              extra_args=epilogue.llvm_types(element), **options)
 
-    batch = out_type.shape[:-2]
     chunk = ctx.names.fresh("c")
     begin = mul(chunk, index_imm(rows))
     end = Binary("min", add(begin, index_imm(rows)), index_imm(m))
@@ -74,7 +87,7 @@ def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
     for index in product(*(range(d) for d in batch)):
         offsets = [_batch_offset(index, t.shape, batch) for t in (a_type, b_type, out_type)]
         pointers = [Pointer(buffer, index_imm(offset)) for buffer, offset in
-                    zip((*ctx.inputs, ctx.outputs[0]), offsets, strict=True)]
+                    zip((ctx.inputs[0], b_buffer, ctx.outputs[0]), offsets, strict=True)]
         extra = epilogue.pointers(index_imm(offsets[2])) if epilogue is not None else ()
         calls.append(ExternCall(symbol, emit, (*pointers, begin, end, own_scratch, *extra)))
     # Row blocks of C on the thread pool; each block packs into its own scratch slice.
@@ -89,7 +102,10 @@ def _rows_per_chunk(m: int, cpus: int) -> int:
 
 
 def _batch_offset(index: tuple[int, ...], shape: tuple[int, ...], batch: tuple[int, ...]) -> int:
-    """Element offset of the matrix at batch `index` in an operand (broadcast dims read 0)."""
+    """Element offset of the matrix at batch `index` in an operand (broadcast dims read 0;
+    no batch at all when the batches were stacked into one GEMM)."""
+    if not batch:
+        return 0
     own = shape[:-2]
     strides = strides_of(shape)[: len(own)]
     skip = len(batch) - len(own)

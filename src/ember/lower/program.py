@@ -63,6 +63,16 @@ class Program:
         return "\n\n".join(parts)
 
 
+def _aligned(data: np.ndarray) -> np.ndarray:
+    """A copy of `data` whose first element is ALIGNMENT-byte aligned (packed GEMM panels are
+    read with aligned vector loads)."""
+    raw = np.empty(data.nbytes + ALIGNMENT, dtype=np.uint8)
+    start = (-raw.ctypes.data) % ALIGNMENT
+    copy = raw[start : start + data.nbytes].view(data.dtype).reshape(data.shape)
+    copy[...] = data
+    return copy
+
+
 def _align(size: int) -> int:
     return -(-size // ALIGNMENT) * ALIGNMENT
 
@@ -132,7 +142,7 @@ def lower_graph(graph: Graph, options: dict[str, Any] | None = None) -> Program:
             offset += _align(buffer.size * buffer.dtype.itemsize)
         for data in made:  # compile-time constants of the kernel (packed weights)
             slots.append(Slot("const", len(layout.constants)))
-            layout.constants.append(np.ascontiguousarray(data))
+            layout.constants.append(_aligned(data))
         if len(kernel.buffers) > len(slots):  # the status word, last
             slots.append(Slot("status", 0))
         scratch_end = max(scratch_end, offset)

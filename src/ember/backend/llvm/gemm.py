@@ -178,6 +178,30 @@ def pack_a_constant(a: np.ndarray, n: int, *, lanes: int | None = None,
     return np.ascontiguousarray(np.concatenate(blocks))
 
 
+def pack_b_constant(b: np.ndarray, m: int, *, lanes: int | None = None,
+                    blocking: GemmBlocking | None = None) -> np.ndarray:
+    """A constant B [k, n] packed ahead of time for `emit_gemm(..., b_packed=True)`.
+
+    Block (jc, pc) (columns jc.., depth pc..) starts at element `jc * k + pc * round_up(nc,
+    NR)` and holds the panels `pack_b` makes for it: panel j at `j * NR * kc`, `[p][c] =
+    B[pc + p, jc + j*NR + c]`, zero past column n.
+    """
+    k, n = b.shape
+    dtype = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[b.dtype]
+    plan = _plan(m, n, k, dtype, lanes, blocking)
+    blocks = []
+    for jc in range(0, n, plan.nc):
+        width = min(plan.nc, n - jc)
+        padded_width = _round_up(width, plan.nr)
+        for pc in range(0, k, plan.kc):
+            depth = min(plan.kc, k - pc)
+            padded = np.zeros((depth, padded_width), dtype=b.dtype)
+            padded[:, :width] = b[pc : pc + depth, jc : jc + width]
+            panels = padded.reshape(depth, padded_width // plan.nr, plan.nr).transpose(1, 0, 2)
+            blocks.append(panels.reshape(-1))
+    return np.ascontiguousarray(np.concatenate(blocks))
+
+
 def gemm_scratch_bytes(m: int, n: int, k: int, *, dtype: str = "f32", lanes: int | None = None,
                        blocking: GemmBlocking | None = None) -> int:
     """Bytes of scratch one call of `emit_gemm(..., m, n, k)` needs (per concurrent thread)."""
@@ -221,7 +245,7 @@ def emit_gemm(module: ir.Module, name: str, m: int, n: int, k: int, *, dtype: st
               epilogue: Epilogue | None = None, lanes: int | None = None,
               extra_args: Sequence[ir.Type] = (),
               blocking: GemmBlocking | None = None, a_packed: bool = False,
-              b_packer: BPacker | None = None) -> ir.Function:
+              b_packed: bool = False, b_packer: BPacker | None = None) -> ir.Function:
     """Add `void name(A, B, C, i64 row_begin, i64 row_end, scratch, *extra)` to `module`.
 
     It computes `C[row_begin:row_end] = A[row_begin:row_end] @ B` (row-major, A [m, k],
@@ -243,7 +267,7 @@ def emit_gemm(module: ir.Module, name: str, m: int, n: int, k: int, *, dtype: st
     for index in (0, 1, 2):
         function.args[index].add_attribute("noalias")
     function.args[5].add_attribute("noalias")
-    GemmEmitter(function, plan, element, epilogue, a_packed, b_packer).emit()
+    GemmEmitter(function, plan, element, epilogue, a_packed, b_packer, b_packed).emit()
     return function
 
 
@@ -306,9 +330,9 @@ class GemmEmitter:
 
     def __init__(self, function: ir.Function, plan: _Plan, element: ir.Type,
                  epilogue: Epilogue | None, a_packed: bool = False,
-                 b_packer: BPacker | None = None) -> None:
+                 b_packer: BPacker | None = None, b_packed: bool = False) -> None:
         self.function, self.plan, self.element, self.epilogue = function, plan, element, epilogue
-        self.a_packed, self.b_packer = a_packed, b_packer
+        self.a_packed, self.b_packer, self.b_packed = a_packed, b_packer, b_packed
         self.vector = ir.VectorType(element, plan.lanes)
         self.nv = plan.nr // plan.lanes
         self.builder = ir.IRBuilder(function.append_basic_block("entry"))
@@ -321,7 +345,7 @@ class GemmEmitter:
         plan, builder = self.plan, self.builder
         a, b, c, row_begin, row_end, scratch = self.function.args[:ARGUMENT_COUNT]
         self.a, self.b, self.c, self.row_end = a, b, c, row_end
-        self.packed_b = scratch
+        self.packed_b = self.b_block = scratch
         self.packed_a = builder.gep(scratch, [self.const(plan.packed_a_offset)], inbounds=True)
         done = self.function.append_basic_block("return")
         work = self.function.append_basic_block("work")
@@ -331,7 +355,13 @@ class GemmEmitter:
             nc = self.minimum(self.const(plan.nc), builder.sub(self.const(plan.n), jc))
             with CountedLoop(builder, self.const(0), self.const(plan.k), plan.kc, "pc") as pc:
                 kc = self.minimum(self.const(plan.kc), builder.sub(self.const(plan.k), pc))
-                if self.b_packer is None:
+                if self.b_packed:  # block (jc, pc) of the prepacked B
+                    width = builder.mul(builder.udiv(builder.add(nc, self.const(plan.nr - 1)),
+                                                     self.const(plan.nr)), self.const(plan.nr))
+                    start = builder.add(builder.mul(jc, self.const(plan.k)),
+                                        builder.mul(pc, width))
+                    self.b_block = builder.gep(b, [start], inbounds=True)
+                elif self.b_packer is None:
                     self.pack_b(jc, pc, nc, kc)
                 else:
                     self.b_packer(self, jc, pc, nc, kc)
@@ -409,7 +439,7 @@ class GemmEmitter:
         """One MR x NR tile of C: the FMA loop over kc, then the (masked) store."""
         plan, builder = self.plan, self.builder
         a_panel = builder.gep(a_block, [builder.mul(ir_, kc)], inbounds=True)
-        b_panel = builder.gep(self.packed_b, [builder.mul(jr, kc)], inbounds=True)
+        b_panel = builder.gep(self.b_block, [builder.mul(jr, kc)], inbounds=True)
         zero = ir.Constant(self.vector, None)
         preheader = builder.block
         loop = builder.append_basic_block("kernel.p")
