@@ -40,7 +40,7 @@ KERNELS: dict[str, tuple[int, int, int, dict]] = {
     "past_mc_127x40x9": (127, 40, 9, {}),
     "past_kc_15x33x513": (15, 33, 513, {}),
     "deep_split_9x20x2100": (9, 20, 2100, {}),  # K above 1024: equal depth blocks
-    "narrow_64x10x512": (64, 10, 512, {}),  # one vector across, 12 rows
+    "narrow_64x10x512": (64, 10, 512, {}),  # one vector across, 8 rows
     "narrow_25x40x30": (25, 40, 30, {}),  # three vectors across
     "wide_tiny_25x130x35": (25, 130, 35, {"blocking": TINY_WIDE}),
     "tiny_exact_28x64x32": (28, 64, 32, {"blocking": TINY}),
@@ -202,11 +202,11 @@ def test_invalid_arguments_are_named(call, message: str) -> None:
 
 @pytest.mark.parametrize(("m", "n", "k", "mr", "vectors", "kc"), [
     (1024, 1024, 1024, 6, 4, 1024),  # the default tile; K up to 1024 in one block
-    (64, 10, 512, 12, 1, 512),  # narrow: one vector across, twice the rows
+    (64, 10, 512, 8, 1, 512),  # narrow: one vector across, 8 rows
     (32, 256, 144, 4, 4, 144),  # 32 rows: 4-row tiles, not 36 rows of 6-row tiles
     (64, 3136, 576, 6, 4, 576),  # 66 rows of 6-row tiles waste 3 %: kept
     (64, 40, 784, 8, 3, 784),
-    (9, 20, 2100, 12, 2, 420),  # K above 1024: five equal blocks of at most 512
+    (9, 20, 2100, 8, 2, 420),  # K above 1024: five equal blocks of at most 512
 ])
 def test_blocking_fits_the_problem(m, n, k, mr, vectors, kc):
     if host_cpu().vector_bits != 512:
