@@ -65,3 +65,37 @@ def test_calls_from_several_python_threads_at_once() -> None:
         worker.join()
     for index, array in enumerate(inputs):
         np.testing.assert_allclose(results[index], reference(array), rtol=2e-5, atol=1e-6)
+
+
+def _run_in_child(exe, x, expected, results) -> None:
+    """In a forked child: the shared pool's workers are the parent's, so the child must start
+    its own (the fork hook resets the bookkeeping) instead of waiting for them forever."""
+    results.put(bool(np.allclose(exe(x), expected, rtol=2e-5, atol=1e-6)))
+
+
+def test_a_forked_child_runs_parallel_loops() -> None:
+    import multiprocessing
+
+    x = big_input()
+    exe = ember.compile(model, x, threads=2)
+    expected = reference(x)
+    np.testing.assert_allclose(exe(x), expected, rtol=2e-5, atol=1e-6)  # parent's workers run
+    context = multiprocessing.get_context("fork")
+    results = context.Queue()
+    child = context.Process(target=_run_in_child, args=(exe, x, expected, results))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+        pytest.fail("the forked child hung in a parallel loop")
+    assert child.exitcode == 0 and results.get(timeout=5) is True
+
+
+def test_models_share_one_pool_across_executables() -> None:
+    """Two executables run alternately on two threads: each keeps its own thread count."""
+    x = big_input()
+    one, two = ember.compile(model, x, threads=1), ember.compile(model, x, threads=2)
+    for _ in range(3):
+        np.testing.assert_allclose(one(x), reference(x), rtol=2e-5, atol=1e-6)
+        np.testing.assert_allclose(two(x), reference(x), rtol=2e-5, atol=1e-6)
+    assert one.native.set_threads(1) == 1 and two.native.set_threads(2) == 2

@@ -485,6 +485,8 @@ def command_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot benchmark {target.where}: {str(err).splitlines()[0]}"
                          ) from None
     print(result.table())
+    if args.profile:
+        print(_kernel_profile(target, args))
     if args.json:
         try:
             result.write_json(args.json)
@@ -492,6 +494,19 @@ def command_bench(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write {args.json}: {err.strerror}") from None
     failed = not result.ok or any(row.failure for row in result.levels)
     return 1 if failed else 0
+
+
+def _kernel_profile(target: Any, args: argparse.Namespace) -> str:
+    """Level 3's time per kernel (a build with a cycle counter around every kernel call)."""
+    import ember
+
+    try:
+        executable = ember.compile(target.model, *target.example_inputs, threads=args.threads)
+        profile = executable.native.profile(*target.example_inputs, runs=args.repeats)
+    except (EmberError, ValueError, RuntimeError) as err:
+        raise UsageError(f"cannot profile {target.where}: {str(err).splitlines()[0]}") from None
+    threads = args.threads if args.threads is not None else "default"
+    return f"\n{target.where}, level 3, threads {threads}: {profile}"
 
 
 def _add_shape_option(parser: argparse.ArgumentParser) -> None:
@@ -580,6 +595,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ablate", action="store_true",
                        help="also time level 3 without each pass of its pipeline")
     bench.add_argument("--json", metavar="FILE", help="write every number to FILE")
+    bench.add_argument("--profile", action="store_true",
+                       help="also print level 3's median time per kernel, slowest first")
     bench.set_defaults(run=command_bench)
     return parser
 

@@ -29,7 +29,7 @@ F32, I32, I64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
 VOID_P, INT64 = ctypes.c_void_p, ctypes.c_int64
 SIZES = [0, 1, 7, 1000, 10**6]
 THREAD_COUNTS = [1, 2, 3, 8]
-STRATEGIES = ["pool", "spawn"]
+STRATEGIES = ["pool", "spawn", "shared"]
 MAX_RECORDS = 64
 
 

@@ -147,11 +147,10 @@ class KernelEmitter:
         and its own variables, so the buffer pointers are the whole context."""
         from ember.backend.llvm.threads import BODY_TYPE, emit_parallel_runtime
 
-        # NOTE: fork-join ("spawn"): no threads outlive a call, so nothing needs joining when a
-        # module is freed or the process exits. The persistent pool is faster per region
-        # (~1 us against ~20-40 us) but its shutdown at exit has been seen to hang; big loops
-        # only are marked parallel (schedule.MIN_PARALLEL_WORK), which keeps the cost small.
-        runtime = emit_parallel_runtime(self.module, strategy="spawn")
+        # The process-wide pool: a region costs ~1 us (fork-join: 20-70 us), and its workers
+        # live in code that is never freed, so nothing is joined when a module is freed or the
+        # process exits.
+        runtime = emit_parallel_runtime(self.module, strategy="shared")
         self.loop_ids += 1
         name = f"{self.function.name}.par{self.loop_ids}"
         body = ir.Function(self.module, BODY_TYPE, name)

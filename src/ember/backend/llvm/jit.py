@@ -151,7 +151,9 @@ class CompiledModule:
     """
 
     def __init__(self, module: ir.Module | str, opt_level: int = 3, cached: bool = True) -> None:
-        from ember.backend.llvm import cache
+        from ember.backend.llvm import cache, threads
+
+        threads.ensure_shared_pool()  # generated parallel loops link to it by name
 
         self._unoptimized_ir: str | None = str(module)
         self._build_ir: Callable[[], str] | None = None
@@ -180,6 +182,9 @@ class CompiledModule:
         `build_ir` makes the unoptimized IR text again, only if it is asked for (`llvm_ir`,
         `asm()`, `unoptimized_ir`).
         """
+        from ember.backend.llvm import threads
+
+        threads.ensure_shared_pool()
         compiled = cls.__new__(cls)
         compiled._unoptimized_ir = None
         compiled._build_ir = build_ir

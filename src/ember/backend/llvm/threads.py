@@ -44,6 +44,14 @@ Two strategies (`emit_parallel_runtime(module, strategy=...)`):
   blocked, so Python's signal handling stays on Python's threads.
 - `"spawn"`: fork-join, `pthread_create` for chunks 1..T-1 and `pthread_join` per region. All
   state lives on the caller's stack. Slower per region; kept for comparison and as a fallback.
+- `"shared"` (what compiled graphs use): the `"pool"` runtime, once per process. It is compiled
+  into a module of its own the first time it is needed (`ensure_shared_pool`), that module is
+  never freed, and generated modules call its entry by name (`ember_shared_parallel_run`,
+  registered with `llvm.add_symbol`, so cached object code links to it too). Its workers
+  never need joining: they wait in code that lives until the process exits, which removes the
+  per-module pool's shutdown (seen to hang at exit once) and a pool per compiled model. A
+  child made by `fork()` resets the pool's bookkeeping (`os.register_at_fork`) and starts
+  workers of its own on its first region. The thread count stays per module.
 
 Thread safety. Several Python threads may call compiled functions of the same or of different
 modules at the same time (ctypes releases the GIL). A pool region holds the module's region
@@ -65,6 +73,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -93,12 +102,14 @@ SIG_SETMASK = 2
 DEFAULT_MAX_THREADS = 64
 DEFAULT_SPIN_CYCLES = 200_000  # about 50-100 us of polling at 2-4 GHz before sleeping
 YIELD_EVERY = 64  # polls between two sched_yield calls while spinning (a power of two)
-STRATEGIES = ("pool", "spawn")
+STRATEGIES = ("pool", "spawn", "shared")
 
 # Names of the entry points Python calls.
 SET_NUM_THREADS = "ember_set_num_threads"
 GET_NUM_THREADS = "ember_get_num_threads"
 SHUTDOWN = "ember_pool_shutdown"
+SHARED_RUN = "ember_shared_parallel_run"
+SHARED_AFTER_FORK = "ember_shared_after_fork"
 NUM_THREADS_GLOBAL = "ember_num_threads"
 
 
@@ -200,7 +211,12 @@ def emit_parallel_runtime(module: ir.Module, strategy: str = "pool",
     emitter = _Emitter(module, max_threads, spin_cycles)
     num_threads = emitter.global_variable(NUM_THREADS_GLOBAL, I32, I32(threads), internal=False)
     emitter.emit_thread_count_functions(num_threads)
-    run = emitter.emit_pool() if strategy == "pool" else emitter.emit_spawn()
+    if strategy == "shared":
+        ensure_shared_pool()
+        run = emitter.declare(SHARED_RUN, VOID, BODY_TYPE.as_pointer(), I8_POINTER, I64, I64, I64)
+        emitter.emit_no_shutdown()
+    else:
+        run = emitter.emit_pool() if strategy == "pool" else emitter.emit_spawn()
     runtime = ParallelRuntime(module, strategy, max_threads, num_threads, run)
     module._ember_parallel_runtime = runtime
     return runtime
@@ -234,6 +250,43 @@ def num_threads(compiled: Any) -> int:
 def release_workers(compiled: Any) -> None:
     """Stop and join the module's pool workers now (they restart on the next parallel region)."""
     _entry(compiled, SHUTDOWN, None, [])()
+
+
+_SHARED: list[Any] = []  # the compiled process-wide pool, once built
+_SHARED_LOCK = threading.RLock()
+
+
+def ensure_shared_pool() -> None:
+    """Build the process-wide pool (once) and register its entry for generated code to link."""
+    if _SHARED:
+        return
+    with _SHARED_LOCK:
+        if _SHARED:
+            return
+        import llvmlite.binding as llvm
+
+        from ember.backend.llvm.jit import compile_ir
+
+        _SHARED.append(None)  # building: compile_ir below must not come back here
+        module = ir.Module("ember_shared_pool")
+        emitter = _Emitter(module, DEFAULT_MAX_THREADS, DEFAULT_SPIN_CYCLES)
+        run = emitter.emit_pool()
+        entry, builder = emitter.function(SHARED_RUN, VOID, list(run.function_type.args),
+                                          internal=False)
+        builder.call(run, list(entry.args))
+        builder.ret_void()
+        _reset, builder = emitter.function(SHARED_AFTER_FORK, VOID, [], internal=False)
+        builder.store(I64(0), emitter.started)  # the parent's workers do not exist here
+        builder.store(I64(0), emitter.pending)
+        builder.store(I64(0), emitter.stop)
+        builder.store_atomic(I32(0), emitter.init_state, "release", 4)  # fresh mutexes
+        builder.ret_void()
+        compiled = compile_ir(module, cached=False)
+        # Never freed: idle workers poll and sleep inside this code until the process exits.
+        ctypes.pythonapi.Py_IncRef(ctypes.py_object(compiled))
+        llvm.add_symbol(SHARED_RUN, compiled.address(SHARED_RUN))
+        os.register_at_fork(after_in_child=_entry(compiled, SHARED_AFTER_FORK, None, []))
+        _SHARED[0] = compiled
 
 
 def attach_runtime(compiled: Any) -> Any:
@@ -645,6 +698,11 @@ class _Emitter:
         builder.call(self.pthread_sigmask, [I32(SIG_SETMASK), previous, I8_POINTER(None)])
         builder.ret(builder.load(self.started))
         return function
+
+    def emit_no_shutdown(self) -> None:
+        """`ember_pool_shutdown` of a module on the shared pool: nothing of its own to join."""
+        _function, builder = self.function(SHUTDOWN, VOID, [], internal=False)
+        builder.ret_void()
 
     def emit_pool_shutdown(self) -> None:
         _function, builder = self.function(SHUTDOWN, VOID, [], internal=False)
