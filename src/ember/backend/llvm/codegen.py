@@ -155,6 +155,9 @@ class KernelEmitter:
         name = f"{self.function.name}.par{self.loop_ids}"
         body = ir.Function(self.module, BODY_TYPE, name)
         body.linkage = "internal"
+        # Out of line: inlined on the one-thread path it would be a second copy of the loop
+        # nest that LLVM optimizes and compiles again.
+        body.attributes.add("noinline")
         table = self._entry_alloca(ir.ArrayType(I8.as_pointer(), len(self.kernel.buffers)),
                                    "buffers")
         for position, buffer in enumerate(self.kernel.buffers):

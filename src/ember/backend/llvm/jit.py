@@ -114,23 +114,7 @@ def parse(module: ir.Module | str) -> llvm.ModuleRef:
     except RuntimeError as err:
         raise LoweringError("<module>", f"LLVM rejected the generated IR: {err}") from None
     parsed.triple, parsed.data_layout = _triple_and_layout()
-    _keep_parallel_bodies_out_of_line(parsed)
     return parsed
-
-
-PARALLEL_BODY = re.compile(r"\.par\d+$")  # codegen's name for an outlined parallel loop body
-
-
-def _keep_parallel_bodies_out_of_line(module: llvm.ModuleRef) -> None:
-    """Mark outlined parallel loop bodies `noinline`.
-
-    A body is called through the thread pool and, on the one-thread path, directly; inlined
-    there it is a second copy of the loop nest that LLVM optimizes and compiles again.
-    """
-    # TODO(codegen): set the attribute where the body is emitted (codegen.emit_parallel_loop).
-    for function in module.functions:
-        if not function.is_declaration and PARALLEL_BODY.search(function.name):
-            function.add_function_attribute("noinline")
 
 
 @functools.cache
