@@ -14,7 +14,7 @@ trees; scalar temporaries are `Let`s (immutable) or `Local`/`Assign` pairs (accu
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Union
 
@@ -398,3 +398,111 @@ def is_innermost(loop: Loop) -> bool:
                    has_loop(s.orelse))) for s in stmts)
 
     return not has_loop(loop.body)
+
+
+# ---------------------------------------------------------------------------------------------
+# Walking and substitution, for transformations.
+
+
+def walk_expr(expr: Expr) -> Iterator[Expr]:
+    """`expr` and every expression inside it, parents first."""
+    yield expr
+    if isinstance(expr, Load):
+        yield from walk_expr(expr.index)
+    elif isinstance(expr, Binary):
+        yield from walk_expr(expr.a)
+        yield from walk_expr(expr.b)
+    elif isinstance(expr, Select):
+        yield from walk_expr(expr.cond)
+        yield from walk_expr(expr.a)
+        yield from walk_expr(expr.b)
+    elif isinstance(expr, (Unary, Cast)):
+        yield from walk_expr(expr.a)
+
+
+def stmt_exprs(stmt: Stmt) -> tuple[Expr, ...]:
+    """The expressions `stmt` itself reads (not those of the statements nested in it)."""
+    if isinstance(stmt, Store):
+        return (stmt.index, stmt.value)
+    if isinstance(stmt, (Let, Assign)):
+        return (stmt.value,)
+    if isinstance(stmt, Local):
+        return (stmt.init,)
+    if isinstance(stmt, If):
+        return (stmt.cond,)
+    if isinstance(stmt, ExternCall):
+        return tuple(a.offset if isinstance(a, Pointer) else a for a in stmt.args)
+    return ()
+
+
+def walk_stmts(body: Sequence[Stmt]) -> Iterator[Stmt]:
+    """Every statement of `body` and every statement nested in it, in program order."""
+    for stmt in body:
+        yield stmt
+        if isinstance(stmt, Loop):
+            yield from walk_stmts(stmt.body)
+        elif isinstance(stmt, If):
+            yield from walk_stmts(stmt.then)
+            yield from walk_stmts(stmt.orelse)
+
+
+def defined_vars(body: Sequence[Stmt]) -> list[Var]:
+    """The variables `body` defines (loop indices, Lets, Locals), in program order."""
+    return [s.var for s in walk_stmts(body) if isinstance(s, (Loop, Let, Local))]
+
+
+def substitute_expr(expr: Expr, mapping: Mapping[Var, Expr]) -> Expr:
+    """`expr` with every mapped Var replaced; integer add and mul fold constants again (an
+    index `i * 9 + c` with i := 2 prints `18 + c`)."""
+    if isinstance(expr, Var):
+        return mapping.get(expr, expr)
+    if isinstance(expr, Imm):
+        return expr
+    if isinstance(expr, Load):
+        return replace(expr, index=substitute_expr(expr.index, mapping))
+    if isinstance(expr, Binary):
+        a, b = substitute_expr(expr.a, mapping), substitute_expr(expr.b, mapping)
+        if expr.op in ("add", "mul") and a.dtype.is_int:  # NOTE: floats keep -0.0 + 0.0
+            return add(a, b) if expr.op == "add" else mul(a, b)
+        return Binary(expr.op, a, b)
+    if isinstance(expr, Select):
+        return Select(substitute_expr(expr.cond, mapping), substitute_expr(expr.a, mapping),
+                      substitute_expr(expr.b, mapping))
+    if isinstance(expr, (Unary, Cast)):
+        return replace(expr, a=substitute_expr(expr.a, mapping))
+    raise TypeError(f"not a loop IR expression: {expr!r}")
+
+
+def _renamed(var: Var, mapping: Mapping[Var, Expr]) -> Var:
+    """A defined variable under `mapping`: renamed when mapped to a Var, else kept."""
+    target = mapping.get(var, var)
+    return target if isinstance(target, Var) else var
+
+
+def substitute(body: Sequence[Stmt], mapping: Mapping[Var, Expr]) -> tuple[Stmt, ...]:
+    """`body` with every use of a mapped Var replaced; definitions (loop indices, Lets, Locals,
+    Assigns) are renamed where the Var maps to another Var."""
+
+    def expr(value: Expr) -> Expr:
+        return substitute_expr(value, mapping)
+
+    def visit(stmt: Stmt) -> Stmt:
+        if isinstance(stmt, Loop):
+            return replace(stmt, var=_renamed(stmt.var, mapping),
+                           body=substitute(stmt.body, mapping))
+        if isinstance(stmt, If):
+            return If(expr(stmt.cond), substitute(stmt.then, mapping),
+                      substitute(stmt.orelse, mapping))
+        if isinstance(stmt, Store):
+            return Store(stmt.buffer, expr(stmt.index), expr(stmt.value))
+        if isinstance(stmt, (Let, Assign)):
+            return replace(stmt, var=_renamed(stmt.var, mapping), value=expr(stmt.value))
+        if isinstance(stmt, Local):
+            return Local(_renamed(stmt.var, mapping), expr(stmt.init))
+        if isinstance(stmt, ExternCall):
+            args = tuple(Pointer(a.buffer, expr(a.offset)) if isinstance(a, Pointer) else expr(a)
+                         for a in stmt.args)
+            return replace(stmt, args=args)
+        raise TypeError(f"not a loop IR statement: {stmt!r}")
+
+    return tuple(visit(stmt) for stmt in body)

@@ -3,6 +3,16 @@
     kernel = vectorize_innermost(kernel)   # innermost loops -> "vectorize"
     kernel = parallelize_outer(kernel)     # big outermost loops -> "parallel" (thread pool)
 
+and the primitives, each on one loop named by its variable (`transforms.py` has the loop
+rewrites, this module the marks):
+
+    kernel = split(kernel, "i3", 64)                 # i3_o x i3_i, guarded when 64 does not divide
+    kernel = reorder(kernel, ["i3_o", "i2"])         # interchange a perfectly nested band
+    kernel = tile(kernel, ("i0", "i1"), (32, 32))    # split both + reorder
+    kernel = unroll(kernel, "r0")                    # the body once per iteration
+    kernel = vectorize(kernel, "i3_i")               # mark: LLVM vectorizes it
+    kernel = parallelize(kernel, "i0")               # mark: run on the thread pool
+
 Each schedule takes a `Kernel` and returns a new one (loop IR is immutable); codegen only
 follows the marks.
 """
@@ -25,7 +35,21 @@ from ember.lower.loops import (
     Var,
     is_innermost,
     map_loops,
+    walk_stmts,
 )
+from ember.lower.transforms import (
+    MAX_UNROLL,
+    find_loop,
+    reorder,
+    replace_loop,
+    schedule_error,
+    split,
+    tile,
+    unroll,
+)
+
+__all__ = ["MAX_UNROLL", "free_variables", "parallelize", "parallelize_outer",
+           "reorder", "split", "tile", "unroll", "vectorize", "vectorize_innermost"]
 
 MIN_VECTOR_EXTENT = 4
 MIN_PARALLEL_WORK = 1 << 15  # innermost iterations: below this a parallel region costs more
@@ -54,6 +78,44 @@ def parallelize_outer(kernel: Kernel) -> Kernel:
             stmt = replace(stmt, kind="parallel")
         body.append(stmt)
     return replace(kernel, body=tuple(body))
+
+
+def vectorize(kernel: Kernel, var: str) -> Kernel:
+    """Mark loop `var` for vectorization (LLVM still checks that it may; the mark asks)."""
+    loop = find_loop(kernel, var)
+    if loop.kind == "parallel":
+        raise schedule_error(kernel, f"vectorize: loop {var} of kernel {kernel.name} is "
+                                     "parallel")
+    return _mark(kernel, var, "vectorize")
+
+
+def parallelize(kernel: Kernel, var: str) -> Kernel:
+    """Mark loop `var` to run its iterations on the thread pool.
+
+    Codegen outlines a parallel loop into a function that sees only the kernel's buffers, so
+    the loop may read no scalar defined outside it, and parallel loops do not nest.
+    """
+    loop = find_loop(kernel, var)
+    outside = sorted(v.name for v in free_variables(loop))
+    if outside:
+        raise schedule_error(kernel, f"parallelize: loop {var} of kernel {kernel.name} reads "
+                                     f"{', '.join(outside)} from outside it")
+    nested = [s.var.name for s in walk_stmts(loop.body)
+              if isinstance(s, Loop) and s.kind == "parallel"]
+    if nested or any(_encloses(s, var) for s in walk_stmts(kernel.body)
+                     if isinstance(s, Loop) and s.kind == "parallel"):
+        raise schedule_error(kernel, f"parallelize: loop {var} of kernel {kernel.name} would "
+                                     "nest parallel loops")
+    return _mark(kernel, var, "parallel")
+
+
+def _mark(kernel: Kernel, var: str, kind: str) -> Kernel:
+    return replace(kernel, body=replace_loop(kernel.body, var,
+                                             lambda loop: (replace(loop, kind=kind),)))
+
+
+def _encloses(loop: Loop, var: str) -> bool:
+    return any(isinstance(s, Loop) and s.var.name == var for s in walk_stmts(loop.body))
 
 
 def _work(loop: Loop) -> int:
