@@ -163,15 +163,34 @@ class KernelEmitter:
         for position, buffer in enumerate(self.kernel.buffers):
             slot = self.builder.gep(table, [I32(0), I32(position)])
             self.builder.store(self.builder.bitcast(self.pointers[buffer], I8.as_pointer()), slot)
-        inner = KernelEmitter(self.module, self.kernel, body, outlined=True)
+        # The body unpacks the buffer pointers from its context and calls `<name>.loop`, which
+        # takes them as arguments marked `noalias` like the kernel's own (inlined, LLVM keeps
+        # that as alias scopes): loads from a context alone would make every vectorized loop
+        # inside test its pointers for overlap at run time.
+        types = [self.pointers[buffer].type for buffer in self.kernel.buffers]
+        nest = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [*types, I64, I64]),
+                           f"{name}.loop")
+        nest.linkage = "internal"
+        nest.attributes.add("alwaysinline")
+        shared = set(self.kernel.attrs.get("may_alias", ()))
+        for buffer, argument in zip(self.kernel.buffers, nest.args, strict=False):
+            argument.name = buffer.name
+            if buffer.name not in shared:
+                argument.add_attribute("noalias")
+        inner = KernelEmitter(self.module, self.kernel, nest, outlined=True)
         inner.loop_ids = self.loop_ids * 100
-        context, begin, end = body.args
-        pointers = inner.builder.bitcast(context, I8.as_pointer().as_pointer())
-        for position, buffer in enumerate(self.kernel.buffers):
-            raw = inner.builder.load(inner.builder.gep(pointers, [I32(position)]))
-            inner.pointers[buffer] = inner.builder.bitcast(raw, self.pointers[buffer].type)
-        inner.emit_counted_loop(replace(loop, kind="serial"), begin, end)
+        for buffer, argument in zip(self.kernel.buffers, nest.args, strict=False):
+            inner.pointers[buffer] = argument
+        inner.emit_counted_loop(replace(loop, kind="serial"), nest.args[-2], nest.args[-1])
         inner.builder.ret_void()
+
+        unpack = ir.IRBuilder(body.append_basic_block("entry"))
+        context, begin, end = body.args
+        pointers = unpack.bitcast(context, I8.as_pointer().as_pointer())
+        arguments = [unpack.bitcast(unpack.load(unpack.gep(pointers, [I32(position)])), type_)
+                     for position, type_ in enumerate(types)]
+        unpack.call(nest, [*arguments, begin, end])
+        unpack.ret_void()
         runtime.parallel_for(self.builder, body, table, 0, loop.extent)
 
     def _vectorize_metadata(self, extent: int) -> ir.MDValue:
@@ -179,9 +198,10 @@ class KernelEmitter:
         # build the self-reference, so finalize_module() patches the placeholder afterwards.
         self.loop_ids += 1
         hints = [self.module.add_metadata(["llvm.loop.vectorize.enable", I1(1)])]
-        if extent >= 16:
-            # Keep a short loop (a 16-channel block) rolled for the vectorizer: fully unrolled
-            # first, its body would be left as scalar code.
+        if extent >= 8:
+            # Keep a short loop (a 16-channel block, an 8-wide pooled row) rolled for the
+            # vectorizer: fully unrolled first, its body is left as scalar code or vectorized
+            # across the outer loop with gathers (8-wide avg pool: 0.018 -> 0.047 ms).
             hints.append(self.module.add_metadata(["llvm.loop.unroll.disable"]))
         if extent >= INTERLEAVE_MIN_EXTENT:
             # Four vectors in flight: a long fused body (gelu -> sigmoid -> tanh) is bound by
