@@ -99,3 +99,12 @@ def test_depth_blocks_hold_whole_channels() -> None:
     blocking = conv_pack.conv_blocking(64, 3136, 2304, 9, "f32", 16, 4)
     assert blocking.kc % 9 == 0 and blocking.kc <= 1024
     assert blocking.kc * blocking.nc * 4 <= conv_pack.L2_PANEL_BYTES
+
+
+def test_compiling_prints_no_llvm_warning(monkeypatch, capfd) -> None:
+    """A loop around a GEMM call per image is not marked for vectorization: LLVM would warn
+    on stderr that it could not vectorize it."""
+    monkeypatch.setenv("EMBER_CACHE", "0")
+    capfd.readouterr()
+    run((3, 4, 10, 18), (8, 4, 3, 3), (1, 1, 1, 1), constant_weights=True)
+    assert capfd.readouterr().err == ""

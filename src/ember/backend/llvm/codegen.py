@@ -137,7 +137,9 @@ class KernelEmitter:
         index.add_incoming(following, builder.block)
         done = builder.icmp_signed(">=", following, end)
         branch = builder.cbranch(done, after, header)
-        if loop.kind == "vectorize":
+        if loop.kind == "vectorize" and not _calls_out(loop.body):
+            # (A loop around a call, such as a GEMM call per image, cannot be vectorized:
+            # forcing it would only make LLVM print a warning.)
             branch.set_metadata("llvm.loop", self._vectorize_metadata(loop.extent))
         builder.position_at_end(after)
 
@@ -375,6 +377,18 @@ def convert(builder: ir.IRBuilder, value: ir.Value, source: DType, target: DType
         return builder.sitofp(value, to_type)
     wider = target.itemsize > source.itemsize
     return builder.sext(value, to_type) if wider else builder.trunc(value, to_type)
+
+
+def _calls_out(body: Sequence[Stmt]) -> bool:
+    """Whether statements call an external function (an ExternCall, at any depth)."""
+    for stmt in body:
+        if isinstance(stmt, ExternCall):
+            return True
+        if isinstance(stmt, Loop) and _calls_out(stmt.body):
+            return True
+        if isinstance(stmt, If) and (_calls_out(stmt.then) or _calls_out(stmt.orelse)):
+            return True
+    return False
 
 
 def emit_kernel(module: ir.Module, kernel: Kernel) -> ir.Function:
