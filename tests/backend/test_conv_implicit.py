@@ -105,6 +105,7 @@ def test_compiling_prints_no_llvm_warning(monkeypatch, capfd) -> None:
     """A loop around a GEMM call per image is not marked for vectorization: LLVM would warn
     on stderr that it could not vectorize it."""
     monkeypatch.setenv("EMBER_CACHE", "0")
+    monkeypatch.setattr(threads, "available_cpus", lambda: 2)  # 5 images per chunk loop
     capfd.readouterr()
-    run((3, 4, 10, 18), (8, 4, 3, 3), (1, 1, 1, 1), constant_weights=True)
+    run((10, 4, 10, 18), (8, 4, 3, 3), (1, 1, 1, 1), constant_weights=True)
     assert capfd.readouterr().err == ""
