@@ -25,6 +25,7 @@ from ember.lower.schedule import (
     split,
     tile,
     unroll,
+    unroll_short_columns,
     vectorize,
     vectorize_innermost,
 )
@@ -299,3 +300,12 @@ def test_parallelize_needs_a_self_contained_loop() -> None:
                                   lambda loop: (replace(loop, kind="parallel"),))
     nested = replace(transpose().kernel, body=inner_parallel)
     assert "nest parallel loops" in error_of(lambda: parallelize(nested, "i0"))
+
+
+def test_unroll_short_columns_unrolls_a_column_sum_and_keeps_results() -> None:
+    case = column_sum()
+    scheduled = vectorize_innermost(unroll_short_columns(case.kernel))
+    kinds = {s.var.name: s.kind for s in walk_stmts(scheduled.body) if isinstance(s, Loop)}
+    assert kinds == {"b0": "serial", "r0": "vectorize"}
+    case.check(lambda k: vectorize_innermost(unroll_short_columns(k)), exact=False)
+    assert unroll_short_columns(transpose().kernel) == transpose().kernel
