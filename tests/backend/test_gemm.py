@@ -201,10 +201,10 @@ def test_invalid_arguments_are_named(call, message: str) -> None:
 
 
 @pytest.mark.parametrize(("m", "n", "k", "mr", "vectors", "kc"), [
-    (1024, 1024, 1024, 6, 4, 1024),  # the default tile; K up to 1024 in one block
+    (1024, 1024, 1024, 4, 4, 1024),  # the default tile; K up to 1024 in one block
     (64, 10, 512, 8, 1, 512),  # narrow: one vector across, 8 rows
-    (32, 256, 144, 4, 4, 144),  # 32 rows: 4-row tiles, not 36 rows of 6-row tiles
-    (64, 3136, 576, 6, 4, 576),  # 66 rows of 6-row tiles waste 3 %: kept
+    (32, 256, 144, 4, 4, 144),
+    (64, 3136, 576, 4, 4, 576),
     (64, 40, 784, 8, 3, 784),
     (9, 20, 2100, 8, 2, 420),  # K above 1024: five equal blocks of at most 512
 ])
