@@ -242,7 +242,8 @@ def _asm(target: Target, args: argparse.Namespace) -> str:
 
 # -- optimization remarks -------------------------------------------------------------------------
 
-_PARALLEL_BODY = re.compile(r"\.par\d+$")  # codegen's name for a kernel's outlined parallel loop
+# codegen's names for a kernel's outlined parallel loop and the loop nest inside it
+_PARALLEL_BODY = re.compile(r"\.par\d+(\.loop)?$")
 
 
 def _remarks_section(native: Any, args: argparse.Namespace, comment: str) -> str:

@@ -23,7 +23,7 @@ from ember.errors import LoweringError
 from ember.interpreter import check_inputs
 from ember.ir.graph import Graph
 from ember.lower.program import Program, Slot, check_lowerable, lower_graph
-from ember.lower.schedule import parallelize_outer, vectorize_innermost
+from ember.lower.schedule import parallelize_outer, unroll_short_columns, vectorize_innermost
 
 
 class NativeGraph:
@@ -104,10 +104,10 @@ class NativeGraph:
 
 
 def schedule_program(program: Program) -> Program:
-    """The default schedule of every kernel: vectorize innermost loops, run big outer loops
-    on the thread pool."""
-    calls = [replace(call, kernel=parallelize_outer(vectorize_innermost(call.kernel)))
-             for call in program.calls]
+    """The default schedule of every kernel: unroll short column loops of reductions (so the
+    row loop vectorizes), vectorize innermost loops, run big outer loops on the thread pool."""
+    calls = [replace(call, kernel=parallelize_outer(vectorize_innermost(
+        unroll_short_columns(call.kernel)))) for call in program.calls]
     return replace(program, calls=calls)
 
 
