@@ -381,14 +381,9 @@ def convert(builder: ir.IRBuilder, value: ir.Value, source: DType, target: DType
 
 def _calls_out(body: Sequence[Stmt]) -> bool:
     """Whether statements call an external function (an ExternCall, at any depth)."""
-    for stmt in body:
-        if isinstance(stmt, ExternCall):
-            return True
-        if isinstance(stmt, Loop) and _calls_out(stmt.body):
-            return True
-        if isinstance(stmt, If) and (_calls_out(stmt.then) or _calls_out(stmt.orelse)):
-            return True
-    return False
+    from ember.lower.loops import walk_stmts
+
+    return any(isinstance(stmt, ExternCall) for stmt in walk_stmts(body))
 
 
 def emit_kernel(module: ir.Module, kernel: Kernel) -> ir.Function:
