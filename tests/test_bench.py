@@ -228,13 +228,13 @@ def test_cli_bench_profile_lists_every_kernel(tmp_path, capsys):
 
 
 def test_profile_rows_follow_the_program():
-    """One row per kernel call, in the program's order, each with the node it computes;
-    the counts are non-negative and the profiled build computes what the plain one does."""
+    """One row per kernel call, in the program's order, each with the node it computes; the
+    counts are non-negative, and the profiled build still computes the model (numpy, float64)."""
     import ember
     from ember.backend.llvm.build import build_program
 
     x = np.random.default_rng(1).standard_normal((64, 128)).astype(np.float32)
-    w = np.random.default_rng(2).standard_normal((128, 96)).astype(np.float32)
+    w = (0.1 * np.random.default_rng(2).standard_normal((128, 96))).astype(np.float32)
 
     def two_kernels(x):
         return F.softmax(F.relu(x @ w), dim=-1)
@@ -250,5 +250,8 @@ def test_profile_rows_follow_the_program():
     assert all(row.kernel in table for row in profile.rows)
     profiled = build_program(executable.native.program, profile=True)
     out = np.empty((64, 96), np.float32)
-    profiled.run([x], [out], executable.native._arena())
-    np.testing.assert_allclose(out, executable(x), rtol=1e-6, atol=1e-7)
+    profiled.run([x], [out], executable.native._arena())  # the executable's aligned arena
+    h = np.maximum(x.astype(np.float64) @ w, 0.0)
+    e = np.exp(h - h.max(axis=-1, keepdims=True))
+    np.testing.assert_allclose(out, e / e.sum(axis=-1, keepdims=True), rtol=1e-5, atol=1e-7)
+    assert [row.node for row in profile.rows] == [call.node for call in calls]

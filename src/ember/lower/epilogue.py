@@ -78,7 +78,9 @@ class Epilogue:
                 builder.mul(row, ir.Constant(row.type, self.n)), col)
             leaves[variable] = masked_load(builder, builder.gep(pointer, [start]), mask,
                                            vector.type)
-        return _VectorExpressions(builder, lanes, leaves).expr(self.expr)
+        from ember.backend.llvm.codegen import VectorExprEmitter
+
+        return VectorExprEmitter(builder, lanes, leaves).expr(self.expr)
 
 
 def epilogue_for(body: Graph, anchor: Node, ctx: LowerContext, columns: int,
@@ -134,51 +136,6 @@ def epilogue_for(body: Graph, anchor: Node, ctx: LowerContext, columns: int,
     if body.outputs[0] is not nodes[-1].outputs[0]:
         return None
     return Epilogue(values[body.outputs[0]], acc, tuple(operands), tuple(variables), columns)
-
-
-class _VectorExpressions:
-    """Loop IR expressions evaluated on vectors (the codegen's rules, constants splatted)."""
-
-    def __init__(self, builder: ir.IRBuilder, lanes: int, leaves: dict[Var, ir.Value]) -> None:
-        from ember.backend.llvm.codegen import KernelEmitter
-
-        class Emitter(KernelEmitter):
-            def __init__(inner) -> None:
-                inner.builder, inner.module = builder, builder.module
-                inner.values, inner.slots = dict(leaves), {}
-                inner.memo: dict[Expr, ir.Value] = {}
-
-            def expr(inner, expr: Expr) -> ir.Value:
-                if expr not in inner.memo:
-                    inner.memo[expr] = KernelEmitter.expr(inner, expr)
-                return inner.memo[expr]
-
-            def expr_imm(inner, expr: Imm) -> ir.Value:
-                from ember.backend.llvm.codegen import REGISTER_TYPES
-
-                scalar = REGISTER_TYPES[expr.dtype](expr.value)
-                return ir.Constant(ir.VectorType(scalar.type, lanes), [scalar] * lanes)
-
-            def intrinsic(inner, name: str, args) -> ir.Value:
-                """An overloaded intrinsic on vectors (llvmlite names scalar types only)."""
-                type_ = args[0].type
-                element = "f32" if isinstance(type_.element, ir.FloatType) else "f64"
-                symbol = f"{name}.v{type_.count}{element}"
-                function = builder.module.globals.get(symbol)
-                if function is None:
-                    function = ir.Function(builder.module,
-                                           ir.FunctionType(type_, [type_] * len(args)), symbol)
-                return builder.call(function, list(args))
-
-            def fail(inner, message: str) -> Exception:
-                from ember.errors import LoweringError
-
-                return LoweringError("GEMM epilogue", message)
-
-        self.emitter = Emitter()
-
-    def expr(self, expr: Expr) -> ir.Value:
-        return self.emitter.expr(expr)
 
 
 def lower_gemm_region(body: Graph, ctx: LowerContext) -> list | None:

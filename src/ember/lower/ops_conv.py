@@ -143,7 +143,7 @@ def gemm_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
             statements += _im2col(ctx, x_buffer, index_imm(0), columns, index_imm(0), geometry,
                                   outermost=True)
             b_matrix = Pointer(columns, index_imm(0))
-        rows = _rows_per_chunk(m, cpus, blocking.mr)
+        rows = gemm.rows_per_thread(m, cpus, blocking.mr)
         chunks = -(-m // rows)
         pack = ctx.scratch(dtype, pack_elements * chunks, "pack")
         chunk = ctx.names.fresh("c")
@@ -277,10 +277,3 @@ def _row_bias(builder: ir.IRBuilder, vector: ir.Value, row: ir.Value, col: ir.Va
     bias = extra_arguments(builder)[0]
     value = builder.load(builder.gep(bias, [row], inbounds=True))
     return builder.fadd(vector, splat(builder, value, vector.type.count))
-
-
-def _rows_per_chunk(m: int, cpus: int, mr: int) -> int:
-    """Rows per thread, a multiple of the micro-kernel's rows (`mr`) where that still splits
-    (a prepacked A needs every chunk to start at a multiple of mr)."""
-    rows = -(-m // max(cpus, 1))
-    return max(mr, -(-rows // mr) * mr) if m >= 2 * mr else m

@@ -59,7 +59,7 @@ def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
     # Each thread's packing slice starts 64-byte aligned (the packed panels need it).
     aligned_bytes = -(-gemm.gemm_scratch_bytes(m, n, k, dtype=dtype) // 64) * 64
     per_chunk = aligned_bytes // a_type.dtype.itemsize
-    rows = _rows_per_chunk(m, available_cpus())
+    rows = gemm.rows_per_thread(m, available_cpus(), gemm.blocking_for(m, n, k, dtype).mr)
     chunks = -(-m // rows)
     scratch = ctx.scratch(a_type.dtype, per_chunk * chunks, "pack")
 
@@ -93,12 +93,6 @@ def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
     # Row blocks of C on the thread pool; each block packs into its own scratch slice.
     kind = "parallel" if chunks > 1 else "serial"
     return [Loop(chunk, chunks, tuple(calls), kind)]
-
-
-def _rows_per_chunk(m: int, cpus: int) -> int:
-    """Rows per thread, a multiple of the micro-kernel's 6 rows where that still splits."""
-    rows = -(-m // max(cpus, 1))
-    return max(6, -(-rows // 6) * 6) if m >= 12 else m
 
 
 def _batch_offset(index: tuple[int, ...], shape: tuple[int, ...], batch: tuple[int, ...]) -> int:

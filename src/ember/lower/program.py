@@ -39,6 +39,7 @@ class Slot:
 class Call:
     kernel: Kernel
     slots: list[Slot]  # one per kernel buffer
+    node: Node | None = None  # the graph node the kernel computes
 
 
 @dataclass
@@ -146,7 +147,7 @@ def lower_graph(graph: Graph, options: dict[str, Any] | None = None) -> Program:
         if len(kernel.buffers) > len(slots):  # the status word, last
             slots.append(Slot("status", 0))
         scratch_end = max(scratch_end, offset)
-        program.calls.append(Call(kernel, slots))
+        program.calls.append(Call(kernel, slots, node))
     program.arena_bytes = scratch_end
     for index, value in enumerate(graph.outputs):
         slot = layout.slots[value]

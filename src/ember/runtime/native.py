@@ -85,9 +85,9 @@ class NativeGraph:
     def profile(self, *args: Any, runs: int = 20) -> Any:
         """Median time of every kernel over `runs` calls with these inputs (an
         `ember.runtime.profile.Profile`; print it for a table, slowest first)."""
-        from ember.runtime.profile import profile_native
+        from ember.runtime.profile import profile_program
 
-        return profile_native(self, check_inputs(self.graph, args), runs)
+        return profile_program(self.program, check_inputs(self.graph, args), self._arena(), runs)
 
     def _read(self, slot: Slot, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
               arena: np.ndarray, index: int) -> np.ndarray:

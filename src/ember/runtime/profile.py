@@ -1,6 +1,6 @@
 """Time per kernel of a compiled graph, from the CPU's cycle counter.
 
-    table = profile_native(native, inputs, runs=20)    # a `Profile`
+    table = profile_program(program, inputs, arena, runs=20)    # a `Profile`
     print(table)                                       # slowest kernels first
 
 The graph is built a second time with a counter read around every kernel call (see
@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ember.ir.graph import Node
+from ember.lower.program import Program
 
 
 @dataclass(frozen=True)
@@ -62,16 +63,15 @@ def counter_rate(cycles: object, seconds: float = 0.02) -> float:
     return (cycles() - start_count) / (time.perf_counter() - start)  # type: ignore[operator]
 
 
-def profile_native(graph: object, inputs: Sequence[np.ndarray], runs: int = 20,
-                   warmup: int = 2) -> Profile:
-    """Run a `NativeGraph` `runs` times with per-kernel counters and return the medians."""
+def profile_program(program: Program, inputs: Sequence[np.ndarray], arena: np.ndarray,
+                    runs: int = 20, warmup: int = 2) -> Profile:
+    """Run a lowered program `runs` times with per-kernel counters and return the medians
+    (`arena`: a 64-byte aligned buffer of `program.arena_bytes` bytes)."""
     from ember.backend.llvm.build import build_program
 
-    native = build_program(graph.program, profile=True)  # type: ignore[attr-defined]
+    native = build_program(program, profile=True)
     arrays = [np.ascontiguousarray(a) for a in inputs]
-    outputs = [np.empty(v.type.shape, dtype=v.type.dtype.numpy)
-               for v in graph.graph.outputs]  # type: ignore[attr-defined]
-    arena = graph._arena()  # type: ignore[attr-defined]
+    outputs = [np.empty(v.type.shape, dtype=v.type.dtype.numpy) for v in program.graph.outputs]
     samples = []
     for run in range(warmup + runs):
         native.counters[:] = 0
@@ -80,9 +80,7 @@ def profile_native(graph: object, inputs: Sequence[np.ndarray], runs: int = 20,
             samples.append(native.counters.copy())
     rate = counter_rate(native.cycles)
     medians = np.median(np.array(samples, dtype=np.float64), axis=0) / rate
-    nodes = graph.graph.nodes  # type: ignore[attr-defined]
-    rows = tuple(KernelTime(call.kernel.name, nodes[int(call.kernel.name[1:].split("_")[0])],
-                            float(seconds))
-                 for call, seconds in zip(native.program.calls, medians, strict=True))
+    rows = tuple(KernelTime(call.kernel.name, call.node, float(seconds))
+                 for call, seconds in zip(program.calls, medians, strict=True))
     total = float(np.median(np.array(samples, dtype=np.float64).sum(axis=1))) / rate
     return Profile(rows, total, runs)

@@ -339,10 +339,15 @@ class KernelEmitter:
         return self.math_call(expr.op, (a,), dtype)
 
     def intrinsic(self, name: str, args: Sequence[ir.Value]) -> ir.Value:
-        """Call `name` (an overloaded LLVM intrinsic) on operands of one type."""
+        """Call `name` (an overloaded LLVM intrinsic) on operands of one type, scalar or
+        vector (llvmlite's `declare_intrinsic` names scalar types only)."""
         type_ = args[0].type
         signature = ir.FunctionType(type_, [type_] * len(args))
-        function = self.module.declare_intrinsic(name, [type_], signature)
+        if not isinstance(type_, ir.VectorType):
+            function = self.module.declare_intrinsic(name, [type_], signature)
+            return self.builder.call(function, list(args))
+        symbol = f"{name}.v{type_.count}{type_.element.intrinsic_name}"
+        function = self.module.globals.get(symbol) or ir.Function(self.module, signature, symbol)
         return self.builder.call(function, list(args))
 
     def math_call(self, name: str, args: Sequence[ir.Value], dtype: DType) -> ir.Value:
@@ -355,6 +360,30 @@ class KernelEmitter:
 
     def expr_cast(self, expr: Cast) -> ir.Value:
         return convert(self.builder, self.expr(expr.a), expr.a.dtype, expr.dtype)
+
+
+class VectorExprEmitter(KernelEmitter):
+    """Loop IR expressions evaluated on vectors of `lanes` elements, at the builder's position:
+    variables are bound to vectors in `leaves`, constants are splatted, equal subexpressions
+    are emitted once. A GEMM epilogue computes its elementwise chain with it."""
+
+    def __init__(self, builder: ir.IRBuilder, lanes: int, leaves: dict[Var, ir.Value]) -> None:
+        self.builder, self.module, self.lanes = builder, builder.module, lanes
+        self.values, self.slots = dict(leaves), {}
+        self.kernel = None
+        self.emitted: dict[Expr, ir.Value] = {}
+
+    def fail(self, message: str) -> LoweringError:
+        return LoweringError("vector expression", message)
+
+    def expr(self, expr: Expr) -> ir.Value:
+        if expr not in self.emitted:
+            self.emitted[expr] = super().expr(expr)
+        return self.emitted[expr]
+
+    def expr_imm(self, expr: Imm) -> ir.Value:
+        scalar = REGISTER_TYPES[expr.dtype](expr.value)
+        return ir.Constant(ir.VectorType(scalar.type, self.lanes), [scalar] * self.lanes)
 
 
 def convert(builder: ir.IRBuilder, value: ir.Value, source: DType, target: DType) -> ir.Value:

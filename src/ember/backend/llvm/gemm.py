@@ -109,6 +109,14 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
                         nc=_round_up(base.nc, nr_vectors * lanes))
 
 
+def rows_per_thread(m: int, threads: int, mr: int) -> int:
+    """Rows of C per thread: a multiple of the micro-kernel's `mr` rows where that still
+    splits (no thread gets a partial tile, and a prepacked A needs every range to start at a
+    panel boundary), else all of them."""
+    rows = -(-m // max(threads, 1))
+    return max(mr, -(-rows // mr) * mr) if m >= 2 * mr else m
+
+
 def _default_lanes(dtype: str) -> int:
     return host_cpu().vector_bits // (8 * _ELEMENT_TYPES[dtype][1])
 
@@ -172,7 +180,7 @@ def pack_a_constant(a: np.ndarray, n: int, *, lanes: int | None = None,
     for rows past m.
     """
     m, k = a.shape
-    dtype = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[a.dtype]
+    dtype = _dtype_name(a)
     plan = _plan(m, n, k, dtype, lanes, blocking)
     rows = _round_up(m, plan.mr)
     padded = np.zeros((rows, k), dtype=a.dtype)
@@ -194,7 +202,7 @@ def pack_b_constant(b: np.ndarray, m: int, *, lanes: int | None = None,
     B[pc + p, jc + j*NR + c]`, zero past column n.
     """
     k, n = b.shape
-    dtype = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}[b.dtype]
+    dtype = _dtype_name(b)
     plan = _plan(m, n, k, dtype, lanes, blocking)
     blocks = []
     for jc in range(0, n, plan.nc):
@@ -207,6 +215,13 @@ def pack_b_constant(b: np.ndarray, m: int, *, lanes: int | None = None,
             panels = padded.reshape(depth, padded_width // plan.nr, plan.nr).transpose(1, 0, 2)
             blocks.append(panels.reshape(-1))
     return np.ascontiguousarray(np.concatenate(blocks))
+
+
+def _dtype_name(array: np.ndarray) -> str:
+    names = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+    if array.dtype not in names:
+        raise ValueError(f"gemm: packed operands are float32 or float64, got {array.dtype}")
+    return names[array.dtype]
 
 
 def gemm_scratch_bytes(m: int, n: int, k: int, *, dtype: str = "f32", lanes: int | None = None,
