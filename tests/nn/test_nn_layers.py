@@ -11,6 +11,8 @@ from ember import nn
 torch = pytest.importorskip("torch")
 
 RTOL = 1e-5
+# The reference interpreter and the default compile (opt_level=3: every pass, scheduled kernels).
+LEVELS = ({"opt_level": 0}, {})
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -29,12 +31,13 @@ def check_layer(ember_layer: nn.Module, torch_layer: torch.nn.Module, x: np.ndar
     ember_layer.load_state_dict(state_as_numpy(torch_layer))
     ember_layer.train(training)
     torch_layer.train(training)
-    actual = ember.compile(ember_layer, x, opt_level=0)(x)
     with torch.no_grad():
         expected = torch_layer(torch.from_numpy(x)).numpy()
-    assert actual.shape == expected.shape
-    assert actual.dtype == expected.dtype
-    assert relative_error(actual, expected) <= RTOL
+    for level in LEVELS:
+        actual = ember.compile(ember_layer, x, **level)(x)
+        assert actual.shape == expected.shape, level
+        assert actual.dtype == expected.dtype, level
+        assert relative_error(actual, expected) <= RTOL, level
     return actual
 
 
@@ -218,9 +221,10 @@ def test_softmax_without_dim_follows_torch_legacy_rule(name: str, rank: int) -> 
     x = image(*(3, 4, 5, 2)[:rank], seed=rank)
     with pytest.warns(UserWarning):  # torch warns about the implicit dimension
         expected = getattr(torch.nn, name)()(torch.from_numpy(x)).numpy()
-    actual = ember.compile(getattr(nn, name)(), x, opt_level=0)(x)
-    assert actual.shape == expected.shape
-    assert relative_error(actual, expected) <= RTOL
+    for level in LEVELS:
+        actual = ember.compile(getattr(nn, name)(), x, **level)(x)
+        assert actual.shape == expected.shape, level
+        assert relative_error(actual, expected) <= RTOL, level
 
 
 def test_sequential_cnn_matches_torch() -> None:
@@ -284,7 +288,8 @@ def test_embedding_from_pretrained_matches_torch() -> None:
     layer = nn.Embedding.from_pretrained(table)
     expected = torch.nn.Embedding.from_pretrained(torch.from_numpy(table))(
         torch.from_numpy(indices)).detach().numpy()
-    np.testing.assert_array_equal(ember.compile(layer, indices, opt_level=0)(indices), expected)
+    for level in LEVELS:
+        np.testing.assert_array_equal(ember.compile(layer, indices, **level)(indices), expected)
     assert not layer.weight.requires_grad
 
 
@@ -295,3 +300,62 @@ def test_max_pool2d_padding_over_half_the_kernel_is_rejected_like_torch() -> Non
         torch.nn.MaxPool2d(**kwargs)(torch.from_numpy(x))
     with pytest.raises(ember.TraceError, match="must be at most half the kernel"):
         ember.trace(nn.MaxPool2d(**kwargs), x)
+
+
+# -- each layer followed by elementwise work, at every level ---------------------------------
+# Levels 2-3 fuse the elementwise tail into the producing kernel (a GEMM or conv epilogue);
+# these cases check that the fused tail is applied, whatever the layer's own options.
+
+EPILOGUE_LAYERS = [
+    ("Linear", (6, 4), {"bias": True}, (5, 6)),
+    ("Linear", (6, 4), {"bias": False}, (5, 6)),
+    ("Linear", (6, 4), {"bias": False}, (2, 3, 6)),
+    ("Conv2d", (4, 8, 3), {"padding": 1, "bias": False}, (2, 4, 7, 6)),
+    ("Conv2d", (4, 8, 3), {"padding": 1, "bias": True}, (2, 4, 7, 6)),
+    ("Conv2d", (4, 8, 1), {"bias": False}, (2, 4, 5, 5)),
+    ("Conv2d", (4, 8, 3), {"stride": 2, "groups": 2, "bias": False}, (2, 4, 9, 8)),
+    ("Conv2d", (4, 4, 3), {"padding": 1, "groups": 4, "bias": False}, (2, 4, 6, 6)),
+]
+TAILS = {
+    "relu": (lambda lib: lib.ReLU()),
+    "gelu": (lambda lib: lib.GELU()),
+    "sigmoid": (lambda lib: lib.Sigmoid()),
+}
+
+
+@pytest.mark.parametrize("tail", sorted(TAILS))
+@pytest.mark.parametrize(("name", "args", "kwargs", "shape"), EPILOGUE_LAYERS,
+                         ids=[f"{n}{a}{k}" for n, a, k, _ in EPILOGUE_LAYERS])
+def test_layer_then_activation_matches_torch_at_every_level(name: str, args: tuple, kwargs: dict,
+                                                            shape: tuple, tail: str) -> None:
+    torch.manual_seed(11)
+    torch_model = torch.nn.Sequential(getattr(torch.nn, name)(*args, **kwargs), TAILS[tail](torch.nn))
+    model = nn.Sequential(getattr(nn, name)(*args, **kwargs), TAILS[tail](nn))
+    model.load_state_dict(state_as_numpy(torch_model))
+    x = image(*shape, seed=11)
+    with torch.no_grad():
+        expected = torch_model(torch.from_numpy(x)).numpy()
+    for level in (0, 1, 2, 3):
+        actual = ember.compile(model, x, opt_level=level)(x)
+        assert relative_error(actual, expected) <= RTOL, f"opt_level={level}"
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_conv2d_plus_scalar_matches_torch_at_every_level(bias: bool) -> None:
+    """A scalar added after a convolution (no layer in between) reaches every output."""
+    from ember.nn import functional as F
+
+    weight = image(8, 4, 3, 3, seed=12)
+    b = image(8, seed=13) if bias else None
+    x = image(2, 4, 6, 7, seed=14)
+
+    def fn(x):
+        return F.conv2d(x, weight, b, padding=1) + 1.0
+
+    with torch.no_grad():
+        expected = (torch.nn.functional.conv2d(
+            torch.from_numpy(x), torch.from_numpy(weight),
+            None if b is None else torch.from_numpy(b), padding=1) + 1.0).numpy()
+    for level in (0, 1, 2, 3):
+        actual = ember.compile(fn, x, opt_level=level)(x)
+        assert relative_error(actual, expected) <= RTOL, f"opt_level={level}"

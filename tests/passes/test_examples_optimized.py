@@ -35,6 +35,19 @@ def test_optimized_graph_computes_what_the_traced_graph_computes(compiled) -> No
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))
 
 
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+@pytest.mark.parametrize("name", ["mlp", "cnn", "transformer"])
+def test_every_level_matches_the_examples_own_numpy_forward(name: str, level: int) -> None:
+    """Each example defines the same network in float64 numpy: an oracle independent of Ember."""
+    example = load(name)
+    inputs = example["example_inputs"]
+    want = example["numpy_forward"](*inputs)
+    got = ember.compile(example["model"], *inputs, opt_level=level)(*inputs)
+    assert got.shape == want.shape
+    scale = float(np.abs(want).max())
+    assert float(np.abs(got - want).max()) <= 1e-5 * max(scale, 1.0), f"opt_level={level}"
+
+
 def test_no_batch_norm_and_no_loose_elementwise_op(compiled) -> None:
     _, exe = compiled
     ops = [node.op for node in exe.graph.nodes]
