@@ -37,7 +37,10 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, rtol: float = RTOL) -
 
 
 def compare(ember_fn: Callable, torch_fn: Callable, *inputs: np.ndarray) -> None:
-    assert_close(run_traced(ember_fn, *inputs), torch_run(torch_fn, *inputs))
+    """The reference interpreter and the default compile (level 3), both against PyTorch."""
+    expected = torch_run(torch_fn, *inputs)
+    assert_close(run_traced(ember_fn, *inputs), expected)
+    assert_close(ember.compile(ember_fn, *inputs)(*inputs), expected)
 
 
 def randn(*shape: int, seed: int = 0) -> np.ndarray:
