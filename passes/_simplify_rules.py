@@ -212,10 +212,13 @@ def squeeze_of_expand_dims(node: Node, producers: Producers) -> Rewrite | None:
     inner = _producer(node.inputs[0], producers, pairs[node.op])
     if inner is None:
         return None
-    rank = max(node.inputs[0].type.ndim, inner.inputs[0].type.ndim)
-    outer_axes = normalize_axes(node.attrs["axes"], rank)  # type: ignore[arg-type]
-    inner_axes = normalize_axes(inner.attrs["axes"], rank)  # type: ignore[arg-type]
-    return Rewrite.to(inner.inputs[0]) if outer_axes == inner_axes else None
+    return Rewrite.to(inner.inputs[0]) if _own_axes(node) == _own_axes(inner) else None
+
+
+def _own_axes(node: Node) -> tuple[int, ...]:
+    """The axes of a squeeze (in its input's rank) or expand_dims (in its output's rank)."""
+    value = node.inputs[0] if node.op == "squeeze" else node.outputs[0]
+    return normalize_axes(node.attrs["axes"], value.type.ndim)  # type: ignore[arg-type]
 
 
 def dropout_inference(node: Node, producers: Producers) -> Rewrite | None:

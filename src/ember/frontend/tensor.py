@@ -374,81 +374,163 @@ def true_divide(a: Any, b: Any) -> Tensor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Indexing: basic indexing (ints, slices, None, ...) plus one integer-tensor index (gather).
+# Indexing, with numpy's rules: a slice keeps its axis, an int (negative counts from the end)
+# removes it, None inserts an axis of size 1 where it stands in the key, and `...` stands for as
+# many full slices as the key leaves unindexed. One integer array (or traced integer tensor) may
+# index an axis: numpy's advanced indexing, recorded as a gather. Its dimensions replace that
+# axis when the advanced indices (the array and any ints) stand next to each other in the key,
+# and come first in the result otherwise. A 0-d integer array or tensor acts as an int.
 
 
-def _expand_key(key: Any, ndim: int) -> list[Any]:
+def _expand_key(key: Any, shape: tuple[int, ...]) -> list[Any]:
     key = list(key) if isinstance(key, tuple) else [key]
+    # NOTE: identity tests only: `in`, `count` and `.index` would call Tensor.__eq__ on tensor
+    # keys.
     if sum(k is Ellipsis for k in key) > 1:
         raise tracer._fail("an index can only have a single ellipsis ('...')")
     used = sum(k is not None and k is not Ellipsis for k in key)
-    if used > ndim:
-        raise tracer._fail(f"too many indices ({used}) for a tensor of rank {ndim}")
-    # NOTE: identity tests only: `in` and `.index` would call Tensor.__eq__ on tensor keys.
+    if used > len(shape):
+        raise tracer._fail(f"too many indices ({used}) for a tensor of shape {list(shape)}")
     at = next((i for i, k in enumerate(key) if k is Ellipsis), None)
-    if at is not None:
-        key[at : at + 1] = [slice(None)] * (ndim - used)
-        return key
-    return key + [slice(None)] * (ndim - used)
+    fill = [slice(None)] * (len(shape) - used)
+    if at is None:
+        return key + fill
+    key[at : at + 1] = fill
+    return key
+
+
+def _int_index(item: Any) -> int | None:
+    """`item` as an int when numpy indexes with it as an integer, else None."""
+    if isinstance(item, (bool, np.bool_)):
+        return None
+    if isinstance(item, (int, np.integer)):
+        return int(item)
+    if isinstance(item, np.ndarray) and item.ndim == 0 and item.dtype.kind in "iu":
+        return int(item)
+    return None
 
 
 def index(tensor: Tensor, key: Any) -> Tensor:
-    """numpy basic indexing on a traced tensor, recorded as slice / squeeze / expand_dims."""
-    key = _expand_key(key, tensor.ndim)
-    starts, stops, steps, squeeze_axes, new_axes, gathers = [], [], [], [], [], []
+    """numpy indexing on a traced tensor, recorded as slice / gather / squeeze / transpose /
+    expand_dims."""
+    shape = tensor.shape
+    key = _expand_key(key, shape)
+    kinds: list[str] = []  # per key item: "new", "slice", "int" or "array"
+    starts, stops, steps, gathers = [], [], [], []
     axis = 0
-    for position, item in enumerate(key):
+    for item in key:
         if item is None:
-            new_axes.append(position)
+            kinds.append("new")
             continue
-        size = tensor.shape[axis]
+        size = shape[axis]
+        number = _int_index(item)
         if isinstance(item, slice):
-            start, stop, step = item.indices(size)
-        elif isinstance(item, (int, np.integer)) and not isinstance(item, bool):
-            if not -size <= item < size:
-                raise tracer._fail(f"index {item} is out of bounds for axis {axis} with size "
-                                   f"{size}")
-            start, stop, step = int(item) % size, int(item) % size + 1, 1
-            squeeze_axes.append(axis)
+            try:
+                start, stop, step = item.indices(size)
+            except (TypeError, ValueError) as err:
+                raise tracer._fail(f"bad slice {item} for axis {axis} of a tensor of shape "
+                                   f"{list(shape)}: {err}") from None
+            kinds.append("slice")
+        elif number is not None:
+            if not -size <= number < size:
+                raise tracer._fail(f"index {number} is out of bounds for axis {axis} with size "
+                                   f"{size} (tensor of shape {list(shape)})")
+            start, stop, step = number % size, number % size + 1, 1
+            kinds.append("int")
         elif isinstance(item, (Tensor, np.ndarray, list)):
-            gathers.append((axis, item))
+            indices = _index_array(item, axis, shape)
+            gathers.append((axis, indices))
             start, stop, step = 0, size, 1
+            kinds.append("int" if indices.ndim == 0 else "array")
         else:
             raise tracer._fail(f"unsupported index {item!r} (ints, slices, None, ... and one "
-                               "integer tensor are supported)")
+                               "integer array are supported)")
         starts.append(start)
         stops.append(stop)
         steps.append(step)
         axis += 1
+    if kinds.count("array") > 1:
+        raise tracer._fail("only one integer-array index is supported per indexing expression")
     result = tensor
-    if (tuple(starts), tuple(stops), tuple(steps)) != (
-        (0,) * tensor.ndim, tensor.shape, (1,) * tensor.ndim
-    ):
+    if (tuple(starts), tuple(stops), tuple(steps)) != ((0,) * len(shape), shape,
+                                                       (1,) * len(shape)):
         result = tensor.ctx.emit("slice", tensor, starts=tuple(starts), stops=tuple(stops),
                                  steps=tuple(steps))
-    result = _gather_indices(result, gathers)
+    block = 0  # the rank of the array index's dimensions in the result
+    for axis, indices in gathers:
+        if indices.ndim == 0:  # an int: keep the axis (size 1) for the squeeze below
+            indices = indices.reshape(1)
+        else:
+            block = indices.ndim
+        result = result.ctx.emit("gather", result, indices, axis=axis)
+    # Axes of the result so far, one label per dimension: a key position, or ("array", j).
+    labels: list[Any] = []
+    squeeze_axes = []
+    for position, kind in enumerate(kinds):
+        if kind == "int":
+            squeeze_axes.append(len(labels))
+            labels.append(None)
+        elif kind == "slice":
+            labels.append(position)
+        elif kind == "array":
+            labels += [("array", j) for j in range(block)]
     if squeeze_axes:
         result = result.ctx.emit("squeeze", result, axes=tuple(squeeze_axes))
+        labels = [label for label in labels if label is not None]
+    order = _result_order(kinds, block)
+    kept = [label for label in order if isinstance(label, tuple) or kinds[label] != "new"]
+    perm = tuple(labels.index(label) for label in kept)
+    if perm != tuple(range(len(perm))):
+        result = result.ctx.emit("transpose", result, perm=perm)
+    new_axes = tuple(i for i, label in enumerate(order)
+                     if not isinstance(label, tuple) and kinds[label] == "new")
     if new_axes:
-        result = result.ctx.emit("expand_dims", result, axes=tuple(new_axes))
+        result = result.ctx.emit("expand_dims", result, axes=new_axes)
     return result
 
 
-def _gather_indices(tensor: Tensor, gathers: Sequence[tuple[int, Any]]) -> Tensor:
-    if not gathers:
-        return tensor
-    if len(gathers) > 1:
-        raise tracer._fail("only one integer-array index is supported per indexing expression")
-    axis, indices = gathers[0]
-    indices = tracer.as_tensor(indices)
+def _result_order(kinds: list[str], block: int) -> list[Any]:
+    """numpy's order of the result's dimensions: key positions of slices and Nones, and the
+    array index's dimensions ("array", j), in place or first (see above)."""
+    advanced = [p for p, kind in enumerate(kinds) if kind in ("int", "array")]
+    array_dims = [("array", j) for j in range(block)]
+    basic = [p for p, kind in enumerate(kinds) if kind in ("slice", "new")]
+    if "array" not in kinds:
+        return basic
+    if advanced != list(range(advanced[0], advanced[-1] + 1)):
+        return array_dims + basic
+    return ([p for p in basic if p < advanced[0]] + array_dims
+            + [p for p in basic if p > advanced[0]])
+
+
+def _index_array(item: Any, axis: int, shape: tuple[int, ...]) -> Tensor:
+    """An integer-array index as a tensor; constant ones are checked and made non-negative."""
+    if isinstance(item, Tensor):
+        indices = item
+    else:
+        array = np.asarray(item)
+        if isinstance(item, list) and array.size == 0:
+            array = array.astype(np.int64)  # numpy indexes with an empty list too
+        if array.dtype == bool:
+            raise _mask_error()
+        if array.dtype.kind not in "iu":
+            raise tracer._fail(f"index arrays must be integers, got {array.dtype}")
+        size = shape[axis]
+        if array.size and (array.min() < -size or array.max() >= size):
+            bad = array[(array < -size) | (array >= size)].flat[0]
+            raise tracer._fail(f"index {bad} is out of bounds for axis {axis} with size {size} "
+                               f"(tensor of shape {list(shape)})")
+        indices = tracer.as_tensor((array % max(size, 1)).astype(np.int64))
     if indices.dtype_ is DType.BOOL:
-        raise tracer._fail("boolean-mask indexing gives a data-dependent shape, which a static "
-                           "graph cannot hold; use ember.where(mask, x, 0) instead")
+        raise _mask_error()
     if not indices.dtype_.is_int:
         raise tracer._fail(f"index tensors must be integers, got {indices.value.type}")
-    if indices.ndim != 1:
-        raise tracer._fail("an integer-array index must be 1-D here")
-    return tensor.ctx.emit("gather", tensor, indices, axis=axis)
+    return indices
+
+
+def _mask_error() -> tracer.TraceError:
+    return tracer._fail("boolean-mask indexing gives a data-dependent shape, which a static "
+                        "graph cannot hold; use ember.where(mask, x, 0) instead")
 
 
 # ---------------------------------------------------------------------------------------------
