@@ -72,9 +72,11 @@ def logical_not(node: Node, operands: Sequence[Expr]) -> Expr:
 
 @scalar_rule("relu")
 def relu(node: Node, operands: Sequence[Expr]) -> Expr:
-    # relu(x) -> max(x, 0), propagating nan as the reference (np.maximum) does
+    # relu(x) -> x < 0 ? 0 : x, as the reference: relu(-0.0) = -0.0, nan propagates (one x86
+    # maxps with the operands in this order)
     x = operands[0]
-    return Binary("max", x, imm(0, x.dtype))
+    zero = imm(0, x.dtype)
+    return Select(Binary("lt", x, zero), zero, x)
 
 
 @scalar_rule("leaky_relu")
@@ -121,13 +123,18 @@ def gelu(node: Node, operands: Sequence[Expr]) -> Expr:
 
 @scalar_rule("clip")
 def clip(node: Node, operands: Sequence[Expr]) -> Expr:
-    # clip(x, lo, hi) -> min(max(x, lo), hi), each bound only when given
+    # clip(x, lo, hi) -> (x < lo ? lo : x) then (. > hi ? hi : .), each bound only when
+    # given: as the reference, x is kept unless strictly outside (clip(-0.0, 0.0) = -0.0), nan
+    # in x propagates, and a nan bound gives nan
     x = operands[0]
     result = x
-    if node.attrs.get("min") is not None:
-        result = Binary("max", result, _bound(node.attrs["min"], x.dtype))
-    if node.attrs.get("max") is not None:
-        result = Binary("min", result, _bound(node.attrs["max"], x.dtype))
+    for name, compare in (("min", "lt"), ("max", "gt")):
+        if node.attrs.get(name) is None:
+            continue
+        bound = _bound(node.attrs[name], x.dtype)
+        if bound.value != bound.value:
+            return bound
+        result = Select(Binary(compare, result, bound), bound, result)
     return result
 
 
@@ -172,7 +179,9 @@ def region_statements(body: Graph, params: Sequence[Buffer], outputs: Sequence[B
             values[param] = Load(buffer, linear_index(indices, strides))
         uses = _use_counts(body)
         for node in body.nodes:
-            result = _node_expr(node, [values[v] for v in node.inputs], ctx)
+            operands = [values[v] for v in node.inputs]
+            statements += division_checks(node, operands, ctx)
+            result = _node_expr(node, operands, ctx)
             if uses.get(node.outputs[0], 0) > 1:
                 var = ctx.names.fresh("t", result.dtype)
                 statements.append(Let(var, result))
@@ -184,6 +193,22 @@ def region_statements(body: Graph, params: Sequence[Buffer], outputs: Sequence[B
         return statements
 
     return loop_nest(ctx.names, shape, inner)
+
+
+def division_checks(node: Node, operands: Sequence[Expr], ctx: LowerContext) -> list[Stmt]:
+    """An integer `div` makes the call raise ExecutionError on a zero divisor, naming the node
+    and its source line, as the reference does (codegen's division itself never traps)."""
+    if node.op != "div" or node.outputs[0].type.dtype.is_float:
+        return []
+    divisor = operands[1]
+    if isinstance(divisor, Imm) and divisor.value != 0:
+        return []
+    inner = LowerContext(node, ctx.inputs, ctx.outputs, ctx.names, ctx.scratch_buffers,
+                         ctx.options, ctx.errors, ctx.status, ctx.known, ctx.made_constants)
+    check = inner.raise_if(Binary("eq", divisor, imm(0, divisor.dtype)),
+                           "integer division by zero")
+    ctx.status = inner.status
+    return [check]
 
 
 def _use_counts(body: Graph) -> dict[Value, int]:

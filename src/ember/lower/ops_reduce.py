@@ -15,8 +15,9 @@ kept and one reduced loop. Then one of two loop orders:
   (the schedule may run top-level loops in parallel).
 
 Float sums accumulate in the input dtype (reassociated: not bit-exact, see the op tests'
-tolerance); max and min propagate NaN as numpy does; an empty reduction gives the identity
-(sum 0, prod 1, mean 0/0 = nan).
+tolerance); max and min propagate NaN as numpy does and order -0.0 below +0.0 (IEEE 754-2019
+maximum/minimum, as the reference: numpy returns whichever zero comes first); an empty
+reduction gives the identity (sum 0, prod 1, mean 0/0 = nan).
 """
 
 from __future__ import annotations

@@ -146,12 +146,37 @@ def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.power(a, b)
 
 
+def _extreme(a: np.ndarray, b: np.ndarray, larger: bool) -> np.ndarray:
+    """IEEE 754-2019 maximum / minimum: nan from either side propagates, and -0.0 < +0.0
+    (numpy's and PyTorch's choice between two zeros depends on the argument order and on the
+    code path; LLVM's llvm.maximum/minimum, which compiled code uses, order them)."""
+    result = np.maximum(a, b) if larger else np.minimum(a, b)
+    if a.dtype.kind != "f":
+        return result
+    negative = (np.signbit(a) & np.signbit(b)) if larger else (np.signbit(a) | np.signbit(b))
+    zero = a.dtype.type(0)
+    return np.where((a == 0) & (b == 0), np.where(negative, -zero, zero), result)
+
+
+def _maximum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _extreme(a, b, larger=True)
+
+
+def _minimum(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return _extreme(a, b, larger=False)
+
+
 def _clip(x: np.ndarray, min: float | None = None, max: float | None = None) -> np.ndarray:
-    low = None if min is None else x.dtype.type(min)
-    high = None if max is None else x.dtype.type(max)
-    if low is None and high is None:
-        return x.copy()
-    return np.clip(x, low, high)
+    # x < low ? low : x, then x > high ? high : x, as numpy's clip and PyTorch's clamp: x is
+    # kept unless strictly outside (clip(-0.0, 0.0) = -0.0), nan in x or a bound gives nan.
+    result = x
+    if min is not None:
+        low = x.dtype.type(min)
+        result = np.where(result < low, low, result) if low == low else np.full_like(x, low)
+    if max is not None:
+        high = x.dtype.type(max)
+        result = np.where(result > high, high, result) if high == high else np.full_like(x, high)
+    return np.array(result, dtype=x.dtype)
 
 
 def _silu(x: np.ndarray) -> np.ndarray:
@@ -163,7 +188,9 @@ def _rsqrt(x: np.ndarray) -> np.ndarray:
 
 
 def _relu(x: np.ndarray) -> np.ndarray:
-    return np.maximum(x, x.dtype.type(0))
+    # x < 0 ? 0 : x, PyTorch's relu (clamp_min): relu(-0.0) = -0.0, relu(nan) = nan.
+    zero = x.dtype.type(0)
+    return np.where(x < zero, zero, x)
 
 
 def _leaky_relu(x: np.ndarray, alpha: float = 0.01) -> np.ndarray:
@@ -203,8 +230,8 @@ _BINARY: list[tuple[str, str, DType | None, Callable[..., np.ndarray]]] = [
     ("mul", NUMERIC, None, np.multiply),
     ("div", NUMERIC, None, _div),
     ("pow", NUMERIC, None, _pow),
-    ("maximum", NUMERIC, None, np.maximum),
-    ("minimum", NUMERIC, None, np.minimum),
+    ("maximum", NUMERIC, None, _maximum),
+    ("minimum", NUMERIC, None, _minimum),
     ("eq", ANY, DType.BOOL, np.equal),
     ("ne", ANY, DType.BOOL, np.not_equal),
     ("lt", NUMERIC, DType.BOOL, np.less),

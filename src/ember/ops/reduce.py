@@ -84,6 +84,22 @@ def _sum(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
     return np.sum(x, axis=axis, keepdims=keepdims, dtype=wide)
 
 
+def _extreme(larger: bool) -> Callable[..., np.ndarray]:
+    """max or min with NaN propagating (numpy) and -0.0 < +0.0 (IEEE 754-2019, as the
+    elementwise maximum/minimum: numpy returns whichever zero comes first)."""
+
+    def reduce(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
+        result = (np.max if larger else np.min)(x, axis=axis, keepdims=keepdims)
+        if x.dtype.kind != "f":
+            return result
+        wanted = ~np.signbit(x) if larger else np.signbit(x)
+        present = np.any((x == 0) & wanted, axis=axis, keepdims=keepdims)
+        zero = x.dtype.type(0) if larger else -x.dtype.type(0)
+        return np.where((result == 0) & present, zero, result)
+
+    return reduce
+
+
 def _arg(fn: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
     def reference(x: np.ndarray, axis: int, keepdims: bool) -> np.ndarray:
         if x.ndim == 0:
@@ -99,9 +115,11 @@ register_op(OpDef("mean", infer=reduce_rule(True, False), reference=_reducer(_me
                   attrs=REDUCE_ATTRS))
 register_op(OpDef("prod", infer=reduce_rule(False, False), reference=_reducer(np.prod),
                   attrs=REDUCE_ATTRS))
-register_op(OpDef("max", infer=reduce_rule(False, True), reference=_reducer(np.max),
+register_op(OpDef("max", infer=reduce_rule(False, True),
+                  reference=_reducer(_extreme(larger=True)),
                   attrs=REDUCE_ATTRS))
-register_op(OpDef("min", infer=reduce_rule(False, True), reference=_reducer(np.min),
+register_op(OpDef("min", infer=reduce_rule(False, True),
+                  reference=_reducer(_extreme(larger=False)),
                   attrs=REDUCE_ATTRS))
 register_op(OpDef("argmax", infer=infer_arg, reference=_arg(np.argmax), attrs=ARG_ATTRS))
 register_op(OpDef("argmin", infer=infer_arg, reference=_arg(np.argmin), attrs=ARG_ATTRS))

@@ -282,12 +282,33 @@ class KernelEmitter:
         name = table.get(expr.op)
         if name is None:
             raise self.fail(f"no {expr.op} for {dtype}")
+        if not dtype.is_float and expr.op in ("div", "rem"):
+            return self.signed_divide(expr.op, a, b)
         result = getattr(self.builder, name)(a, b)
         if dtype.is_float and expr.op in ("add", "sub", "mul"):
             result.flags.append("contract")  # a*b+c may become one FMA (one rounding, not two)
             if expr.op in ("add", "mul") and self._reassociable(expr):
                 result.flags.append("reassoc")
         return result
+
+    def signed_divide(self, op: str, a: ir.Value, b: ir.Value) -> ir.Value:
+        """`sdiv`/`srem` that never traps: x86's idiv faults (SIGFPE) on a zero divisor and
+        on INT_MIN / -1. A divisor of 0 gives 0 (the lowering makes the call raise first, see
+        `ops_elementwise.division_checks`); -1 gives -a and 0, so INT_MIN / -1 wraps to
+        INT_MIN and INT_MIN % -1 is 0, as in numpy. A constant divisor other than 0 and -1
+        (index arithmetic) needs no guard."""
+        if isinstance(b, ir.Constant) and b.constant not in (0, -1):
+            return self.builder.sdiv(a, b) if op == "div" else self.builder.srem(a, b)
+        builder = self.builder
+        zero, one, minus_one = b.type(0), b.type(1), b.type(-1)
+        special = builder.or_(builder.icmp_signed("==", b, zero),
+                              builder.icmp_signed("==", b, minus_one))
+        safe = builder.select(special, one, b)
+        if op == "div":
+            quotient = builder.sdiv(a, safe)
+            negated = builder.select(builder.icmp_signed("==", b, zero), zero, builder.neg(a))
+            return builder.select(special, negated, quotient)
+        return builder.select(special, zero, builder.srem(a, safe))
 
     def _reassociable(self, expr: Binary) -> bool:
         # An accumulator update `acc = acc + x` may be reassociated: that is what lets LLVM

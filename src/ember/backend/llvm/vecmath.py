@@ -500,13 +500,15 @@ def _sigmoid(m: _Emitter, x: ir.Value) -> ir.Value:
     return m.div(numerator, denominator)
 
 
-def _limit_at_minus_infinity(m: _Emitter, x: ir.Value, result: ir.Value) -> ir.Value:
-    return m.select(m.compare("==", x, -math.inf), -0.0, result)
+def _nan_at_minus_infinity(m: _Emitter, x: ir.Value, result: ir.Value) -> ir.Value:
+    """x f(x) with f -> 0 at -inf is -inf * 0 = nan there, as numpy's and PyTorch's float32
+    formulas give (the polynomial path would return the limit -0.0)."""
+    return m.select(m.compare("==", x, -math.inf), math.nan, result)
 
 
 def _silu(m: _Emitter, x: ir.Value) -> ir.Value:
     numerator, denominator = _sigmoid_parts(m, x)
-    return _limit_at_minus_infinity(m, x, m.div(m.mul(x, numerator), denominator))
+    return _nan_at_minus_infinity(m, x, m.div(m.mul(x, numerator), denominator))
 
 
 # --- erf, gelu ---
@@ -609,7 +611,7 @@ def _gelu_float(m: _Emitter, x: ir.Value) -> ir.Value:
     -a^2 = -x^2/2 is carried exactly as high + low (exp(high) (1 + low)), and the exp is
     inlined so that the 2**(n-1) scaling comes last (one rounding into the subnormals)."""
     limit = _ERFC_LIMIT[False] * math.sqrt(2.0)
-    lower = m.at_least(x, -limit)  # nan flows through; -inf gives -limit * E(10.5) = -0.0
+    lower = m.at_least(x, -limit)  # nan flows through; -inf: see the end
     xc = m.at_most(lower, limit)
     minus_half_x = m.mul(xc, m.const(-0.5))
     high = m.mul(minus_half_x, xc)
@@ -625,7 +627,7 @@ def _gelu_float(m: _Emitter, x: ir.Value) -> ir.Value:
     half_complement = m.ldexp(m.mul(erfcx, power), exponent)
     factor = m.select(m.compare("<", x, 0.0), half_complement,
                       m.sub(m.const(1.0), half_complement))
-    return m.mul(lower, factor)
+    return _nan_at_minus_infinity(m, x, m.mul(lower, factor))
 
 
 def _gelu(m: _Emitter, x: ir.Value) -> ir.Value:
@@ -645,7 +647,7 @@ def _gelu(m: _Emitter, x: ir.Value) -> ir.Value:
                                m.sub(m.const(2.0), complement))
     factor = m.select(m.compare("<", x, 0.0), negative_factor, positive_factor)
     result = m.mul(m.mul(x, m.const(0.5)), factor)
-    return m.select(m.is_nan(x), x, _limit_at_minus_infinity(m, x, result))
+    return m.select(m.is_nan(x), x, _nan_at_minus_infinity(m, x, result))
 
 
 # 2 sqrt(2/pi) as a double and the double of its remainder.
@@ -685,7 +687,7 @@ def _gelu_tanh(m: _Emitter, x: ir.Value) -> ir.Value:
     e = m.fma(e, m.select(positive, m.neg(two_u_low), two_u_low), e)  # exp(-|2u|) exactly
     numerator = m.select(positive, one, e)
     result = m.div(m.mul(x, numerator), m.add(e, one))
-    return m.select(m.is_nan(x), x, _limit_at_minus_infinity(m, x, result))
+    return m.select(m.is_nan(x), x, _nan_at_minus_infinity(m, x, result))
 
 
 def _round_to(value: float, double: bool) -> float:
