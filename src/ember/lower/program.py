@@ -196,8 +196,9 @@ def _lower_into(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
 
 
 def _lower_region(body: Graph, ctx: LowerContext) -> tuple[Stmt, ...]:
-    """A fused region: one loop nest when elementwise, else its nodes one after another."""
-    if is_elementwise_region(body):
+    """A fused region: one loop nest when elementwise with yields of one shape, else its nodes
+    one after another (`y = exp(x); return y, y + w` writes y, then reads it for the sum)."""
+    if is_elementwise_region(body) and len({v.type.shape for v in body.outputs}) == 1:
         return region_statements(body, ctx.inputs, ctx.outputs, ctx)
     if ctx.options.get("opt_level", 3) >= 3:  # a GEMM with its elementwise chain in the store
         from ember.lower.epilogue import lower_gemm_region
