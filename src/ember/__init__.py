@@ -5,7 +5,9 @@
     g2 = ember.parse(str(g))         # the text form parses back
 """
 
-from ember import nn
+# Importing `ember.ops` registers every op row and `ember.lower` every lowering rule: the
+# registries are complete once `import ember` returns; nothing fills them on first use.
+from ember import lower, nn, ops  # noqa: F401
 from ember.driver import Executable, compile, jit
 from ember.errors import (
     EmberError,

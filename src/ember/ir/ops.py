@@ -3,7 +3,8 @@
 A row holds the op's attribute schema, its shape/dtype rule, its numpy reference and its
 flags. The verifier, the interpreter, constant folding, autodiff, lowering and the numerical
 tests all read that row, so adding an op touches one place. The rows themselves live in
-`ember/ops/*.py`, one `register_op(OpDef(...))` each.
+`ember/ops/*.py`, one `register_op(OpDef(...))` each; `import ember` imports them all, so the
+registry is complete before anything reads it.
 
     register_op(OpDef("relu", infer=same_as_first, reference=lambda x: np.maximum(x, 0),
                       elementwise=True))
@@ -198,8 +199,6 @@ def set_rule(name: str, **rules: Any) -> OpDef:
 
 def get_op(name: str) -> OpDef:
     """The row of `name`; raises ShapeError for an unknown op."""
-    if not OPS:
-        import ember.ops  # noqa: F401  (registers every row)
     opdef = OPS.get(name)
     if opdef is None:
         raise ShapeError(f"unknown op {name!r}")

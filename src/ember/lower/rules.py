@@ -1,6 +1,8 @@
 """The lowering registry: how each op becomes loop IR.
 
-Two tables, filled by decorators in the `ember.lower` modules:
+Three tables, filled by decorators in the `ember/lower/ops_*.py` modules. Importing the
+`ember.lower` package imports all of those modules (and `import ember` imports `ember.lower`),
+so the tables are complete before any lowering runs; nothing fills them on first use.
 
 - `SCALAR_RULES[op](node, operands) -> Expr`: elementwise ops as scalar expressions of their
   operands. One table serves a standalone node and every node of a fused elementwise region,
@@ -56,7 +58,6 @@ def lowers(*ops: str, scheduled: bool = False) -> Callable[[Lowering], Lowering]
 
 
 def scheduled_lowering_for(op: str) -> Callable[..., Sequence[Stmt] | None] | None:
-    _load_rules()
     return SCHEDULED.get(op)
 
 
@@ -123,29 +124,9 @@ class LowerContext:
 
 
 def lowering_for(op: str) -> Lowering | None:
-    """The loop lowering of `op`, if any (importing the rule modules on first use)."""
-    _load_rules()
+    """The loop lowering of `op`, if any."""
     return LOWERINGS.get(op)
 
 
 def scalar_rule_for(op: str) -> ScalarRule | None:
-    _load_rules()
     return SCALAR_RULES.get(op)
-
-
-_LOADED: list[bool] = []
-
-
-def _load_rules() -> None:
-    """Import every `ember/lower/ops_*.py` module once: each registers its rules."""
-    if _LOADED:
-        return
-    _LOADED.append(True)
-    import importlib
-    import pkgutil
-
-    import ember.lower as package
-
-    for info in pkgutil.iter_modules(package.__path__):
-        if info.name.startswith("ops_"):
-            importlib.import_module(f"ember.lower.{info.name}")
