@@ -27,7 +27,7 @@ import numpy as np
 
 from ember.errors import EmberError, UnsupportedError
 from ember.frontend.tracer import TensorSpec, trace_with_info
-from ember.interpreter import Interpreter, check_inputs
+from ember.interpreter import Interpreter
 from ember.ir.graph import Graph
 from ember.pipeline import (
     Instrument,
@@ -63,7 +63,7 @@ class Executable:
         if self.native is not None:
             results = self.native(*arrays)
         else:
-            results = self._interpreter.run_graph(self.graph, check_inputs(self.graph, arrays))
+            results = self._interpreter.run(*arrays)  # arrays the caller owns
         return results[0] if self.single_output else results
 
     @property

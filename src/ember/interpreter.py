@@ -4,6 +4,11 @@ It is the ground truth of every numerical test and the naive baseline (`opt_leve
 benchmark. Like torch.fx's Interpreter, it keeps an environment from values to arrays and runs
 one method per kind of node: a plain op runs its `OpDef.reference`, a region op (`fused`) runs
 its body as a graph.
+
+The caller owns what `run` returns: numpy references may return views (`reshape`,
+`expand_dims`) and a graph may return an input, a constant or one value twice, so a result that
+may share memory with an input, a constant of the graph or another result is copied; every
+other result is a fresh array already and is returned as it is.
 """
 
 from __future__ import annotations
@@ -23,10 +28,25 @@ class Interpreter:
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
+        self.constants = _constant_arrays(graph)
 
     def run(self, *args: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The graph's results on `args`, as arrays the caller owns (see the module docstring)."""
         arrays = check_inputs(self.graph, args)
-        return self.run_graph(self.graph, arrays)
+        return self.owned(self.run_graph(self.graph, arrays), arrays)
+
+    def owned(self, results: Sequence[np.ndarray], inputs: Sequence[np.ndarray]
+              ) -> tuple[np.ndarray, ...]:
+        """`results` with a copy of each one that may share memory with an input, a constant or
+        an earlier result."""
+        taken = [*inputs, *self.constants]
+        kept = []
+        for result in results:
+            if any(np.may_share_memory(result, other) for other in taken):
+                result = result.copy()
+            kept.append(result)
+            taken.append(result)
+        return tuple(kept)
 
     def run_graph(self, graph: Graph, arrays: Sequence[np.ndarray]) -> tuple[np.ndarray, ...]:
         env: dict[Value, np.ndarray] = dict(zip(graph.inputs, arrays, strict=True))
@@ -50,6 +70,18 @@ class Interpreter:
             where = f" (traced at {node.loc})" if node.loc else ""
             raise ExecutionError(f"{node.op} failed{where}: {err}") from err
         return tuple(_conform(r, v.type) for r, v in zip(results, node.outputs, strict=True))
+
+
+def _constant_arrays(graph: Graph) -> list[np.ndarray]:
+    """The data of every `const` node of the graph and of its regions."""
+    arrays = []
+    for node in graph.nodes:
+        if node.body is not None:
+            arrays += _constant_arrays(node.body)
+        data = getattr(node.attrs.get("value"), "data", None) if node.op == "const" else None
+        if data is not None:
+            arrays.append(data)
+    return arrays
 
 
 def _conform(array: np.ndarray, type_: TensorType) -> np.ndarray:
