@@ -17,7 +17,7 @@ instruction, then a division).
 Special values follow numpy: exp overflows to inf and underflows to 0; log(0) = -inf,
 log(x < 0) = nan, log(inf) = inf; tanh, sigmoid, erf saturate to their limits at ±inf; nan
 propagates through every function (pow(x, 0) = pow(1, y) = 1, as in numpy). silu, gelu and gelu_tanh
-return their limit -0.0 at -inf (numpy's formula gives nan there).
+give nan at -inf (x f(x) = -inf * 0), as numpy's and PyTorch's float32 formulas do.
 
 Measured maximum errors over the sweeps in `tests/backend/test_vecmath.py` (ulp of the result's
 type, against float64 numpy/`math`, or mpmath for double gelu and gelu_tanh; the tests assert the
@@ -33,16 +33,17 @@ bound column, set a little above; f64 figures include the reference's own roundi
     erf        2.35 / 2.33                            2              3, 3
     gelu       4.78 / 4.78                            5              6, 6
     gelu_tanh  3.06 / 2.89                            3              4, 4
-    sin, cos   1.43 / 1.38 (|x| <= 1e4)               1              2, 2
+    sin, cos   1.43 / 1.41 (any finite x)             1              2, 2
     pow        0 (computed in double, then rounded)   see below      1, 3 (1 + 2.5 |y ln x|)
     sqrt       0 (correctly rounded)                  0              0.5, 0.5
     rsqrt      1.44                                   0 (vs 1/sqrt)  1.5, 1.5
 
 Not at full precision: double pow, whose error grows as about 2 |y ln x| ulp (log|x| is not
-carried in double-double; 1146 ulp at y ln x = 570). sin and cos reduce the argument with a
-Cody-Waite constant (in double, also for float), without Payne-Hanek: accurate for |x| <= 1e15,
-inaccurate but within [-1, 1] beyond. silu, gelu and gelu_tanh results below the smallest normal
-carry an absolute error of a few subnormal steps. docs/vecmath.md has the details.
+carried in double-double; 1146 ulp at y ln x = 570). sin and cos reduce the argument in double
+(also for float): Cody-Waite below |x| = 2**30, a table of 2/pi (Payne-Hanek) from there to the
+largest finite number, exact enough for the same bound everywhere. silu, gelu and gelu_tanh
+results below the smallest normal carry an absolute error of a few subnormal steps.
+docs/vecmath.md has the details.
 
 The code relies on a fused multiply-add (`llvm.fma`): exact on hosts with FMA, as every x86-64
 CPU with AVX2 or AVX-512 has; elsewhere LLVM lowers it to a libm call (correct, slow).
@@ -705,6 +706,192 @@ _SIN_POLY = {double: [-c for c in coefficients] for double, coefficients in _SIN
 _HALF_PI = (1.5707963267948966, 6.123233995736766e-17, -1.4973849048591698e-33)
 
 
+# Beyond this |x| the reduction multiplies by 2/pi from a table (Payne-Hanek; below it,
+# Cody-Waite is accurate). x = M 2**E with M a signed integer (24 bits for float, 53 for
+# double), and x 2/pi mod 4 = M T_E mod 4 with T_E = 2**E 2/pi mod 4, stored as a few chunks of
+# 53 consecutive bits (2 for float, 4 for double), each product M t exact as high + low (FMA),
+# the sum carried as high + low (TwoSum), so that even the x closest to a multiple of pi/2
+# keeps its relative accuracy.
+_HUGE = 2.0**30
+# (E of the smallest and of the largest finite |x| >= 2**30, bits per chunk, chunks)
+_HUGE_TABLE = {False: (7, 104, 53, 2), True: (-22, 971, 53, 4)}
+
+
+@functools.cache
+def _two_over_pi_bits(bits: int) -> int:
+    """floor(2/pi * 2**bits), from pi by Machin's formula in integers (32 guard bits)."""
+    scale = 1 << (bits + 32)
+
+    def arctan_inverse(n: int) -> int:  # arctan(1/n) * scale
+        total, power, k = 0, scale // n, 0
+        while power:
+            total += power // (2 * k + 1) if k % 2 == 0 else -(power // (2 * k + 1))
+            power //= n * n
+            k += 1
+        return total
+
+    pi = 4 * (4 * arctan_inverse(5) - arctan_inverse(239))
+    return (2 * scale * (1 << (bits + 32)) // pi) >> 32
+
+
+@functools.cache
+def _two_over_pi_table(double: bool) -> list[float]:
+    """T_E = 2**E 2/pi mod 4 for E from low to high, `chunks` doubles per E: chunk k holds the
+    `width` bits of weights 2**(1 - width k) down to 2**(2 - width (k + 1)) (truncated)."""
+    low, high, width, chunks = _HUGE_TABLE[double]
+    fraction = width * chunks - 2  # bits below the point that the chunks hold
+    bits = _two_over_pi_bits(high + fraction + 2)
+    table = []
+    for exponent in range(low, high + 1):
+        fixed = (bits >> (high + 2 - exponent)) % (4 << fraction)  # T_E * 2**fraction
+        for k in range(chunks):
+            shift = width * (chunks - 1 - k)
+            table.append(math.ldexp(float(fixed >> shift), shift - fraction))
+            fixed &= (1 << shift) - 1
+    return table
+
+
+def _table_constant(m: _Emitter, name: str, values: Sequence[float]) -> ir.GlobalVariable:
+    module = m.builder.module
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    type_ = ir.ArrayType(ir.DoubleType(), len(values))
+    table = ir.GlobalVariable(module, type_, name)
+    table.global_constant = True
+    table.linkage = "internal"
+    table.initializer = ir.Constant(type_, list(values))
+    return table
+
+
+def _load_table(m: _Emitter, table: ir.GlobalVariable, index: ir.Value) -> ir.Value:
+    """table[index] for an i64 index (a vector of them: one load per lane, which LLVM may
+    turn into a gather); `m` is the double emitter of the result."""
+    builder = m.builder
+    zero = ir.IntType(64)(0)
+    if not m.lanes:
+        return builder.load(builder.gep(table, [zero, index], inbounds=True))
+    result = m.const(0.0)
+    for lane in range(m.lanes):
+        position = builder.extract_element(index, ir.IntType(32)(lane))
+        value = builder.load(builder.gep(table, [zero, position], inbounds=True))
+        result = builder.insert_element(result, value, ir.IntType(32)(lane))
+    return result
+
+
+def _table_chunks(wide: _Emitter, exponent: ir.Value, double: bool,
+                  needed: ir.Value) -> list[ir.Value]:
+    """The chunks of T_E for an i64 `exponent` E (clamped into the table). A scalar function
+    loads them only when `needed` (the loop vectorizer makes that a masked gather, nearly
+    free while no lane needs it); a vector function loads them lane by lane."""
+    low, high, _, chunks = _HUGE_TABLE[double]
+    builder = wide.builder
+    index = builder.sub(exponent, wide.iconst(low))
+    index = builder.select(builder.icmp_signed("<", index, wide.iconst(0)), wide.iconst(0), index)
+    index = builder.select(builder.icmp_signed(">", index, wide.iconst(high - low)),
+                           wide.iconst(high - low), index)
+    first = builder.mul(index, wide.iconst(chunks))
+    table = _table_constant(wide, f"ember.two_over_pi.{'f64' if double else 'f32'}",
+                            _two_over_pi_table(double))
+
+    def load_all() -> list[ir.Value]:
+        return [_load_table(wide, table, builder.add(first, wide.iconst(k)))
+                for k in range(chunks)]
+
+    if wide.lanes:
+        return load_all()
+    before = builder.block
+    with builder.if_then(needed, likely=False):
+        loaded = load_all()
+        inside = builder.block
+    parts = []
+    for value in loaded:
+        phi = builder.phi(wide.type)
+        phi.add_incoming(value, inside)
+        phi.add_incoming(wide.const(0.0), before)
+        parts.append(phi)
+    return parts
+
+
+def _two_sum(m: _Emitter, a: ir.Value, b: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """a + b as sum + error exactly (Knuth's TwoSum, no ordering needed)."""
+    total = m.add(a, b)
+    b_part = m.sub(total, a)
+    error = m.add(m.sub(a, m.sub(total, b_part)), m.sub(b, b_part))
+    return total, error
+
+
+def _mod4(m: _Emitter, x: ir.Value) -> ir.Value:
+    """x - 4 floor(x/4), exact for any double x (in [0, 4))."""
+    return m.fma(m.floor(m.mul(x, m.const(0.25))), m.const(-4.0), x)
+
+
+def _split_integer(m: _Emitter, x: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(rint(x), x - rint(x)), both exact."""
+    integer = m.rint(x)
+    return integer, m.sub(x, integer)
+
+
+def _reduce_huge_float(m: _Emitter, wide: _Emitter, x: ir.Value,
+                       needed: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(r, j): x = j pi/2 + r (|r| about pi/4 at most, j an integer: its low two bits are
+    the quadrant), in double, for a finite float |x| >= _HUGE."""
+    builder = m.builder
+    bits = m.to_bits(x)
+    biased = builder.and_(builder.lshr(bits, m.iconst(23)), m.iconst(0xFF))
+    mantissa = builder.or_(builder.and_(bits, m.iconst((1 << 23) - 1)), m.iconst(1 << 23))
+    negative = builder.icmp_signed("<", bits, m.iconst(0))
+    mantissa = builder.select(negative, builder.neg(mantissa), mantissa)
+    magnitude = builder.sitofp(mantissa, wide.type)  # M, signed, exact
+    exponent = builder.sext(builder.sub(biased, m.iconst(150)), wide.int_type)
+    parts = _table_chunks(wide, exponent, False, needed)
+    # M t_0 = high + low exactly, both multiples of 2**-51 (M < 2**24, so low < 2**-28);
+    # high mod 4 splits into an exact integer and fraction, to which low adds exactly; M t_1
+    # (below 2**-27) joins by TwoSum, its rounding error joins the error.
+    head, head_low = _two_product(wide, magnitude, parts[0])
+    whole, fraction = _split_integer(wide, _mod4(wide, head))
+    second, second_low = _two_product(wide, magnitude, parts[1])
+    total, error = _two_sum(wide, wide.add(fraction, head_low), second)
+    integer, total = _split_integer(wide, total)
+    error = wide.add(error, second_low)
+    r = wide.fma(total, wide.const(_HALF_PI[0]), wide.mul(error, wide.const(_HALF_PI[0])))
+    return r, wide.add(whole, integer)
+
+
+def _reduce_huge_double(m: _Emitter, x: ir.Value,
+                        needed: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """(r, j) as `_reduce_huge_float`, for a finite double |x| >= _HUGE."""
+    builder = m.builder
+    bits = m.to_bits(x)
+    biased = builder.and_(builder.lshr(bits, m.iconst(52)), m.iconst(0x7FF))
+    mantissa = builder.or_(builder.and_(bits, m.iconst((1 << 52) - 1)), m.iconst(1 << 52))
+    negative = builder.icmp_signed("<", bits, m.iconst(0))
+    magnitude = m.to_float(builder.select(negative, builder.neg(mantissa), mantissa))
+    parts = _table_chunks(m, builder.sub(biased, m.iconst(1075)), True, needed)
+    # M t_0 = high + low exactly (high mod 4 exact too); with M t_1's high part, each below 8:
+    # integers and fractions, exact. The rest (each below 2**-50) joins by TwoSum.
+    head, head_low = _two_product(m, magnitude, parts[0])
+    second, second_low = _two_product(m, magnitude, parts[1])
+    third, third_low = _two_product(m, magnitude, parts[2])
+    whole = m.const(0.0)
+    fractions = []
+    for term in (_mod4(m, head), head_low, second):
+        integer, fraction = _split_integer(m, term)
+        whole = m.add(whole, integer)
+        fractions.append(fraction)
+    total = m.add(fractions[0], fractions[1])  # multiples of 2**-51 below 1: exact
+    total, error = _two_sum(m, total, fractions[2])
+    for term in (second_low, third, third_low, m.mul(magnitude, parts[3])):
+        total, term_error = _two_sum(m, total, term)
+        error = m.add(error, term_error)
+    integer, total = _split_integer(m, total)
+    total, error = _two_sum(m, total, error)
+    # r = (total + error) pi/2, with pi/2 as two doubles
+    r, r_low = _two_product(m, total, m.const(_HALF_PI[0]))
+    r_low = m.fma(total, m.const(_HALF_PI[1]), m.fma(error, m.const(_HALF_PI[0]), r_low))
+    return m.add(r, r_low), m.add(whole, integer)
+
+
 def _sin_cos(m: _Emitter, x: ir.Value, quadrant_offset: int) -> ir.Value:
     """sin(x) (offset 0) or cos(x) = sin(x + pi/2) (offset 1)."""
     finite = m.compare("<", m.abs(x), math.inf)
@@ -716,9 +903,14 @@ def _sin_cos(m: _Emitter, x: ir.Value, quadrant_offset: int) -> ir.Value:
     r = xd
     for part in _HALF_PI if m.is_double else _HALF_PI[:2]:
         r = wide.fma(wide.neg(j), wide.const(part), r)
-    # Beyond the accurate range (see the module docstring) this keeps results within [-1, 1].
-    r = wide.clamp(r, -1.0, 1.0)
-    quadrant = wide.sub(j, wide.mul(wide.floor(wide.mul(j, wide.const(0.25))), wide.const(4.0)))
+    quadrant = _mod4(wide, j)
+    huge = wide.compare(">=", wide.abs(xd), _HUGE)
+    if m.is_double:
+        huge_r, huge_quadrant = _reduce_huge_double(m, x, huge)
+    else:
+        huge_r, huge_quadrant = _reduce_huge_float(m, wide, x, huge)
+    r = wide.select(huge, huge_r, r)
+    quadrant = wide.select(huge, huge_quadrant, quadrant)
     quadrant = m.builder.fptosi(quadrant, m.int_type)
     r = m.builder.fptrunc(r, m.type) if not m.is_double else r
     quadrant = m.builder.add(quadrant, m.iconst(quadrant_offset))
