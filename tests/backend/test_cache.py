@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +212,201 @@ def test_clear_removes_links_too(cache_dir: Path) -> None:
     ember.compile(lambda a: a * 5.0, np.ones((4, 4), np.float32))
     assert cache.clear() == 1
     assert not links(cache_dir) and not list(cache_dir.glob("*/*.o"))
+
+
+# -- entries are bound to their keys; the directory must be private ---------------------------
+
+
+def other_graph() -> ember.Graph:
+    return ember.trace(lambda a: a - 2.0, np.zeros((8, 16), np.float32))
+
+
+def entry(directory: Path, native, suffix: str = cache.OBJECT) -> Path:
+    key = native.native.module.cache_key
+    return directory / key[:2] / f"{key}{suffix}"
+
+
+def test_entry_copied_over_another_models_entry_is_not_used(cache_dir: Path) -> None:
+    first, second = compile_native(graph()), compile_native(other_graph())
+    entry(cache_dir, second).write_bytes(entry(cache_dir, first).read_bytes())
+    again = compile_native(other_graph())
+    assert not again.native.module.from_cache
+    x = np.arange(128, dtype=np.float32).reshape(8, 16)
+    np.testing.assert_array_equal(again(x)[0], x - 2)
+    assert compile_native(other_graph()).native.module.from_cache  # rebuilt under its key
+
+
+@pytest.mark.parametrize("damage", ["flipped payload byte", "flipped hash byte", "edited key",
+                                    "old header format", "empty file"])
+def test_damaged_entry_is_detected_and_rebuilt(cache_dir: Path, damage: str) -> None:
+    path = entry(cache_dir, compile_native(graph()))
+    blob = path.read_bytes()
+    header, _, payload = blob.partition(b"\n")
+    if damage == "flipped payload byte":
+        middle = len(header) + 1 + len(payload) // 2
+        blob = blob[:middle] + bytes([blob[middle] ^ 0x01]) + blob[middle + 1:]
+    elif damage == "flipped hash byte":
+        blob = header[:-1] + bytes([header[-1] ^ 0x01]) + b"\n" + payload
+    elif damage == "edited key":  # the header claims another key, hash left as it was
+        parts = header.split(b" ")
+        parts[3] = b"0" * len(parts[3])
+        blob = b" ".join(parts) + b"\n" + payload
+    elif damage == "old header format":  # the hash of the payload alone, bound to no key
+        import hashlib
+
+        blob = b"EMBER-OBJ 1 " + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload
+    else:
+        blob = b""
+    path.write_bytes(blob)
+    rebuilt = compile_native(graph())
+    assert not rebuilt.native.module.from_cache
+    got, want = run(rebuilt)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert compile_native(graph()).native.module.from_cache
+
+
+def test_symlinked_entry_is_not_followed(cache_dir: Path) -> None:
+    first, second = compile_native(graph()), compile_native(other_graph())
+    target = entry(cache_dir, second)
+    target.unlink()
+    target.symlink_to(entry(cache_dir, first))  # a valid entry, but another key's and a link
+    assert cache.load(second.native.module.cache_key) is None
+    assert not target.is_symlink()  # removed; the entry it pointed at is untouched
+    assert cache.load(first.native.module.cache_key) is not None
+    x = np.arange(128, dtype=np.float32).reshape(8, 16)
+    np.testing.assert_array_equal(compile_native(other_graph())(x)[0], x - 2)
+
+
+def test_fifo_in_place_of_an_entry_is_not_waited_on(cache_dir: Path) -> None:
+    key = compile_native(graph()).native.module.cache_key
+    path = cache_dir / key[:2] / f"{key}{cache.OBJECT}"
+    path.unlink()
+    os.mkfifo(path)
+    assert cache.load(key) is None  # returns at once: opened without blocking, not a file
+    got, want = run(compile_native(graph()))
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="chown to another user needs root")
+def test_entry_owned_by_another_user_is_not_used(cache_dir: Path) -> None:
+    path = entry(cache_dir, compile_native(graph()))
+    os.chown(path, 12345, 12345)
+    rebuilt = compile_native(graph())
+    assert not rebuilt.native.module.from_cache
+    got, want = run(rebuilt)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert path.stat().st_uid == os.getuid()  # the rebuilt entry is the current user's
+
+
+def test_graph_link_copied_over_another_graphs_link_is_not_used(cache_dir: Path) -> None:
+    x = np.arange(128, dtype=np.float32).reshape(8, 16)
+    ember.compile(lambda a: a * a, x)
+    ember.compile(lambda a: a + a, x)
+    square, double = (cache.load_link(p.stem) for p in links(cache_dir))
+    assert square is not None and double is not None
+    first, second = links(cache_dir)
+    second.write_bytes(first.read_bytes())  # both programs have the same calling layout
+    for fn, want in [(lambda a: a * a, x * x), (lambda a: a + a, x + x)]:
+        exe = ember.compile(fn, x)
+        np.testing.assert_array_equal(exe(x), want)
+    assert ember.compile(lambda a: a + a, x).native.native.module.cache_hit == "graph"
+
+
+def test_graph_link_edited_to_name_another_object_is_not_used(cache_dir: Path) -> None:
+    x = np.arange(128, dtype=np.float32).reshape(8, 16)
+    square = ember.compile(lambda a: a * a, x).native.native.module.cache_key
+    double = ember.compile(lambda a: a + a, x).native.native.module.cache_key
+    for path in links(cache_dir):
+        blob = path.read_bytes()
+        if double.encode() in blob:  # the link of `a + a`, made to name the code of `a * a`
+            path.write_bytes(blob.replace(double.encode(), square.encode()))
+    exe = ember.compile(lambda a: a + a, x)
+    assert exe.native.native.module.cache_hit == "object"
+    np.testing.assert_array_equal(exe(x), x + x)
+
+
+def directory_is_refused(directory: Path, monkeypatch: pytest.MonkeyPatch, reason: str) -> None:
+    """Compiling with `directory` as the cache warns once, naming `reason`, writes nothing
+    there and still computes the right result (from a private fallback directory)."""
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(directory))
+    before = sorted(directory.rglob("*"))
+    with pytest.warns(cache.CacheWarning, match=reason):
+        native = compile_native(graph())
+    fallback = cache.cache_dir()
+    assert fallback != directory and fallback.stat().st_uid == os.getuid()
+    assert fallback.stat().st_mode & 0o777 == 0o700
+    assert sorted(directory.rglob("*")) == before
+    got, want = run(native)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    assert compile_native(graph()).native.module.from_cache  # the fallback caches
+
+
+def test_world_writable_cache_directory_is_refused(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    directory.chmod(0o777)
+    directory_is_refused(directory, monkeypatch, "writable by its group or others")
+
+
+def test_group_writable_parent_of_the_cache_directory_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = tmp_path / "team"
+    (parent / "ember").mkdir(parents=True, mode=0o700)
+    parent.chmod(0o775)
+    directory_is_refused(parent / "ember", monkeypatch, f"parent {parent} is writable")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="chown to another user needs root")
+def test_cache_directory_owned_by_another_user_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = tmp_path / "theirs"
+    directory.mkdir(mode=0o700)
+    os.chown(directory, 12345, 12345)  # root may write it, but it is not the current user's
+    directory_is_refused(directory, monkeypatch, "owned by uid 12345")
+
+
+def test_sticky_world_writable_parent_is_accepted(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = tmp_path / "tmp-like"
+    parent.mkdir()
+    parent.chmod(0o1777)  # like /tmp: others cannot rename or remove what is ours
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(parent / "ember"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cache.CacheWarning)
+        compile_native(graph())
+    assert cache.cache_dir() == parent / "ember"
+    assert len(list((parent / "ember").glob("*/*.o"))) == 1
+
+
+def test_missing_cache_directories_are_created_private(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EMBER_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "home" / ".cache"))
+    compile_native(graph())
+    for directory in [tmp_path / "home", tmp_path / "home" / ".cache",
+                      tmp_path / "home" / ".cache" / "ember"]:
+        assert directory.stat().st_mode & 0o777 == 0o700, directory
+    (shard,) = (tmp_path / "home" / ".cache" / "ember").iterdir()
+    assert shard.stat().st_mode & 0o777 == 0o700
+    (entry_path,) = shard.iterdir()
+    assert entry_path.stat().st_mode & 0o077 == 0
+
+
+def test_processes_filling_the_cache_with_different_models_at_once(cache_dir: Path) -> None:
+    script = (
+        "import sys, numpy as np, ember\n"
+        "from ember.runtime import compile_native\n"
+        "order = [int(c) for c in sys.argv[1]]\n"
+        "for _ in range(2):\n"
+        "    for k in order:\n"
+        "        x = np.arange(8 * (k + 1), dtype=np.float32).reshape(8, k + 1)\n"
+        "        g = ember.trace(lambda a: a * float(k + 2) - 1.0, x)\n"
+        "        np.testing.assert_array_equal(compile_native(g)(x)[0], x * (k + 2) - 1)\n"
+    )
+    orders = ["0123", "3210", "1302", "2031"]
+    processes = [subprocess.Popen([sys.executable, "-c", script, order]) for order in orders]
+    assert [p.wait(timeout=180) for p in processes] == [0] * len(orders)
+    entries = sorted(cache_dir.glob("*/*.o"))
+    assert len(entries) == 4 and not list(cache_dir.glob("*/*.tmp"))
+    assert all(cache.load(path.stem) is not None for path in entries)  # each verifies

@@ -10,31 +10,114 @@ the opt level, the CPU, the versions and a digest of Ember's own source files; i
 object entry and the program's calling layout, so a second compile of the same model finds
 its machine code before generating any LLVM IR.
 
-Each file holds a header line with the SHA-256 of its payload, so a truncated or corrupt entry
-is detected, removed and rebuilt. Entries are written to a temporary file and renamed into
-place, so two processes compiling the same model at once both succeed and never read a
-partial file.
+Each file starts with a header line that names its kind and its key and carries the SHA-256 of
+kind, key and payload together: an entry that is truncated, corrupt, edited, or copied over
+another key's file is detected, removed and rebuilt, and so is one that is not a plain file
+owned by the current user (a symlink, a FIFO). Entries are written to a temporary file and
+renamed into place, so two processes compiling the same model at once both succeed and never
+read a partial file.
+
+Whoever can write the cache directory can make this process run any machine code, so the
+directory must be owned by the current user and writable by nobody else, and so must its
+parents (root-owned ones and sticky ones such as /tmp excepted). Ember creates missing
+directories with mode 0700. A directory that fails the check is not used: Ember warns once
+(`CacheWarning`) and caches in a fresh private temporary directory for the rest of the process.
+The hashes detect accidents and copies, not forgery: anyone who can write the directory can
+also compute a valid header (README, "The compile cache and what it trusts").
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import os
+import shutil
+import stat
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-MAGIC = b"EMBER-OBJ 1 "
+MAGIC = b"EMBER-OBJ 2"
 OBJECT, LINK = ".o", ".link"  # the two kinds of entry, by file suffix
 
 
-def cache_dir() -> Path:
+class CacheWarning(UserWarning):
+    """The configured cache directory is not safe to run code from; a private one is used."""
+
+
+def configured_dir() -> Path:
+    """The cache directory the environment asks for (it may not exist yet)."""
     configured = os.environ.get("EMBER_CACHE_DIR")
     if configured:
-        return Path(configured)
+        return Path(configured).absolute()
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "ember"
+    return Path(base).absolute() / "ember"
+
+
+def cache_dir() -> Path:
+    """The directory in use: the configured one, created with mode 0700 where missing, if it
+    and its parents pass the ownership and permission check; otherwise (after one warning) a
+    private temporary directory of this process."""
+    configured = configured_dir()
+    problem = _check_directory(configured)
+    return configured if problem is None else _fallback(configured, problem)
+
+
+def _check_directory(directory: Path) -> str | None:
+    """Why `directory` cannot be trusted with code, or None. A directory that cannot be made
+    (a read-only disk) is not a problem: nothing can be read from it or written to it."""
+    try:
+        _make_private(directory)
+        status = os.stat(directory)
+    except OSError:
+        return None
+    problem = _not_private(directory, status)
+    if problem is not None:
+        return problem
+    for parent in [*directory.parents, *directory.resolve().parents]:
+        try:
+            status = os.stat(parent)
+        except OSError:
+            continue
+        if status.st_uid not in (os.getuid(), 0):
+            return (f"its parent {parent} is owned by uid {status.st_uid}, "
+                    f"not by uid {os.getuid()} or root")
+        if status.st_mode & 0o022 and not status.st_mode & stat.S_ISVTX:
+            return (f"its parent {parent} is writable by its group or others "
+                    f"(mode {stat.S_IMODE(status.st_mode):o})")
+    return None
+
+
+def _not_private(path: Path, status: os.stat_result) -> str | None:
+    """Why a directory (or an entry) is not private to the current user, or None."""
+    if status.st_uid != os.getuid():
+        return (f"{path} is owned by uid {status.st_uid}, "
+                f"not by the current user (uid {os.getuid()})")
+    if status.st_mode & 0o022:
+        return f"{path} is writable by its group or others (mode {stat.S_IMODE(status.st_mode):o})"
+    return None
+
+
+def _make_private(directory: Path) -> None:
+    """Create `directory` and its missing parents, each with mode 0700."""
+    missing = [directory, *directory.parents]
+    missing = [path for path in missing if not path.exists()]
+    for path in reversed(missing):
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:  # made by another process meanwhile
+            pass
+
+
+@functools.cache
+def _fallback(configured: Path, problem: str) -> Path:
+    directory = Path(tempfile.mkdtemp(prefix="ember-cache-"))  # mode 0700, owned by this user
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)
+    warnings.warn(f"ember: not using the compile cache {configured}: {problem}; caching in "
+                  f"the private directory {directory} for this process instead", CacheWarning)
+    return directory
 
 
 def enabled() -> bool:
@@ -80,19 +163,48 @@ def _path(key: str, suffix: str = OBJECT) -> Path:
     return cache_dir() / key[:2] / f"{key}{suffix}"
 
 
+def _header(key: str, suffix: str, payload: bytes) -> bytes:
+    """The first line of an entry: its kind, its key and the hash of all three parts, so an
+    entry is valid only under its own key."""
+    digest = hashlib.sha256(f"{suffix}\0{key}\0".encode() + payload).hexdigest()
+    return b" ".join([MAGIC, suffix.encode(), key.encode(), digest.encode()])
+
+
+def _read_entry(path: Path) -> bytes | None:
+    """The bytes of an entry that is a plain file, owned by the current user and writable by
+    nobody else, in a directory that is the same; None otherwise (a symlink is not followed,
+    a FIFO not waited on). Raises FileNotFoundError where there is no entry."""
+    if _not_private(path.parent, os.stat(path.parent)) is not None:
+        return None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise
+    except OSError:  # ELOOP: a symlink
+        return None
+    with os.fdopen(fd, "rb") as handle:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode) or _not_private(path, status) is not None:
+            return None
+        return handle.read()
+
+
 def load(key: str, suffix: str = OBJECT) -> bytes | None:
-    """The cached object code for `key` (or a link, by suffix), or None (a corrupt entry is
-    removed)."""
+    """The cached object code for `key` (or a link, by suffix), or None. An entry that does
+    not verify (corrupt, another key's, not a private plain file) is removed."""
     path = _path(key, suffix)
     try:
-        blob = path.read_bytes()
-    except OSError:
+        blob = _read_entry(path)
+    except OSError:  # no entry (or an unreadable directory)
         return None
-    header, _, payload = blob.partition(b"\n")
-    if header != MAGIC + hashlib.sha256(payload).hexdigest().encode():
+    header, _, payload = (blob or b"").partition(b"\n")
+    if blob is not None and header == _header(key, suffix, payload):
+        return payload
+    try:
         path.unlink(missing_ok=True)
-        return None
-    return payload
+    except OSError:
+        pass
+    return None
 
 
 def store(key: str, payload: bytes, suffix: str = OBJECT) -> None:
@@ -100,10 +212,11 @@ def store(key: str, payload: bytes, suffix: str = OBJECT) -> None:
     ignored."""
     path = _path(key, suffix)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        header = MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n"
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        if _not_private(path.parent, os.stat(path.parent)) is not None:
+            return
         with tempfile.NamedTemporaryFile(dir=path.parent, delete=False, suffix=".tmp") as handle:
-            handle.write(header + payload)
+            handle.write(_header(key, suffix, payload) + b"\n" + payload)
             temporary = handle.name
         os.replace(temporary, path)
     except OSError:
@@ -163,7 +276,7 @@ def clear() -> int:
     removed = 0
     directory = cache_dir()
     for path in directory.glob("*/*") if directory.exists() else []:
-        if path.suffix in (OBJECT, LINK):
+        if path.suffix in (OBJECT, LINK, ".tmp"):  # .tmp: left by a process that was killed
             path.unlink(missing_ok=True)
             removed += path.suffix == OBJECT
     return removed
