@@ -100,3 +100,24 @@ def test_unsupported_numpy_dtype_names_it(unsupported: type) -> None:
 def test_unsupported_array_type() -> None:
     with pytest.raises(TypeError, match="float16"):
         TensorType.of(np.zeros(2, np.float16))
+
+
+def test_types_of_2_to_the_40_elements_or_more_are_shape_errors() -> None:
+    from ember.errors import ShapeError
+    from ember.ir.types import ELEMENT_LIMIT
+
+    assert ELEMENT_LIMIT == 2**40
+    assert TensorType(DType.F32, (2**20, 2**20 - 1)).size == 2**40 - 2**20  # just below
+    for shape in [(2**20, 2**20), (2**40,), (0, 2**40), (0, 2**30, 2**30), (2**64,)]:
+        with pytest.raises(ShapeError, match="is too large: a tensor has fewer than 2\\^40"):
+            TensorType(DType.BOOL, shape)
+
+
+def test_integer_attributes_beyond_i64_are_shape_errors() -> None:
+    import ember
+    from ember.ir.types import f32
+
+    builder = ember.GraphBuilder("g")
+    x = builder.input(f32[4], "x")
+    with pytest.raises(ember.ShapeError, match="does not fit in i64"):
+        builder.op("slice", x, starts=(2**63,), stops=(0,), steps=(1,))

@@ -237,12 +237,13 @@ def _graph_name(fn: Any) -> str:
 
 
 def _example_type(example: Any, position: int) -> TensorType:
-    if isinstance(example, TensorSpec):
-        return example.type
-    array = np.asarray(example)
+    """The type of an example input; TraceError for a dtype Ember lacks or a bad shape (negative,
+    or ELEMENT_LIMIT elements or more)."""
     try:
-        return TensorType.of(array)
-    except TypeError as err:
+        if isinstance(example, TensorSpec):
+            return example.type
+        return TensorType.of(np.asarray(example))
+    except (TypeError, ValueError, ShapeError) as err:
         raise TraceError(f"example input {position}: {err}") from None
 
 

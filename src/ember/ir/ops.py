@@ -47,9 +47,14 @@ class Attr:
 REQUIRED = _REQUIRED
 
 
+_I64 = np.iinfo(np.int64)
+
+
 def _as_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"expected an integer, got {value!r}")
+    if not _I64.min <= value <= _I64.max:  # generated code computes with i64
+        raise TypeError(f"integer {value} does not fit in i64")
     return int(value)
 
 

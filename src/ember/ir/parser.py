@@ -6,6 +6,15 @@ Errors are `IRParseError`s that carry `line:col` and show the source line with a
       %0 = relu(%x) f32[4]
                    ^
 The parser checks syntax and names; types are checked against the op rules by `verify`.
+
+Input is `str`, or `bytes` holding UTF-8. Whatever the input, the parser returns a Graph or
+raises IRParseError, in time linear in its length. Bounds, each an IRParseError at the
+offending token:
+
+- nesting: attribute lists and regions nest at most `MAX_NESTING` (32) deep;
+- sizes: every type has fewer than 2^40 elements (`ember.ir.types.ELEMENT_LIMIT`);
+- numbers: attribute and constant numbers fit their type (i64 or f64 for attributes); a
+  finite literal never reads as infinity.
 """
 
 from __future__ import annotations
@@ -16,10 +25,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ember.errors import IRParseError
+from ember.errors import IRParseError, ShapeError
 from ember.ir.attrs import Attrs, AttrValue, Const
 from ember.ir.graph import Graph, Node, Value
 from ember.ir.types import DType, TensorType, check_layout
+
+MAX_NESTING = 32  # the deepest an attribute list or a region may nest
+_I64 = np.iinfo(np.int64)
 
 _TOKEN_RE = re.compile(
     r"""
@@ -94,9 +106,12 @@ def parse_type(text: str) -> TensorType:
     dims: list[int] = []
     offset = len(dtype_text) + 1
     for part in dims_text.split(",") if dims_text.strip() else []:
+        where = offset + len(part) - len(part.lstrip())
         if not part.strip().isdigit() or not part.strip().isascii():
-            where = offset + len(part) - len(part.lstrip())
             raise TypeSyntaxError(f"dimension {part.strip()!r} is not a non-negative integer",
+                                  where)
+        if len(part.strip()) > 19 or int(part) > _I64.max:  # also before int() of 5000 digits
+            raise TypeSyntaxError(f"dimension {_shorten(part.strip())} does not fit in i64",
                                   where)
         dims.append(int(part))
         offset += len(part) + 1
@@ -108,7 +123,15 @@ def parse_type(text: str) -> TensorType:
     if layout_text and not layout:
         raise TypeSyntaxError("empty layout (leave out '{}' for the default layout)",
                               len(dtype_text) + len(dims_text) + 2)
-    return TensorType(DType(dtype_text), tuple(dims), layout)
+    try:
+        return TensorType(DType(dtype_text), tuple(dims), layout)
+    except ShapeError as err:
+        raise TypeSyntaxError(str(err), len(dtype_text) + 1) from None
+
+
+def _shorten(text: str) -> str:
+    """`text`, or its start and length when it is too long to show in a message."""
+    return text if len(text) <= 40 else f"{text[:20]}... ({len(text)} characters)"
 
 
 class _Parser:
@@ -117,6 +140,13 @@ class _Parser:
         self.tokens = tokenize(text)
         self.pos = 0
         self.scopes: list[dict[str, Value]] = []
+        self.depth = 0  # attribute lists and regions open around the current token
+
+    def enter(self, token: Token, what: str) -> None:
+        """Open one level of nesting at `token`; IRParseError beyond MAX_NESTING."""
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(f"{what} nested more than {MAX_NESTING} deep", token)
 
     # -- token helpers -------------------------------------------------------------------------
 
@@ -227,7 +257,9 @@ class _Parser:
     def parse_attr(self) -> AttrValue:
         token = self.next()
         if token.kind == "number":
-            return _number(token.text)
+            if _INT_RE.match(token.text):
+                return self.integer(token, _I64, DType.I64, "an integer attribute")
+            return self.real(token, DType.F64)
         if token.kind == "string":
             return self.string(token)
         if token.kind == "ident" and token.text in ("true", "false"):
@@ -235,11 +267,13 @@ class _Parser:
         if token.kind == "ident" and token.text in ("dense", "dense_blob"):
             return self.parse_const(token.text == "dense_blob")
         if token.text == "[":
+            self.enter(token, "attribute lists")
             items: list[AttrValue] = []
             while not self.accept("]"):
                 if items:
                     self.expect(",", "between list items")
                 items.append(self.parse_attr())
+            self.depth -= 1
             return tuple(items)
         raise self.error(f"expected an attribute value, found {token.text!r}", token)
 
@@ -291,19 +325,30 @@ class _Parser:
             raise self.error(f"expected a number (an {dtype} element), found {token.text!r}",
                              token)
         if dtype.is_int:
-            info = np.iinfo(dtype.numpy)
             if not _INT_RE.match(token.text):
                 raise self.error(f"expected an integer (an {dtype} element), found {token.text}",
                                  token)
-            if not info.min <= int(token.text) <= info.max:
-                raise self.error(f"{token.text} is out of range for {dtype}", token)
-            return int(token.text)
+            return self.integer(token, np.iinfo(dtype.numpy), dtype, f"an {dtype} element")
+        return self.real(token, dtype)
+
+    def real(self, token: Token, dtype: DType) -> float:
+        """The number `token` as a float; IRParseError when a finite literal overflows `dtype`
+        (only `inf` itself reads as infinity)."""
         value = float(token.text)
         with np.errstate(over="ignore"):
             rounded = dtype.numpy.type(value)
-        if np.isfinite(value) and not np.isfinite(rounded):
-            raise self.error(f"{token.text} is out of range for {dtype}", token)
+        if not np.isfinite(rounded) and token.text.lstrip("+-") not in ("inf", "nan"):
+            raise self.error(f"{_shorten(token.text)} is out of range for {dtype}", token)
         return value
+
+    def integer(self, token: Token, info: np.iinfo, dtype: DType, what: str) -> int:
+        """The integer `token` as a Python int, if it is within `info`'s range."""
+        digits = token.text.lstrip("+-")
+        # NOTE: the length test comes first: int() refuses strings of more than 4300 digits.
+        if len(digits) > 19 or not info.min <= int(token.text) <= info.max:
+            raise self.error(f"{_shorten(token.text)} is out of range for {dtype} ({what})",
+                             token)
+        return int(token.text)
 
     # -- statements ----------------------------------------------------------------------------
 
@@ -340,6 +385,7 @@ class _Parser:
         nodes.append(Node(op_token.text, tuple(operands), outputs, attrs, body, loc))
 
     def parse_region(self) -> Graph:
+        self.enter(self.peek(), "regions")
         self.expect("^", "to start a region")
         self.scopes.append({})
         params = self.parse_params()
@@ -354,6 +400,7 @@ class _Parser:
             outputs.append(self.use())
         self.expect("}", "to close the region")
         self.scopes.pop()
+        self.depth -= 1
         return Graph("region", params, tuple(nodes), tuple(outputs))
 
     def parse_graph(self) -> Graph:
@@ -396,12 +443,23 @@ class _Parser:
         return Graph(name, inputs, tuple(nodes), tuple(outputs))
 
 
-def _number(text: str) -> int | float:
-    if any(c in text for c in ".eEn") or text.lstrip("+-") == "inf":
-        return float(text)
-    return int(text)
+def parse_graph(text: str | bytes) -> Graph:
+    """Parse the text form of one graph (str, or UTF-8 bytes); raises IRParseError with line and
+    column."""
+    return _Parser(_as_text(text)).parse_graph()
 
 
-def parse_graph(text: str) -> Graph:
-    """Parse the text form of one graph; raises IRParseError with line and column."""
-    return _Parser(text).parse_graph()
+def _as_text(text: object) -> str:
+    if isinstance(text, str):
+        return text
+    if not isinstance(text, (bytes, bytearray, memoryview)):
+        raise IRParseError(f"expected the IR text as str or bytes, got {type(text).__name__}",
+                           1, 1)
+    data = bytes(text)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise IRParseError(f"byte 0x{data[err.start]:02x} is not UTF-8 (the IR text is UTF-8)",
+                           line, col) from None

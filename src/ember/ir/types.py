@@ -3,6 +3,12 @@
 A `TensorType` prints as `f32[8,256]`, a scalar as `f32[]`, and a non-default layout as a suffix:
 `f32[1,8,56,56,8]{nchw8c}`. The layout is part of the type, so two values with the same shape
 but different layouts do not compare equal.
+
+Sizes are bounded: the non-zero dimensions of a shape multiply to fewer than `ELEMENT_LIMIT`
+(2^40) elements. Every element and byte offset (below 2^43) then fits the generated code's i64
+index arithmetic with room to spare and lies well inside the 2^47-byte x86-64 user address
+space. A larger type is rejected where it is made (ShapeError; the parser and the tracer turn
+it into an IRParseError or a TraceError).
 """
 
 from __future__ import annotations
@@ -13,6 +19,9 @@ from enum import Enum
 
 import numpy as np
 
+from ember.errors import ShapeError
+
+ELEMENT_LIMIT = 2**40  # a tensor has fewer elements than this (see the module docstring)
 
 class DType(str, Enum):
     """The element types of Ember tensors."""
@@ -75,6 +84,16 @@ def check_layout(layout: str) -> str:
     return layout
 
 
+def check_size(shape: tuple[int, ...]) -> None:
+    """ShapeError unless the non-zero dimensions of `shape` multiply to < ELEMENT_LIMIT."""
+    count = 1
+    for dim in shape:
+        count *= dim or 1
+        if count >= ELEMENT_LIMIT:
+            raise ShapeError(f"shape {list(shape)} is too large: a tensor has fewer than 2^40 "
+                             f"elements ({ELEMENT_LIMIT})")
+
+
 @dataclass(frozen=True, slots=True)
 class TensorType:
     """The static type of a value: element type, shape, and memory layout."""
@@ -95,6 +114,7 @@ class TensorType:
         shape = tuple(int(d) for d in self.shape)
         if any(d < 0 for d in shape):
             raise ValueError(f"shape {list(shape)} has a negative dimension")
+        check_size(shape)
         object.__setattr__(self, "shape", shape)
         check_layout(self.layout)
 
