@@ -113,7 +113,7 @@ def test_documented_numpy_index_rules_hold_at_every_level(opt_level: int) -> Non
 @pytest.mark.parametrize("opt_level", OPT_LEVELS)
 def test_traced_integer_tensor_index_matches_numpy(opt_level: int) -> None:
     a = np.arange(30, dtype=np.float32).reshape(5, 6)
-    rows = np.array([4, 0, 2], dtype=np.int64)
+    rows = np.array([4, -5, 2], dtype=np.int64)  # negative indices count from the end
     one = np.array(3, dtype=np.int64)
 
     def fn(x, i, j):

@@ -1,7 +1,7 @@
 """Mutated IR text: `ember.parse` returns a graph or raises an EmberError, never anything else.
 
-The corpus is every IR text in the golden files and the printed graphs of a few models, traced
-and optimized (regions, memory-plan attributes, large constants). Each mutant comes from one or
+The corpus is every IR text in the golden files and the printed graphs of the examples and a
+few more models, traced and optimized (regions, memory-plan attributes, large constants). Each mutant comes from one or
 two random edits: characters deleted, inserted or duplicated, tokens swapped or replaced (op
 names, huge and odd numbers, huge dimensions), lines swapped, the text truncated, lists nested
 deeply, bytes flipped (invalid UTF-8). A mutant either parses into a graph, which then verifies
@@ -12,6 +12,7 @@ IRParseError. The mutants are seeded, so a failure reproduces.
 from __future__ import annotations
 
 import re
+import runpy
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,7 @@ from ember.driver import optimize
 from ember.ir.ops import OPS
 
 GOLDEN = Path(__file__).parent.parent / "passes" / "golden"
+EXAMPLES = Path(__file__).parent.parent.parent / "examples"
 MUTANTS = 2500
 
 _TOKEN = re.compile(r"%[A-Za-z0-9_.]+|[A-Za-z_][A-Za-z0-9_]*|[-+]?\d+(?:\.\d*)?(?:e[-+]?\d+)?|\S")
@@ -65,6 +67,9 @@ def _model_texts() -> list[str]:
         (lambda a: (nn.functional.layer_norm(a, (8,)) @ a.T)[1:, None].sum(axis=0) / 3.0, (x,)),
         (lambda a: (ember.where(a > 0, a, -a).astype(np.int64), a.reshape(2, 16).max(1)), (x,)),
     ]
+    for path in sorted(EXAMPLES.glob("*.py")):  # each defines `model` and `example_inputs`
+        example = runpy.run_path(str(path))
+        models.append((example["model"], example["example_inputs"]))
     texts = []
     for model, inputs in models:
         traced = ember.trace(model, *inputs)
