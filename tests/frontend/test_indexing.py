@@ -51,7 +51,7 @@ def random_key(rng: np.random.Generator, shape: tuple[int, ...], arrays: bool) -
 
 
 def random_shape(rng: np.random.Generator) -> tuple[int, ...]:
-    return tuple(int(d) for d in rng.integers(1, 6, int(rng.integers(1, 5))))
+    return tuple(int(d) for d in rng.integers(1, 6, int(rng.integers(0, 5))))  # rank 0 too
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
@@ -146,3 +146,20 @@ def test_bad_index_is_a_trace_error_naming_shape_and_line(key: tuple, message: s
     text = str(info.value)
     assert message in text
     assert f"{__file__}:" in text
+
+
+@pytest.mark.parametrize("opt_level", OPT_LEVELS)
+def test_two_d_index_array_with_a_traced_int_matches_numpy(opt_level: int) -> None:
+    # The 2-D index adds an axis: the gather of the traced 0-d index after it must see that.
+    a = np.arange(60, dtype=np.float32).reshape(3, 4, 5)
+    grid = np.array([[0, 2], [1, -1]], dtype=np.int64)
+    last = np.array(-1, dtype=np.int64)
+
+    def fn(x, i, j):
+        return x[i, j] * 1.0, x[i, :, j] * 1.0, x[j, i] * 1.0, x[[]] * 1.0
+
+    exe = ember.compile(fn, a, grid, last, opt_level=opt_level)
+    expected = (a[grid, last], a[grid, :, last], a[last, grid], a[[]])
+    for got, want in zip(exe(a, grid, last), expected, strict=True):
+        assert got.shape == want.shape
+        np.testing.assert_array_equal(got, want)

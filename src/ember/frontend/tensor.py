@@ -457,12 +457,14 @@ def index(tensor: Tensor, key: Any) -> Tensor:
         result = tensor.ctx.emit("slice", tensor, starts=tuple(starts), stops=tuple(stops),
                                  steps=tuple(steps))
     block = 0  # the rank of the array index's dimensions in the result
+    shift = 0  # axes added by the array index's gather, for the gathers after it
     for axis, indices in gathers:
         if indices.ndim == 0:  # an int: keep the axis (size 1) for the squeeze below
             indices = indices.reshape(1)
         else:
             block = indices.ndim
-        result = result.ctx.emit("gather", result, indices, axis=axis)
+        result = result.ctx.emit("gather", result, indices, axis=axis + shift)
+        shift += indices.ndim - 1
     # Axes of the result so far, one label per dimension: a key position, or ("array", j).
     labels: list[Any] = []
     squeeze_axes = []
