@@ -98,6 +98,23 @@ def test_max_min_reductions_order_signed_zeros_at_every_level(larger) -> None:
                            f"{method}(axis={axis}) level {level}")
 
 
+def test_max_pool2d_orders_signed_zeros_at_every_level() -> None:
+    """A window of zeros pools to +0.0 when it holds one, -0.0 when all are -0.0."""
+    windows = [[-0.0, 0.0, -0.0, -0.0], [-0.0, -0.0, -0.0, -0.0], [0.0, -0.0, np.nan, 1.0],
+               [-1.0, -0.0, -2.0, -3.0]]
+    x = np.zeros((1, 1, 2, 2 * len(windows)), dtype=np.float32)
+    for k, window in enumerate(windows):
+        x[0, 0, :, 2 * k : 2 * k + 2] = np.float32(window).reshape(2, 2)
+    expected = []
+    for window in windows:
+        value = window[0]
+        for item in window[1:]:
+            value = ieee_extreme(value, item, larger=True)
+        expected.append(value)
+    for level, got in run_levels(lambda t: F.max_pool2d(t, 2), x).items():
+        assert_bitwise(got.ravel(), np.float32(expected), f"max_pool2d level {level}")
+
+
 def test_relu_keeps_negative_zero_and_nan_as_pytorch_at_every_level() -> None:
     torch = pytest.importorskip("torch")
     x = np.concatenate([SPECIALS, -np.zeros(37, np.float32)])

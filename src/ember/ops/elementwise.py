@@ -2,6 +2,17 @@
 
 Binary ops take operands of one dtype (the tracer inserts `cast` where Python and numpy code
 would promote), and broadcast their shapes as numpy does.
+
+Edge values, the same at every opt level (tests/numerics/test_edge_values.py,
+test_int_division.py):
+
+- `maximum`/`minimum` (and the `max`/`min` reductions) are IEEE 754-2019 maximum/minimum:
+  NaN from either side propagates, and -0.0 < +0.0;
+- `clip` and `relu` keep x unless it is strictly outside the bounds, as numpy's clip and
+  PyTorch's clamp and relu: relu(-0.0) = -0.0, NaN propagates, a NaN bound gives NaN;
+- `silu`, `gelu` of -inf are NaN (-inf * 0), as numpy and PyTorch compute them;
+- integer `div` truncates toward zero (C, ONNX; not numpy's floor `//`); a zero divisor raises
+  ExecutionError naming the node; INT_MIN / -1 wraps to INT_MIN, as numpy gives.
 """
 
 from __future__ import annotations
@@ -135,7 +146,8 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     # Integer division truncates toward zero (C and ONNX semantics, not Python's floor).
     if np.any(b == 0):
         raise ZeroDivisionError("integer division by zero")
-    quotient = np.floor_divide(a, b)
+    with np.errstate(over="ignore"):  # INT_MIN // -1 wraps to INT_MIN (two's complement)
+        quotient = np.floor_divide(a, b)
     inexact = (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
     return (quotient + inexact).astype(np.result_type(a, b))
 

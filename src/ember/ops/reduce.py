@@ -84,18 +84,23 @@ def _sum(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
     return np.sum(x, axis=axis, keepdims=keepdims, dtype=wide)
 
 
-def _extreme(larger: bool) -> Callable[..., np.ndarray]:
-    """max or min with NaN propagating (numpy) and -0.0 < +0.0 (IEEE 754-2019, as the
-    elementwise maximum/minimum: numpy returns whichever zero comes first)."""
+def extreme(x: np.ndarray, axis: tuple[int, ...], keepdims: bool = False,
+            larger: bool = True) -> np.ndarray:
+    """max (larger) or min over axes with NaN propagating (numpy) and -0.0 < +0.0 (IEEE
+    754-2019, as the elementwise maximum/minimum and compiled code: numpy returns whichever
+    zero its summation order meets first)."""
+    result = (np.max if larger else np.min)(x, axis=axis, keepdims=keepdims)
+    if x.dtype.kind != "f":
+        return result
+    wanted = ~np.signbit(x) if larger else np.signbit(x)
+    present = np.any((x == 0) & wanted, axis=axis, keepdims=keepdims)
+    zero = x.dtype.type(0) if larger else -x.dtype.type(0)
+    return np.where((result == 0) & present, zero, result)
 
+
+def _extreme(larger: bool) -> Callable[..., np.ndarray]:
     def reduce(x: np.ndarray, axis: tuple[int, ...], keepdims: bool) -> np.ndarray:
-        result = (np.max if larger else np.min)(x, axis=axis, keepdims=keepdims)
-        if x.dtype.kind != "f":
-            return result
-        wanted = ~np.signbit(x) if larger else np.signbit(x)
-        present = np.any((x == 0) & wanted, axis=axis, keepdims=keepdims)
-        zero = x.dtype.type(0) if larger else -x.dtype.type(0)
-        return np.where((result == 0) & present, zero, result)
+        return extreme(x, axis, keepdims, larger)
 
     return reduce
 
