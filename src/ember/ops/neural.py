@@ -12,6 +12,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ember.errors import ShapeError
 from ember.ir.ops import Attr, OpDef, broadcast_shapes, normalize_axis, register_op
 from ember.ir.types import DType, TensorType
+from ember.ops.reduce import extreme
 
 
 def _same_dtype(*types: TensorType, floats: bool = True) -> DType:
@@ -196,7 +197,8 @@ def _max_pool2d(x: np.ndarray, *, kernel: tuple[int, ...], stride: tuple[int, ..
     out_hw = spatial_out(TensorType.of(x), kernel, stride, padding, dilation, ceil_mode)
     lowest = -np.inf if x.dtype.kind == "f" else np.iinfo(x.dtype).min
     padded = _pad_for(x, padding, kernel, stride, dilation, out_hw, lowest)
-    return _windows(padded, kernel, stride, dilation, out_hw).max(axis=(4, 5)).astype(x.dtype)
+    windows = _windows(padded, kernel, stride, dilation, out_hw)
+    return extreme(windows, axis=(4, 5)).astype(x.dtype)  # -0.0 < +0.0, as compiled code
 
 
 register_op(OpDef("max_pool2d", infer=infer_max_pool2d, reference=_max_pool2d, attrs=POOL_ATTRS))
