@@ -357,7 +357,7 @@ class Builder:
         return self.emit(ember, f"O.rnd({numpy}, '{dt}', {ulps})", (x,), dt, op in "+-*/")
 
     def op_compare(self) -> bool:
-        a = self.pick(NUMERIC + ("bool",))
+        a = self.pick((*NUMERIC, "bool"))
         name = self.choice(sorted(_COMPARE) if self.dt(a) != "bool" else ["eq", "ne"])
         b = self._operand(a, (self.dt(a),))
         if not b:
@@ -404,7 +404,7 @@ class Builder:
         return self.emit(ember, f"O.clip({x}, {held(low)}, {held(high)})", (x,), dt, True)
 
     def op_cast(self) -> bool:
-        x = self.pick(NUMERIC + ("bool",))
+        x = self.pick((*NUMERIC, "bool"))
         src = self.dt(x)
         dst = self.choice([d for d in (*NUMERIC, "bool") if d != src])
         if src in FLOATS and dst in INTS:
@@ -593,8 +593,8 @@ class Builder:
             w, b = self.fresh(dt, normalized), self.fresh(dt, normalized)
             terms = math.prod(normalized)
             return self.emit(f"F.layer_norm({x}, {normalized}, {w}, {b}, eps=1e-5)",
-                             f"O.rnd(O.layer_norm(O.acc({x}, '{dt}', {terms}), {w}, {b}, 1e-5, '{dt}'), "
-                             f"'{dt}', 4)", (x, w, b), dt)
+                             f"O.rnd(O.layer_norm(O.acc({x}, '{dt}', {terms}), {w}, {b}, 1e-5, "
+                             f"'{dt}'), '{dt}', 4)", (x, w, b), dt)
         x = self.pick(FLOATS, lambda s: len(s) in (2, 3, 4) and all(s))
         if not x:
             return False
@@ -636,7 +636,7 @@ class Builder:
     # -- shape statements (exact) --
 
     def _any(self) -> str:
-        return self.pick(NUMERIC + ("bool",))
+        return self.pick((*NUMERIC, "bool"))
 
     def op_reshape(self) -> bool:
         x = self._any()
@@ -660,7 +660,7 @@ class Builder:
         return self.emit(ember, f"np.reshape({x}, {target})", (x,), self.dt(x), True)
 
     def op_transpose(self) -> bool:
-        x = self.pick(NUMERIC + ("bool",), lambda s: len(s) >= 2)
+        x = self.pick((*NUMERIC, "bool"), lambda s: len(s) >= 2)
         if not x:
             return False
         rank = len(self.dims(x))
@@ -671,7 +671,7 @@ class Builder:
         return self.emit(ember, numpy, (x,), self.dt(x), True)
 
     def op_index(self) -> bool:
-        x = self.pick(NUMERIC + ("bool",), lambda s: len(s) >= 1)
+        x = self.pick((*NUMERIC, "bool"), lambda s: len(s) >= 1)
         if not x:
             return False
         rng = self.rng
@@ -715,7 +715,7 @@ class Builder:
         return self.emit(f"{x}[{index}]", f"{x}[{index}]", (x, index), self.dt(x), True)
 
     def op_concat(self) -> bool:
-        a = self.pick(NUMERIC + ("bool",), lambda s: len(s) >= 1)
+        a = self.pick((*NUMERIC, "bool"), lambda s: len(s) >= 1)
         if not a:
             return False
         shape, rank = self.dims(a), len(self.dims(a))
@@ -744,7 +744,8 @@ class Builder:
             return False
         shape = self.dims(x)
         axis = self.choice([i for i, d in enumerate(shape) if d > 1])
-        parts = self.choice([d for d in (2, 3, 4) if shape[axis] % d == 0] or [[1, shape[axis] - 1]])
+        equal = [d for d in (2, 3, 4) if shape[axis] % d == 0]
+        parts = self.choice(equal or [[1, shape[axis] - 1]])
         piece = int(self.rng.integers(0, parts if isinstance(parts, int) else len(parts) + 1))
         fn = self.choice(["ember.split", "np.split"])
         return self.emit(f"{fn}({x}, {parts}, axis={axis})[{piece}]",
@@ -759,7 +760,8 @@ class Builder:
             mode = self.choice(["constant", "reflect", "edge"])
             widths = [(int(rng.integers(0, 3)), int(rng.integers(0, 3))) for _ in shape]
             if mode == "reflect":  # as in PyTorch, a reflection is shorter than its axis
-                widths = [(min(a, d - 1), min(b, d - 1)) for (a, b), d in zip(widths, shape)]
+                widths = [(max(min(a, d - 1), 0), max(min(b, d - 1), 0))
+                          for (a, b), d in zip(widths, shape, strict=True)]
             value = self.choice(["0.0", "1.5", "-2.0"]) if dt in FLOATS else "3"
             extra = f", constant_values={value}" if mode == "constant" else ""
             held = f", constant_values=O.sc({value}, '{dt}')" if mode == "constant" else ""
@@ -770,6 +772,13 @@ class Builder:
         count = int(rng.integers(1, min(len(shape), 2) + 1))
         low = -1 if mode == "constant" else 0
         pads = [int(rng.integers(low, 3)) for _ in range(2 * count)]
+        # As in PyTorch: a reflection is shorter than its axis, a wrap at most as long.
+        longest = {"reflect": -1, "circular": 0}.get(mode)
+        if longest is not None:
+            sizes = [shape[len(shape) - 1 - i // 2] for i in range(2 * count)]
+            pads = [min(p, d + longest) for p, d in zip(pads, sizes, strict=True)]
+            if min(pads) < 0:
+                return False
         value = self.choice(["0.0", "-1.0"]) if dt in FLOATS else "0"
         held = f"O.sc({value}, '{dt}')"
         return self.emit(f"F.pad({x}, {pads}, mode='{mode}', value={value})",

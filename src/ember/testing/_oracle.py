@@ -300,7 +300,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: tuple[int
     squeeze = x.ndim == 3
     if squeeze:
         x = x[None]
-    n, c, h, wd = x.shape
+    n, _, h, wd = x.shape
     o, cg, kh, kw = w.shape
     top, left, bottom, right = padding
     xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))

@@ -24,6 +24,7 @@ some levels and accepted at others is a finding. Exit status: 1 if there was any
 from __future__ import annotations
 
 import argparse
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -56,8 +57,7 @@ def _worker(conn, initializer: str | None) -> None:
     from ember.testing._check import check_program
 
     if initializer:
-        module, _, name = initializer.partition(":")
-        getattr(__import__(module, fromlist=[name]), name)()
+        _load(initializer)()
     while True:
         job = conn.recv()
         if job is None:
@@ -68,6 +68,21 @@ def _worker(conn, initializer: str | None) -> None:
         except Exception as err:  # the harness itself failed: report it, keep the worker
             outcome = Outcome([Finding("error", (), f"fuzzer: {type(err).__name__}: {err}")])
         conn.send(("done", outcome))
+
+
+def _load(spec: str) -> Callable[[], None]:
+    """The function `spec` names: "package.module:function" or "path/to/file.py:function"."""
+    import importlib
+    import importlib.util
+
+    where, _, name = spec.rpartition(":")
+    if where.endswith(".py"):
+        loader = importlib.util.spec_from_file_location("_fuzz_initializer", where)
+        module = importlib.util.module_from_spec(loader)
+        loader.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    return getattr(module, name)
 
 
 @dataclass
@@ -106,10 +121,8 @@ class Pool:
         if kill:
             slot.process.kill()
         else:
-            try:
+            with contextlib.suppress(OSError):
                 slot.conn.send(None)
-            except OSError:
-                pass
         slot.process.join(5)
         if slot.process.is_alive():
             slot.process.kill()
@@ -220,10 +233,14 @@ def program_for(seed: int, index: int) -> Program:
 
 def run(seed: int, *, seconds: float | None = None, programs: int | None = None, jobs: int = 1,
         levels: Sequence[int] = (0, 1, 2, 3), out: str | None = None, minimize: int = 8,
+        minimize_runs: int = 80, minimize_seconds: float = 120.0,
         verbose: bool = False, initializer: str | None = None, timeout: float = TIMEOUT,
         first: int = 0, log: Callable[[str], None] = print) -> Summary:
     """Fuzz for `seconds` or `programs` (whichever ends first); findings are minimized to
-    reproducers under `out`. `initializer` ("module:function") runs in each worker first."""
+    reproducers under `out` (the first `minimize` of them, with at most `minimize_runs`
+    candidates each, all of them within `minimize_seconds`). `initializer` ("module:function"
+    or "file.py:function") runs in each worker before any program: tests use it to plant a
+    bug."""
     from ember.testing import _minimize
 
     summary = Summary(seed)
@@ -262,9 +279,13 @@ def run(seed: int, *, seconds: float | None = None, programs: int | None = None,
                 log(f"{summary.line()} ({rate:.1f} programs/s, {now - start:.0f} s)")
         summary.findings = []
         written: dict[tuple[str, str], str] = {}
+        shrink_start = time.monotonic()
         for number, (program, finding) in enumerate(failing):
-            if number < minimize:
-                program, finding = _minimize.minimize(pool, program, finding, log=log)
+            left = minimize_seconds - (time.monotonic() - shrink_start)
+            if number < minimize and left > 1:
+                program, finding = _minimize.minimize(pool, program, finding,
+                                                      seconds=min(60.0, left),
+                                                      runs=minimize_runs, log=log)
             key = (finding.kind, program.ember_source())
             if key in written:
                 log(f"fuzz: {program.label} minimizes to the reproducer {written[key]}")

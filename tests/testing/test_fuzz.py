@@ -1,0 +1,113 @@
+"""The differential fuzzer: clean runs stay clean, planted bugs are found, crashes are contained."""
+
+from __future__ import annotations
+
+import os
+import runpy
+
+import numpy as np
+import pytest
+
+from ember.driver import Executable
+from ember.testing import _oracle as O
+from ember.testing import fuzz
+from ember.testing._check import check_program
+
+PLANTS = os.path.join(os.path.dirname(__file__), "fuzz_plants.py")
+
+
+def test_fuzz_programs_at_a_fixed_seed_run_clean(tmp_path) -> None:
+    summary = fuzz.run(11, programs=6, jobs=1, out=str(tmp_path), log=lambda _: None)
+    assert summary.programs == 6
+    assert summary.compiles >= 4 * 6 - 4 * sum(summary.refusals.values())
+    assert summary.findings == []
+    assert "fuzz: seed 11: 6 programs" in summary.line()
+
+
+def test_generated_programs_check_clean_in_process() -> None:
+    # Same seed, same programs, every time; each passes its checks at two levels.
+    for index in range(6, 10):
+        program = fuzz.program_for(12, index)
+        assert program.ember_source() == fuzz.program_for(12, index).ember_source()
+        outcome = check_program(program, (0, 1))
+        assert outcome.findings == [], (program.ember_source(), outcome.findings)
+
+
+def test_fuzzer_reports_a_wrong_executable_and_writes_a_failing_reproducer(
+        tmp_path, monkeypatch) -> None:
+    summary = fuzz.run(13, programs=3, jobs=1, levels=(0, 2), out=str(tmp_path), minimize=1,
+                       minimize_runs=12, initializer=f"{PLANTS}:wrong_level2",
+                       log=lambda _: None)
+    mismatches = [(f, path) for _, f, path in summary.findings if f.kind == "mismatch"]
+    assert mismatches and all(f.levels == (2,) for f, _ in mismatches)
+    assert f"{len(mismatches)} mismatches" in summary.line()
+    _, path = mismatches[0]
+    assert os.path.exists(path)
+    # The reproducer fails while the bug is there and passes once it is gone.
+    original = Executable.__call__
+    monkeypatch.setattr(Executable, "__call__", original)  # restored after the test
+    runpy.run_path(PLANTS)["wrong_level2"]()
+    with pytest.raises(SystemExit) as failed:
+        runpy.run_path(path, run_name="__main__")
+    assert failed.value.code == 1
+    monkeypatch.setattr(Executable, "__call__", original)
+    with pytest.raises(SystemExit) as passed:
+        runpy.run_path(path, run_name="__main__")
+    assert passed.value.code == 0
+
+
+def test_a_crashing_worker_is_reported_as_a_crash_and_the_run_goes_on(tmp_path) -> None:
+    programs = 5
+    summary = fuzz.run(14, programs=programs, jobs=1, levels=(0, 3), out=str(tmp_path),
+                       minimize=0, initializer=f"{PLANTS}:segfault_level3_one_input",
+                       log=lambda _: None)
+    crashes = [(label, f) for label, f, _ in summary.findings if f.kind == "crash"]
+    assert summary.programs == programs
+    one_input = [i for i in range(programs)
+                 if len([x for x in fuzz.program_for(14, i).inputs if not x.const]) == 1]
+    assert one_input and len(one_input) < programs  # the seed has both kinds of program
+    assert sorted(label for label, _ in crashes) == sorted(f"seed 14 program {i}"
+                                                         for i in one_input)
+    assert all("SIGSEGV" in f.detail and f.levels == (3,) for _, f in crashes)
+    assert len(summary.findings) == len(crashes)  # the other programs ran clean
+
+
+def test_oracle_comparison_checks_nan_positions_signed_zeros_and_tolerance() -> None:
+    ref = np.array([1.0, np.nan, 0.0, np.inf])
+    trials = [ref.copy()]
+    good = np.array([1.0, np.nan, 0.0, np.inf], np.float32)
+    assert O.compare(good, ref, trials, "f32", signed_zeros=True) == ""
+    assert "differ" in O.compare(np.array([1.0, 2.0, 0.0, np.inf], np.float32), ref, trials,
+                                 "f32", True)
+    assert "differ" in O.compare(np.array([1.0, np.nan, -0.0, np.inf], np.float32), ref,
+                                 trials, "f32", True)
+    assert O.compare(np.array([1.0, np.nan, -0.0, np.inf], np.float32), ref, trials, "f32",
+                     False) == ""
+    assert "differ" in O.compare(np.array([1.001, np.nan, 0.0, np.inf], np.float32), ref,
+                                 trials, "f32", False)
+    assert "dtype" in O.compare(good.astype(np.float64), ref, trials, "f32", False)
+
+
+def test_oracle_conv_and_pools_match_pytorch() -> None:
+    torch = pytest.importorskip("torch")
+    tf = torch.nn.functional
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4, 7, 6))
+    w = rng.standard_normal((6, 2, 3, 2))
+    b = rng.standard_normal(6)
+    ours = O.conv2d(x, w, b, (2, 1), (1, 2, 1, 2), (2, 1), 2)
+    theirs = tf.conv2d(torch.tensor(x), torch.tensor(w), torch.tensor(b), stride=(2, 1),
+                       padding=(1, 2), dilation=(2, 1), groups=2).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    for ceil in (False, True):
+        ours = O.max_pool2d(x, (3, 2), (2, 2), (1, 1), (1, 1), ceil)
+        theirs = tf.max_pool2d(torch.tensor(x), (3, 2), (2, 2), (1, 1), ceil_mode=ceil).numpy()
+        np.testing.assert_array_equal(ours, theirs)
+        for include in (False, True):
+            ours = O.avg_pool2d(x, (3, 2), (2, 1), (1, 1), ceil, include)
+            theirs = tf.avg_pool2d(torch.tensor(x), (3, 2), (2, 1), (1, 1), ceil_mode=ceil,
+                                   count_include_pad=include).numpy()
+            np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+    ours = O.adaptive_avg_pool2d(x, (3, 4))
+    theirs = tf.adaptive_avg_pool2d(torch.tensor(x), (3, 4)).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
