@@ -483,3 +483,160 @@ def test_cli_prints_the_ir_of_an_onnx_file(tmp_path, capsys):
             in capsys.readouterr().err)
     assert main(["ir", str(path), "--shape", "batch=three"]) == 2
     assert "--shape takes NAME=DIMS" in capsys.readouterr().err
+
+
+# -- every value written once --------------------------------------------------------------------
+
+
+def _graph_model(nodes, inputs, outputs, initializers=(), opset=13):
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in inputs],
+        [helper.make_empty_tensor_value_info(n) for n in outputs], list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def test_two_nodes_writing_one_output_are_rejected_naming_both():
+    model = _graph_model([helper.make_node("Relu", ["x"], ["y"], name="first"),
+                          helper.make_node("Neg", ["x"], ["y"], name="second")],
+                         [("x", [3])], ["y"])
+    with pytest.raises(ember.EmberError, match=r"value 'y' is written by node 'second' \(Neg\) "
+                                               r"and by node 'first' \(Relu\)"):
+        ember.onnx.load(model)
+
+
+def test_node_output_shadowing_a_graph_input_or_initializer_is_rejected():
+    shadows_input = _graph_model([helper.make_node("Relu", ["x"], ["x"], name="r")],
+                                 [("x", [3])], ["x"])
+    with pytest.raises(ember.EmberError, match=r"value 'x' is written by node 'r' \(Relu\) and "
+                                               r"by graph input 'x'"):
+        ember.onnx.load(shadows_input)
+    weight = numpy_helper.from_array(np.ones(3, F32), "w")
+    shadows_initializer = _graph_model(
+        [helper.make_node("Relu", ["x"], ["w"], name="r"),
+         helper.make_node("Add", ["x", "w"], ["y"], name="a")], [("x", [3])], ["y"], [weight])
+    with pytest.raises(ember.EmberError, match=r"value 'w' is written by node 'r' \(Relu\) and "
+                                               r"by initializer 'w'"):
+        ember.onnx.load(shadows_initializer)
+
+
+def test_output_name_used_twice_within_one_node_is_rejected():
+    model = _graph_model([helper.make_node("Split", ["x"], ["p", "p"], name="halves", axis=0)],
+                         [("x", [4])], ["p"])
+    with pytest.raises(ember.EmberError, match=r"value 'p' is written by node 'halves' \(Split\) "
+                                               r"and by node 'halves' \(Split\)"):
+        ember.onnx.load(model)
+
+
+def test_empty_output_names_mark_unused_outputs_and_may_repeat():
+    model = _graph_model([helper.make_node("Dropout", ["x"], ["d", ""], name="drop1"),
+                          helper.make_node("Dropout", ["d"], ["y", ""], name="drop2")],
+                         [("x", [2, 3])], ["y"])
+    x = randn(2, 3)
+    np.testing.assert_array_equal(run_ember(model, {"x": x})[0],
+                                  run_onnxruntime(model, {"x": x})[0])
+
+
+# -- sizes and dimensions ------------------------------------------------------------------------
+
+
+def test_declared_input_beyond_the_tensor_limit_is_an_ember_error_at_load():
+    model = _graph_model([helper.make_node("Relu", ["x"], ["y"])], [("x", [2**20, 2**20])], ["y"])
+    with pytest.raises(ember.EmberError, match=r"input 'x' of shape \[1048576, 1048576\] is 4 TiB "
+                                               r"of f32, beyond the 4 GiB"):
+        ember.onnx.load(model)
+
+
+def test_symbolic_input_pinned_beyond_the_tensor_limit_is_an_ember_error():
+    loaded = ember.onnx.load(_graph_model([helper.make_node("Relu", ["x"], ["y"])],
+                                          [("x", ["N", 1024])], ["y"]), shapes={"N": 2**21})
+    with pytest.raises(ember.EmberError, match=r"input 'x' of shape \[2097152, 1024\]"):
+        loaded.example_inputs  # noqa: B018
+    with pytest.raises(ember.EmberError, match=r"input 'x' of shape \[2097152, 1024\]"):
+        ember.trace(loaded, ember.TensorSpec((2**21, 1024), F32))
+
+
+def test_negative_declared_dimension_is_an_ember_error():
+    model = _graph_model([helper.make_node("Relu", ["x"], ["y"])], [("x", [2, -3])], ["y"])
+    with pytest.raises(ember.EmberError, match=r"input 'x' dimension 1 is -3; dimensions are "
+                                               "non-negative"):
+        ember.onnx.load(model)
+
+
+@pytest.mark.parametrize("shapes, message", [
+    ({"N": -3}, r"shapes\['N'\] = \[-3\] has a negative size"),
+    ({"x": (-1, 4)}, r"shapes\['x'\] = \[-1, 4\] has a negative size"),
+    ({"x": "N4"}, r"shapes\['x'\] = 'N4' is not a tuple of integer sizes"),
+    ({"N": 2.5}, r"shapes\['N'\] = \(2.5,\) is not a tuple of integer sizes"),
+])
+def test_bad_shapes_argument_is_an_ember_error(shapes, message):
+    model = _graph_model([helper.make_node("Relu", ["x"], ["y"])], [("x", ["N", 4])], ["y"])
+    with pytest.raises(ember.EmberError, match=message):
+        ember.onnx.load(model, shapes=shapes)
+
+
+def _constant_of_shape_model(shape: list[int]) -> onnx.ModelProto:
+    """ConstantOfShape(shape) of 1.5, times the input x[1], reduced to its maximum."""
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["c"], name="fill",
+                              value=numpy_helper.from_array(np.array([1.5], F32))),
+             helper.make_node("Mul", ["c", "x"], ["m"], name="scale"),
+             helper.make_node("ReduceMax", ["m"], ["y"], name="peak", keepdims=0)]
+    shape_init = numpy_helper.from_array(np.array(shape, np.int64), "shape")
+    return _graph_model(nodes, [("x", [1])], ["y"], [shape_init])
+
+
+def test_constant_of_shape_beyond_the_fold_limit_stays_a_graph_op():
+    import tracemalloc
+
+    from ember.onnx.converters.base import FOLD_BYTES
+
+    shape = [FOLD_BYTES // 4 // 1024 + 1, 1024]  # just over the limit as f32
+    model = _constant_of_shape_model(shape)
+    x = np.array([-2.0], F32)
+    tracemalloc.start()
+    traced = ember.trace(ember.onnx.load(model), x)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < FOLD_BYTES // 4  # the constant was not made at import time
+    fill = next(node for node in traced.nodes if node.op == "broadcast_to")
+    assert fill.outputs[0].type.shape == tuple(shape)
+    np.testing.assert_array_equal(ember.compile(ember.onnx.load(model), x, opt_level=0)(x),
+                                  np.float32(1.5) * x[0])
+
+
+def test_constant_of_shape_within_the_fold_limit_is_folded():
+    model = _constant_of_shape_model([64, 64])
+    traced = ember.trace(ember.onnx.load(model), np.array([2.0], F32))
+    assert "broadcast_to" not in {node.op for node in traced.nodes}
+
+
+def test_huge_constant_of_shape_is_an_ember_error_in_bounded_memory():
+    import tracemalloc
+
+    model = _constant_of_shape_model([2**20, 2**20])
+    assert len(model.SerializeToString()) < 400
+    tracemalloc.start()
+    with pytest.raises(ember.EmberError, match=r"ConstantOfShape 'fill'.*shape \[1048576, 1048576\] "
+                                               r"makes a tensor of 4 TiB, beyond the 4 GiB"):
+        ember.trace(ember.onnx.load(model), np.array([1.0], F32))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 2**24
+
+
+@pytest.mark.parametrize("op, args, message", [
+    ("ConstantOfShape", (Init(np.array([4, -3], np.int64)),), r"shape \[4, -3\] has a negative "
+                                                              "dimension"),
+    ("Reshape", (X, Init(np.array([-3, -8], np.int64))), r"dimension 0 is -3; only -1"),
+    ("Tile", (X, Init(np.array([1, -1, 1], np.int64))), r"repeats \[1, -1, 1\] must not be "
+                                                        "negative"),
+    ("Expand", (X, Init(np.array([2, -3, 4], np.int64))), r"does not broadcast"),
+    ("Expand", (X, Init(np.array([2**16, 2**16, 1, 1, 1], np.int64))), r"beyond the 4 GiB"),
+    ("Range", (Init(np.array(0.0, F32)), Init(np.array(1e9, F32)), Init(np.array(1.0, F32))),
+     r"1000000000 elements .* more than the 64 MiB"),
+    ("Range", (Init(np.array(0, np.int64)), Init(np.array(5, np.int64)),
+               Init(np.array(0, np.int64))), r"in steps of 0"),
+])
+def test_bad_sizes_in_nodes_are_ember_errors_naming_the_node(op, args, message):
+    model, feeds = one_node_model(op, args, 13, 1, {})
+    with pytest.raises(ember.EmberError, match=rf"{op} '{op.lower()}_node'.*{message}"):
+        run_ember(model, feeds)

@@ -8,6 +8,14 @@ converter in topological order and returns the graph outputs. Initializers becom
 constants. Values known at import time (initializers, Constant, Shape, and any node whose
 inputs are all small known values) are computed with numpy there, so the shape arithmetic of
 exported models never reaches the Ember graph.
+
+A model is checked before anything is computed from it: every value is written once (by one
+node output, a graph input or an initializer), each node's attributes and input and output
+counts fit its operator's ONNX schema, and dimensions are non-negative. Sizes are bounded: no
+tensor of the model (a declared input, a value a node makes) may exceed TENSOR_BYTES (4 GiB),
+and no value computed at import time may exceed FOLD_BYTES (64 MiB); bigger known work stays
+in the graph as an op, or is an error where it cannot. A converter that fails on a malformed
+node raises an EmberError naming the node.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ from ember.frontend import tracer
 from ember.frontend.tensor import Tensor
 from ember.ir.types import DType
 from ember.onnx.converters import CONVERTERS, NodeContext, Slot, onnx_dtype
+from ember.onnx.converters.base import FOLD_BYTES, TENSOR_BYTES, format_bytes, shape_bytes
 
 # A node whose inputs are all known is evaluated at import time when they hold at most this
 # many elements in all; bigger constant work (a transposed weight) stays in the graph, where
@@ -55,7 +64,9 @@ class OnnxModel:
         self.source = source  # file name, for error messages and node locations
         self.opset = _default_opset(proto, source)
         check_supported(proto, self.opset, source)
+        check_schemas(proto, self.opset, source)
         graph = proto.graph
+        check_single_assignment(graph, source)
         self.initializers = {t.name: _tensor_array(t, source) for t in graph.initializer}
         self.inputs = [_input_spec(v, source) for v in graph.input
                        if v.name not in self.initializers]
@@ -88,7 +99,7 @@ class OnnxModel:
                         f"shapes={{{dim!r}: N}}, or pass example inputs")
                 dim = self.shapes[dim]
             dims.append(int(dim))
-        return tuple(dims)
+        return _check_size(spec, tuple(dims), self.source)
 
     @property
     def example_inputs(self) -> tuple[np.ndarray, ...]:
@@ -135,11 +146,19 @@ class OnnxModel:
         foldable = bool(given) and all(s.known is not None for s in given) and sum(
             s.known.size for s in given if s.known is not None) <= FOLD_LIMIT
         try:
-            outputs = self._fold(context) if foldable else self._emit(context)
+            outputs = self._fold(context) if foldable else None
+            if outputs is None:
+                outputs = self._emit(context)
         except EmberError as err:
             shapes = ", ".join(_describe(s) for s in inputs)
             raise EmberError(f"{self.source}: cannot convert {context.label} (inputs: "
                              f"{shapes or 'none'}): {err}") from err
+        except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as err:
+            # A converter meeting a node the schema check let through (an attribute value
+            # out of range, inputs of the wrong rank): still a malformed node of the model.
+            shapes = ", ".join(_describe(s) for s in inputs)
+            raise EmberError(f"{self.source}: cannot convert {context.label} (inputs: "
+                             f"{shapes or 'none'}): {type(err).__name__}: {err}") from err
         for index, name in enumerate(node.output):
             if not name:
                 continue
@@ -160,10 +179,17 @@ class OnnxModel:
         location = f"{os.path.basename(self.source)}:{context.node.name or context.op_type}"
         for index in range(start, len(builder.nodes)):
             builder.nodes[index] = builder.nodes[index].replace(loc=location)
+            for value in builder.nodes[index].outputs:
+                size = shape_bytes(value.type.shape, value.type.dtype.numpy)
+                if size > TENSOR_BYTES:
+                    raise context.error(
+                        f"makes a {value.type} tensor of {format_bytes(size)}, beyond the "
+                        f"{format_bytes(TENSOR_BYTES)} one tensor of an imported model may have")
         return outputs
 
-    def _fold(self, context: NodeContext) -> list[Any]:
-        """Run the converter on known inputs in a scratch trace and evaluate it with numpy."""
+    def _fold(self, context: NodeContext) -> list[Any] | None:
+        """Run the converter on known inputs in a scratch trace and evaluate it with numpy;
+        None when a value it would compute exceeds FOLD_BYTES (the node stays in the graph)."""
         from ember.interpreter import interpret
 
         scratch = tracer.TraceContext("fold")
@@ -174,6 +200,9 @@ class OnnxModel:
             outputs = list(CONVERTERS[context.op_type].convert(
                 NodeContext(context.node, context.opset, fresh)))
             traced = [o for o in outputs if isinstance(o, Tensor)]
+            if any(shape_bytes(v.type.shape, v.type.dtype.numpy) > FOLD_BYTES
+                   for node in scratch.builder.nodes for v in node.outputs):
+                return None
             values = iter(interpret(scratch.builder.build(t.value for t in traced)))
         finally:
             tracer._STATE.ctx = outer
@@ -263,6 +292,76 @@ def check_supported(proto: onnx.ModelProto, opset: int, source: str = "<model>")
                                f"{'s' if len(missing) > 1 else ''} at opset {opset}: {listed}")
 
 
+def check_schemas(proto: onnx.ModelProto, opset: int, source: str = "<model>") -> None:
+    """Each node of the default domain fits its operator's ONNX schema at `opset`: known
+    attributes of the declared types, the required ones present, and input and output counts
+    in range; else an EmberError naming the node."""
+    for position, node in enumerate(proto.graph.node):
+        if node.domain not in ("", "ai.onnx"):
+            continue
+        label = f"{node.op_type} {node.name!r}" if node.name else f"{node.op_type} #{position}"
+        try:
+            schema = onnx.defs.get_schema(node.op_type, opset, "")
+        except onnx.defs.SchemaError:
+            raise UnsupportedError(f"{source}: {label}: ONNX has no {node.op_type} at opset "
+                                   f"{opset}") from None
+        expected = schema.attributes
+        given = set()
+        for attribute in node.attribute:
+            if attribute.name in given:
+                raise EmberError(f"{source}: {label}: attribute {attribute.name!r} is given twice")
+            given.add(attribute.name)
+            if attribute.name not in expected:
+                known = ", ".join(sorted(expected)) or "none"
+                raise EmberError(f"{source}: {label}: unknown attribute {attribute.name!r} "
+                                 f"(known: {known})")
+            want = expected[attribute.name].type
+            if int(attribute.type) != int(want):
+                got = onnx.AttributeProto.AttributeType.Name(attribute.type)
+                raise EmberError(f"{source}: {label}: attribute {attribute.name!r} is {got}, "
+                                 f"the schema says {want.name}")
+        missing = [name for name, a in expected.items() if a.required and name not in given]
+        if missing:
+            raise EmberError(f"{source}: {label}: required attribute"
+                             f"{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing")
+        for what, count, low, high in (
+                ("inputs", len(node.input), schema.min_input, schema.max_input),
+                ("outputs", len(node.output), schema.min_output, schema.max_output)):
+            if not low <= count <= high:
+                bound = f"{low}" if low == high else f"{low} to {high}"
+                if high >= 2**30:
+                    bound = f"at least {low}"
+                raise EmberError(f"{source}: {label} has {count} {what}; the schema takes "
+                                 f"{bound}")
+
+
+def check_single_assignment(graph: onnx.GraphProto, source: str = "<model>") -> None:
+    """Every value name is defined once: by one output of one node, a graph input or an
+    initializer (an initializer may also be listed as an input). Empty output names mark
+    unused optional outputs and define nothing."""
+    defined: dict[str, str] = {}
+    for tensor in graph.initializer:
+        if tensor.name in defined:
+            raise EmberError(f"{source}: initializer {tensor.name!r} is given twice")
+        defined[tensor.name] = f"initializer {tensor.name!r}"
+    inputs: set[str] = set()
+    for value in graph.input:
+        if value.name in inputs:
+            raise EmberError(f"{source}: graph input {value.name!r} is declared twice")
+        inputs.add(value.name)
+        defined.setdefault(value.name, f"graph input {value.name!r}")
+    for position, node in enumerate(graph.node):
+        label = f"node {node.name!r} ({node.op_type})" if node.name else (
+            f"node #{position} ({node.op_type})")
+        for name in node.output:
+            if not name:
+                continue
+            if name in defined:
+                raise EmberError(f"{source}: value {name!r} is written by {label} and by "
+                                 f"{defined[name]}; ONNX values are assigned once")
+            defined[name] = label
+
+
 def topological_order(graph: onnx.GraphProto, available: set[str], source: str
                       ) -> list[onnx.NodeProto]:
     """The nodes ordered so each runs after the producers of its inputs."""
@@ -309,10 +408,16 @@ def _input_spec(value: onnx.ValueInfoProto, source: str) -> InputSpec:
     dims: list[Dim] = []
     for axis, dim in enumerate(tensor_type.shape.dim):
         if dim.HasField("dim_value"):
+            if dim.dim_value < 0:
+                raise EmberError(f"{source}: input {value.name!r} dimension {axis} is "
+                                 f"{dim.dim_value}; dimensions are non-negative")
             dims.append(int(dim.dim_value))
         else:
             dims.append(dim.dim_param or f"{value.name}_dim{axis}")
-    return InputSpec(value.name, dtype, tuple(dims))
+    spec = InputSpec(value.name, dtype, tuple(dims))
+    if all(isinstance(d, int) for d in dims):
+        _check_size(spec, tuple(dims), source)
+    return spec
 
 
 def _check_shapes(shapes: Mapping[str, Any], inputs: list[InputSpec], source: str
@@ -323,7 +428,7 @@ def _check_shapes(shapes: Mapping[str, Any], inputs: list[InputSpec], source: st
     result: dict[str, Any] = {}
     for key, given in shapes.items():
         if key in by_name:
-            shape = tuple(int(d) for d in given)
+            shape = _sizes(key, given, source)
             spec = by_name[key]
             if len(shape) != len(spec.dims) or any(
                 isinstance(d, int) and d != s for d, s in zip(spec.dims, shape, strict=True)
@@ -332,11 +437,11 @@ def _check_shapes(shapes: Mapping[str, Any], inputs: list[InputSpec], source: st
                                  f"declared shape {_format_dims(spec.dims)}")
             result[key] = shape
         elif key in dim_names:  # a size, or a one-element shape (`--shape batch=4`)
-            sizes = tuple(given) if isinstance(given, (tuple, list)) else (given,)
+            sizes = _sizes(key, given if isinstance(given, (tuple, list)) else (given,), source)
             if len(sizes) != 1:
                 raise EmberError(f"{source}: shapes[{key!r}] names a dimension and takes one "
                                  f"size, got {list(sizes)}")
-            result[key] = int(sizes[0])
+            result[key] = sizes[0]
         else:
             known = ", ".join(repr(n) for n in [*by_name, *sorted(dim_names)])
             raise EmberError(f"{source}: shapes names {key!r}, which is neither an input nor a "
@@ -344,9 +449,34 @@ def _check_shapes(shapes: Mapping[str, Any], inputs: list[InputSpec], source: st
     return result
 
 
+def _sizes(key: str, given: Any, source: str) -> tuple[int, ...]:
+    """`shapes[key]` as non-negative integer sizes, or an EmberError."""
+    try:
+        sizes = tuple(given)
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) for d in sizes):
+            raise TypeError
+    except TypeError:
+        raise EmberError(f"{source}: shapes[{key!r}] = {given!r} is not a tuple of integer "
+                         "sizes") from None
+    if any(d < 0 for d in sizes):
+        raise EmberError(f"{source}: shapes[{key!r}] = {list(sizes)} has a negative size")
+    return tuple(int(d) for d in sizes)
+
+
+def _check_size(spec: InputSpec, shape: tuple[int, ...], source: str) -> tuple[int, ...]:
+    """An input's static shape, if it is within TENSOR_BYTES."""
+    size = shape_bytes(shape, spec.dtype.numpy)
+    if size > TENSOR_BYTES:
+        raise EmberError(f"{source}: input {spec.name!r} of shape {list(shape)} is "
+                         f"{format_bytes(size)} of {spec.dtype.value}, beyond the "
+                         f"{format_bytes(TENSOR_BYTES)} one tensor of an imported model may have")
+    return shape
+
+
 def _check_input(spec: InputSpec, tensor: Tensor, bound: dict[str, int], source: str) -> None:
     """The traced input fits the declaration; symbolic dims take its sizes, consistently."""
     declared = _format_dims(spec.dims)
+    _check_size(spec, tensor.shape, source)
     if tensor.dtype_ is not spec.dtype:
         raise EmberError(f"{source}: input {spec.name!r} is declared {spec.dtype.value}"
                          f"{declared}, got {tensor.value.type}")

@@ -33,6 +33,28 @@ ConvertFn = Callable[["NodeContext"], Outputs]
 FIRST_OPSET = 1
 LAST_OPSET = 21  # the newest opset each converter was checked against
 
+# The most bytes one value computed with numpy at import time may have; bigger known work
+# (a large ConstantOfShape) stays in the graph as an op, or is an error where it cannot.
+FOLD_BYTES = 64 * 2**20
+# The most bytes one tensor of an imported model may have: a declared input, or any value a
+# node makes.
+TENSOR_BYTES = 2**32
+
+
+def shape_bytes(shape: Sequence[int], dtype: Any) -> int:
+    """The bytes of an array of `shape` (exact Python integers: no overflow)."""
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count * np.dtype(dtype).itemsize
+
+
+def format_bytes(count: int) -> str:
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= size:
+            return f"{count / size:.4g} {unit}"
+    return f"{count} bytes"
+
 # ONNX element types Ember has, and their numpy dtypes.
 ONNX_DTYPES: dict[int, DType] = {
     onnx.TensorProto.FLOAT: DType.F32,
@@ -184,6 +206,28 @@ class NodeContext:
 
     def emit(self, op: str, *inputs: Tensor, **attrs: Any) -> Any:
         return tracer.current().emit(op, *inputs, **attrs)
+
+    def full(self, shape: Sequence[int], value: Any, dtype: Any) -> Output:
+        """A tensor of `shape` filled with `value`: known when it is at most FOLD_BYTES, else
+        a broadcast in the graph."""
+        shape = self.check_dims(shape, dtype, "shape")
+        if shape_bytes(shape, dtype) <= FOLD_BYTES:
+            return np.full(shape, value, dtype=dtype)
+        scalar = materialize(np.asarray(value, dtype=dtype))
+        return self.emit("broadcast_to", scalar, shape=shape)
+
+    def check_dims(self, dims: Sequence[int], dtype: Any, what: str) -> tuple[int, ...]:
+        """`dims` as the shape of a tensor of `dtype`: non-negative sizes, at most
+        TENSOR_BYTES in all; else an EmberError naming this node."""
+        dims = tuple(int(d) for d in dims)
+        if any(d < 0 for d in dims):
+            raise self.error(f"{what} {list(dims)} has a negative dimension")
+        size = shape_bytes(dims, dtype)
+        if size > TENSOR_BYTES:
+            raise self.error(f"{what} {list(dims)} makes a tensor of {format_bytes(size)}, "
+                             f"beyond the {format_bytes(TENSOR_BYTES)} one tensor of an "
+                             "imported model may have")
+        return dims
 
     def const(self, array: Any, like: Tensor | None = None) -> Tensor:
         """An unnamed constant, of `like`'s dtype when given."""

@@ -169,7 +169,7 @@ def is_inf(node: NodeContext) -> Outputs:
     parts = [p for p, on in ((positive, node.attr("detect_positive", 1)),
                              (negative, node.attr("detect_negative", 1))) if on]
     if not parts:
-        return [np.zeros(x.shape, dtype=bool)]
+        return [node.full(x.shape, False, bool)]
     return [reduce(lambda a, b: node.emit("logical_or", a, b), parts)]
 
 

@@ -6,11 +6,21 @@ starts, a Pad's pads ...) must be known at import time; `NodeContext.static` say
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ember.frontend import tracer
 from ember.frontend.tensor import Tensor
-from ember.onnx.converters.base import NodeContext, Outputs, converter, normalize_axis
+from ember.onnx.converters.base import (
+    FOLD_BYTES,
+    NodeContext,
+    Outputs,
+    converter,
+    format_bytes,
+    normalize_axis,
+    shape_bytes,
+)
 
 # -- constants and shapes -----------------------------------------------------------------------
 
@@ -33,7 +43,9 @@ def constant_of_shape(node: NodeContext) -> Outputs:
     shape = node.static_ints(0, "shape")
     value = node.attr("value")
     fill = np.zeros(1, dtype=np.float32) if value is None else np.asarray(value).reshape(-1)
-    return [np.full(shape, fill[0], dtype=fill.dtype)]
+    if fill.size != 1:
+        raise node.error(f"value must hold one element, got {fill.size}")
+    return [node.full(shape, fill[0], fill.dtype)]
 
 
 @converter("Shape")
@@ -58,6 +70,15 @@ def range_(node: NodeContext) -> Outputs:
     """np.arange of known start, limit and delta."""
     start = node.static(0, "start")
     limit, delta = node.static(1, "limit"), node.static(2, "delta")
+    if any(v.size != 1 for v in (start, limit, delta)):
+        raise node.error("start, limit and delta must be scalars")
+    if delta == 0 or not np.isfinite([start, limit, delta]).all():
+        raise node.error(f"cannot count from {start} to {limit} in steps of {delta}")
+    count = max(math.ceil((float(limit) - float(start)) / float(delta)), 0)
+    size = shape_bytes((count,), start.dtype)
+    if size > FOLD_BYTES:
+        raise node.error(f"{count} elements ({format_bytes(size)}) are more than the "
+                         f"{format_bytes(FOLD_BYTES)} a value computed at import time may have")
     return [np.arange(start, limit, delta, dtype=start.dtype)]
 
 
@@ -65,7 +86,7 @@ def range_(node: NodeContext) -> Outputs:
 def dropout(node: NodeContext) -> Outputs:
     """Inference: the input unchanged, and an all-true mask when asked for."""
     x = node.tensor(0)
-    mask = np.ones(x.shape, dtype=bool) if node.output_used(1) else None
+    mask = node.full(x.shape, True, bool) if node.output_used(1) else None
     return [x, mask]
 
 
@@ -77,6 +98,9 @@ def reshape_target(node: NodeContext, current: tuple[int, ...], target: list[int
     """ONNX's target shape resolved: 0 copies the input's dimension, one -1 is inferred."""
     dims = []
     for index, dim in enumerate(target):
+        if dim < -1:
+            raise node.error(f"target {target}: dimension {index} is {dim}; only -1 (inferred) "
+                             "may be negative")
         if dim == 0 and not allow_zero:
             if index >= len(current):
                 raise node.error(f"target {target}: dimension {index} copies an input "
@@ -311,6 +335,8 @@ def tile(node: NodeContext) -> Outputs:
     repeats = node.static_ints(1, "repeats")
     if len(repeats) != x.ndim:
         raise node.error(f"repeats {repeats} must hold one count per axis ({x.ndim})")
+    if min(repeats, default=0) < 0:
+        raise node.error(f"repeats {repeats} must not be negative")
     if all(r == 1 for r in repeats):
         return [x]
     # [d0, d1] -> [1, d0, 1, d1] -> [r0, d0, r1, d1] -> [r0 * d0, r1 * d1]
