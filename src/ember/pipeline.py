@@ -109,17 +109,17 @@ def _convert_option(pass_name: str, option: dataclasses.Field[Any], text: str) -
 
 def parse_pass(text: str) -> Pass:
     """One pipeline element, `name` or `name{opt=value,opt2=value}`, as a Pass instance."""
-    name, _, rest = text.strip().partition("{")
+    name, brace, rest = text.strip().partition("{")
     name = name.strip()
     cls = _all_passes().get(name)
     if cls is None:
         known = ", ".join(sorted(_all_passes()))
         raise EmberError(f"unknown pass {name!r} (known passes: {known})")
-    if rest and not rest.endswith("}"):
+    if brace and not rest.endswith("}"):
         raise EmberError(f"pass options of {name!r} must end with '}}': {text!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     options: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in rest[:-1].split(","))) if rest else ():
+    for item in filter(None, (s.strip() for s in rest[:-1].split(","))) if brace else ():
         key, equals, value = item.partition("=")
         option = fields.get(key.strip().replace("-", "_"))
         if option is None or not equals:
