@@ -146,7 +146,7 @@ KINDS = {  # weight of each kind of statement
     "unary": 14, "binary": 14, "scalar": 6, "compare": 5, "logical": 2, "where": 4, "clip": 3,
     "cast": 4, "reduce": 9, "arg": 2, "matmul": 6, "linear": 2, "conv": 4, "pool": 3,
     "norm": 4, "softmax": 3, "reshape": 4, "transpose": 3, "index": 5, "gather": 2, "concat": 3,
-    "split": 1, "pad": 3, "broadcast": 2, "squeeze": 2,
+    "split": 1, "pad": 3, "broadcast": 2, "squeeze": 2, "loss": 2, "embedding": 1,
 }
 
 # name: (Ember spellings, numpy expression, ulps of the documented bound; sign of zero defined)
@@ -452,8 +452,8 @@ class Builder:
             numpy = f"O.a{name}({x}, {axis!r}, {keep})"
         else:
             value = f"np.{name}(O.acc({x}, '{dt}', {terms}), axis={axis!r}, keepdims={keep})"
-            magnitude = f"np.maximum(O.fin({x}), 1)" if name == "prod" else f"O.fin({x})"
-            bound = f"np.{name}({magnitude}, axis={axis!r}, keepdims={keep})"
+            bound = (f"O.prod_bound({x}, {axis!r}, {keep})" if name == "prod" else
+                     f"np.{name}(O.fin({x}), axis={axis!r}, keepdims={keep})")
             numpy = f"O.rnd(O.guard({value}, {bound}, '{dt}'), '{dt}', 1)"
         return self.emit(ember, numpy, (x,), dt, name in ("max", "min"))
 
@@ -632,6 +632,37 @@ class Builder:
         return self.emit(ember, f"O.rnd(O.{name}(O.acc({x}, '{dt}', {terms}), {axis}, '{dt}'), "
                          f"'{dt}', 4)",
                          (x,), dt)
+
+    def op_loss(self) -> bool:
+        rng = self.rng
+        x = self.pick(FLOATS, lambda s: len(s) == 2 and all(s))
+        if not x:
+            return False
+        dt, (n, c) = self.dt(x), self.dims(x)
+        reduction = self.choice(["mean", "sum", "none"])
+        if rng.random() < 0.4:
+            y = self.fresh(dt, (n, c), const=None)
+            value = f"O.mse_loss({x}, {y}, '{reduction}', '{dt}')"
+            return self.emit(f"F.mse_loss({x}, {y}, reduction='{reduction}')",
+                             f"O.rnd({value}, '{dt}', 2)", (x, y), dt)
+        target = self._name("x")
+        array = rng.integers(0, c, size=n).astype(np.int64)
+        self.inputs.append(Input(target, "i64", array))
+        self.types[target] = ("i64", array.shape)
+        self.env[target] = array
+        value = f"O.cross_entropy(O.acc({x}, '{dt}', {c}), {target}, '{reduction}', '{dt}')"
+        return self.emit(f"F.cross_entropy({x}, {target}, reduction='{reduction}')",
+                         f"O.rnd({value}, '{dt}', 4)", (x, target), dt)
+
+    def op_embedding(self) -> bool:
+        table = self.fresh(str(self.choice(FLOATS)), (int(self.choice([1, 3, 5])),
+                                                      int(self.choice([1, 2, 4]))))
+        rows = self.dims(table)[0]
+        index = self.pick(INTS, fresh_shape=lambda: self.shape(int(self.choice([0, 1, 2]))))
+        if not index or not np.all((self.env[index] >= 0) & (self.env[index] < rows)):
+            return False
+        return self.emit(f"F.embedding({index}, {table})", f"{table}[{index}]",
+                         (index, table), self.dt(table), True)
 
     # -- shape statements (exact) --
 

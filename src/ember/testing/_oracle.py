@@ -22,7 +22,7 @@ from contextlib import contextmanager
 
 import numpy as np
 
-_state: dict[str, np.random.Generator | None] = {"noise": None}
+_state: dict[str, object] = {"noise": None, "seed": None}
 
 _EPS = {"f32": float(np.finfo(np.float32).eps), "f64": float(np.finfo(np.float64).eps)}
 _TINY = {"f32": float(np.finfo(np.float32).tiny), "f64": float(np.finfo(np.float64).tiny)}
@@ -34,13 +34,14 @@ HELD = {"f32": np.float64, "f64": np.float64, "i32": np.int32, "i64": np.int64, 
 @contextmanager
 def noise(seed: int | None):
     """Run the reference with noise (seed) or exactly (None)."""
-    saved = _state["noise"]
+    saved = dict(_state)
     _state["noise"] = None if seed is None else np.random.default_rng(seed)
+    _state["seed"] = seed
     try:
         with np.errstate(all="ignore"):
             yield
     finally:
-        _state["noise"] = saved
+        _state.update(saved)
 
 
 def _to(x: np.ndarray, dt: str) -> np.ndarray:
@@ -70,19 +71,29 @@ def acc(x: np.ndarray, dt: str, terms: int) -> np.ndarray:
 def guard(result: np.ndarray, magnitude: np.ndarray, dt: str) -> np.ndarray:
     """An accumulating op whose terms may overflow `dt` on the way (`magnitude`, the same op on
     |operands|, exceeds the largest finite value) has no defined result in `dt`: under noise
-    such elements become NaN, so they are not compared."""
+    such elements become NaN in some runs and inf in others, so they are not compared."""
     if _state["noise"] is None or dt not in _EPS:
         return result
     limit = float(np.finfo(NUMPY[dt]).max)
     with np.errstate(all="ignore"):
         risky = ~(np.abs(magnitude) <= limit)
-    return np.where(risky, np.nan, result)
+    return np.where(risky, np.nan if _state["seed"] % 2 else np.inf, result)
 
 
 def fin(x: np.ndarray) -> np.ndarray:
     """|x| where x is finite, else 0: what a bound of `guard` adds up."""
     with np.errstate(all="ignore"):
         return np.where(np.isfinite(x), np.abs(x), 0.0)
+
+
+def prod_bound(x: np.ndarray, axis: object, keepdims: bool) -> np.ndarray:
+    """A product may overflow or underflow on the way when the factors above 1 multiply past
+    the largest value or those below 1 past the smallest: their ratio bounds both."""
+    with np.errstate(all="ignore"):
+        size = fin(x)
+        big = np.prod(np.maximum(size, 1), axis=axis, keepdims=keepdims)
+        small = np.prod(np.where(size > 0, np.minimum(size, 1), 1), axis=axis, keepdims=keepdims)
+        return big / small
 
 
 def rep(array: np.ndarray, dt: str) -> np.ndarray:
@@ -247,7 +258,7 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
     squares cannot overflow even in float64."""
     with np.errstate(all="ignore"):
         top = np.max(fin(x), axis=axes, keepdims=True) if x.size else np.ones(())
-        scale = np.where(top > 1, np.exp2(np.ceil(np.log2(np.maximum(top, 1)))), 1.0)
+        scale = np.where(top > 1, np.ldexp(1.0, np.frexp(np.maximum(top, 1))[1] - 1), 1.0)
         xs = x / scale
         mean = xs.mean(axis=axes, keepdims=True)
         variance = ((xs - mean) ** 2).mean(axis=axes, keepdims=True)
@@ -280,6 +291,23 @@ def batch_norm_train(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float, dt
     axes = tuple(a for a in range(x.ndim) if a != 1)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     return rnd(_normalize(x, axes, eps), dt, 8) * w.reshape(shape) + b.reshape(shape)
+
+
+def _reduce_loss(loss: np.ndarray, reduction: str, dt: str) -> np.ndarray:
+    if reduction == "none":
+        return loss
+    total = rnd(loss, dt, 1).sum()
+    return total / loss.size if reduction == "mean" else total
+
+
+def mse_loss(x: np.ndarray, y: np.ndarray, reduction: str, dt: str) -> np.ndarray:
+    return _reduce_loss(rnd((x - y) ** 2, dt, 2), reduction, dt)
+
+
+def cross_entropy(x: np.ndarray, target: np.ndarray, reduction: str, dt: str) -> np.ndarray:
+    """-log_softmax(x)[i, target[i]] per row, over classes on axis 1."""
+    logp = log_softmax(x, 1, dt)
+    return _reduce_loss(-logp[np.arange(len(target)), target], reduction, dt)
 
 
 def _out_size(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
