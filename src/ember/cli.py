@@ -16,7 +16,9 @@ of an example does not run. It defines the model (`model`, or the NAME given aft
 `example_inputs`, a tuple or list of numpy arrays.
 
 Every mistake a user can make (a missing file, a missing name, a syntax error, code that cannot
-be traced) ends with one line on stderr, `ember: error: ...`, and exit status 2.
+be traced) ends with one line on stderr, `ember: error: ...`, and exit status 2. A target must
+be a regular file (a directory, FIFO or device is named as such); IR files given to `ember opt`
+are UTF-8 text of at most IR_FILE_LIMIT bytes (256 MiB), read no further than that.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ import difflib
 import importlib.util
 import os
 import re
+import stat
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
 
@@ -43,6 +45,7 @@ from ember.ir.graph import Graph
 from ember.pipeline import Instrument, Pass, PassManager, parse_pipeline
 
 EXIT_USAGE = 2
+IR_FILE_LIMIT = 256 * 2**20  # the most bytes of IR text `ember opt` reads
 
 
 class UsageError(Exception):
@@ -63,10 +66,48 @@ class Target:
 # -- loading a target -----------------------------------------------------------------------------
 
 
+def _check_file(path: str) -> None:
+    """A UsageError unless `path` is a regular file; a directory, FIFO or device is named."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {path}") from None
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    if stat.S_ISREG(mode):
+        return
+    kinds = [(stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket")]
+    kind = next((name for test, name in kinds if test(mode)), "not a regular file")
+    raise UsageError(f"{path} is {kind}, not a file")
+
+
+def _read_ir(path: str) -> str:
+    """The UTF-8 text of an IR file (`-`: stdin), at most IR_FILE_LIMIT bytes."""
+    try:
+        if path == "-":
+            data = sys.stdin.buffer.read(IR_FILE_LIMIT + 1)
+        else:
+            _check_file(path)
+            with open(path, "rb") as handle:
+                data = handle.read(IR_FILE_LIMIT + 1)
+    except OSError as err:
+        raise UsageError(f"cannot read {path}: {err.strerror}") from None
+    if len(data) > IR_FILE_LIMIT:
+        raise UsageError(f"{'stdin' if path == '-' else path} is larger than "
+                         f"{IR_FILE_LIMIT // 2**20} MiB, the limit for IR files")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        raise UsageError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x} at "
+                         f"offset {err.start})") from None
+
+
 def _import_file(path: str) -> ModuleType:
     """Import a Python file by path, with a `__name__` that is not `"__main__"`."""
-    if not os.path.isfile(path):
-        raise UsageError(f"no such file: {path}")
+    _check_file(path)
     if not path.endswith(".py"):
         raise UsageError(f"{path}: expected a Python file (file.py or file.py:NAME)")
     stem = re.sub(r"\W", "_", os.path.splitext(os.path.basename(path))[0])
@@ -82,6 +123,9 @@ def _import_file(path: str) -> ModuleType:
         raise UsageError(f"{err.filename}:{err.lineno}: syntax error: {err.msg}") from None
     except Exception as err:  # any failure of user code is reported in one line
         raise UsageError(f"while importing {path}: {_describe(err, path)}") from None
+    except SystemExit as exit_:
+        raise UsageError(f"{path} called sys.exit({exit_.code!r}) while being imported"
+                         ) from None
     finally:
         sys.path.remove(directory)
     return module
@@ -159,8 +203,7 @@ def _load_onnx_target(path: str, shapes: Sequence[str]) -> Target:
             raise UsageError(f"--shape takes NAME=DIMS like input=1x3x224x224 or batch=1, "
                              f"got {item!r}")
         pinned[name] = sizes
-    if not os.path.isfile(path):
-        raise UsageError(f"no such file: {path}")
+    _check_file(path)
     try:
         model = ember.onnx.load(path, shapes=pinned)
         examples = model.example_inputs
@@ -178,6 +221,9 @@ def _trace(target: Target, args: argparse.Namespace | None = None) -> Graph:
         raise UsageError(f"cannot trace {target.where}: {str(err).splitlines()[0]}") from None
     except Exception as err:  # user code raised while being traced
         raise UsageError(f"cannot trace {target.where}: {_describe(err, target.path)}") from None
+    except SystemExit as exit_:
+        raise UsageError(f"{target.where} called sys.exit({exit_.code!r}) while being traced"
+                         ) from None
 
 
 # -- stages ---------------------------------------------------------------------------------------
@@ -428,10 +474,7 @@ def command_passes(args: argparse.Namespace) -> int:
 
 def command_opt(args: argparse.Namespace) -> int:
     """`ember opt FILE.ir -p PIPELINE`: run passes on IR text (like mlir-opt)."""
-    try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text("utf-8")
-    except OSError as err:
-        raise UsageError(f"cannot read {args.file}: {err.strerror}") from None
+    text = _read_ir(args.file)
     try:
         graph = ember.parse(text)
         ember.verify(graph)
@@ -616,7 +659,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.run(args)
     except UsageError as err:
         print(f"ember: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
+    except EmberError as err:  # one a command did not put in its own words
+        print(f"ember: error: {str(err).splitlines()[0]}", file=sys.stderr)
+    except MemoryError:
+        print("ember: error: out of memory", file=sys.stderr)
+    return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,7 @@ from ember.onnx.converters.base import FOLD_BYTES, TENSOR_BYTES, format_bytes, s
 # many elements in all; bigger constant work (a transposed weight) stays in the graph, where
 # its initializer keeps its name and fold-constants can still evaluate it.
 FOLD_LIMIT = 4096
+FILE_LIMIT = 2**31 - 1  # protobuf's limit on one serialized message
 
 Dim = int | str  # a static size, or the name of a symbolic dimension
 
@@ -227,16 +229,27 @@ def load(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto,
         proto, source = _parse(bytes(path_or_model), "<bytes>"), "<bytes>"
     else:
         source = os.fspath(path_or_model)
-        try:
-            with open(source, "rb") as handle:
-                data = handle.read()
-        except OSError as err:
-            reason = err.strerror or err
-            raise EmberError(f"{source}: cannot read the ONNX file: {reason}") from None
-        proto = _parse(data, source)
+        proto = _parse(_read_file(source), source)
         _load_external_data(proto, source)
     _check_structure(proto, source)
     return OnnxModel(proto, source, shapes)
+
+
+def _read_file(source: str) -> bytes:
+    """The bytes of a regular file of at most FILE_LIMIT bytes (protobuf parses no more)."""
+    try:
+        with open(source, "rb") as handle:
+            status = os.fstat(handle.fileno())
+            if not stat.S_ISREG(status.st_mode):
+                kind = "a directory" if stat.S_ISDIR(status.st_mode) else "not a regular file"
+                raise EmberError(f"{source}: cannot read the ONNX file: it is {kind}")
+            if status.st_size > FILE_LIMIT:
+                raise EmberError(f"{source}: the ONNX file is larger than 2 GiB, protobuf's "
+                                 "limit; save the weights as external data")
+            return handle.read(FILE_LIMIT + 1)
+    except OSError as err:
+        reason = err.strerror or err
+        raise EmberError(f"{source}: cannot read the ONNX file: {reason}") from None
 
 
 def _parse(data: bytes, source: str) -> onnx.ModelProto:
