@@ -349,12 +349,43 @@ def test_world_writable_cache_directory_is_refused(tmp_path: Path,
     directory_is_refused(directory, monkeypatch, "writable by its group or others")
 
 
-def test_group_writable_parent_of_the_cache_directory_is_refused(
+def test_world_writable_parent_of_the_cache_directory_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    parent = tmp_path / "shared"
+    (parent / "ember").mkdir(parents=True, mode=0o700)
+    parent.chmod(0o757)
+    directory_is_refused(parent / "ember", monkeypatch, f"parent {parent} is writable")
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="chgrp to another group needs root")
+def test_group_writable_parent_of_another_group_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     parent = tmp_path / "team"
     (parent / "ember").mkdir(parents=True, mode=0o700)
+    os.chown(parent, -1, 12345)  # a group the current user's private group is not
     parent.chmod(0o775)
     directory_is_refused(parent / "ember", monkeypatch, f"parent {parent} is writable")
+
+
+def test_group_writable_by_the_users_private_group_is_accepted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import grp
+    import pwd
+
+    user = pwd.getpwuid(os.getuid()).pw_name
+    group = grp.getgrgid(os.getgid())
+    if group.gr_name != user or set(group.gr_mem) - {user}:
+        pytest.skip("the current user has no private group")
+    directory = tmp_path / "home" / ".cache"
+    directory.mkdir(parents=True)
+    os.chown(directory, os.getuid(), os.getgid())
+    directory.chmod(0o775)  # what a umask of 002 makes
+    (tmp_path / "home").chmod(0o775)
+    monkeypatch.setenv("EMBER_CACHE_DIR", str(directory / "ember"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", cache.CacheWarning)
+        compile_native(graph())
+    assert len(list((directory / "ember").glob("*/*.o"))) == 1
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="chown to another user needs root")

@@ -18,10 +18,12 @@ renamed into place, so two processes compiling the same model at once both succe
 read a partial file.
 
 Whoever can write the cache directory can make this process run any machine code, so the
-directory must be owned by the current user and writable by nobody else, and so must its
-parents (root-owned ones and sticky ones such as /tmp excepted). Ember creates missing
-directories with mode 0700. A directory that fails the check is not used: Ember warns once
-(`CacheWarning`) and caches in a fresh private temporary directory for the rest of the process.
+directory and its shard folders must be owned by the current user and writable by no other
+user; each parent must be owned by the user or root and writable by no other user unless it is
+sticky (like /tmp). The user's private group (named after the user, no other members) counts
+as the user's own. Ember creates missing directories with mode 0700. A directory that fails
+the check is not used: Ember warns once (`CacheWarning`) and caches in a fresh private
+temporary directory for the rest of the process.
 The hashes detect accidents and copies, not forgery: anyone who can write the directory can
 also compute a valid header (README, "The compile cache and what it trusts").
 """
@@ -84,7 +86,7 @@ def _check_directory(directory: Path) -> str | None:
         if status.st_uid not in (os.getuid(), 0):
             return (f"its parent {parent} is owned by uid {status.st_uid}, "
                     f"not by uid {os.getuid()} or root")
-        if status.st_mode & 0o022 and not status.st_mode & stat.S_ISVTX:
+        if _writable_by_others(status) and not status.st_mode & stat.S_ISVTX:
             return (f"its parent {parent} is writable by its group or others "
                     f"(mode {stat.S_IMODE(status.st_mode):o})")
     return None
@@ -95,9 +97,30 @@ def _not_private(path: Path, status: os.stat_result) -> str | None:
     if status.st_uid != os.getuid():
         return (f"{path} is owned by uid {status.st_uid}, "
                 f"not by the current user (uid {os.getuid()})")
-    if status.st_mode & 0o022:
+    if _writable_by_others(status):
         return f"{path} is writable by its group or others (mode {stat.S_IMODE(status.st_mode):o})"
     return None
+
+
+def _writable_by_others(status: os.stat_result) -> bool:
+    """Writable by another user: by others, or by a group other than the current user's
+    private group (the group named after the user, with no other members, that systems with
+    a umask of 002 give each user)."""
+    if status.st_mode & 0o002:
+        return True
+    return bool(status.st_mode & 0o020) and not _private_group(status.st_gid)
+
+
+@functools.cache
+def _private_group(gid: int) -> bool:
+    import grp
+    import pwd
+
+    try:
+        group, user = grp.getgrgid(gid), pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return False
+    return group.gr_name == user and set(group.gr_mem) <= {user}
 
 
 def _make_private(directory: Path) -> None:
