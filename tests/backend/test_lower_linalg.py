@@ -183,9 +183,14 @@ def test_conv2d_loop_ir_tests_padding_per_row_not_per_pixel():
                        stride=(1, 1), padding=(1, 1, 1, 1), dilation=(1, 1), groups=2)
     lines = text.splitlines()
     ifs = [n for n, line in enumerate(lines) if line.strip().startswith("if (")]
-    assert len(ifs) == 1, text  # one row test per (oh, kh)
-    # after it, three kernel-column loops of 7, 8 and 7 output columns (the static ranges)
-    extents = [line.split("<")[1].split(";")[0].strip() for line in lines[ifs[0]:]
+    rows = [n for n in ifs if lines[n].strip().startswith("if (((ih")]
+    assert len(rows) == 1, text  # one row test per (oh, kh)
+    # the other tests are one per padded tap, on its weight * 0 (nonzero: an inf or NaN weight)
+    assert all(lines[n].strip().startswith("if ((z") for n in ifs if n not in rows), text
+    # inside the row test, three kernel-column loops of 7, 8 and 7 output columns (the static
+    # ranges)
+    orelse = next(n for n in range(rows[0], len(lines)) if lines[n].strip() == "} else {")
+    extents = [line.split("<")[1].split(";")[0].strip() for line in lines[rows[0]:orelse]
                if line.strip().startswith("for (")]
     assert extents == ["7", "8", "7"], text
 

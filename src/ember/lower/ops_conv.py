@@ -116,7 +116,7 @@ def gemm_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
                    "b_packer": conv_pack.image_packer(image) if implicit else None}
         extra_args = ([element.as_pointer()] if bias is not None else []) + (
             epilogue.llvm_types(element) if epilogue is not None else [])
-        if not extra_args:
+        if bias is None and epilogue is None:
             return gemm.emit_gemm(module, symbol, m, n, k, **options)
         return gemm.emit_gemm(module, symbol, m, n, k, epilogue=finish, extra_args=extra_args,
                               **options)

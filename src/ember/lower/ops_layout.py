@@ -8,6 +8,8 @@ convolution, the packed weight. The sliding-window helpers of `ops_linalg` handl
 
 from __future__ import annotations
 
+import numpy as np
+
 from ember.ir.types import TensorType
 from ember.lower.loops import (
     Binary,
@@ -123,6 +125,23 @@ def lower_conv2d_nchwc(node, ctx: LowerContext) -> list[Stmt]:
     out_blocks, _, kernel_h, kernel_w, _, out_size = w_type.shape
     _, _, out_h, out_w, _ = _blocks(ctx.output_types[0])
     tap = in_size * out_size  # weights of one kernel position and one pair of blocks
+    # A tap that reads the zero padding adds weight * 0: nothing unless a weight is inf or NaN
+    # (0 * inf is NaN), so those taps run only for weights not known to be finite.
+    weights = ctx.constant_data(1)
+    finite = weights is not None and bool(np.isfinite(weights).all())
+
+    def padding_tap(w_row: Expr, kw: Expr, row: Expr):
+        """out[.., ow, q] += sum over i of w[.., i, q] * 0, for a tap in the padding."""
+        hoisted: list[Stmt] = []
+        w_tap = let(hoisted, ctx, add(w_row, mul(kw, index_imm(tap))), "wt")
+
+        def pixel(ow: Expr) -> list[Stmt]:
+            o_pixel = add(row, mul(ow, index_imm(out_size)))
+            return loop(ctx, in_size, lambda i: loop(ctx, out_size, lambda q: [accumulate(
+                out, add(o_pixel, q), Binary("mul", Load(
+                    w_buffer, add(add(w_tap, mul(i, index_imm(out_size))), q)), imm(0, dtype)))]))
+
+        return hoisted, None, pixel
 
     def image_block(nb: Expr) -> list[Stmt]:
         statements: list[Stmt] = []
@@ -179,11 +198,24 @@ def lower_conv2d_nchwc(node, ctx: LowerContext) -> list[Stmt]:
 
                     return rows + window_columns(
                         ctx, kernel=kernel_w, stride=stride[1], pad=padding[1],
-                        dilation=dilation[1], size=width, out=out_w, body=column)
+                        dilation=dilation[1], size=width, out=out_w, body=column,
+                        padded=None if finite else lambda kw: padding_tap(w_row, kw, row))
+
+                def padded_row(kh: Expr) -> list[Stmt]:
+                    taps: list[Stmt] = []
+                    w_row = let(taps, ctx, add(w_block, mul(kh, index_imm(kernel_w * tap))),
+                                "wr")
+
+                    def tap_row(kw: Expr) -> list[Stmt]:
+                        hoisted, _, pixel = padding_tap(w_row, kw, row)
+                        return [*hoisted, *loop(ctx, out_w, pixel)]
+
+                    return taps + loop(ctx, kernel_w, tap_row)
 
                 return inner + window_rows(
                     ctx, oh, kernel=kernel_h, stride=stride[0], pad=padding[0],
-                    dilation=dilation[0], size=height, out=out_h, body=kernel_row)
+                    dilation=dilation[0], size=height, out=out_h, body=kernel_row,
+                    padded=None if finite else padded_row)
 
             return local + loop(ctx, in_blocks, input_block)
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 from ember.ir.ops import broadcast_shapes
 from ember.ir.types import DType
 from ember.lower.loops import (
@@ -144,9 +146,11 @@ def lowest(dtype: DType) -> Imm:
 
 def window_rows(ctx: LowerContext, out_row: Expr, *, kernel: int, stride: int, pad: int,
                 dilation: int, size: int, out: int,
-                body: Callable[[Expr, Expr], Sequence[Stmt]]) -> list[Stmt]:
+                body: Callable[[Expr, Expr], Sequence[Stmt]],
+                padded: Callable[[Expr], Sequence[Stmt]] | None = None) -> list[Stmt]:
     """For each kernel row kh: ih = out_row * stride - pad + kh * dilation, and body(kh, ih)
-    when 0 <= ih < size. The test is emitted only for the sides the padding can reach."""
+    when 0 <= ih < size. The test is emitted only for the sides the padding can reach.
+    `padded(kh)`, when given, is emitted for the kernel rows that lie in the padding."""
 
     def row(kh: Expr) -> list[Stmt]:
         statements: list[Stmt] = []
@@ -157,20 +161,29 @@ def window_rows(ctx: LowerContext, out_row: Expr, *, kernel: int, stride: int, p
         above = Binary("lt", ih, index_imm(size)) if last >= size else None
         check = both(below, above)
         inner = list(body(kh, ih))
-        statements += inner if check is None else [If(check, tuple(inner))]
-        return statements
+        if check is None:
+            return statements + inner
+        orelse = tuple(padded(kh)) if padded is not None else ()
+        return [*statements, If(check, tuple(inner), orelse)]
 
     return loop(ctx, kernel, row)
 
 
 ColumnBody = Callable[[Expr], tuple[Sequence[Stmt], Callable[[Expr, Expr], Sequence[Stmt]]]]
+# padded(kw) -> (hoisted statements, guard or None, pixel(ow) -> statements)
+PaddedBody = Callable[[Expr], tuple[Sequence[Stmt], Expr | None,
+                                    Callable[[Expr], Sequence[Stmt]]]]
 
 
 def window_columns(ctx: LowerContext, *, kernel: int, stride: int, pad: int, dilation: int,
-                   size: int, out: int, body: ColumnBody) -> list[Stmt]:
+                   size: int, out: int, body: ColumnBody,
+                   padded: PaddedBody | None = None) -> list[Stmt]:
     """Loops over every (kw, ow) whose input column iw = ow * stride - pad + kw * dilation lies
     in [0, size). `body(kw)` returns the statements hoisted out of the ow loop (weight loads)
     and a function `(ow, iw) -> statements` for its body.
+
+    `padded(kw)`, when given, covers the (kw, ow) whose input column is padding: its hoisted
+    statements, then its pixel function over those ow, all under its guard (when not None).
 
     Kernels up to UNROLL_KERNEL_COLUMNS wide are unrolled over kw, each column with a loop over
     its own static range of ow: no test inside. Wider ones loop over kw and test each column.
@@ -179,22 +192,32 @@ def window_columns(ctx: LowerContext, *, kernel: int, stride: int, pad: int, dil
     if kernel > UNROLL_KERNEL_COLUMNS:
         def column(kw: Expr) -> list[Stmt]:
             hoisted, inner = body(kw)
+            outside: tuple = ((), None, None) if padded is None else padded(kw)
+            pad_hoisted, guard, pad_pixel = outside
 
             def pixel(ow: Expr) -> list[Stmt]:
                 local: list[Stmt] = []
                 iw = let(local, ctx, add(add(mul(ow, index_imm(stride)), index_imm(-pad)),
                                          mul(kw, index_imm(dilation))), "iw")
                 check = both(Binary("ge", iw, index_imm(0)), Binary("lt", iw, index_imm(size)))
-                return [*local, If(check, tuple(inner(ow, iw)))]
+                orelse = () if pad_pixel is None else guarded(guard, pad_pixel(ow))
+                return [*local, If(check, tuple(inner(ow, iw)), orelse)]
 
-            return [*hoisted, *loop(ctx, out, pixel)]
+            return [*hoisted, *pad_hoisted, *loop(ctx, out, pixel)]
 
         return loop(ctx, kernel, column)
     for kw in range(kernel):
         offset = kw * dilation - pad
-        first = max(0, -(offset // stride))  # smallest ow with ow * stride + offset >= 0
+        first = min(out, max(0, -(offset // stride)))  # smallest ow with ow * stride + offset >= 0
         end = min(out, (size - 1 - offset) // stride + 1) if size - 1 - offset >= 0 else 0
-        if end <= first:
+        end = max(end, first)
+        if padded is not None and (first > 0 or end < out):
+            pad_hoisted, guard, pad_pixel = padded(index_imm(kw))
+            outside = [*loop(ctx, first, pad_pixel),
+                       *loop(ctx, out - end, lambda j, end=end, pad_pixel=pad_pixel:
+                             pad_pixel(add(j, index_imm(end))))]
+            statements += [*pad_hoisted, *guarded(guard, outside)]
+        if end == first:
             continue
         hoisted, inner = body(index_imm(kw))
 
@@ -205,6 +228,13 @@ def window_columns(ctx: LowerContext, *, kernel: int, stride: int, pad: int, dil
 
         statements += [*hoisted, *loop(ctx, end - first, pixel)]
     return statements
+
+
+def guarded(guard: Expr | None, statements: Sequence[Stmt]) -> tuple[Stmt, ...]:
+    """`statements`, under `if (guard)` when there is a guard."""
+    if guard is None:
+        return tuple(statements)
+    return (If(guard, tuple(statements)),) if statements else ()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,6 +327,17 @@ def lower_conv2d(node, ctx: LowerContext) -> list[Stmt]:
     out_channels, group_channels, kernel_h, kernel_w = w_type.shape
     batch, _, out_h, out_w = ctx.output_types[0].shape
     per_group = out_channels // groups
+    # A tap that reads the zero padding adds weight * 0: nothing, unless the weight is inf or
+    # NaN (0 * inf is NaN). Constant finite weights skip those taps; any other weight tests
+    # each tap's weight * 0 and adds it (NaN) to the outputs it reaches only when it is NaN.
+    weights = ctx.constant_data(1)
+    finite = weights is not None and bool(np.isfinite(weights).all())
+
+    def padding_tap(w_index: Expr, row: Expr):
+        hoisted: list[Stmt] = []
+        poison = let(hoisted, ctx, Binary("mul", Load(w_buffer, w_index), imm(0, dtype)), "z")
+        return hoisted, Binary("ne", poison, imm(0, dtype)), lambda ow: [
+            accumulate(out, add(row, ow), poison)]
 
     def image_channel(no: Expr) -> list[Stmt]:
         statements: list[Stmt] = []
@@ -332,11 +373,24 @@ def lower_conv2d(node, ctx: LowerContext) -> list[Stmt]:
 
                     return rows + window_columns(
                         ctx, kernel=kernel_w, stride=stride[1], pad=padding[1],
-                        dilation=dilation[1], size=width, out=out_w, body=column)
+                        dilation=dilation[1], size=width, out=out_w, body=column,
+                        padded=None if finite else lambda kw: padding_tap(
+                            add(w_row, kw), row))
+
+                def padded_row(kh: Expr) -> list[Stmt]:
+                    taps: list[Stmt] = []
+                    w_row = let(taps, ctx, add(w_channel, mul(kh, index_imm(kernel_w))), "wr")
+
+                    def tap(kw: Expr) -> list[Stmt]:
+                        hoisted, guard, pixel = padding_tap(add(w_row, kw), row)
+                        return [*hoisted, *guarded(guard, loop(ctx, out_w, pixel))]
+
+                    return taps + loop(ctx, kernel_w, tap)
 
                 return inner + window_rows(
                     ctx, oh, kernel=kernel_h, stride=stride[0], pad=padding[0],
-                    dilation=dilation[0], size=height, out=out_h, body=kernel_row)
+                    dilation=dilation[0], size=height, out=out_h, body=kernel_row,
+                    padded=None if finite else padded_row)
 
             return local + loop(ctx, group_channels, channel)
 

@@ -24,6 +24,7 @@ from ember.lower.loops import (
     Buffer,
     Cast,
     Expr,
+    If,
     Let,
     Load,
     Local,
@@ -161,7 +162,13 @@ def lower_layer_norm(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     """Per row of the normalized size N (the last weight.ndim dimensions): the mean, then the
     variance as the mean of squared deviations (two passes: no cancellation), then
     out = (x - mean) * rstd * weight + bias. Each pass is a contiguous inner loop over one row,
-    which stays in cache; rows are independent (the outer loop may run in parallel)."""
+    which stays in cache; rows are independent (the outer loop may run in parallel).
+
+    The sums overflow for rows of huge values (|x| above about 1.8e19 in f32, where the squared
+    deviations pass the largest float) although the result is always of order one. Such a row
+    (its sum of squares not below inf) is normalized again as x * s with s = 1 / max |x|:
+    layer norm is invariant to scaling x when eps scales with it (eps * s^2). A row holding
+    inf or NaN takes that path too and gives NaN, like the float64 reference."""
     x_type, w_type, _ = ctx.input_types
     source, weight, bias = ctx.inputs
     target = ctx.outputs[0]
@@ -172,25 +179,51 @@ def lower_layer_norm(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     rows = x_type.size // count
     names = ctx.names
     o, base = names.fresh("i"), names.fresh("base")
-    total, mean, squares, rstd = (names.fresh(n, dtype) for n in ("s", "mean", "q", "rstd"))
-    j1, j2, j3 = names.fresh("j"), names.fresh("j"), names.fresh("j")
-    deviation = names.fresh("d", dtype)
     n = imm(count, dtype)
-    variance = Binary("div", squares, n)
-    write = Binary("add", Binary("mul", Binary("mul", Binary("sub", Load(source, add(base, j3)),
-                                                              mean), rstd),
-                                 Load(weight, j3)), Load(bias, j3))
+    eps = imm(float(node.attrs["eps"]), dtype)  # type: ignore[arg-type]
+
+    def normalize(scale: Expr | None, eps: Expr) -> tuple[list[Stmt], Var, list[Stmt]]:
+        """The statistics of the row x * scale (x when scale is None), their sum of squares,
+        and the write of the normalized row."""
+        total, mean, squares, rstd = (names.fresh(v, dtype) for v in ("s", "mean", "q", "rstd"))
+        j1, j2, j3 = names.fresh("j"), names.fresh("j"), names.fresh("j")
+        deviation = names.fresh("d", dtype)
+
+        def x(j: Var) -> Expr:
+            value = Load(source, add(base, j))
+            return value if scale is None else Binary("mul", value, scale)
+
+        write = Binary("add", Binary("mul", Binary("mul", Binary("sub", x(j3), mean), rstd),
+                                     Load(weight, j3)), Load(bias, j3))
+        statistics = [
+            Local(total, imm(0, dtype)),
+            _loop(j1, count, Assign(total, Binary("add", total, x(j1)))),
+            Let(mean, Binary("div", total, n)),
+            Local(squares, imm(0, dtype)),
+            _loop(j2, count, Let(deviation, Binary("sub", x(j2), mean)),
+                  Assign(squares, Binary("add", squares, Binary("mul", deviation, deviation)))),
+        ]
+        output = [
+            Let(rstd, Binary("div", imm(1, dtype), Unary("sqrt", Binary(
+                "add", Binary("div", squares, n), eps)))),
+            _loop(j3, count, Store(target, add(base, j3), write)),
+        ]
+        return statistics, squares, output
+
+    statistics, squares, output = normalize(None, eps)
+    peak, scale, j = names.fresh("peak", dtype), names.fresh("scale", dtype), names.fresh("j")
+    scaled_statistics, _, scaled_output = normalize(scale, Binary("mul", Binary(
+        "mul", eps, scale), scale))
+    rescaled = (
+        Local(peak, imm(0, dtype)),
+        _loop(j, count, Assign(peak, Binary("max", peak, Unary("abs", Load(source, add(base, j)))))),
+        Let(scale, Binary("div", imm(1, dtype), peak)),
+        *scaled_statistics, *scaled_output,
+    )
     body = (
         Let(base, mul(o, index_imm(count))),
-        Local(total, imm(0, dtype)),
-        _loop(j1, count, Assign(total, Binary("add", total, Load(source, add(base, j1))))),
-        Let(mean, Binary("div", total, n)),
-        Local(squares, imm(0, dtype)),
-        _loop(j2, count, Let(deviation, Binary("sub", Load(source, add(base, j2)), mean)),
-              Assign(squares, Binary("add", squares, Binary("mul", deviation, deviation)))),
-        Let(rstd, Binary("div", imm(1, dtype), Unary("sqrt", Binary(
-            "add", variance, imm(float(node.attrs["eps"]), dtype))))),  # type: ignore[arg-type]
-        _loop(j3, count, Store(target, add(base, j3), write)),
+        *statistics,
+        If(Binary("lt", squares, imm(math.inf, dtype)), tuple(output), rescaled),
     )
     return (_loop(o, rows, *body),)
 

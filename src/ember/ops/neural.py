@@ -305,11 +305,19 @@ def infer_layer_norm(x: TensorType, weight: TensorType, bias: TensorType, *, eps
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, eps: float) -> np.ndarray:
+    if x.size == 0:
+        return x.copy()
     axes = tuple(range(x.ndim - weight.ndim, x.ndim))
     x64 = x.astype(np.float64)
+    # Layer norm is invariant to scaling a row when eps scales with it, so a row whose squares
+    # could overflow even in float64 (|x| above 1e100; never for f32 inputs) is normalized as
+    # x / max |x|, with eps / max |x|^2.
+    peak = np.abs(x64).max(axis=axes, keepdims=True)
+    scale = np.where(np.isfinite(peak) & (peak > 1e100), 1.0 / peak, 1.0)
+    x64 = x64 * scale
     mean = x64.mean(axis=axes, keepdims=True)
     var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
-    return ((x64 - mean) / np.sqrt(var + eps) * weight + bias).astype(x.dtype)
+    return ((x64 - mean) / np.sqrt(var + eps * scale**2) * weight + bias).astype(x.dtype)
 
 
 register_op(OpDef("layer_norm", infer=infer_layer_norm, reference=_layer_norm, arity=(3, 3),
@@ -326,12 +334,16 @@ def infer_softmax(x: TensorType, *, axis: int) -> TensorType:
 
 
 def _softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
+    if x.size == 0:  # nothing to normalize (numpy's max has no identity to start from)
+        return x.copy()
     x64 = x.astype(np.float64)
     shifted = np.exp(x64 - x64.max(axis=axis, keepdims=True))
     return (shifted / shifted.sum(axis=axis, keepdims=True)).astype(x.dtype)
 
 
 def _log_softmax(x: np.ndarray, *, axis: int) -> np.ndarray:
+    if x.size == 0:
+        return x.copy()
     x64 = x.astype(np.float64)
     shifted = x64 - x64.max(axis=axis, keepdims=True)
     return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(x.dtype)
