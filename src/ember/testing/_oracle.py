@@ -279,10 +279,11 @@ def batch_norm(x: np.ndarray, mean: np.ndarray, variance: np.ndarray, w: np.ndar
 
 def batch_norm_bound(x: np.ndarray, mean: np.ndarray, variance: np.ndarray, w: np.ndarray,
                      b: np.ndarray, eps: float) -> np.ndarray:
-    """The largest intermediate of batch_norm in any order of its products."""
+    """The largest intermediate of batch_norm in any order of its products (the scale
+    weight / sqrt(var + eps) alone too, which implementations fold first)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
     rstd = 1 / np.sqrt(fin(variance.reshape(shape) + eps))
-    return ((fin(x) + fin(mean.reshape(shape))) * (1 + fin(w.reshape(shape))) * (1 + rstd)
+    return ((fin(x) + fin(mean.reshape(shape)) + 1) * (1 + fin(w.reshape(shape))) * (1 + rstd)
             + fin(b.reshape(shape)))
 
 
