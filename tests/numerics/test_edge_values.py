@@ -139,6 +139,40 @@ def test_clip_with_a_nan_bound_gives_nan_at_every_level() -> None:
         assert np.isnan(got).all(), (level, got)
 
 
+def test_sign_of_negative_zero_is_positive_zero_as_numpy_and_pytorch_at_every_level() -> None:
+    torch = pytest.importorskip("torch")
+    expected = np.sign(SPECIALS)
+    assert_bitwise(torch.sign(torch.from_numpy(SPECIALS)).numpy()[~np.isnan(SPECIALS)],
+                   expected[~np.isnan(SPECIALS)], "numpy and PyTorch agree")
+    for level, got in run_levels(lambda t: np.sign(t), SPECIALS).items():
+        assert_bitwise(got, expected, f"sign level {level}")
+
+
+@pytest.mark.parametrize("exponent", [0.5, 2.0, 3.0, -1.0, 0.25])
+def test_pow_with_a_constant_exponent_is_c_pow_at_every_level(exponent) -> None:
+    """pow(-0.0, 0.5) = +0.0 and pow(-inf, 0.5) = +inf (C's pow, math.pow; PyTorch's pow with
+    a tensor exponent); numpy and PyTorch take sqrt for a scalar 0.5 instead."""
+    x = np.concatenate([SPECIALS, np.float32([4.0, 0.5, -2.0])])
+    odd = exponent == int(exponent) and int(exponent) % 2 == 1
+    expected = []
+    for value in x.tolist():
+        if value == 0 and exponent < 0:  # C: pow(±0, y < 0) = ±inf for odd y, else +inf
+            expected.append(math.copysign(math.inf, value) if odd else math.inf)
+            continue
+        try:
+            expected.append(math.pow(value, exponent))
+        except ValueError:  # a negative base with a non-integer exponent
+            expected.append(math.nan)
+        except OverflowError:
+            expected.append(math.copysign(math.inf, value) if odd else math.inf)
+    with np.errstate(over="ignore"):
+        expected = np.array(expected).astype(np.float32)
+    for level, got in run_levels(lambda t: t**exponent, x).items():
+        finite = np.isfinite(expected) & (expected != 0)
+        assert_bitwise(got[~finite], expected[~finite], f"x ** {exponent} level {level}")
+        np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-6)
+
+
 def silu64(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     with np.errstate(all="ignore"):

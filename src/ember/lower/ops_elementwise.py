@@ -96,10 +96,12 @@ def _int_leaky(x: Expr, node: Node) -> Expr:
 
 @scalar_rule("sign")
 def sign(node: Node, operands: Sequence[Expr]) -> Expr:
-    # sign(x) -> x > 0 ? 1 : (x < 0 ? -1 : x)   (keeps 0, -0 and nan as numpy does)
+    # sign(x) -> x > 0 ? 1 : (x < 0 ? -1 : (x == 0 ? 0 : x))   (sign(-0.0) = +0.0 and nan
+    # stays nan, as numpy and PyTorch do)
     x = operands[0]
     zero, one = imm(0, x.dtype), imm(1, x.dtype)
-    negative = Select(Binary("lt", x, zero), imm(-1, x.dtype), x)
+    rest = Select(Binary("eq", x, zero), zero, x)
+    negative = Select(Binary("lt", x, zero), imm(-1, x.dtype), rest)
     return Select(Binary("gt", x, zero), one, negative)
 
 

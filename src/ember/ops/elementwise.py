@@ -11,6 +11,9 @@ test_int_division.py):
 - `clip` and `relu` keep x unless it is strictly outside the bounds, as numpy's clip and
   PyTorch's clamp and relu: relu(-0.0) = -0.0, NaN propagates, a NaN bound gives NaN;
 - `silu`, `gelu` of -inf are NaN (-inf * 0), as numpy and PyTorch compute them;
+- `sign(-0.0)` is +0.0 (numpy, PyTorch); float `pow` is C's pow for every exponent:
+  pow(-0.0, 0.5) = +0.0 and pow(-inf, 0.5) = +inf (numpy and PyTorch take sqrt for a
+  scalar exponent 0.5 and give -0.0 and nan there);
 - integer `div` truncates toward zero (C, ONNX; not numpy's floor `//`); a zero divisor raises
   ExecutionError naming the node; INT_MIN / -1 wraps to INT_MIN, as numpy gives.
 """
@@ -155,6 +158,13 @@ def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if a.dtype.kind == "i" and np.any(b < 0):
         raise ValueError("integer power with a negative exponent")
+    if a.dtype.kind == "f":
+        # C's (IEEE) pow for every exponent, as compiled code: given an exponent 0.5 that it
+        # broadcasts (a stride of 0), numpy takes sqrt instead (pow(-0.0, 0.5) = -0.0,
+        # pow(-inf, 0.5) = nan), so the exponent is spelled out element by element.
+        shape = np.broadcast_shapes(a.shape, b.shape)
+        spelled = np.array(np.broadcast_to(b, shape).reshape(-1))
+        return np.power(np.broadcast_to(a, shape).reshape(-1), spelled).reshape(shape)
     return np.power(a, b)
 
 
