@@ -297,10 +297,11 @@ class KernelEmitter:
         `ops_elementwise.division_checks`); -1 gives -a and 0, so INT_MIN / -1 wraps to
         INT_MIN and INT_MIN % -1 is 0, as in numpy. A constant divisor other than 0 and -1
         (index arithmetic) needs no guard."""
-        if isinstance(b, ir.Constant) and b.constant not in (0, -1):
+        constant = b.constant if isinstance(b, ir.Constant) else None  # (a list for a vector)
+        if isinstance(constant, int) and constant not in (0, -1):
             return self.builder.sdiv(a, b) if op == "div" else self.builder.srem(a, b)
         builder = self.builder
-        zero, one, minus_one = b.type(0), b.type(1), b.type(-1)
+        zero, one, minus_one = (_splat(b.type, value) for value in (0, 1, -1))
         special = builder.or_(builder.icmp_signed("==", b, zero),
                               builder.icmp_signed("==", b, minus_one))
         safe = builder.select(special, one, b)
@@ -405,6 +406,13 @@ class VectorExprEmitter(KernelEmitter):
     def expr_imm(self, expr: Imm) -> ir.Value:
         scalar = REGISTER_TYPES[expr.dtype](expr.value)
         return ir.Constant(ir.VectorType(scalar.type, self.lanes), [scalar] * self.lanes)
+
+
+def _splat(type_: ir.Type, value: int | float) -> ir.Constant:
+    """`value` as a constant of `type_`, every lane of a vector type."""
+    if isinstance(type_, ir.VectorType):
+        return ir.Constant(type_, [ir.Constant(type_.element, value)] * type_.count)
+    return ir.Constant(type_, value)
 
 
 def convert(builder: ir.IRBuilder, value: ir.Value, source: DType, target: DType) -> ir.Value:
