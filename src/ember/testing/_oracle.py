@@ -61,6 +61,16 @@ def rnd(x: object, dt: str, ulps: float = 1.0) -> np.ndarray:
     return y
 
 
+def jitter(x: np.ndarray, size: np.ndarray, dt: str, ulps: float) -> np.ndarray:
+    """Under noise, `x` moved by `ulps` of `size` (an absolute rounding error) either way."""
+    rng = _state["noise"]
+    if rng is None or dt not in _EPS or not np.size(x):
+        return x
+    signs = rng.choice(np.array([-1.0, 1.0]), size=np.shape(x))
+    with np.errstate(all="ignore"):
+        return x + signs * ulps * _EPS[dt] * np.where(np.isfinite(size), size, 0.0)
+
+
 def acc(x: np.ndarray, dt: str, terms: int) -> np.ndarray:
     """Operands of an op that adds up `terms` products: perturbed by `terms` ulps under noise."""
     if _state["noise"] is None or dt not in _EPS:
@@ -71,13 +81,13 @@ def acc(x: np.ndarray, dt: str, terms: int) -> np.ndarray:
 def guard(result: np.ndarray, magnitude: np.ndarray, dt: str) -> np.ndarray:
     """An accumulating op whose terms may overflow `dt` on the way (`magnitude`, the same op on
     |operands|, exceeds the largest finite value) has no defined result in `dt`: under noise
-    such elements become NaN in some runs and inf in others, so they are not compared."""
+    such elements become NaN, inf or -inf depending on the run, so they are not compared."""
     if _state["noise"] is None or dt not in _EPS:
         return result
     limit = float(np.finfo(NUMPY[dt]).max)
     with np.errstate(all="ignore"):
         risky = ~(np.abs(magnitude) <= limit)
-    return np.where(risky, np.nan if _state["seed"] % 2 else np.inf, result)
+    return np.where(risky, (np.nan, np.inf, -np.inf)[_state["seed"] % 3], result)
 
 
 def fin(x: np.ndarray) -> np.ndarray:
@@ -273,8 +283,12 @@ def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float, dt: str)
 def batch_norm(x: np.ndarray, mean: np.ndarray, variance: np.ndarray, w: np.ndarray,
                b: np.ndarray, eps: float, dt: str) -> np.ndarray:
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    normalized = rnd(x - mean.reshape(shape), dt, 1) / np.sqrt(variance.reshape(shape) + eps)
-    return rnd(normalized, dt, 4) * w.reshape(shape) + b.reshape(shape)
+    mean, w, b = mean.reshape(shape), w.reshape(shape), b.reshape(shape)
+    normalized = rnd(x - mean, dt, 1) / np.sqrt(variance.reshape(shape) + eps)
+    # Folded into x * scale + (b - mean * scale), as inference kernels (PyTorch's too) do, the
+    # sum cancels: its rounding is relative to |x * scale| + |mean * scale|, not to the result.
+    scale = w / np.sqrt(variance.reshape(shape) + eps)
+    return jitter(rnd(normalized, dt, 4) * w + b, np.abs(x * scale) + np.abs(mean * scale), dt, 4)
 
 
 def batch_norm_bound(x: np.ndarray, mean: np.ndarray, variance: np.ndarray, w: np.ndarray,
@@ -283,8 +297,9 @@ def batch_norm_bound(x: np.ndarray, mean: np.ndarray, variance: np.ndarray, w: n
     weight / sqrt(var + eps) alone too, which implementations fold first)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
     rstd = 1 / np.sqrt(fin(variance.reshape(shape) + eps))
+    infinite_scale = np.where(np.isinf(w.reshape(shape) * rstd), np.inf, 0.0)  # 0 * inf
     return ((fin(x) + fin(mean.reshape(shape)) + 1) * (1 + fin(w.reshape(shape))) * (1 + rstd)
-            + fin(b.reshape(shape)))
+            + fin(b.reshape(shape)) + infinite_scale)
 
 
 def batch_norm_train(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float, dt: str
