@@ -6,7 +6,9 @@
 Compiled kernels never call libm per element. Every function here is straight-line code: range
 reduction (Cody-Waite with FMA), a polynomial or rational function, exponent scaling (`llvm.ldexp`,
 one `vscalefps` on AVX-512; elsewhere two powers of two built from their bits), and clamps or
-`select` for special values, so a loop that calls one vectorizes like any other loop.
+`select` for special values, so a loop that calls one vectorizes like any other loop. (The one
+branch, around the 2/pi table loads of scalar sin and cos for |x| >= 2**30, only guards loads:
+the loop vectorizer turns it into masked gathers.)
 Each function is emitted once per module as an internal `alwaysinline` function named
 `ember.<name>.<type>` (e.g. `ember.exp.v16f32`); `type_` is float, double, or a vector of either.
 
