@@ -8,8 +8,10 @@ then reductions, then elementwise groups; ties in operand order). A join is refu
   shape (never a prologue, never a reduction, never a second anchor), and all reductions of one
   group must read inputs of the same shape;
 - the merged group would exceed `max_ops` nodes;
-- it would create a cycle: checked on the quotient graph (one vertex per group, networkx), where
-  merging two adjacent groups is safe unless another path already links them.
+- it would create a cycle: checked on the quotient graph (one vertex per group), where merging
+  two adjacent groups is safe unless another path already links them. The search for such a
+  path visits only groups of nodes already walked: a node after the current one reaches none
+  of them, so a chain's check costs its node's out-degree and a long chain plans in linear time.
 
 Every attempt is recorded as a `Decision`, which `format_decisions` prints for
 `ember ir --explain fusion`. A value that a group computes and something outside the group
@@ -21,8 +23,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-import networkx
 
 from ember.ir.graph import Graph, Node
 from ember.ir.printer import value_names
@@ -70,12 +70,15 @@ class _Planner:
         self.group_of = {i: i for i in range(len(graph.nodes))}  # node index -> group id
         self.groups: dict[int, Group] = {}
         self.decisions: list[Decision] = []
-        self.quotient = networkx.DiGraph()
-        self.quotient.add_nodes_from(range(len(graph.nodes)))
+        self.current = -1  # the node being visited; groups are named by their first node
+        # the quotient graph: group id -> the groups it feeds / reads from
+        self.succ: dict[int, set[int]] = {i: set() for i in range(len(graph.nodes))}
+        self.pred: dict[int, set[int]] = {i: set() for i in range(len(graph.nodes))}
         for i, node in enumerate(graph.nodes):
             for value in node.inputs:
                 if (producer := graph.producer(value)) is not None:
-                    self.quotient.add_edge(self.index[producer], i)
+                    self.succ[self.index[producer]].add(i)
+                    self.pred[i].add(self.index[producer])
 
     # --- names for messages -------------------------------------------------------------------
 
@@ -101,6 +104,7 @@ class _Planner:
         return FusionPlan(groups, self.decisions)
 
     def visit(self, index: int, node: Node) -> None:
+        self.current = index
         if node.op == "const":
             return
         kind = role(node)
@@ -178,10 +182,25 @@ class _Planner:
     def cycle_through(self, first: int, second: int) -> int | None:
         """A group on another path between the two groups (merging would close a cycle)."""
         for source, target in ((first, second), (second, first)):
-            for step in sorted(self.quotient.successors(source)):
-                if step != target and networkx.has_path(self.quotient, step, target):
+            seen: set[int] = set()  # groups found not to reach `target`
+            for step in sorted(self.succ[source]):
+                if step != target and self.reaches(step, target, seen):
                     return step
         return None
+
+    def reaches(self, start: int, target: int, seen: set[int]) -> bool:
+        """Whether a path leads from group `start` to group `target`. Groups after the current
+        node are unwalked single nodes: they feed only later nodes, so the search skips them."""
+        stack = [start]
+        while stack:
+            gid = stack.pop()
+            if gid == target:
+                return True
+            if gid > self.current or gid in seen:
+                continue
+            seen.add(gid)
+            stack.extend(self.succ[gid])
+        return False
 
     def reason(self, index: int, mine: int, gid: int) -> str:
         first, second = self.groups[mine], self.groups[gid]
@@ -204,10 +223,19 @@ class _Planner:
             anchor,
             first.reduced_shape or second.reduced_shape,
         )
-        for member in self.groups[keep].members:
+        for member in (second if keep == mine else first).members:
             self.group_of[member] = keep
-        networkx.contracted_nodes(self.quotient, keep, max(mine, gid), self_loops=False,
-                                  copy=False)
+        gone = max(mine, gid)  # its edges move to `keep`
+        for succ in self.succ.pop(gone):
+            self.pred[succ].discard(gone)
+            if succ != keep:
+                self.pred[succ].add(keep)
+                self.succ[keep].add(succ)
+        for pred in self.pred.pop(gone):
+            self.succ[pred].discard(gone)
+            if pred != keep:
+                self.succ[pred].add(keep)
+                self.pred[keep].add(pred)
 
     # --- after the walk -----------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import os
 import re
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,6 +146,7 @@ class CompiledModule:
         self._optimized: llvm.ModuleRef | None = None
         self.from_cache = False
         self.cache_hit = ""
+        self.seconds: dict[str, float] = {}  # "llvm-opt", "llvm-emit": where LLVM's time went
         cpu = host_cpu()
         self.cache_key = cache.cache_key(self._unoptimized_ir, cpu.name, cpu.features, opt_level)
         payload = cache.load(self.cache_key) if cached and cache.enabled() else None
@@ -153,7 +155,10 @@ class CompiledModule:
                 self.engine = self._load_object(payload)
                 self.from_cache, self.cache_hit = True, "object"
                 return
-            payload = target_machine().emit_object(self._optimize())
+            optimized = self._optimize()
+            start = time.perf_counter()
+            payload = target_machine().emit_object(optimized)
+            self.seconds["llvm-emit"] = time.perf_counter() - start
             self.engine = self._load_object(payload)
         if cached and cache.enabled():
             cache.store(self.cache_key, payload)
@@ -174,6 +179,7 @@ class CompiledModule:
         compiled._build_ir = build_ir
         compiled.opt_level = opt_level
         compiled._optimized = None
+        compiled.seconds = {}
         compiled.from_cache, compiled.cache_hit = True, "graph"
         compiled.cache_key = cache_key
         with _LOCK:
@@ -194,10 +200,12 @@ class CompiledModule:
         return bool(self.engine.get_function_address(name))
 
     def _optimize(self) -> llvm.ModuleRef:
+        start = time.perf_counter()
         parsed = parse(self.unoptimized_ir)
         if self.opt_level > 0:
             optimize(parsed, self.opt_level)
         self._optimized = parsed
+        self.seconds["llvm-opt"] = time.perf_counter() - start
         return parsed
 
     @staticmethod
