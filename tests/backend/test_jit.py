@@ -49,12 +49,36 @@ def test_compiled_loop_matches_numpy_and_vectorizes() -> None:
     y = np.empty_like(x)
     scale(x.ctypes.data, y.ctypes.data, x.size)
     np.testing.assert_array_equal(y, x * np.float32(3.0))
-    # The vector width is LLVM's choice for the CPU model (its tuning for Intel server chips
-    # prefers 256-bit vectors even with AVX-512): any packed multiply on xmm, ymm or zmm
-    # registers shows that the loop was vectorized, and the IR says at how many lanes.
-    lanes = [int(n) for n in re.findall(r"fmul <(\d+) x float>", compiled.llvm_ir)]
+    assert_vectorized(compiled.llvm_ir, compiled.asm())
+
+
+def assert_vectorized(optimized_ir: str, asm: str) -> None:
+    """The scale loop was vectorized. The vector width is LLVM's choice for the CPU model (its
+    tuning for Intel server chips prefers 256-bit vectors even with AVX-512): any packed
+    multiply on xmm, ymm or zmm registers shows it, and the IR says at how many lanes."""
+    lanes = [int(n) for n in re.findall(r"fmul <(\d+) x float>", optimized_ir)]
     assert lanes and min(lanes) >= 4, "the loop was not vectorized"
-    assert re.search(r"\bv?mulps\s[^\n]*%[xyz]mm\d+", compiled.asm())
+    assert re.search(r"\bv?mulps\s[^\n]*%[xyz]mm\d+", asm), "no packed multiply"
+
+
+@pytest.mark.parametrize("cpu", ["skylake-avx512", "sapphirerapids", "znver4", "haswell"])
+def test_vectorization_check_holds_for_each_cpu_models_tuning(cpu: str) -> None:
+    """The check above passes whatever width LLVM prefers: code for Intel server chips (256-bit
+    vectors), AMD Zen 4 (512-bit) and AVX2, compiled here for each CPU model (not run)."""
+    import llvmlite.binding as llvm
+
+    host_cpu()  # initializes LLVM's native target
+    triple = llvm.get_process_triple()
+    if not triple.startswith("x86_64"):
+        pytest.skip("x86-64 CPU models")
+    machine = llvm.Target.from_triple(triple).create_target_machine(cpu=cpu, opt=3)
+    module = llvm.parse_assembly(str(scale_module()))
+    module.triple, module.data_layout = triple, str(machine.target_data)
+    options = llvm.create_pipeline_tuning_options(speed_level=3)
+    options.loop_vectorization = True
+    builder = llvm.create_pass_builder(machine, options)
+    builder.getModulePassManager().run(module, builder)
+    assert_vectorized(str(module), machine.emit_assembly(module))
 
 
 def test_invalid_ir_is_a_lowering_error() -> None:
