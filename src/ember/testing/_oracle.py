@@ -271,8 +271,10 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
         scale = np.where(top > 1, np.ldexp(1.0, np.frexp(np.maximum(top, 1))[1] - 1), 1.0)
         xs = x / scale
         mean = xs.mean(axis=axes, keepdims=True)
-        variance = ((xs - mean) ** 2).mean(axis=axes, keepdims=True)
-        return (xs - mean) / np.sqrt(variance + eps / scale**2)
+        centered = xs - mean
+        variance = (centered**2).mean(axis=axes, keepdims=True)
+        # eps / scale**2 may underflow to 0: a row of equal values still normalizes to 0.
+        return np.where(centered == 0, 0.0, centered / np.sqrt(variance + eps / scale**2))
 
 
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float, dt: str) -> np.ndarray:
