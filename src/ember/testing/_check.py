@@ -20,7 +20,7 @@ import numpy as np
 import ember
 import ember.nn.functional as F
 from ember.testing import _oracle as O
-from ember.testing._generate import Program
+from ember.testing._program import Program
 
 TRIALS = 6  # noisy runs of the reference that measure the program's conditioning
 KINDS = ("mismatch", "crash", "timeout", "error", "refusal", "mutation", "nondeterminism",

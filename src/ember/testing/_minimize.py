@@ -17,7 +17,7 @@ import numpy as np
 
 from ember.testing import _oracle as O
 from ember.testing._check import Finding
-from ember.testing._generate import GLOBALS, Input, Program
+from ember.testing._program import GLOBALS, Input, Program
 
 
 def values(program: Program) -> dict[str, np.ndarray]:

@@ -39,7 +39,8 @@ from multiprocessing.connection import wait
 import numpy as np
 
 from ember.testing._check import Finding, Outcome
-from ember.testing._generate import Program, generate
+from ember.testing._generate import generate
+from ember.testing._program import Program
 
 RECYCLE = 40  # programs per worker process before a fresh one takes over
 TIMEOUT = 120.0  # seconds one program may take at all levels together
