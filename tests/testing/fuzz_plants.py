@@ -32,3 +32,15 @@ def segfault_level3_one_input() -> None:
         return _call(self, *args)
 
     Executable.__call__ = call
+
+
+def hang_level1() -> None:
+    """Level 1 never returns."""
+    import time
+
+    def call(self, *args):
+        while self.opt_level == 1:
+            time.sleep(0.05)
+        return _call(self, *args)
+
+    Executable.__call__ = call

@@ -111,3 +111,11 @@ def test_oracle_conv_and_pools_match_pytorch() -> None:
     ours = O.adaptive_avg_pool2d(x, (3, 4))
     theirs = tf.adaptive_avg_pool2d(torch.tensor(x), (3, 4)).numpy()
     np.testing.assert_allclose(ours, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_a_hanging_program_is_reported_as_a_timeout(tmp_path) -> None:
+    summary = fuzz.run(15, programs=2, jobs=1, levels=(0, 1), out=str(tmp_path), minimize=0,
+                       timeout=3, initializer=f"{PLANTS}:hang_level1", log=lambda _: None)
+    assert summary.programs == 2
+    kinds = [(f.kind, f.levels) for _, f, _ in summary.findings]
+    assert kinds == [("timeout", (1,)), ("timeout", (1,))]
