@@ -245,8 +245,6 @@ def run(seed: int, *, seconds: float | None = None, programs: int | None = None,
     from ember.testing import _minimize
 
     summary = Summary(seed)
-    out = out or tempfile.mkdtemp(prefix="ember-fuzz-")
-    os.makedirs(out, exist_ok=True)
     start = time.monotonic()
     stop_at = start + seconds if seconds is not None else None
     pool = Pool(jobs, levels, timeout, initializer)
@@ -292,6 +290,9 @@ def run(seed: int, *, seconds: float | None = None, programs: int | None = None,
                 log(f"fuzz: {program.label} minimizes to the reproducer {written[key]}")
                 summary.findings.append((program.label, finding, written[key]))
                 continue
+            if out is None:  # made only when there is something to put in it
+                out = tempfile.mkdtemp(prefix="ember-fuzz-")
+            os.makedirs(out, exist_ok=True)
             index = program.label.rsplit(" ", 1)[-1]
             path = written[key] = os.path.join(out, f"fuzz_{seed}_{index}_{finding.kind}.py")
             with open(path, "w") as handle:
@@ -339,7 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=len(os.sched_getaffinity(0)),
                         help="worker processes (default: the CPUs this process may use)")
     parser.add_argument("--levels", type=_parse_levels, default=(0, 1, 2, 3))
-    parser.add_argument("--out", default=None, help="directory for reproducers")
+    parser.add_argument("--out", default=None, help="directory for reproducers (default: a "
+                        "new temporary directory, made when there is a finding)")
     parser.add_argument("--minimize", type=int, default=8, help="findings to minimize")
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds per program")
     parser.add_argument("--verbose", action="store_true")
