@@ -97,12 +97,13 @@ def check_functions(fn: Callable[..., Any], reference: Callable[..., Any],
         if progress:
             progress(level)
         try:
+            arrays = [array for _, _, array, _ in inputs]  # arguments and captured constants
+            before = [a.copy() for a in arrays]
             exe = ember.compile(fn, *args, opt_level=level)
             outcome.compiles += 1
-            before = [a.copy() for a in args]
             first = _results(exe(*args))
             saved = [np.array(r, copy=True) for r in first]
-            mutated = [i for i, (a, b) in enumerate(zip(args, before, strict=True))
+            mutated = [inputs[i][0] for i, (a, b) in enumerate(zip(arrays, before, strict=True))
                        if not _same_bits(a, b)]
             second = _results(exe(*args))
         except ember.EmberError as err:
