@@ -178,7 +178,8 @@ def byte_mutants(data: bytes, rng: np.random.Generator, count: int) -> list[byte
 def test_byte_mutants_load_correctly_or_raise_ember_errors(seed: str) -> None:
     data = SEEDS[seed]().SerializeToString()
     assert check_mutant(data, (0, 3)) == "matched"  # the seed itself is right
-    outcomes = [check_mutant(m) for m in byte_mutants(data, np.random.default_rng(7), 80)]
+    mutants = byte_mutants(data, np.random.default_rng(7), 80)
+    outcomes = [check_mutant(m, (0, 3)) for m in mutants]
     assert "error" in outcomes  # the corpus does reach the error paths
 
 
@@ -289,6 +290,21 @@ def _future_opset(model: onnx.ModelProto) -> None:
     model.opset_import[0].version = 999
 
 
+def _attribute_tensor_of_the_wrong_size(model: onnx.ModelProto) -> None:
+    value = onnx.TensorProto(name="v", data_type=TensorProto.FLOAT, dims=[29],
+                             raw_data=np.ones(1, F32).tobytes())
+    model.graph.node.append(helper.make_node("Constant", [], ["unused"], value=value))
+
+
+def _unknown_element_type(model: onnx.ModelProto) -> None:
+    model.graph.input[0].type.tensor_type.elem_type = 86
+
+
+def _undefined_attribute_type(model: onnx.ModelProto) -> None:
+    next(a for node in model.graph.node for a in node.attribute).type = (
+        onnx.AttributeProto.UNDEFINED)
+
+
 MUTATIONS: dict[str, Mutation] = {
     "wrong dim": _set_dim(1, 5), "zero dim": _set_dim(0, 0), "negative dim": _set_dim(0, -3),
     "huge dim": _set_dim(0, 2**40), "missing input": _drop_input,
@@ -302,6 +318,9 @@ MUTATIONS: dict[str, Mutation] = {
     "string initializer": _string_initializer, "no outputs": _no_outputs,
     "output not computed": _output_not_computed, "cycle": _cycle, "no opset": _no_opset,
     "future opset": _future_opset,
+    "attribute tensor of the wrong size": _attribute_tensor_of_the_wrong_size,
+    "unknown element type": _unknown_element_type,
+    "undefined attribute type": _undefined_attribute_type,
 }
 
 
@@ -315,9 +334,20 @@ def test_structured_mutants_load_correctly_or_raise_ember_errors(mutation: str) 
 
 @pytest.mark.parametrize("mutation", ["negative dim", "huge dim", "duplicate output",
                                       "output shadows an input", "unknown op", "bogus attribute",
-                                      "huge ConstantOfShape", "no outputs", "cycle"])
+                                      "huge ConstantOfShape", "no outputs", "cycle",
+                                      "attribute tensor of the wrong size",
+                                      "unknown element type", "undefined attribute type"])
 def test_mutants_that_no_reading_of_onnx_accepts_are_errors(mutation: str) -> None:
     for seed in SEEDS.values():
         model = copy.deepcopy(seed())
         MUTATIONS[mutation](model)
         assert check_mutant(model.SerializeToString()) == "error", seed.__name__
+
+
+@pytest.mark.parametrize("seed", list(SEEDS))
+def test_names_that_are_not_utf8_are_ember_errors(seed: str) -> None:
+    model = SEEDS[seed]()
+    model.graph.node[0].name = "zzzz"
+    data = model.SerializeToString().replace(b"zzzz", b"\xff\xfezz")
+    with pytest.raises(ember.EmberError, match=r"model.graph.node\[0\].name is not UTF-8 text"):
+        ember.onnx.load(data)

@@ -143,7 +143,10 @@ class OnnxModel:
 
     def _convert(self, node: onnx.NodeProto, slots: dict[str, Slot]) -> None:
         inputs = [slots[name] if name else None for name in node.input]
-        context = NodeContext(node, self.opset, inputs)
+        try:
+            context = NodeContext(node, self.opset, inputs)
+        except EmberError as err:
+            raise EmberError(f"{self.source}: {err}") from None
         given = [s for s in inputs if s is not None]
         foldable = bool(given) and all(s.known is not None for s in given) and sum(
             s.known.size for s in given if s.known is not None) <= FOLD_LIMIT
@@ -272,10 +275,34 @@ def _load_external_data(proto: onnx.ModelProto, source: str) -> None:
 
 
 def _check_structure(proto: onnx.ModelProto, source: str) -> None:
-    """Bytes that happen to parse as protobuf are still not a model without a graph."""
+    """Bytes that happen to parse as protobuf are still not a model without a graph, or with
+    names that are not UTF-8 text."""
     if not proto.HasField("graph") or not proto.graph.output or proto.ir_version <= 0:
         raise EmberError(f"{source}: not a valid ONNX model (no graph with outputs, or no IR "
                          "version)")
+    field = _binary_string(proto)
+    if field:
+        raise EmberError(f"{source}: not a valid ONNX model ({field} is not UTF-8 text)")
+
+
+def _binary_string(message: Any, path: str = "model") -> str:
+    """The path of the first string field that protobuf left as bytes (its text is not valid
+    UTF-8), or ""."""
+    for descriptor, value in message.ListFields():
+        where = f"{path}.{descriptor.name}"
+        repeated = getattr(descriptor, "is_repeated", None)  # protobuf >= 6; `label` before
+        if repeated is None:
+            repeated = descriptor.label == descriptor.LABEL_REPEATED
+        values = value if repeated else [value]
+        if descriptor.type == descriptor.TYPE_STRING:
+            if any(isinstance(v, bytes) for v in values):
+                return where
+        elif descriptor.message_type is not None:
+            for index, item in enumerate(values):
+                found = _binary_string(item, f"{where}[{index}]" if repeated else where)
+                if found:
+                    return found
+    return ""
 
 
 def _default_opset(proto: onnx.ModelProto, source: str) -> int:
@@ -330,7 +357,9 @@ def check_schemas(proto: onnx.ModelProto, opset: int, source: str = "<model>") -
                                  f"(known: {known})")
             want = expected[attribute.name].type
             if int(attribute.type) != int(want):
-                got = onnx.AttributeProto.AttributeType.Name(attribute.type)
+                kinds = onnx.AttributeProto.AttributeType
+                got = (kinds.Name(attribute.type) if attribute.type in kinds.values()
+                       else f"of unknown type {attribute.type}")
                 raise EmberError(f"{source}: {label}: attribute {attribute.name!r} is {got}, "
                                  f"the schema says {want.name}")
         missing = [name for name, a in expected.items() if a.required and name not in given]

@@ -69,7 +69,9 @@ def onnx_dtype(elem_type: int, what: str) -> DType:
     """The Ember dtype of an ONNX element type; EmberError for one Ember lacks."""
     dtype = ONNX_DTYPES.get(elem_type)
     if dtype is None:
-        name = onnx.TensorProto.DataType.Name(elem_type) if elem_type else "UNDEFINED"
+        known_types = onnx.TensorProto.DataType.values()
+        name = (onnx.TensorProto.DataType.Name(elem_type) if elem_type in known_types
+                else f"UNDEFINED ({elem_type})")
         known = ", ".join(onnx.TensorProto.DataType.Name(t) for t in ONNX_DTYPES)
         raise EmberError(f"{what}: ONNX element type {name} is not supported (supported: {known})")
     return dtype
@@ -144,7 +146,11 @@ class NodeContext:
     attrs: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.attrs = {a.name: _attribute_value(a) for a in self.node.attribute}
+        for attribute in self.node.attribute:
+            try:
+                self.attrs[attribute.name] = _attribute_value(attribute)
+            except (TypeError, ValueError) as err:  # a tensor whose data does not fit its dims
+                raise self.error(f"attribute {attribute.name!r} cannot be read: {err}") from None
 
     @property
     def op_type(self) -> str:
