@@ -663,6 +663,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ember: error: {str(err).splitlines()[0]}", file=sys.stderr)
     except MemoryError:
         print("ember: error: out of memory", file=sys.stderr)
+    except SystemExit as exit_:  # only user code exits from inside a command
+        print(f"ember: error: {getattr(args, 'target', 'the model')} called "
+              f"sys.exit({exit_.code!r}) while being run", file=sys.stderr)
     return EXIT_USAGE
 
 
