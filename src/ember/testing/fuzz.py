@@ -343,6 +343,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="directory for reproducers (default: a "
                         "new temporary directory, made when there is a finding)")
     parser.add_argument("--minimize", type=int, default=8, help="findings to minimize")
+    parser.add_argument("--minimize-seconds", type=float, default=120.0,
+                        help="time for minimizing, all findings together")
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds per program")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
@@ -352,6 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{args.jobs} jobs, levels {','.join(map(str, args.levels))}", flush=True)
     summary = run(seed, seconds=args.seconds, programs=programs, jobs=args.jobs,
                   levels=args.levels, out=args.out, minimize=args.minimize,
+                  minimize_seconds=args.minimize_seconds,
                   verbose=args.verbose, timeout=args.timeout, first=args.first,
                   log=lambda text: print(text, flush=True))
     print(summary.line(), flush=True)
