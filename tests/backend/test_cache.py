@@ -441,3 +441,18 @@ def test_processes_filling_the_cache_with_different_models_at_once(cache_dir: Pa
     entries = sorted(cache_dir.glob("*/*.o"))
     assert len(entries) == 4 and not list(cache_dir.glob("*/*.tmp"))
     assert all(cache.load(path.stem) is not None for path in entries)  # each verifies
+
+
+def test_link_naming_a_path_instead_of_a_key_is_not_followed(cache_dir: Path) -> None:
+    x = np.arange(128, dtype=np.float32).reshape(8, 16)
+    ember.compile(lambda a: a * 4.0, x)
+    (path,) = links(cache_dir)
+    link = cache.load_link(path.stem)
+    assert link is not None
+    cache.store(path.stem, f"../../{link.object_key} {link.opt_level} {link.layout}".encode(),
+                cache.LINK)  # a well-formed entry whose object key is a relative path
+    assert cache.load_link(path.stem) is None
+    assert cache.load("../" + link.object_key) is None
+    exe = ember.compile(lambda a: a * 4.0, x)
+    assert exe.native.native.module.cache_hit == "object"
+    np.testing.assert_array_equal(exe(x), x * 4)

@@ -182,6 +182,11 @@ def source_digest() -> str:
     return digest.hexdigest()
 
 
+def _is_digest(text: str) -> bool:
+    """A SHA-256 in hex, as every key is (so a key never names a path outside the cache)."""
+    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+
+
 def _path(key: str, suffix: str = OBJECT) -> Path:
     return cache_dir() / key[:2] / f"{key}{suffix}"
 
@@ -215,6 +220,8 @@ def _read_entry(path: Path) -> bytes | None:
 def load(key: str, suffix: str = OBJECT) -> bytes | None:
     """The cached object code for `key` (or a link, by suffix), or None. An entry that does
     not verify (corrupt, another key's, not a private plain file) is removed."""
+    if not _is_digest(key):
+        return None
     path = _path(key, suffix)
     try:
         blob = _read_entry(path)
@@ -270,7 +277,7 @@ class Link:
     @staticmethod
     def decode(payload: bytes) -> Link | None:
         parts = payload.decode(errors="replace").split()
-        if len(parts) != 3 or not parts[1].isdigit():
+        if len(parts) != 3 or not parts[1].isdigit() or not _is_digest(parts[0]):
             return None
         return Link(parts[0], int(parts[1]), parts[2])
 
