@@ -641,3 +641,22 @@ def test_bad_sizes_in_nodes_are_ember_errors_naming_the_node(op, args, message):
     model, feeds = one_node_model(op, args, 13, 1, {})
     with pytest.raises(ember.EmberError, match=rf"{op} '{op.lower()}_node'.*{message}"):
         run_ember(model, feeds)
+
+
+# -- nodes against their ONNX schema -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("node, message", [
+    (helper.make_node("Relu", ["x"], ["y"], name="r", bogus=1),
+     r"Relu 'r': unknown attribute 'bogus' \(known: none\)"),
+    (helper.make_node("Softmax", ["x"], ["y"], name="s", axis="last"),
+     r"Softmax 's': attribute 'axis' is STRING, the schema says INT"),
+    (helper.make_node("Cast", ["x"], ["y"], name="c"), r"Cast 'c': required attribute to missing"),
+    (helper.make_node("Add", ["x"], ["y"], name="a"), r"Add 'a' has 1 inputs; the schema takes 2"),
+    (helper.make_node("Relu", ["x"], ["y", "z"], name="r"),
+     r"Relu 'r' has 2 outputs; the schema takes 1"),
+])
+def test_node_that_does_not_fit_its_schema_is_an_ember_error(node, message):
+    model = _graph_model([node], [("x", [3])], ["y"])
+    with pytest.raises(ember.EmberError, match=message):
+        ember.onnx.load(model)
