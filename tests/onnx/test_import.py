@@ -7,6 +7,7 @@ a numpy expression) is the independent reference.
 
 from __future__ import annotations
 
+import os
 import re
 
 import numpy as np
@@ -450,6 +451,14 @@ def test_malformed_files_are_ember_errors(tmp_path):
         ember.onnx.load(tmp_path / "missing.onnx")
     with pytest.raises(ember.EmberError, match="<bytes>: not a valid ONNX model"):
         ember.onnx.load(b"\xff\xff\xff")
+    with pytest.raises(ember.EmberError,
+                       match=r"cannot read the ONNX file: (it is a|Is a) directory"):
+        ember.onnx.load(tmp_path)
+    os.mkfifo(tmp_path / "pipe.onnx")
+    with pytest.raises(ember.EmberError, match="it is not a regular file"):
+        ember.onnx.load(tmp_path / "pipe.onnx")  # reported at once, not waited on
+    with pytest.raises(ember.EmberError, match="it is not a regular file"):
+        ember.onnx.load("/dev/zero")
 
 
 def test_load_from_file_and_bytes(tmp_path):

@@ -240,8 +240,8 @@ def load(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto,
 
 def _read_file(source: str) -> bytes:
     """The bytes of a regular file of at most FILE_LIMIT bytes (protobuf parses no more)."""
-    try:
-        with open(source, "rb") as handle:
+    try:  # opened without blocking, so a FIFO is reported, not waited on
+        with os.fdopen(os.open(source, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             status = os.fstat(handle.fileno())
             if not stat.S_ISREG(status.st_mode):
                 kind = "a directory" if stat.S_ISDIR(status.st_mode) else "not a regular file"
