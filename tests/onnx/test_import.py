@@ -451,8 +451,7 @@ def test_malformed_files_are_ember_errors(tmp_path):
         ember.onnx.load(tmp_path / "missing.onnx")
     with pytest.raises(ember.EmberError, match="<bytes>: not a valid ONNX model"):
         ember.onnx.load(b"\xff\xff\xff")
-    with pytest.raises(ember.EmberError,
-                       match=r"cannot read the ONNX file: (it is a|Is a) directory"):
+    with pytest.raises(ember.EmberError, match=r"cannot read the ONNX file: Is a directory"):
         ember.onnx.load(tmp_path)
     os.mkfifo(tmp_path / "pipe.onnx")
     with pytest.raises(ember.EmberError, match="it is not a regular file"):

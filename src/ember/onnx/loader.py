@@ -243,9 +243,9 @@ def _read_file(source: str) -> bytes:
     try:  # opened without blocking, so a FIFO is reported, not waited on
         with os.fdopen(os.open(source, os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             status = os.fstat(handle.fileno())
-            if not stat.S_ISREG(status.st_mode):
-                kind = "a directory" if stat.S_ISDIR(status.st_mode) else "not a regular file"
-                raise EmberError(f"{source}: cannot read the ONNX file: it is {kind}")
+            if not stat.S_ISREG(status.st_mode):  # (a directory fails to open as a file)
+                raise EmberError(f"{source}: cannot read the ONNX file: it is not a regular "
+                                 "file")
             if status.st_size > FILE_LIMIT:
                 raise EmberError(f"{source}: the ONNX file is larger than 2 GiB, protobuf's "
                                  "limit; save the weights as external data")
