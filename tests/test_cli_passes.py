@@ -87,7 +87,7 @@ def test_passes_lists_every_pass(capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["opt", "missing.ir", "-p", "cse"], "cannot read missing.ir"),
+        (["opt", "missing.ir", "-p", "cse"], "no such file: missing.ir"),
         (["opt", "BAD", "-p", "nope"], "unknown pass 'nope'"),
     ],
 )
