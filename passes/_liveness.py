@@ -128,14 +128,19 @@ def build_slots(graph: Graph, alignment: int, inplace: bool
 
 
 def pack(slots: Sequence[Slot], alignment: int) -> int:
-    """Give every slot an aligned offset (greedy by size, best fit); return the arena size."""
-    placed: list[Slot] = []
+    """Give every slot an aligned offset (greedy by size, best fit); return the arena size.
+
+    The slots a new one overlaps in time are found through the node indices they are live at,
+    so the work follows the overlaps, not the square of the slot count."""
+    placed_at: dict[int, list[Slot]] = {}  # node index -> placed slots live there
     order = sorted(slots, key=lambda s: (-s.size, s.interval.start, s.interval.end))
     for slot in order:
-        busy = sorted((s.offset, s.offset + s.size) for s in placed
-                      if s.interval.overlaps(slot.interval) and s.size > 0)
+        steps = range(slot.interval.start, slot.interval.end + 1)
+        overlapping = dict.fromkeys(s for step in steps for s in placed_at.get(step, ()))
+        busy = sorted((s.offset, s.offset + s.size) for s in overlapping if s.size > 0)
         slot.offset = _best_gap(busy, slot.size, alignment)
-        placed.append(slot)
+        for step in steps:
+            placed_at.setdefault(step, []).append(slot)
     return max((s.offset + s.size for s in slots), default=0)
 
 
