@@ -146,6 +146,37 @@ def test_group_level_cycle_is_refused() -> None:
             "transpose %3") in explain(graph).splitlines()
 
 
+def test_cycle_through_several_unfused_nodes_is_refused() -> None:
+    """exp -> transpose -> transpose -> add also reads exp directly: fusing add into the exp
+    group would close a cycle two nodes long, which the search must follow hop by hop."""
+    builder = GraphBuilder("detour")
+    x = builder.input(f32(3, 5), "x")
+    first = builder.exp(x)
+    back = builder.transpose(builder.transpose(first, perm=(1, 0)), perm=(1, 0))
+    graph = builder.build([builder.add(builder.relu(first), back)])
+    result = fuse(graph)
+    assert [n.op for n in result.nodes] == ["fused", "transpose", "transpose", "add"]
+    data = np.random.default_rng(3).standard_normal((3, 5)).astype(np.float32)
+    d64 = data.astype(np.float64)
+    np.testing.assert_allclose(interpret(result, data)[0],
+                               np.maximum(np.exp(d64), 0.0) + np.exp(d64), rtol=1e-6)
+
+
+def test_long_chain_plans_into_full_groups() -> None:
+    """5,000 elementwise nodes in a row: every group holds max-ops nodes, the last the rest."""
+    builder = GraphBuilder("chain")
+    value = builder.input(f32(16), "x")
+    for i in range(5000):
+        value = builder.tanh(value) if i % 2 else builder.neg(value)
+    result = fuse(builder.build([value]), max_ops=16)
+    assert [len(n.body.nodes) for n in result.nodes] == [16] * 312 + [8]
+    data = np.linspace(-2.0, 2.0, 16, dtype=np.float32)
+    want = data.astype(np.float64)
+    for i in range(5000):
+        want = np.tanh(want) if i % 2 else -want
+    np.testing.assert_allclose(interpret(result, data)[0], want, rtol=1e-4)
+
+
 # --- traced models ---------------------------------------------------------------------------
 
 
