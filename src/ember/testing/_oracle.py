@@ -223,6 +223,25 @@ def trig_ulps(x: np.ndarray) -> np.ndarray:
     return np.full(np.shape(x), 2.0)
 
 
+def _c_pow() -> np.ufunc:
+    import ctypes
+    import ctypes.util
+
+    libm = ctypes.CDLL(ctypes.util.find_library("m") or None)
+    libm.pow.restype, libm.pow.argtypes = ctypes.c_double, (ctypes.c_double, ctypes.c_double)
+    return np.frompyfunc(libm.pow, 2, 1)
+
+
+_POW = _c_pow()
+
+
+def power(x: np.ndarray, y: object) -> np.ndarray:
+    """C's pow element by element (Ember's documented choice: pow(-inf, 0.5) = +inf and
+    pow(-0.0, 0.5) = +0.0, where numpy's scalar-exponent path takes sqrt)."""
+    x, y = np.broadcast_arrays(np.asarray(x, np.float64), np.asarray(y, np.float64))
+    return np.asarray(_POW(x, y), dtype=np.float64).reshape(x.shape)
+
+
 def pow_ulps(x: np.ndarray, y: np.ndarray, dt: str) -> np.ndarray:
     """f32 pow is correctly rounded; f64 pow loses 2|y ln x| ulps (docs/vecmath.md)."""
     if dt == "f32":

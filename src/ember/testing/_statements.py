@@ -46,7 +46,8 @@ _BINARY = {
     "div": (["{a} / {b}", "np.divide({a}, {b})"], "{a} / {b}", 1, True, False),
     "maximum": (["np.maximum({a}, {b})"], "O.maximum({a}, {b})", 0, True, True),
     "minimum": (["np.minimum({a}, {b})"], "O.minimum({a}, {b})", 0, True, True),
-    "pow": (["{a} ** {b}", "np.power({a}, {b})"], "{a} ** {b}", "O.pow_ulps({a}, {b}, '{dt}')",
+    "pow": (["{a} ** {b}", "np.power({a}, {b})"], "O.power({a}, {b})",
+            "O.pow_ulps({a}, {b}, '{dt}')",
             False, False),
 }
 _COMPARE = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}
@@ -114,6 +115,8 @@ class Statements:
         s = repr(value) if math.isfinite(value) else "inf"
         if self.rng.random() < 0.5 and op != "**":
             ember, numpy = f"{s} {op} {x}", f"O.sc({s}, '{dt}') {op} {x}"
+        elif op == "**":
+            ember, numpy = f"{x} ** {s}", f"O.power({x}, O.sc({s}, '{dt}'))"
         else:
             ember, numpy = f"{x} {op} {s}", f"{x} {op} O.sc({s}, '{dt}')"
         ulps = f"O.pow_ulps({x}, {s}, '{dt}')" if op == "**" else "1"
