@@ -26,13 +26,14 @@ def rand(*shape: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed + len(shape)).uniform(-1.0, 1.0, shape).astype(np.float32)
 
 
-def fused_result_shapes(exe: object) -> list[list[tuple[int, ...]]]:
+def fused_result_shapes(exe: ember.driver.Executable) -> list[list[tuple[int, ...]]]:
     """For each fused node of the optimized graph, the shapes of its results."""
-    return [[v.type.shape for v in node.outputs] for node in exe.graph.nodes  # type: ignore[attr-defined]
+    return [[v.type.shape for v in node.outputs] for node in exe.graph.nodes
             if node.op == "fused"]
 
 
-def check(fn: Callable, reference: Callable, *inputs: np.ndarray, level: int) -> object:
+def check(fn: Callable, reference: Callable, *inputs: np.ndarray,
+          level: int) -> ember.driver.Executable:
     exe = ember.compile(fn, *inputs, opt_level=level)
     got = exe(*inputs)
     want = reference(*(x.astype(np.float64) for x in inputs))
