@@ -7,8 +7,8 @@ A chain of N ops on one small tensor: `--kind chain` alternates relu with `x * 1
 `--kind mix` cycles through a fixed pseudo-random sequence of unary and binary elementwise ops
 (tanh, sigmoid, abs, neg, exp, relu, and add/mul/sub/maximum with a second input). Every compile
 runs with the on-disk cache off, and its result is checked against numpy. The table shows the
-whole compile and its stages: trace, graph passes, lowering, LLVM IR building, LLVM
-optimization and machine code.
+whole compile and its stages: trace, graph passes, lowering, codegen (building the LLVM IR,
+optimizing it and making machine code), and of codegen LLVM's optimization and machine code.
 """
 
 from __future__ import annotations
