@@ -187,13 +187,20 @@ class TimePasses(Instrument):
     """The pass ledger: time, node counts and computed bytes before and after each pass."""
 
     records: list[PassRecord] = field(default_factory=list)
+    # the last graph measured, its nodes and bytes: a pass's input is the previous one's result
+    _measured: tuple[Graph, int, int] | None = field(default=None, repr=False, compare=False)
 
     def after_pass(self, index: int, pass_: Pass, before: Graph, after: Graph,
                    seconds: float) -> None:
-        self.records.append(PassRecord(
-            str(pass_), seconds, count_nodes(before), count_nodes(after), graph_bytes(before),
-            graph_bytes(after), after is not before,
-        ))
+        nodes_before, bytes_before = self._measure(before)
+        nodes_after, bytes_after = self._measure(after)
+        self.records.append(PassRecord(str(pass_), seconds, nodes_before, nodes_after,
+                                       bytes_before, bytes_after, after is not before))
+
+    def _measure(self, graph: Graph) -> tuple[int, int]:
+        if self._measured is None or self._measured[0] is not graph:
+            self._measured = (graph, count_nodes(graph), graph_bytes(graph))
+        return self._measured[1], self._measured[2]
 
     def report(self) -> str:
         lines = [f"{'pass':<28}{'time (ms)':>10}  {'nodes':>12}  {'bytes':>22}"]
