@@ -26,11 +26,11 @@ SWEEP_POINTS = 100_000
 
 def value_type(variant: str) -> ir.Type:
     return {"f32": ir.FloatType(), "v16f32": ir.VectorType(ir.FloatType(), 16),
-            "f64": ir.DoubleType()}[variant]
+            "f64": ir.DoubleType(), "v8f64": ir.VectorType(ir.DoubleType(), 8)}[variant]
 
 
 def numpy_dtype(variant: str) -> type:
-    return np.float64 if variant == "f64" else np.float32
+    return np.float64 if variant.endswith("f64") else np.float32
 
 
 def kernel_module(name: str, variant: str) -> ir.Module:

@@ -781,11 +781,9 @@ def _load_table(m: _Emitter, table: ir.GlobalVariable, index: ir.Value) -> ir.Va
     return result
 
 
-def _table_chunks(wide: _Emitter, exponent: ir.Value, double: bool,
-                  needed: ir.Value) -> list[ir.Value]:
-    """The chunks of T_E for an i64 `exponent` E (clamped into the table). A scalar function
-    loads them only when `needed` (the loop vectorizer makes that a masked gather, nearly
-    free while no lane needs it); a vector function loads them lane by lane."""
+def _table_chunks(wide: _Emitter, exponent: ir.Value, double: bool) -> list[ir.Value]:
+    """The chunks of T_E for an i64 `exponent` E (clamped into the table): a vector loads them
+    lane by lane."""
     low, high, _, chunks = _HUGE_TABLE[double]
     builder = wide.builder
     index = builder.sub(exponent, wide.iconst(low))
@@ -795,24 +793,7 @@ def _table_chunks(wide: _Emitter, exponent: ir.Value, double: bool,
     first = builder.mul(index, wide.iconst(chunks))
     table = _table_constant(wide, f"ember.two_over_pi.{'f64' if double else 'f32'}",
                             _two_over_pi_table(double))
-
-    def load_all() -> list[ir.Value]:
-        return [_load_table(wide, table, builder.add(first, wide.iconst(k)))
-                for k in range(chunks)]
-
-    if wide.lanes:
-        return load_all()
-    before = builder.block
-    with builder.if_then(needed, likely=False):
-        loaded = load_all()
-        inside = builder.block
-    parts = []
-    for value in loaded:
-        phi = builder.phi(wide.type)
-        phi.add_incoming(value, inside)
-        phi.add_incoming(wide.const(0.0), before)
-        parts.append(phi)
-    return parts
+    return [_load_table(wide, table, builder.add(first, wide.iconst(k))) for k in range(chunks)]
 
 
 def _two_sum(m: _Emitter, a: ir.Value, b: ir.Value) -> tuple[ir.Value, ir.Value]:
@@ -834,8 +815,7 @@ def _split_integer(m: _Emitter, x: ir.Value) -> tuple[ir.Value, ir.Value]:
     return integer, m.sub(x, integer)
 
 
-def _reduce_huge_float(m: _Emitter, wide: _Emitter, x: ir.Value,
-                       needed: ir.Value) -> tuple[ir.Value, ir.Value]:
+def _reduce_huge_float(m: _Emitter, wide: _Emitter, x: ir.Value) -> tuple[ir.Value, ir.Value]:
     """(r, j): x = j pi/2 + r (|r| about pi/4 at most, j an integer: its low two bits are
     the quadrant), in double, for a finite float |x| >= _HUGE."""
     builder = m.builder
@@ -846,7 +826,7 @@ def _reduce_huge_float(m: _Emitter, wide: _Emitter, x: ir.Value,
     mantissa = builder.select(negative, builder.neg(mantissa), mantissa)
     magnitude = builder.sitofp(mantissa, wide.type)  # M, signed, exact
     exponent = builder.sext(builder.sub(biased, m.iconst(150)), wide.int_type)
-    parts = _table_chunks(wide, exponent, False, needed)
+    parts = _table_chunks(wide, exponent, False)
     # M t_0 = high + low exactly, both multiples of 2**-51 (M < 2**24, so low < 2**-28);
     # high mod 4 splits into an exact integer and fraction, to which low adds exactly; M t_1
     # (below 2**-27) joins by TwoSum, its rounding error joins the error.
@@ -860,8 +840,7 @@ def _reduce_huge_float(m: _Emitter, wide: _Emitter, x: ir.Value,
     return r, wide.add(whole, integer)
 
 
-def _reduce_huge_double(m: _Emitter, x: ir.Value,
-                        needed: ir.Value) -> tuple[ir.Value, ir.Value]:
+def _reduce_huge_double(m: _Emitter, x: ir.Value) -> tuple[ir.Value, ir.Value]:
     """(r, j) as `_reduce_huge_float`, for a finite double |x| >= _HUGE."""
     builder = m.builder
     bits = m.to_bits(x)
@@ -869,7 +848,7 @@ def _reduce_huge_double(m: _Emitter, x: ir.Value,
     mantissa = builder.or_(builder.and_(bits, m.iconst((1 << 52) - 1)), m.iconst(1 << 52))
     negative = builder.icmp_signed("<", bits, m.iconst(0))
     magnitude = m.to_float(builder.select(negative, builder.neg(mantissa), mantissa))
-    parts = _table_chunks(m, builder.sub(biased, m.iconst(1075)), True, needed)
+    parts = _table_chunks(m, builder.sub(biased, m.iconst(1075)), True)
     # M t_0 = high + low exactly (high mod 4 exact too); with M t_1's high part, each below 8:
     # integers and fractions, exact. The rest (each below 2**-50) joins by TwoSum.
     head, head_low = _two_product(m, magnitude, parts[0])
@@ -894,6 +873,43 @@ def _reduce_huge_double(m: _Emitter, x: ir.Value,
     return m.add(r, r_low), m.add(whole, integer)
 
 
+def _any(m: _Emitter, condition: ir.Value) -> ir.Value:
+    """Whether `condition` holds in some lane (an i1; the condition itself for a scalar)."""
+    if not m.lanes:
+        return condition
+    module = m.builder.module
+    name = f"llvm.vector.reduce.or.v{m.lanes}i1"
+    function = module.globals.get(name) or ir.Function(
+        module, ir.FunctionType(ir.IntType(1), [condition.type]), name)
+    return m.builder.call(function, [condition])
+
+
+def _reduce_huge_where_needed(m: _Emitter, wide: _Emitter, x: ir.Value, xd: ir.Value,
+                              r: ir.Value, quadrant: ir.Value) -> tuple[ir.Value, ir.Value]:
+    """The Cody-Waite (r, quadrant), with the table reduction's in the lanes where |x| >=
+    _HUGE. The table reduction sits in a cold block entered only when some lane needs it, so
+    ordinary arguments skip it; the block computes it for every lane and blends by `select`.
+    (Where the loop vectorizer widens the scalar function it if-converts the block: the table
+    loads become masked gathers and the arithmetic runs for every element.)"""
+    builder = m.builder
+    huge = wide.compare(">=", wide.abs(xd), _HUGE)
+    before = builder.block
+    with builder.if_then(_any(wide, huge), likely=False):
+        if m.is_double:
+            huge_r, huge_quadrant = _reduce_huge_double(m, x)
+        else:
+            huge_r, huge_quadrant = _reduce_huge_float(m, wide, x)
+        blended = (wide.select(huge, huge_r, r), wide.select(huge, huge_quadrant, quadrant))
+        inside = builder.block
+    results = []
+    for fast, slow in zip((r, quadrant), blended, strict=True):
+        phi = builder.phi(wide.type)
+        phi.add_incoming(slow, inside)
+        phi.add_incoming(fast, before)
+        results.append(phi)
+    return results[0], results[1]
+
+
 def _sin_cos(m: _Emitter, x: ir.Value, quadrant_offset: int) -> ir.Value:
     """sin(x) (offset 0) or cos(x) = sin(x + pi/2) (offset 1)."""
     finite = m.compare("<", m.abs(x), math.inf)
@@ -906,13 +922,7 @@ def _sin_cos(m: _Emitter, x: ir.Value, quadrant_offset: int) -> ir.Value:
     for part in _HALF_PI if m.is_double else _HALF_PI[:2]:
         r = wide.fma(wide.neg(j), wide.const(part), r)
     quadrant = _mod4(wide, j)
-    huge = wide.compare(">=", wide.abs(xd), _HUGE)
-    if m.is_double:
-        huge_r, huge_quadrant = _reduce_huge_double(m, x, huge)
-    else:
-        huge_r, huge_quadrant = _reduce_huge_float(m, wide, x, huge)
-    r = wide.select(huge, huge_r, r)
-    quadrant = wide.select(huge, huge_quadrant, quadrant)
+    r, quadrant = _reduce_huge_where_needed(m, wide, x, xd, r, quadrant)
     quadrant = m.builder.fptosi(quadrant, m.int_type)
     r = m.builder.fptrunc(r, m.type) if not m.is_double else r
     quadrant = m.builder.add(quadrant, m.iconst(quadrant_offset))
