@@ -322,6 +322,25 @@ def test_sin_cos_keep_accuracy_next_to_multiples_of_half_pi(variant: str) -> Non
             name, result, reference)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_compiled_sin_cos_blend_one_huge_lane_at_every_ember_level(name: str, dtype: type) -> None:
+    """The same blocks through `ember.compile` at every level (0 is the reference interpreter),
+    within the bound of float64 numpy."""
+    import ember
+
+    x = one_huge_lane_per_block(dtype)
+    ufunc = getattr(np, name)
+    reference = REFERENCES[name](x)
+    for level in (0, 1, 2, 3):
+        result = np.asarray(ember.compile(lambda t: ufunc(t), x, opt_level=level)(x))
+        errors = ulp_errors(result, reference)
+        at = int(np.argmax(errors))
+        assert errors[at] <= BOUNDS[name][dtype is np.float64], (
+            f"{name} {dtype.__name__} level {level}: {errors[at]:.2f} ulp at {x[at]!r}: got "
+            f"{result[at]!r}, expected {reference[at]!r}")
+
+
 def special_cases() -> list[tuple[str, float, float]]:
     """(function, input, numpy's answer) at the edges the module docstring promises."""
     inf, nan = math.inf, math.nan
@@ -434,12 +453,51 @@ def test_exp_loop_leaves_no_call_and_uses_the_widest_registers() -> None:
 
 @pytest.mark.parametrize("name", ["tanh", "sin"])
 def test_scalar_float_loop_is_vectorized_by_llvm(name: str) -> None:
-    """Scalar calls inline to straight-line code (sin: but for the guarded table loads), so
-    the loop vectorizer widens the loop."""
+    """Scalar calls inline to straight-line code (sin: but for the out-of-line table reduction
+    under |x| >= 2**30, which the loop vectorizer widens into a call of its vector variant),
+    so the loop vectorizer widens the loop."""
     compiled = compile_ir(kernel_module(name, "f32"))
-    kernel = compiled.llvm_ir.split("define void @kernel")[1]
-    assert not re.search(r"call [^@]*@(?!llvm\.)", kernel), "a call to a non-intrinsic survived"
+    kernel = compiled.llvm_ir.split("define void @kernel")[1].split("\ndefine ")[0]
+    calls = re.findall(r"call [^@]*@\"?([\w.]+)", kernel)
+    assert not [c for c in calls if not re.match(r"llvm\.|ember\.sin\.huge\.", c)], calls
     assert re.search(r"<\d+ x float>", kernel)
+    if name == "sin":
+        assert re.search(r"call <\d+ x float> @\"?ember\.sin\.huge\.v\d+f32", kernel), calls
+
+
+def one_huge_lane_per_block(dtype: type) -> np.ndarray:
+    """Blocks of 32 ordinary arguments (|x| <= 100) with one huge one (|x| >= 2**30), inf or
+    nan at each position in turn."""
+    rng = np.random.default_rng(9)
+    blocks = []
+    for huge in (1e30, -3e9, 2.0**30, float(np.finfo(dtype).max), np.inf, np.nan):
+        for position in range(32):
+            block = rng.uniform(-100.0, 100.0, 32)
+            block[position] = huge
+            blocks.append(block)
+    return np.concatenate(blocks).astype(dtype)
+
+
+@pytest.mark.parametrize("opt_level", [0, 1, 2, 3])
+@pytest.mark.parametrize("variant", ("f32", "v16f32", "f64", "v8f64"))
+@pytest.mark.parametrize("name", ["sin", "cos"])
+def test_sin_cos_blend_one_huge_lane_into_ordinary_ones(name: str, variant: str,
+                                                        opt_level: int) -> None:
+    """A vector with one huge argument (|x| >= 2**30, table reduction) among ordinary ones
+    (Cody-Waite) at each of 32 positions, and inf/nan among them: every lane within the bound
+    against float64 numpy, so the branch to the table reduction and its blend are exercised
+    (LLVM's optimization levels: at 0 the scalar kernel is not vectorized)."""
+    x = one_huge_lane_per_block(numpy_dtype(variant))
+    compiled = compile_ir(kernel_module(name, variant), opt_level=opt_level, cached=False)
+    kernel = compiled.function("kernel", None, [ctypes.c_void_p] * 2 + [ctypes.c_int64])
+    result = np.empty_like(x)
+    kernel(result.ctypes.data, x.ctypes.data, x.size)
+    reference = REFERENCES[name](x)
+    errors = ulp_errors(result, reference)
+    at = int(np.argmax(errors))
+    assert errors[at] <= BOUNDS[name][variant.endswith("f64")], (
+        f"{name} {variant} O{opt_level}: {errors[at]:.2f} ulp at {x[at]!r} (element {at}): "
+        f"got {result[at]!r}, expected {reference[at]!r}")
 
 
 def test_functions_are_created_once_per_module_and_named_by_type() -> None:

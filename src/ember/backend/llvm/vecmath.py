@@ -910,19 +910,75 @@ def _reduce_huge_where_needed(m: _Emitter, wide: _Emitter, x: ir.Value, xd: ir.V
     return results[0], results[1]
 
 
-def _sin_cos(m: _Emitter, x: ir.Value, quadrant_offset: int) -> ir.Value:
-    """sin(x) (offset 0) or cos(x) = sin(x + pi/2) (offset 1)."""
+# Lane counts of the vector variants of the out-of-line scalar table reduction (float, double)
+_HUGE_LANES = {False: (4, 8, 16), True: (2, 4, 8)}
+
+
+def _huge_function(module: ir.Module, quadrant_offset: int, type_: ir.Type) -> ir.Function:
+    """`ember.<sin|cos>.huge.<type>`: the function on |x| >= _HUGE (table reduction only), out
+    of line (noinline) so that a scalar call site stays cheap. The scalar one names its masked
+    vector variants (`vector-function-abi-variant`) so that the loop vectorizer widens a call
+    under `|x| >= _HUGE` into one call per vector; a variant returns at once when no lane of its
+    mask is set."""
+    lanes = type_.count if isinstance(type_, ir.VectorType) else None
+    name = f"ember.{('sin', 'cos')[quadrant_offset]}.huge.{_type_suffix(type_)}"
+    existing = module.globals.get(name)
+    if existing is not None:
+        return existing
+    bool_type = ir.VectorType(ir.IntType(1), lanes) if lanes else None
+    arguments = [type_, bool_type] if lanes else [type_]
+    function = ir.Function(module, ir.FunctionType(type_, arguments), name)
+    function.attributes.add("noinline")
+    function.attributes.add("nounwind")
+    # llvmlite does not know these two: added to the set as written (it reads only its
+    # constant table)
+    set.add(function.attributes, "willreturn")
+    set.add(function.attributes, "memory(none)")
+    builder = ir.IRBuilder(function.append_basic_block("entry"))
+    m = _Emitter(builder, type_)
+    if not lanes:
+        function.linkage = "internal"
+        variants = [_huge_function(module, quadrant_offset, ir.VectorType(type_, count))
+                    for count in _HUGE_LANES[m.is_double]]
+        mangled = ",".join(f"_ZGV_LLVM_M{count}v_{name}({variant.name})" for count, variant
+                           in zip(_HUGE_LANES[m.is_double], variants, strict=True))
+        set.add(function.attributes, f'"vector-function-abi-variant"="{mangled}"')
+        builder.ret(_sin_cos(m, function.args[0], quadrant_offset, table=True))
+        return function
+    # External linkage: nothing but the attribute string refers to a variant before the loop
+    # vectorizer runs, and an internal one would be deleted as unused.
+    x, mask = function.args
+    before = builder.block
+    with builder.if_then(_any(m, mask), likely=True):
+        value = _sin_cos(m, x, quadrant_offset, table=True)
+        inside = builder.block
+    result = builder.phi(type_)
+    result.add_incoming(value, inside)
+    result.add_incoming(m.const(0.0), before)
+    builder.ret(result)
+    return function
+
+
+def _sin_cos(m: _Emitter, x: ir.Value, quadrant_offset: int, table: bool = False) -> ir.Value:
+    """sin(x) (offset 0) or cos(x) = sin(x + pi/2) (offset 1). `table`: by the table
+    reduction alone (for |x| >= _HUGE)."""
+    original = x
     finite = m.compare("<", m.abs(x), math.inf)
     x = m.select(finite, x, 0.0)
     # The reduction runs in double even for float, so a float argument loses nothing there.
     wide = m.with_type(ir.DoubleType())
     xd = m.builder.fpext(x, wide.type) if not m.is_double else x
-    j = wide.rint(wide.mul(xd, wide.const(2.0 / math.pi)))
-    r = xd
-    for part in _HALF_PI if m.is_double else _HALF_PI[:2]:
-        r = wide.fma(wide.neg(j), wide.const(part), r)
-    quadrant = _mod4(wide, j)
-    r, quadrant = _reduce_huge_where_needed(m, wide, x, xd, r, quadrant)
+    if table:
+        r, quadrant = (_reduce_huge_double(m, x) if m.is_double
+                       else _reduce_huge_float(m, wide, x))
+    else:
+        j = wide.rint(wide.mul(xd, wide.const(2.0 / math.pi)))
+        r = xd
+        for part in _HALF_PI if m.is_double else _HALF_PI[:2]:
+            r = wide.fma(wide.neg(j), wide.const(part), r)
+        quadrant = _mod4(wide, j)
+        if m.lanes:
+            r, quadrant = _reduce_huge_where_needed(m, wide, x, xd, r, quadrant)
     quadrant = m.builder.fptosi(quadrant, m.int_type)
     r = m.builder.fptrunc(r, m.type) if not m.is_double else r
     quadrant = m.builder.add(quadrant, m.iconst(quadrant_offset))
@@ -934,7 +990,18 @@ def _sin_cos(m: _Emitter, x: ir.Value, quadrant_offset: int) -> ir.Value:
     value = m.select(odd, cosine, sine)
     sign = builder.shl(builder.and_(quadrant, m.iconst(2)), m.iconst(m.bits - 2))
     value = m.from_bits(builder.xor(m.to_bits(value), sign))
-    return m.select(finite, value, math.nan)
+    value = m.select(finite, value, math.nan)
+    if table or m.lanes:
+        return value
+    # A scalar calls the table reduction out of line, only for |x| >= _HUGE.
+    before = builder.block
+    with builder.if_then(wide.compare(">=", wide.abs(xd), _HUGE), likely=False):
+        huge = builder.call(_huge_function(builder.module, quadrant_offset, m.type), [original])
+        inside = builder.block
+    result = builder.phi(m.type)
+    result.add_incoming(huge, inside)
+    result.add_incoming(value, before)
+    return result
 
 
 def _sin(m: _Emitter, x: ir.Value) -> ir.Value:
