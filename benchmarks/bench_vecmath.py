@@ -42,6 +42,20 @@ def median_ms(function, runs: int) -> tuple[float, float]:
     return statistics.median(times), max(times)
 
 
+def interleaved_median_ms(functions, runs: int) -> list[tuple[float, float]]:
+    """(median, max) of each function, timed in turn (after one warm-up call each) so that a
+    busy spell of the machine costs them alike."""
+    times = [[] for _ in functions]
+    for function in functions:
+        function()
+    for _ in range(runs):
+        for function, spent in zip(functions, times, strict=True):
+            start = time.perf_counter()
+            function()
+            spent.append((time.perf_counter() - start) * 1e3)
+    return [(statistics.median(spent), max(spent)) for spent in times]
+
+
 def numpy_sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
 
@@ -112,13 +126,9 @@ def main() -> None:
                 kernels.append(compile_kernel(name, variant, baseline))
             reference = REFERENCES[name]
             reference(x)
-            times = []
-            for kernel in kernels:
-                def run(kernel=kernel) -> None:
-                    kernel(y.ctypes.data, x.ctypes.data, size)
-
-                run()
-                times.append(median_ms(run, arguments.runs))
+            runs = [lambda kernel=kernel: kernel(y.ctypes.data, x.ctypes.data, size)
+                    for kernel in kernels]
+            times = interleaved_median_ms(runs, arguments.runs)
             numpy_ms, _ = median_ms(lambda: reference(x), arguments.runs)
             (ember_ms, ember_max), *before = times
             line = (f"{name:10s} {variant:7s} {floor_ms:6.2f} {ember_ms:9.2f} {ember_max:7.2f} "
