@@ -7,8 +7,9 @@ Compiled kernels never call libm per element. Every function here is straight-li
 reduction (Cody-Waite with FMA), a polynomial or rational function, exponent scaling (`llvm.ldexp`,
 one `vscalefps` on AVX-512; elsewhere two powers of two built from their bits), and clamps or
 `select` for special values, so a loop that calls one vectorizes like any other loop. (The one
-branch, around the 2/pi table loads of scalar sin and cos for |x| >= 2**30, only guards loads:
-the loop vectorizer turns it into masked gathers.)
+exception, sin and cos for |x| >= 2**30: a vector branches to a cold block for its table
+reduction when some lane needs it; a scalar calls an out-of-line function only then, whose
+masked vector variants the loop vectorizer calls once per vector.)
 Each function is emitted once per module as an internal `alwaysinline` function named
 `ember.<name>.<type>` (e.g. `ember.exp.v16f32`); `type_` is float, double, or a vector of either.
 
@@ -71,7 +72,8 @@ def math_function(module: ir.Module, name: str, type_: ir.Type) -> ir.Function:
 
     `type_` is `ir.FloatType()`, `ir.DoubleType()` or an `ir.VectorType` of either (any lane
     count). The function takes one argument of that type (two for `pow`: base, exponent) and
-    returns that type. It is internal and `alwaysinline`: after optimization no call remains.
+    returns that type. It is internal and `alwaysinline`: after optimization no call remains
+    (but scalar sin and cos, which call their table reduction out of line for |x| >= 2**30).
     """
     if name not in _BODIES:
         raise LoweringError(name, f"no vector math function {name!r}; known: "
