@@ -14,6 +14,7 @@ trees; scalar temporaries are `Let`s (immutable) or `Local`/`Assign` pairs (accu
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Union
@@ -213,11 +214,18 @@ def index_imm(value: int) -> Imm:
     return Imm(int(value), I64)
 
 
+def _additive_identity(e: Expr) -> bool:
+    if not (isinstance(e, Imm) and e.value == 0):
+        return False
+    return not e.dtype.is_float or math.copysign(1.0, e.value) < 0
+
+
 def add(a: Expr, b: Expr) -> Expr:
-    """a + b, folding zeros and constants (index arithmetic stays readable)."""
-    if isinstance(b, Imm) and b.value == 0:
+    """a + b, folding zeros and constants (index arithmetic stays readable). For floats only
+    -0.0 is an identity (x + 0.0 is +0.0 for x = -0.0)."""
+    if _additive_identity(b):
         return a
-    if isinstance(a, Imm) and a.value == 0:
+    if _additive_identity(a):
         return b
     if isinstance(a, Imm) and isinstance(b, Imm):
         return Imm(a.value + b.value, a.dtype)
@@ -225,12 +233,14 @@ def add(a: Expr, b: Expr) -> Expr:
 
 
 def mul(a: Expr, b: Expr) -> Expr:
-    """a * b, folding ones, zeros and constants."""
+    """a * b, folding ones and constants, and zeros of integers (a float x * 0 is NaN for
+    x = NaN or inf, and -0.0 for negative x, so it stays a multiply)."""
     if isinstance(b, Imm) and b.value == 1:
         return a
     if isinstance(a, Imm) and a.value == 1:
         return b
-    if (isinstance(a, Imm) and a.value == 0) or (isinstance(b, Imm) and b.value == 0):
+    zero = (isinstance(a, Imm) and a.value == 0) or (isinstance(b, Imm) and b.value == 0)
+    if zero and not a.dtype.is_float:
         return index_imm(0) if a.dtype is I64 else imm(0, a.dtype)
     if isinstance(a, Imm) and isinstance(b, Imm):
         return Imm(a.value * b.value, a.dtype)
