@@ -896,7 +896,9 @@ def _reduce_huge_where_needed(m: _Emitter, wide: _Emitter, x: ir.Value, xd: ir.V
     builder = m.builder
     huge = wide.compare(">=", wide.abs(xd), _HUGE)
     before = builder.block
-    with builder.if_then(_any(wide, huge), likely=False):
+    # No branch weights: marked unlikely, LLVM compiles the block as cold code (spills), and a
+    # vector of huge arguments took 2-5 times as long as without the branch.
+    with builder.if_then(_any(wide, huge)):
         if m.is_double:
             huge_r, huge_quadrant = _reduce_huge_double(m, x)
         else:
