@@ -888,11 +888,11 @@ def _any(m: _Emitter, condition: ir.Value) -> ir.Value:
 
 def _reduce_huge_where_needed(m: _Emitter, wide: _Emitter, x: ir.Value, xd: ir.Value,
                               r: ir.Value, quadrant: ir.Value) -> tuple[ir.Value, ir.Value]:
-    """The Cody-Waite (r, quadrant), with the table reduction's in the lanes where |x| >=
-    _HUGE. The table reduction sits in a cold block entered only when some lane needs it, so
-    ordinary arguments skip it; the block computes it for every lane and blends by `select`.
-    (Where the loop vectorizer widens the scalar function it if-converts the block: the table
-    loads become masked gathers and the arithmetic runs for every element.)"""
+    """For a vector: the Cody-Waite (r, quadrant), with the table reduction's in the lanes
+    where |x| >= _HUGE. The table reduction sits in a block entered only when some lane needs
+    it, so ordinary arguments skip it; the block computes it for every lane and blends by
+    `select`. (Not for a scalar: the loop vectorizer would if-convert the block, running its
+    arithmetic for every element; a scalar calls `_huge_function` instead.)"""
     builder = m.builder
     huge = wide.compare(">=", wide.abs(xd), _HUGE)
     before = builder.block
