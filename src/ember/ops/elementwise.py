@@ -130,17 +130,110 @@ def _erf(x: np.ndarray) -> np.ndarray:
         return np.asarray(exact, dtype=np.float64).astype(x.dtype)
 
 
+# Results of f32 inputs are computed in float64 and rounded once. gelu and silu of x < 0 are
+# x times a factor that becomes subnormal well before the result does (x/2 erfc(|x|/sqrt 2),
+# x exp(x)): the factor is taken as h * h with h normal and x multiplied in first, so the
+# result is rounded once, as compiled code does.
+
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+# sqrt(1/2) and 2 sqrt(2/pi), each as a double and the double of its remainder.
+_SQRT_HALF = (0.7071067811865476, -4.833646656726457e-17)
+_GELU_TANH_SCALE = (1.5957691216057308, -9.96930880911092e-17)
+_GELU_TANH_CUBIC = 0.044715
+
+
+def _split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """a as high + low, each with at most 26 significant bits (Veltkamp; |a| < 1e300)."""
+    c = 134217729.0 * a
+    high = c - (c - a)
+    return high, a - high
+
+
+def _two_product(a: np.ndarray | float, b: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """a * b as high + low exactly (Dekker; float64, |a|, |b| < 1e150)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    high = a * b
+    (a_high, a_low), (b_high, b_low) = _split(a), _split(b)
+    return high, ((a_high * b_high - high) + a_high * b_low + a_low * b_high) + a_low * b_low
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     # exp of a non-positive number only, so no overflow for either sign.
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+    x64 = np.asarray(x, np.float64)
+    e = np.exp(-np.abs(x64))
+    return np.where(x64 >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype)
+
+
+def _silu(x: np.ndarray) -> np.ndarray:
+    # x e / (1 + e), e = exp(x), for x < 0 (e = h * h where it is subnormal); silu(-inf) = nan.
+    x64 = np.asarray(x, np.float64)
+    e = np.exp(-np.abs(x64))
+    with np.errstate(invalid="ignore"):
+        h = np.exp(-np.abs(x64) / 2)
+        scaled = np.where(x64 < -700, x64 * h * h, x64 * e)
+        return np.where(x64 < 0, scaled / (1 + e), x64 / (1 + e)).astype(x.dtype)
+
+
+def _gelu_erf(x: np.ndarray) -> np.ndarray:
+    """x/2 erfc(-x/sqrt 2) in float64: x/2 (2 - erfc(a)) for x >= 0 and x/2 erfc(a) for x < 0,
+    a = |x|/sqrt 2, so 1 + erf never cancels. a is carried as high + low (one rounding of a
+    would cost about 2 a^2 ulp of erfc(a)); past a = 26, where erfc(a) is subnormal, erfc is
+    exp(-a^2) times its asymptotic series. gelu(-inf) = nan, gelu(inf) = inf."""
+    x = np.asarray(x, np.float64)
+    xc = np.clip(x, -40.0, 40.0)  # |gelu(x)| < 1e-340 below -40, factor 2 above 40
+    magnitude = np.abs(xc)
+    a, a_low = _two_product(magnitude, _SQRT_HALF[0])
+    a_low = a_low + magnitude * _SQRT_HALF[1]
+    # erfc(a + a_low) = erfc(a) - a_low 2/sqrt(pi) exp(-a^2) to first order.
+    tail = (np.asarray(_erfc(a), np.float64).reshape(a.shape)
+            - a_low * (2 / math.sqrt(math.pi)) * np.exp(-a * a))
+    deep = a > 26.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # erfc(a) = exp(-a^2) / (a sqrt(pi)) sum_n (-1)^n (2n-1)!! / (2a^2)^n, exp(-a^2) = h * h.
+        far = np.where(deep, a, 27.0)
+        inverse = 1 / (2 * far * far)
+        series, term = np.ones_like(far), np.ones_like(far)
+        for n in range(1, 10):
+            term = -term * (2 * n - 1) * inverse
+            series = series + term
+        square, square_low = _two_product(xc, xc)  # a^2 = (square + square_low) / 2
+        h = np.exp(-square / 4)
+        deep_result = xc / 2 * series / (far * math.sqrt(math.pi)) * (1 - square_low / 2) * h * h
+        result = np.where(x < 0, np.where(deep, deep_result, x / 2 * tail), x / 2 * (2 - tail))
+    return np.where(x == -np.inf, np.nan, result)
+
+
+def _gelu_tanh(x: np.ndarray) -> np.ndarray:
+    """x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), in float64 (1 + tanh(u) cancels for
+    x < 0). 2u is carried as high + low (error-free products and sums), as one rounding would
+    cost about |2u| ulp of exp(2u); for 2u < 0 exp(2u) = h * h, x multiplied in first.
+    gelu_tanh(-inf) = -inf * 0 = nan, gelu_tanh(inf) = inf."""
+    x = np.asarray(x, np.float64)
+    xc = np.clip(x, -30.0, 30.0)  # exp(2u) at -30 is far below the subnormals
+    square, square_low = _two_product(xc, xc)
+    term, term_low = _two_product(_GELU_TANH_CUBIC, square)
+    term_low = term_low + _GELU_TANH_CUBIC * square_low
+    factor = 1 + term  # 1 + term as factor + factor_low (two-sum)
+    term_part = factor - 1
+    factor_low = (1 - (factor - term_part)) + (term - term_part) + term_low
+    linear, linear_low = _two_product(_GELU_TANH_SCALE[0], xc)
+    linear_low = linear_low + _GELU_TANH_SCALE[1] * xc
+    v, v_low = _two_product(linear, factor)
+    v_low = v_low + linear * factor_low + linear_low * factor
+    with np.errstate(invalid="ignore", over="ignore"):
+        # exp(-|v + v_low|) = e (1 -+ v_low); h * h = e where e is subnormal.
+        e = np.exp(-np.abs(v))
+        h = np.exp(-np.abs(v) / 2)
+        sign_low = np.where(v < 0, v_low, -v_low)
+        e_low = e * sign_low
+        scaled = np.where(v < -700, x * (1 + v_low) * h * h, x * (e + e_low))
+        return np.where(v < 0, scaled, x) / (1 + (e + e_low))
 
 
 def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
-    if approximate == "tanh":
-        inner = math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)
-        return (0.5 * x * (1 + np.tanh(inner))).astype(x.dtype)
-    return (0.5 * x * (1 + _erf(x / np.sqrt(x.dtype.type(2))))).astype(x.dtype)
+    exact = _gelu_tanh(x) if approximate == "tanh" else _gelu_erf(x)
+    return exact.astype(x.dtype)
 
 
 def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -199,10 +292,6 @@ def _clip(x: np.ndarray, min: float | None = None, max: float | None = None) -> 
         high = x.dtype.type(max)
         result = np.where(result > high, high, result) if high == high else np.full_like(x, high)
     return np.array(result, dtype=x.dtype)
-
-
-def _silu(x: np.ndarray) -> np.ndarray:
-    return (x * _sigmoid(x)).astype(x.dtype)
 
 
 def _rsqrt(x: np.ndarray) -> np.ndarray:
