@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ember.frontend import tracer
-from ember.frontend.tensor import Tensor
+from ember.frontend.tensor import Tensor, where
 from ember.ir.types import DType
 
 __all__ = [
@@ -410,8 +410,9 @@ def _classes_last_to_axis1(x: Tensor) -> Tensor:
 
 
 def _target_weights(logp: Tensor, target: Tensor, weight: Any, ignore_index: int,
-                    op: str = "nll_loss") -> Tensor:
-    """[N, C, d...] mask holding weight[target] at each target's class (0 where ignored)."""
+                    op: str = "nll_loss") -> tuple[Tensor, Tensor]:
+    """[N, C, d...] bool mask of each target's class (false where ignored), and the same mask
+    holding weight[target] (0 where ignored)."""
     if target.shape != logp.shape[:1] + logp.shape[2:]:
         raise tracer._fail(f"{op}: target {target.value.type} does not fit input "
                            f"{logp.value.type} (expected target shape "
@@ -419,7 +420,9 @@ def _target_weights(logp: Tensor, target: Tensor, weight: Any, ignore_index: int
     if not target.dtype_.is_int:
         raise tracer._fail(f"{op}: target must hold class indices (integers), got "
                            f"{target.value.type}")
-    picked = one_hot(target, logp.shape[1]).astype(logp.dtype_)
+    hot = one_hot(target, logp.shape[1])
+    selected = hot != 0
+    picked = hot.astype(logp.dtype_)
     if weight is not None:
         w = tracer.as_tensor(weight, logp.dtype_)
         if w.shape != (logp.shape[1],):
@@ -429,7 +432,14 @@ def _target_weights(logp: Tensor, target: Tensor, weight: Any, ignore_index: int
     if 0 <= ignore_index < logp.shape[1]:  # out-of-range indices already give a zero row
         keep = (target != ignore_index).astype(logp.dtype_)
         picked = picked * keep.expand_dims(-1)
-    return _classes_last_to_axis1(picked)
+        selected = selected & (target != ignore_index).expand_dims(-1)
+    return _classes_last_to_axis1(selected), _classes_last_to_axis1(picked)
+
+
+def _picked_nll(logp: Tensor, selected: Tensor, picked: Tensor) -> Tensor:
+    """-weight[target] * logp[target] per sample: other classes (and ignored targets) are
+    left out, not multiplied by 0, so an -inf log-probability there stays out of the sum."""
+    return -where(selected, logp * picked, 0.0).sum(axis=1)
 
 
 def _with_batch(logp: Tensor, target: Tensor) -> tuple[Tensor, Tensor, bool]:
@@ -449,8 +459,8 @@ def nll_loss(input: Any, target: Any, weight: Any = None, size_average: bool | N
     """
     reduction = _reduction(size_average, reduce, reduction)
     logp, target_t, unbatched = _with_batch(_t(input), _t(target))
-    picked = _target_weights(logp, target_t, weight, ignore_index)
-    loss = -(logp * picked).sum(axis=1)
+    selected, picked = _target_weights(logp, target_t, weight, ignore_index)
+    loss = _picked_nll(logp, selected, picked)
     if reduction == "mean":
         return loss.sum() / picked.sum()
     if reduction == "none" and unbatched:
@@ -508,15 +518,15 @@ def _cross_entropy_probabilities(logp: Tensor, target: Tensor, weight: Any,
 
 def _cross_entropy_indices(logp: Tensor, target: Tensor, weight: Any, ignore_index: int,
                            label_smoothing: float, reduction: str) -> Tensor:
-    picked = _target_weights(logp, target, weight, ignore_index, "cross_entropy")
-    nll = -(logp * picked).sum(axis=1)
+    selected, picked = _target_weights(logp, target, weight, ignore_index, "cross_entropy")
+    nll = _picked_nll(logp, selected, picked)
     if not label_smoothing:
         return nll.sum() / picked.sum() if reduction == "mean" else _reduce(nll, reduction)
     # PyTorch: (1 - s) * nll + s / C * smooth, where smooth = -sum_c w_c logp_c on kept targets.
     classes = logp.shape[1]
     w = _class_weights(logp, weight)
     smooth = -(logp if w is None else logp * w).sum(axis=1)
-    smooth = smooth * (target != ignore_index).astype(logp.dtype_)
+    smooth = where(target != ignore_index, smooth, 0.0)
     if reduction == "mean":
         total = picked.sum()
         return (nll.sum() * (1 - label_smoothing) + smooth.sum() * (label_smoothing / classes)
