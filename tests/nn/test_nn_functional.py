@@ -322,3 +322,66 @@ def test_nll_loss_rejects_mismatched_target_with_shapes() -> None:
     with pytest.raises(ember.TraceError, match=r"nll_loss: target i64\[4\] does not fit input "
                                                r"f32\[5,4\]"):
         ember.trace(F.nll_loss, randn(5, 4), np.zeros(4, dtype=np.int64))
+
+
+# -- batch_norm training statistics of huge values ---------------------------------------------
+
+
+def torch_batch_norm_training(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """PyTorch's training-mode batch_norm in float64 (its statistics accumulate in double)."""
+    return TF.batch_norm(torch.from_numpy(x.astype(np.float64)), None, None,
+                         torch.from_numpy(w.astype(np.float64)),
+                         torch.from_numpy(b.astype(np.float64)), training=True).numpy()
+
+
+def long_double_batch_norm_training(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Training-mode batch_norm in x87 long double numpy, whose exponent range holds the
+    squares of any double (PyTorch's float64 statistics overflow for f64 values above 1e154
+    and do not give exactly 0 for a channel of equal values near 1e38)."""
+    if np.finfo(np.longdouble).maxexp <= 1024:
+        pytest.skip("numpy's long double is double here")
+    axes = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    wide = x.astype(np.longdouble)
+    centered = wide - wide.mean(axis=axes, keepdims=True)
+    var = (centered * centered).mean(axis=axes, keepdims=True)
+    return (centered / np.sqrt(var + 1e-5) * w.reshape(shape) + b.reshape(shape)).astype(np.float64)
+
+
+HUGE_BATCHES = {
+    "f32_tiny_and_huge": np.array([[1.1e-40], [-3.2e38]], np.float32),
+    "f32_near_max": np.array([[3e38, 1.0], [3.3e38, -2.0], [-3.1e38, 4.0]], np.float32),
+    "f32_equal_huge": np.array([[2.5e38, 1e20], [2.5e38, 1e20]], np.float32),
+    "f32_mixed_channels": np.array([[[1e30, -1e30], [0.5, 0.25]], [[3e29, 7e30], [-1.0, 2.0]]],
+                                   np.float32),
+    "f64_huge": np.array([[1e300, -3.5e292], [-1.7e308, 1e292], [5e307, 0.0]]),
+    "f64_equal_huge": np.array([[-3.56e292], [-3.56e292]]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HUGE_BATCHES))
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_batch_norm_training_of_huge_values_does_not_overflow(level: int, name: str) -> None:
+    x = HUGE_BATCHES[name]
+    channels = x.shape[1]
+    w = np.linspace(1.0, 2.0, channels).astype(x.dtype)
+    b = np.linspace(0.5, -0.5, channels).astype(x.dtype)
+    fn = lambda a: F.batch_norm(a, None, None, w, b, training=True)  # noqa: E731
+    actual = ember.compile(fn, x, opt_level=level)(x)
+    expected = long_double_batch_norm_training(x, w, b)
+    if name == "f32_tiny_and_huge":  # the fuzzer's case, also against PyTorch
+        np.testing.assert_allclose(expected, torch_batch_norm_training(x, w, b), rtol=1e-6)
+    assert actual.dtype == x.dtype
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+def test_batch_norm_training_of_ordinary_values_stays_accurate(level: int, dtype: type) -> None:
+    x = (randn(6, 3, 4, 5) * np.array([1e-3, 1.0, 1e4], np.float32)[:, None, None]).astype(dtype)
+    w, b = randn(3, seed=1).astype(dtype), randn(3, seed=2).astype(dtype)
+    fn = lambda a: F.batch_norm(a, None, None, w, b, training=True)  # noqa: E731
+    actual = ember.compile(fn, x, opt_level=level)(x)
+    expected = torch_batch_norm_training(x, w, b)
+    np.testing.assert_allclose(actual, expected, rtol=2e-5 if dtype is np.float32 else 1e-12,
+                               atol=2e-5 if dtype is np.float32 else 1e-12)

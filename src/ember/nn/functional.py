@@ -240,10 +240,24 @@ def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = No
     if training:
         axes = tuple(a for a in range(x.ndim) if a != 1)
         shape = (1, -1) + (1,) * (x.ndim - 2)
+        # Normalization is invariant to scaling a channel when eps scales with it: a channel
+        # whose sums or squares could overflow (|x| above 1e15 in f32, 1e150 in f64) is
+        # normalized as x / max |x|, with eps / max |x|^2. That eps may underflow, so the
+        # variance is kept from 0 (only a channel of equal values has var 0 there: 0 / tiny).
+        if x.dtype_.is_float:
+            limit = 1e15 if x.dtype_ is DType.F32 else 1e150
+            peak = abs(x).max(axis=axes, keepdims=True)
+            scale = where((peak > limit) & (peak < np.inf), 1.0 / peak, 1.0)
+            x = x * scale
         mean = x.mean(axis=axes, keepdims=True)
         centered = x - mean
         var = (centered * centered).mean(axis=axes, keepdims=True)
-        return centered / (var + eps).sqrt() * w.reshape(shape) + b.reshape(shape)
+        if x.dtype_.is_float:
+            tiny = float(np.finfo(x.dtype_.numpy).tiny)
+            var = tracer.binary("maximum", var + eps * scale * scale, tiny)
+        else:
+            var = var + eps
+        return centered / var.sqrt() * w.reshape(shape) + b.reshape(shape)
     if running_mean is None or running_var is None:
         raise tracer._fail("batch_norm: running_mean and running_var are needed when "
                            "training=False")
