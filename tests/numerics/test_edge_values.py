@@ -150,8 +150,9 @@ def test_sign_of_negative_zero_is_positive_zero_as_numpy_and_pytorch_at_every_le
 
 @pytest.mark.parametrize("exponent", [0.5, 2.0, 3.0, -1.0, 0.25])
 def test_pow_with_a_constant_exponent_is_c_pow_at_every_level(exponent) -> None:
-    """pow(-0.0, 0.5) = +0.0 and pow(-inf, 0.5) = +inf (C's pow, math.pow; PyTorch's pow with
-    a tensor exponent); numpy and PyTorch take sqrt for a scalar 0.5 instead."""
+    """The pow op is C's pow: pow(-0.0, 0.5) = +0.0 and pow(-inf, 0.5) = +inf (math.pow;
+    PyTorch's pow with a tensor exponent). The exponent is a constant array here; a Python
+    scalar 0.5 traces to sqrt instead (the test after the next)."""
     x = np.concatenate([SPECIALS, np.float32([4.0, 0.5, -2.0])])
     odd = exponent == int(exponent) and int(exponent) % 2 == 1
     expected = []
@@ -167,7 +168,8 @@ def test_pow_with_a_constant_exponent_is_c_pow_at_every_level(exponent) -> None:
             expected.append(math.copysign(math.inf, value) if odd else math.inf)
     with np.errstate(over="ignore"):
         expected = np.array(expected).astype(np.float32)
-    for level, got in run_levels(lambda t: t**exponent, x).items():
+    exponents = np.full(x.shape, exponent, dtype=np.float32)
+    for level, got in run_levels(lambda t: t**exponents, x).items():
         finite = np.isfinite(expected) & (expected != 0)
         assert_bitwise(got[~finite], expected[~finite], f"x ** {exponent} level {level}")
         np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-6)
@@ -261,3 +263,20 @@ def test_sin_cos_of_huge_float64_arguments_match_mpmath_at_every_level(name) -> 
         worst = int(np.argmax(errors))
         assert errors[worst] <= (8 if level == 0 else 2), (name, level, x[worst], got[worst],
                                                            exact[worst])
+
+
+@pytest.mark.parametrize("level", [0, 1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_power_one_half_is_sqrt_as_numpy_and_pytorch_at_every_level(level: int,
+                                                                     dtype: type) -> None:
+    """`x ** 0.5` and np.power(x, 0.5) take sqrt, as numpy and PyTorch do (-0.0 stays -0.0,
+    -inf gives nan), where C's pow would give +0.0 and +inf."""
+    torch = pytest.importorskip("torch")
+    x = np.array([-np.inf, -4.0, -0.0, 0.0, 1e-45, 2.0, np.inf, np.nan], dtype=dtype)
+    with np.errstate(invalid="ignore"):
+        want = x ** 0.5
+    np.testing.assert_array_equal(torch.from_numpy(x).pow(0.5).numpy(), want)
+    for fn in (lambda t: t ** 0.5, lambda t: np.power(t, 0.5)):
+        got = ember.compile(fn, x, opt_level=level)(x)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))

@@ -130,7 +130,7 @@ class Tensor:
         return true_divide(other, self)
 
     def __pow__(self, other: Any) -> Tensor:
-        return tracer.binary("pow", self, other)
+        return power(self, other)
 
     def __rpow__(self, other: Any) -> Tensor:
         return tracer.binary("pow", other, self)
@@ -547,9 +547,20 @@ def _binary(op: str) -> Callable[[Any, Any], Tensor]:
     return lambda a, b: tracer.binary(op, a, b)
 
 
+def power(base: Any, exponent: Any) -> Tensor:
+    """`base ** exponent`. A float tensor to the scalar power 0.5 is its square root, as in
+    numpy and PyTorch, which both take sqrt for that exponent: sqrt(-0.0) = -0.0 and
+    sqrt(-inf) = nan, where C's pow (the `pow` op, for every other exponent) gives +0.0 and
+    +inf."""
+    if (isinstance(base, Tensor) and base.dtype_.is_float
+            and isinstance(exponent, (float, np.floating)) and exponent == 0.5):
+        return base.sqrt()
+    return tracer.binary("pow", base, exponent)
+
+
 _UFUNCS: dict[str, Callable[..., Tensor]] = {
     "add": _binary("add"), "subtract": _binary("sub"), "multiply": _binary("mul"),
-    "true_divide": true_divide, "divide": true_divide, "power": _binary("pow"),
+    "true_divide": true_divide, "divide": true_divide, "power": lambda a, b: power(a, b),
     "maximum": _binary("maximum"), "minimum": _binary("minimum"), "matmul": _binary("matmul"),
     "equal": _binary("eq"), "not_equal": _binary("ne"), "less": _binary("lt"),
     "less_equal": _binary("le"), "greater": _binary("gt"), "greater_equal": _binary("ge"),

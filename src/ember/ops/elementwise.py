@@ -12,8 +12,9 @@ test_int_division.py):
   PyTorch's clamp and relu: relu(-0.0) = -0.0, NaN propagates, a NaN bound gives NaN;
 - `silu`, `gelu` of -inf are NaN (-inf * 0), as numpy and PyTorch compute them;
 - `sign(-0.0)` is +0.0 (numpy, PyTorch); float `pow` is C's pow for every exponent:
-  pow(-0.0, 0.5) = +0.0 and pow(-inf, 0.5) = +inf (numpy and PyTorch take sqrt for a
-  scalar exponent 0.5 and give -0.0 and nan there);
+  pow(-0.0, 0.5) = +0.0 and pow(-inf, 0.5) = +inf. numpy and PyTorch take sqrt for a
+  scalar exponent 0.5 (-0.0 and nan there), and so does tracing: `x ** 0.5` and
+  `np.power(x, 0.5)` on a float tensor trace to `sqrt`, not `pow`;
 - integer `div` truncates toward zero (C, ONNX; not numpy's floor `//`); a zero divisor raises
   ExecutionError naming the node; INT_MIN / -1 wraps to INT_MIN, as numpy gives.
 """
