@@ -361,3 +361,73 @@ def test_batch_norm_and_layer_norm_layers_match_torch_at_every_level(level) -> N
     with torch.no_grad():
         expected = torch_model(t(x)).numpy()
     close(ember.compile(model, x, opt_level=level)(x), expected, rtol=1e-4, atol=1e-4)
+
+
+# -- 7. layer_norm of rows of equal huge values, and eps = 0 -----------------------------------
+
+
+def long_double_layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray,
+                           eps: float) -> np.ndarray:
+    """Layer norm over the last axis in x87 long double of the row x / max |x| (exact: each
+    value is one division), with eps / max |x|^2, which long double holds without underflow."""
+    wide = x.astype(np.longdouble)
+    peak = np.abs(wide).max(axis=-1, keepdims=True)
+    wide = wide / peak
+    deviation = wide - wide.mean(axis=-1, keepdims=True)
+    variance = (deviation**2).mean(axis=-1, keepdims=True)
+    scaled_eps = np.longdouble(eps) / peak / peak
+    return (deviation / np.sqrt(variance + scaled_eps) * w + b).astype(x.dtype)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("size", [1, 5, 8])
+@pytest.mark.parametrize("dtype, values", [
+    (np.float32, [3e38, -F32_MAX, 1.5 * 2.0**126, 1e20, -2e19]),
+    (np.float64, [-3.56e292, float(np.finfo(np.float64).max), 1.5 * 2.0**1022, 1e200, 1e101]),
+])
+def test_layer_norm_of_rows_of_equal_huge_values_returns_bias(dtype, values, size,
+                                                              level) -> None:
+    """x - mean = 0 in a row of equal values, so the result is the bias. Rescaled rows (whose
+    squares overflow) are divided by max |x| (1 / max |x| is subnormal above 2^126 in f32,
+    2^1022 in f64) and eps / max |x|^2 underflows, which the variance floor absorbs."""
+    x = np.repeat(np.array(values, dtype=dtype)[:, None], size, axis=1)
+    w = (np.arange(size) + 1.0).astype(dtype)
+    b = (np.arange(size) * 0.25 - 0.5).astype(dtype)
+    expected = long_double_layer_norm(x, w, b, 1e-5)
+    np.testing.assert_array_equal(expected, np.broadcast_to(b, x.shape))
+    actual = ember.compile(lambda a: F.layer_norm(a, (size,), w, b), x, opt_level=level)(x)
+    close(actual, expected, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("dtype, peak", [(np.float32, 3e38), (np.float64, 1.7e308)])
+def test_layer_norm_of_rows_beyond_subnormal_reciprocal_matches_long_double(dtype, peak,
+                                                                            level) -> None:
+    """Rows of peaks whose reciprocal is subnormal, not constant: dividing by the peak keeps
+    full precision, as long double does."""
+    rng = np.random.default_rng(23)
+    x = (rng.uniform(-1.0, 1.0, (4, 37)) * peak).astype(dtype)
+    x[:, 0] = peak
+    x[1, 1:] = dtype(peak)  # one differing value among equal huge ones
+    x[1, 5] = dtype(-peak / 3)
+    w, b = rng.standard_normal(37).astype(dtype), rng.standard_normal(37).astype(dtype)
+    expected = long_double_layer_norm(x, w, b, 1e-5)
+    actual = ember.compile(lambda a: F.layer_norm(a, (37,), w, b), x, opt_level=level)(x)
+    tol = 1e-4 if dtype is np.float32 else 1e-10
+    close(actual, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("scale", [1.0, 1e30])
+def test_layer_norm_with_zero_eps_of_constant_row_is_nan_like_torch(scale, level) -> None:
+    """With eps = 0 a constant row is 0 / 0: NaN, as in PyTorch (float64, which does not
+    overflow at these sizes); the variance floor is min(eps, smallest normal) and leaves it."""
+    x = floats(3, 16, seed=24, scale=scale)
+    x[1] = x[1, 0]
+    w, b = floats(16, seed=25), floats(16, seed=26)
+    expected = TF.layer_norm(t(x).double() / scale, (16,), t(w).double(), t(b).double(),
+                             eps=0.0).numpy().astype(np.float32)
+    assert np.isnan(expected[1]).all() and np.isfinite(expected[[0, 2]]).all()
+    actual = ember.compile(lambda a: F.layer_norm(a, (16,), w, b, eps=0.0), x,
+                           opt_level=level)(x)
+    close(actual, expected, rtol=1e-4, atol=1e-4)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ember.ir.graph import Node
 from ember.ir.ops import normalize_axis
 from ember.ir.types import DType
@@ -166,9 +168,14 @@ def lower_layer_norm(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
 
     The sums overflow for rows of huge values (|x| above about 1.8e19 in f32, where the squared
     deviations pass the largest float) although the result is always of order one. Such a row
-    (its sum of squares not below inf) is normalized again as x * s with s = 1 / max |x|:
-    layer norm is invariant to scaling x when eps scales with it (eps * s^2). A row holding
-    inf or NaN takes that path too and gives NaN, like the float64 reference."""
+    (its sum of squares not below inf) is normalized again as x / p with p = max |x|: layer
+    norm is invariant to scaling x when eps scales with it (eps / p^2). x is divided by p, not
+    multiplied by 1 / p, which is subnormal for p above 2^126 (f32; 2^1022 in f64) and would
+    round x / p away from +-1 (a row of equal values then has deviations that are not 0).
+    eps / p^2 underflows, so variance + eps is kept from 0 by min(eps, smallest normal): where
+    x equals the mean the result is then bias, and for eps = 0 a constant row still gives
+    0 / 0 = NaN. A row holding inf or NaN takes the rescaled path too and gives NaN, like the
+    float64 reference."""
     x_type, w_type, _ = ctx.input_types
     source, weight, bias = ctx.inputs
     target = ctx.outputs[0]
@@ -180,10 +187,12 @@ def lower_layer_norm(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     names = ctx.names
     o, base = names.fresh("i"), names.fresh("base")
     n = imm(count, dtype)
-    eps = imm(float(node.attrs["eps"]), dtype)  # type: ignore[arg-type]
+    eps_value = float(dtype.numpy.type(node.attrs["eps"]))  # type: ignore[arg-type]
+    eps = imm(eps_value, dtype)
+    floor = imm(min(eps_value, float(np.finfo(dtype.numpy).tiny)), dtype)
 
-    def normalize(scale: Expr | None, eps: Expr) -> tuple[list[Stmt], Var, list[Stmt]]:
-        """The statistics of the row x * scale (x when scale is None), their sum of squares,
+    def normalize(peak: Expr | None, eps: Expr) -> tuple[list[Stmt], Var, list[Stmt]]:
+        """The statistics of the row x / peak (x when peak is None), their sum of squares,
         and the write of the normalized row."""
         total, mean, squares, rstd = (names.fresh(v, dtype) for v in ("s", "mean", "q", "rstd"))
         j1, j2, j3 = names.fresh("j"), names.fresh("j"), names.fresh("j")
@@ -191,7 +200,7 @@ def lower_layer_norm(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
 
         def x(j: Var) -> Expr:
             value = Load(source, add(base, j))
-            return value if scale is None else Binary("mul", value, scale)
+            return value if peak is None else Binary("div", value, peak)
 
         write = Binary("add", Binary("mul", Binary("mul", Binary("sub", x(j3), mean), rstd),
                                      Load(weight, j3)), Load(bias, j3))
@@ -204,20 +213,19 @@ def lower_layer_norm(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
                   Assign(squares, Binary("add", squares, Binary("mul", deviation, deviation)))),
         ]
         output = [
-            Let(rstd, Binary("div", imm(1, dtype), Unary("sqrt", Binary(
-                "add", Binary("div", squares, n), eps)))),
+            Let(rstd, Binary("div", imm(1, dtype), Unary("sqrt", Binary("max", Binary(
+                "add", Binary("div", squares, n), eps), floor)))),
             _loop(j3, count, Store(target, add(base, j3), write)),
         ]
         return statistics, squares, output
 
     statistics, squares, output = normalize(None, eps)
-    peak, scale, j = names.fresh("peak", dtype), names.fresh("scale", dtype), names.fresh("j")
-    scaled_statistics, _, scaled_output = normalize(scale, Binary("mul", Binary(
-        "mul", eps, scale), scale))
+    peak, j = names.fresh("peak", dtype), names.fresh("j")
+    scaled_statistics, _, scaled_output = normalize(peak, Binary("div", Binary(
+        "div", eps, peak), peak))
     rescaled = (
         Local(peak, imm(0, dtype)),
         _loop(j, count, Assign(peak, Binary("max", peak, Unary("abs", Load(source, add(base, j)))))),
-        Let(scale, Binary("div", imm(1, dtype), peak)),
         *scaled_statistics, *scaled_output,
     )
     body = (

@@ -311,13 +311,17 @@ def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, *, eps: flo
     x64 = x.astype(np.float64)
     # Layer norm is invariant to scaling a row when eps scales with it, so a row whose squares
     # could overflow even in float64 (|x| above 1e100; never for f32 inputs) is normalized as
-    # x / max |x|, with eps / max |x|^2.
+    # x / p with p = max |x| (not x * (1 / p): 1 / p is subnormal for p above 2^1022), with
+    # eps / p^2. That eps underflows, so variance + eps is kept from 0 by min(eps, smallest
+    # normal): where x equals the mean the result is bias (eps = 0 keeps 0 / 0 = NaN).
     peak = np.abs(x64).max(axis=axes, keepdims=True)
-    scale = np.where(np.isfinite(peak) & (peak > 1e100), 1.0 / peak, 1.0)
-    x64 = x64 * scale
+    divisor = np.where(np.isfinite(peak) & (peak > 1e100), peak, 1.0)
+    x64 = x64 / divisor
     mean = x64.mean(axis=axes, keepdims=True)
     var = ((x64 - mean) ** 2).mean(axis=axes, keepdims=True)
-    return ((x64 - mean) / np.sqrt(var + eps * scale**2) * weight + bias).astype(x.dtype)
+    floor = min(eps, float(np.finfo(np.float64).tiny))
+    denominator = np.sqrt(np.maximum(var + eps / divisor / divisor, floor))
+    return ((x64 - mean) / denominator * weight + bias).astype(x.dtype)
 
 
 register_op(OpDef("layer_norm", infer=infer_layer_norm, reference=_layer_norm, arity=(3, 3),
