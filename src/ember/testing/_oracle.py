@@ -18,6 +18,7 @@ rounding and are not compared.
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -38,7 +39,8 @@ def noise(seed: int | None):
     _state["noise"] = None if seed is None else np.random.default_rng(seed)
     _state["seed"] = seed
     try:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # numpy's "mean of empty slice" and the like
             yield
     finally:
         _state.update(saved)
