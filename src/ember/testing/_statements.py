@@ -115,8 +115,9 @@ class Statements:
         s = repr(value) if math.isfinite(value) else "inf"
         if self.rng.random() < 0.5 and op != "**":
             ember, numpy = f"{s} {op} {x}", f"O.sc({s}, '{dt}') {op} {x}"
-        elif op == "**":
-            ember, numpy = f"{x} ** {s}", f"O.power({x}, O.sc({s}, '{dt}'))"
+        elif op == "**":  # x ** 0.5 traces to sqrt (e49cc7f); other exponents are C's pow
+            held = f"np.sqrt({x})" if value == 0.5 else f"O.power({x}, O.sc({s}, '{dt}'))"
+            ember, numpy = f"{x} ** {s}", held
         else:
             ember, numpy = f"{x} {op} {s}", f"{x} {op} O.sc({s}, '{dt}')"
         ulps = f"O.pow_ulps({x}, {s}, '{dt}')" if op == "**" else "1"
