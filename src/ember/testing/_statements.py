@@ -219,8 +219,9 @@ class Statements:
             numpy = f"O.a{name}({x}, {axis!r}, {keep})"
         else:
             value = f"np.{name}(O.acc({x}, '{dt}', {terms}), axis={axis!r}, keepdims={keep})"
+            # A mean's partial sums overflow where the sum of |x| does, not where its mean does.
             bound = (f"O.prod_bound({x}, {axis!r}, {keep})" if name == "prod" else
-                     f"np.{name}(O.fin({x}), axis={axis!r}, keepdims={keep})")
+                     f"np.sum(O.fin({x}), axis={axis!r}, keepdims={keep})")
             numpy = f"O.rnd(O.guard({value}, {bound}, '{dt}'), '{dt}', 1)"
         return self.emit(ember, numpy, (x,), dt, name in ("max", "min"))
 
@@ -409,7 +410,8 @@ class Statements:
         reduction = self.choice(["mean", "sum", "none"])
         if rng.random() < 0.4:
             y = self.fresh(dt, (n, c), const=None)
-            value = f"O.mse_loss({x}, {y}, '{reduction}', '{dt}')"
+            value = _loss_guard(f"O.mse_loss({x}, {y}, '{reduction}', '{dt}')",
+                                f"O.mse_loss({x}, {y}, 'none', 'f64')", reduction, dt)
             return self.emit(f"F.mse_loss({x}, {y}, reduction='{reduction}')",
                              f"O.rnd({value}, '{dt}', 2)", (x, y), dt)
         target = self._name("x")
@@ -417,7 +419,9 @@ class Statements:
         self.inputs.append(Input(target, "i64", array))
         self.types[target] = ("i64", array.shape)
         self.env[target] = array
-        value = f"O.cross_entropy(O.acc({x}, '{dt}', {c}), {target}, '{reduction}', '{dt}')"
+        value = _loss_guard(
+            f"O.cross_entropy(O.acc({x}, '{dt}', {c}), {target}, '{reduction}', '{dt}')",
+            f"O.cross_entropy({x}, {target}, 'none', 'f64')", reduction, dt)
         return self.emit(f"F.cross_entropy({x}, {target}, reduction='{reduction}')",
                          f"O.rnd({value}, '{dt}', 4)", (x, target), dt)
 
@@ -616,3 +620,11 @@ class Statements:
 def _ufunc(name: str) -> str:
     return {"eq": "equal", "ne": "not_equal", "lt": "less", "le": "less_equal", "gt": "greater",
             "ge": "greater_equal"}[name]
+
+
+def _loss_guard(value: str, terms: str, reduction: str, dt: str) -> str:
+    """A mean or sum of per-sample losses overflows on the way where the finite terms add up
+    past the dtype's range; such results depend on the order of the additions."""
+    if reduction == "none":
+        return value
+    return f"O.guard({value}, np.sum(O.fin({terms})), '{dt}')"
