@@ -31,7 +31,7 @@ _UNARY_FLOAT = {
     "sigmoid": (["F.sigmoid({x})", "{x}.sigmoid()"], "O.sigmoid({x})", 3, False),
     "relu": (["F.relu({x})", "{x}.relu()"], "O.relu({x})", 0, True),
     "silu": (["F.silu({x})"], "O.silu({x})", 4, False),
-    "gelu": (["F.gelu({x})"], "O.gelu({x})", 6, False),
+    "gelu": (["F.gelu({x})"], "O.gelu({x})", "O.gelu_ulps({x}, '{dt}')", False),
     "gelu_tanh": (["F.gelu({x}, approximate='tanh')"], "O.gelu_tanh({x})", 64, False),
     "leaky_relu": (["F.leaky_relu({x}, 0.25)"], "O.leaky_relu({x}, 0.25)", 1, False),
 }
@@ -66,7 +66,7 @@ class Statements:
             return self.emit(self.choice(spellings).format(x=x), expr.format(x=x), (x,), dt)
         name = self.choice(sorted(_UNARY_FLOAT))
         spellings, expr, ulps, exact = _UNARY_FLOAT[name]
-        ulps = ulps.format(x=x) if isinstance(ulps, str) else ulps
+        ulps = ulps.format(x=x, dt=dt) if isinstance(ulps, str) else ulps
         return self.emit(self.choice(spellings).format(x=x),
                          f"O.rnd({expr.format(x=x)}, '{dt}', {ulps})", (x,), dt, exact)
 
