@@ -329,9 +329,14 @@ def batch_norm_bound(x: np.ndarray, mean: np.ndarray, variance: np.ndarray, w: n
     weight / sqrt(var + eps) alone too, which implementations fold first)."""
     shape = (1, -1) + (1,) * (x.ndim - 2)
     rstd = 1 / np.sqrt(fin(variance.reshape(shape) + eps))
-    infinite_scale = np.where(np.isinf(w.reshape(shape) * rstd), np.inf, 0.0)  # 0 * inf
-    return ((fin(x) + fin(mean.reshape(shape)) + 1) * (1 + fin(w.reshape(shape))) * (1 + rstd)
-            + fin(b.reshape(shape)) + infinite_scale)
+    with np.errstate(all="ignore"):
+        scale = w.reshape(shape) * rstd
+        # A folded scale that overflows (inf * 0 later) or underflows to 0 (inf * 0 with an
+        # infinite x or mean) gives nan where another order gives inf.
+        lost = np.isinf(scale) | ((scale == 0) & (w.reshape(shape) != 0))
+        infinite_scale = np.where(lost, np.inf, 0.0)
+        return ((fin(x) + fin(mean.reshape(shape)) + 1) * (1 + fin(w.reshape(shape)))
+                * (1 + rstd) + fin(b.reshape(shape)) + infinite_scale)
 
 
 def batch_norm_train(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float, dt: str
