@@ -32,7 +32,8 @@ _UNARY_FLOAT = {
     "relu": (["F.relu({x})", "{x}.relu()"], "O.relu({x})", 0, True),
     "silu": (["F.silu({x})"], "O.silu({x})", 4, False),
     "gelu": (["F.gelu({x})"], "O.gelu({x})", "O.gelu_ulps({x}, '{dt}')", False),
-    "gelu_tanh": (["F.gelu({x}, approximate='tanh')"], "O.gelu_tanh({x})", 64, False),
+    "gelu_tanh": (["F.gelu({x}, approximate='tanh')"], "O.gelu_tanh({x})",
+                  "O.gelu_tanh_ulps({x}, '{dt}')", False),
     "leaky_relu": (["F.leaky_relu({x}, 0.25)"], "O.leaky_relu({x}, 0.25)", 1, False),
 }
 _UNARY_INT = {"neg": (["-{x}"], "-{x}"), "abs": (["abs({x})"], "np.abs({x})"),
