@@ -1,4 +1,4 @@
-"""GFLOP/s of the generated matmul (ember.backend.llvm.gemm) next to numpy's BLAS, same run.
+"""GFLOP/s of the generated matmul (ember.backend.cpu.gemm) next to numpy's BLAS, same run.
 
     python benchmarks/bench_gemm.py                       # 1024^3, one thread
     python benchmarks/bench_gemm.py --sizes 512 1024x1024x256 --threads 2
@@ -22,7 +22,7 @@ import time
 import numpy as np
 from llvmlite import ir
 
-from ember.backend.llvm.gemm import GemmBlocking, blocking_for, emit_gemm, gemm_scratch_bytes
+from ember.backend.cpu.gemm import GemmBlocking, blocking_for, emit_gemm, gemm_scratch_bytes
 from ember.backend.llvm.jit import compile_ir, host_cpu
 
 ARGTYPES = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_void_p]

@@ -3,7 +3,7 @@
     python benchmarks/bench_threads.py [--calls 5000] [--runs 30] [--size 4194304]
                                        [--threads 1,2]
 
-Three runtimes from `ember.backend.llvm.threads` are compared: the persistent pool (workers poll
+Three runtimes from `ember.backend.cpu.threads` are compared: the persistent pool (workers poll
 for `spin_cycles` before sleeping), the same pool with `spin_cycles=0` (workers sleep on the
 condition variable at once), and fork-join (`pthread_create`/`pthread_join` per region).
 
@@ -28,7 +28,7 @@ import numpy as np
 from llvmlite import ir
 
 from ember.backend.llvm.jit import compile_ir, host_cpu
-from ember.backend.llvm.threads import (
+from ember.backend.cpu.threads import (
     BODY_TYPE,
     attach_runtime,
     counted_loop,

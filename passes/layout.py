@@ -37,6 +37,8 @@ Run after `fold-batchnorm`, so that batch norms do not cut regions; weights must
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -72,7 +74,11 @@ class ConvertLayout(Pass):
         """The layout name regions run in: "nhwc" or "nchw<b>c"."""
         if self.format == "nhwc":
             return "nhwc"
-        return f"nchw{self.block or Target.host().vector_width}c"
+        return f"nchw{self.block or Target.host().f32_lanes}c"
+
+    def for_target(self, target: Target) -> ConvertLayout:
+        """This pass with the target's channel block when none was given."""
+        return self if self.block else dataclasses.replace(self, block=target.f32_lanes)
 
     def run(self, graph: Graph) -> Graph:
         blocked = RegionBuilder(graph, self.layout).rewrite()

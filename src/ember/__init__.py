@@ -5,9 +5,10 @@
     g2 = ember.parse(str(g))         # the text form parses back
 """
 
-# Importing `ember.ops` registers every op row and `ember.lower` every lowering rule: the
-# registries are complete once `import ember` returns; nothing fills them on first use.
-from ember import lower, nn, ops  # noqa: F401
+# Importing `ember.ops` registers every op row, `ember.lower` every target-neutral lowering
+# rule and `ember.backend` every backend's target rules: the registries are complete once
+# `import ember` returns; nothing fills them on first use.
+from ember import backend, lower, nn, ops  # noqa: F401
 from ember.driver import Executable, compile, jit
 from ember.errors import (
     EmberError,
@@ -29,6 +30,7 @@ from ember.ir.printer import print_graph
 from ember.ir.types import DType, TensorType
 from ember.ir.verify import verify
 from ember.nn.init import manual_seed
+from ember.target import Target
 
 __version__ = "0.1.0"
 
@@ -37,7 +39,7 @@ parse = parse_graph
 __all__ = [
     "DType", "EmberError", "Executable", "ExecutionError", "Graph", "GraphBuilder",
     "IRParseError", "IRVerifyError", "LoweringError", "Node", "PassFailed", "ShapeError",
-    "Tensor", "TensorSpec", "TensorType", "TraceError", "UnsupportedError", "Value",
+    "Target", "Tensor", "TensorSpec", "TensorType", "TraceError", "UnsupportedError", "Value",
     "__version__", "compile", "concatenate", "interpret", "jit", "manual_seed", "nn", "onnx", "pad",
     "parse", "parse_graph", "print_graph", "split", "stack", "trace", "verify", "where",
 ]

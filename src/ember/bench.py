@@ -362,7 +362,7 @@ def _numpy_threads(threads: int) -> Iterator[None]:
 def _set_threads(exe: Any, threads: int) -> None:
     if getattr(exe, "native", None) is None:
         return
-    from ember.backend.llvm.threads import set_num_threads
+    from ember.backend.cpu.threads import set_num_threads
 
     module = exe.native.native.module
     with contextlib.suppress(Exception):  # a module without parallel loops has no runtime

@@ -10,7 +10,7 @@ passes first; 3 (default) adds layout transforms and scheduled kernels (vectoriz
 blocked matmul). Levels 1-3 run as one native call per inference over one arena.
 
 Compiling the same model again (same optimized graph, weights, opt level, CPU and Ember source)
-takes its machine code from the on-disk cache (`ember.backend.llvm.cache`) through a link keyed
+takes its machine code from the on-disk cache (`ember.backend.cpu.cache`) through a link keyed
 by the optimized graph: no LLVM IR is generated, optimized or compiled. The graph is still
 traced, optimized and lowered, so `exe.graph`, `exe.report()` and the loop IR are all there.
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from ember.errors import EmberError, UnsupportedError
 from ember.frontend.tracer import TensorSpec, trace_with_info
 from ember.interpreter import Interpreter
 from ember.ir.graph import Graph
+from ember.ir.printer import print_graph
 from ember.pipeline import (
     Instrument,
     PassManager,
@@ -38,8 +39,49 @@ from ember.pipeline import (
     parse_pipeline,
     verify_from_env,
 )
+from ember.target import Target
 
-TARGETS = ("cpu", "cuda")
+class Stages(Mapping[str, str]):
+    """The text of every stage of one compile, produced on first use: `traced`, `optimized`,
+    `loops`, and the backend's (`llvm`, `asm` on the CPU; `ptx` on CUDA)."""
+
+    def __init__(self, exe: Executable) -> None:
+        self._exe = exe
+        self._texts: dict[str, str] = {}
+
+    def _names(self) -> list[str]:
+        names = ["traced", "optimized"]
+        if self._exe.native is not None:
+            from ember.backend import for_target
+
+            names += ["loops", *for_target(self._exe.target).stages]
+        return names
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self._texts:
+            if name not in self._names():
+                available = ", ".join(self._names())
+                level = (" (opt_level 0 runs the reference interpreter: no code is generated)"
+                         if self._exe.native is None else "")
+                raise KeyError(f"no stage {name!r}{level}; stages: {available}")
+            self._texts[name] = self._make(name)
+        return self._texts[name]
+
+    def _make(self, name: str) -> str:
+        exe = self._exe
+        if name == "traced":
+            return print_graph(exe.traced)
+        if name == "optimized":
+            return print_graph(exe.graph)
+        if name == "loops":
+            return str(exe.native.program)
+        return exe.native.native.stage(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __len__(self) -> int:
+        return len(self._names())
 
 
 @dataclass
@@ -50,13 +92,14 @@ class Executable:
     traced: Graph  # the IR as traced, before any pass
     single_output: bool = True
     opt_level: int = 0
-    target: str = "cpu"
+    target: Target = field(default_factory=Target.host)
     timings: dict[str, float] = field(default_factory=dict)  # stage -> seconds
     ledger: TimePasses = field(default_factory=TimePasses)  # per-pass time, nodes, bytes
     native: Any = None  # ember.runtime.NativeGraph at opt_level >= 1
 
     def __post_init__(self) -> None:
         self._interpreter = Interpreter(self.graph)
+        self.stages = Stages(self)
 
     def __call__(self, *args: Any) -> np.ndarray | tuple[np.ndarray, ...]:
         arrays = [_as_input(a) for a in args]
@@ -77,7 +120,8 @@ class Executable:
 
     def report(self) -> str:
         """What was built and how long each stage took."""
-        lines = [f"executable @{self.graph.name}: target={self.target} opt_level={self.opt_level}",
+        lines = [f"executable @{self.graph.name}: target={self.target.describe()} "
+                 f"opt_level={self.opt_level}",
                  f"  nodes: {len(self.traced.nodes)} traced, {len(self.graph.nodes)} optimized"]
         weights = sum(n.outputs[0].type.nbytes for n in self.graph.nodes if n.op == "const")
         lines.append(f"  constants: {weights} bytes")
@@ -122,17 +166,19 @@ def _as_input(arg: Any) -> Any:
     return np.asarray(arg)
 
 
-def compile(fn: Callable[..., Any], *example_inputs: Any, target: str = "cpu",
+def compile(fn: Callable[..., Any], *example_inputs: Any, target: str | Target = "cpu",
             opt_level: int = 3, passes: Any = None, threads: int | None = None) -> Executable:
     """Trace `fn` (nn.Module or function) on example inputs and build an executable.
 
-    `threads` bounds the threads of parallel loops (default: EMBER_NUM_THREADS, else every
+    `target`: "cpu" (the host), "cuda", "cpu:NAME" or an `ember.Target`; every stage reads
+    it. `threads` bounds the threads of parallel loops (default: EMBER_NUM_THREADS, else every
     CPU this process may use).
     """
-    if target not in TARGETS:
-        raise UnsupportedError(f"target {target!r} (known targets: {', '.join(TARGETS)})")
-    if target == "cuda":
-        raise UnsupportedError("target 'cuda' is not available yet")
+    target = Target.parse(target)
+    if target.kind == "cuda":
+        from ember.backend import for_target
+
+        for_target(target).build(None)  # type: ignore[arg-type]  (raises: not built yet)
     if opt_level not in (0, 1, 2, 3):
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     start = time.perf_counter()
@@ -140,11 +186,13 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str = "cpu",
     timings = {"trace": time.perf_counter() - start}
     ledger = TimePasses()
     start = time.perf_counter()
-    graph = optimize(traced, opt_level, passes, [ledger])
+    graph = optimize(traced, opt_level, passes, [ledger], target)
     timings["passes"] = time.perf_counter() - start
     native = None
     if opt_level >= 1:
-        native = compile_cached(graph, opt_level)
+        from ember.runtime import compile_cached
+
+        native = compile_cached(graph, opt_level, target)
         timings.update(native.timings)
         count = threads if threads is not None else _env_threads()
         if count is not None:
@@ -152,85 +200,8 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str = "cpu",
     return Executable(graph, traced, single, opt_level, target, timings, ledger, native)
 
 
-def compile_cached(graph: Graph, opt_level: int = 3) -> Any:
-    """`compile_native`, looking in the on-disk cache by the optimized graph first.
-
-    A hit skips LLVM IR generation, optimization and code generation; a miss compiles as
-    usual and links the graph's key to the object entry it made.
-    """
-    from ember.backend.llvm import cache
-    from ember.runtime import compile_native
-
-    if not cache.enabled():
-        return compile_native(graph, opt_level)
-    key = _graph_key(graph, opt_level)
-    native = _native_from_cache(graph, opt_level, key)
-    if native is not None:
-        return native
-    native = compile_native(graph, opt_level)
-    module = native.native.module
-    cache.store_link(key, cache.Link(module.cache_key, module.opt_level,
-                                     program_layout(native.program)))
-    return native
-
-
-def _graph_key(graph: Graph, opt_level: int) -> str:
-    from ember.backend.llvm import cache
-    from ember.backend.llvm.jit import host_cpu
-    from ember.ir.printer import print_graph
-
-    cpu = host_cpu()
-    return cache.graph_key(print_graph(graph, locations=False), cpu.name, cpu.features, opt_level)
-
-
-def _native_from_cache(graph: Graph, opt_level: int, key: str) -> Any:
-    """The native graph made from cached machine code, or None (no link, no object entry, or
-    a program whose layout differs from the one the code was compiled for)."""
-    from ember.backend.llvm import cache
-    from ember.backend.llvm.build import NativeProgram
-    from ember.backend.llvm.jit import CompiledModule
-    from ember.runtime.native import NativeGraph, lower_native
-
-    link = cache.load_link(key)
-    payload = cache.load(link.object_key) if link is not None else None
-    if link is None or payload is None:
-        return None
-    start = time.perf_counter()
-    program = lower_native(graph, opt_level)
-    seconds = {"lower": time.perf_counter() - start}
-    if program_layout(program) != link.layout:
-        return None
-    start = time.perf_counter()
-    module = CompiledModule.from_object(payload, functools.partial(_llvm_ir, program),
-                                        link.opt_level, link.object_key)
-    native = NativeGraph(graph, program, NativeProgram(program, module), seconds)
-    seconds["cached"] = time.perf_counter() - start
-    return native
-
-
-def _llvm_ir(program: Any) -> str:
-    """The LLVM IR text `build_program` compiles for a program (rebuilt only on demand)."""
-    from ember.backend.llvm.build import emit_program
-    from ember.backend.llvm.codegen import finalize_module
-
-    return finalize_module(str(emit_program(program)))
-
-
-def program_layout(program: Any) -> str:
-    """Digest of what the machine code of a program assumes of its caller: the entry's name,
-    each kernel call and its slots, the constants' types, the arena and the number of error
-    codes (their messages are Python-side)."""
-    import hashlib
-
-    parts = [program.name, str(program.arena_bytes), repr(program.output_copies),
-             str(len(program.errors))]
-    parts += [f"{call.kernel.name}{call.slots}" for call in program.calls]
-    parts += [f"{array.dtype}{array.shape}" for array in program.constants]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
 def optimize(graph: Graph, opt_level: int = 3, passes: Any = None,
-             instruments: Sequence[Instrument] = ()) -> Graph:
+             instruments: Sequence[Instrument] = (), target: Target | None = None) -> Graph:
     """Run the pipeline of `opt_level` (or the given `passes`: text or a list) on a graph.
 
     The environment switches EMBER_PRINT_AFTER, EMBER_DUMP_DIR, EMBER_CHECK_PASSES and
@@ -239,7 +210,8 @@ def optimize(graph: Graph, opt_level: int = 3, passes: Any = None,
     from ember.passes import default_pipeline
 
     pipeline = default_pipeline(opt_level) if passes is None else parse_pipeline(passes)
-    manager = PassManager(pipeline, [*instruments, *instruments_from_env()], verify_from_env())
+    manager = PassManager(pipeline, [*instruments, *instruments_from_env()], verify_from_env(),
+                          target)
     return manager.run(graph)
 
 
@@ -254,7 +226,8 @@ def _signature(args: tuple[Any, ...]) -> tuple[Any, ...]:
     return tuple(key)
 
 
-def jit(fn: Callable[..., Any] | None = None, *, opt_level: int = 3, target: str = "cpu") -> Any:
+def jit(fn: Callable[..., Any] | None = None, *, opt_level: int = 3,
+        target: str | Target = "cpu") -> Any:
     """Decorator: trace and compile on the first call for each input signature, then reuse.
 
     Array arguments are traced; other arguments (ints, strings, ...) are static: each value

@@ -26,6 +26,7 @@ from ember.errors import EmberError, PassFailed
 from ember.ir.graph import Graph, Node
 from ember.ir.ops import OPS
 from ember.ir.verify import verify
+from ember.target import Target
 
 
 class Pass(ABC):
@@ -317,11 +318,15 @@ class PassManager:
     passes: Sequence[Pass]
     instruments: Sequence[Instrument] = ()
     verify_each: bool = True
+    target: Target | None = None  # passes that choose by the machine ask it (`for_target`)
 
     def run(self, graph: Graph) -> Graph:
         for instrument in self.instruments:
             instrument.start(graph)
+        target = self.target if self.target is not None else Target.host()
         for index, pass_ in enumerate(self.passes):
+            if hasattr(pass_, "for_target"):  # a pass with a machine-dependent default
+                pass_ = pass_.for_target(target)
             for instrument in self.instruments:
                 instrument.before_pass(index, pass_, graph)
             start = time.perf_counter()

@@ -8,18 +8,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ember.backend.llvm import conv_pack, threads
-from ember.backend.llvm.jit import host_cpu
+from ember.backend.cpu import conv_pack
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import DType, TensorType
 from ember.runtime import compile_native
+from ember.target import Target
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 
 def run(x_shape, w_shape, padding, *, constant_weights: bool, bias: bool = True,
-        dtype: type = np.float32) -> str:
+        dtype: type = np.float32, cores: int | None = None) -> str:
     """Compile one conv at opt_level 3, check it against PyTorch; return the loop IR text."""
     rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -38,7 +38,8 @@ def run(x_shape, w_shape, padding, *, constant_weights: bool, bias: bool = True,
     if bias:
         operands.append(builder.const(b))
     out = builder.conv2d(*operands, stride=(1, 1), padding=padding, dilation=(1, 1), groups=1)
-    native = compile_native(builder.build([out]), opt_level=3)
+    target = Target.host().with_(cores=cores) if cores else None
+    native = compile_native(builder.build([out]), opt_level=3, target=target)
     actual = native(*arrays)[0]
     top, left, bottom, right = padding
     expected = F.conv2d(F.pad(torch.from_numpy(x.astype(np.float64)), (left, right, top, bottom)),
@@ -84,13 +85,12 @@ def test_f64_and_no_bias() -> None:
 @pytest.mark.parametrize("batch", [1, 3])
 def test_row_chunks_and_image_chunks_on_threads(monkeypatch, cpus: int, batch: int) -> None:
     """Prepacked weights need every row chunk to start at a panel boundary."""
-    monkeypatch.setattr(threads, "available_cpus", lambda: cpus)
-    run((batch, 8, 10, 18), (50, 8, 3, 3), (1, 1, 1, 1), constant_weights=True)
+    run((batch, 8, 10, 18), (50, 8, 3, 3), (1, 1, 1, 1), constant_weights=True, cores=cpus)
 
 
 def test_narrow_images_take_im2col() -> None:
     """Output rows narrower than a vector would span three rows: im2col as before."""
-    lanes = host_cpu().vector_bits // 32
+    lanes = Target.host().f32_lanes
     text = run((2, 4, lanes - 2, lanes - 2), (8, 4, 3, 3), (0, 0, 0, 0), constant_weights=True)
     assert "im2col" in text and "_img" not in text, text
 
@@ -105,7 +105,6 @@ def test_compiling_prints_no_llvm_warning(monkeypatch, capfd) -> None:
     """A loop around a GEMM call per image is not marked for vectorization: LLVM would warn
     on stderr that it could not vectorize it."""
     monkeypatch.setenv("EMBER_CACHE", "0")
-    monkeypatch.setattr(threads, "available_cpus", lambda: 2)  # 5 images per chunk loop
     capfd.readouterr()
-    run((10, 4, 10, 18), (8, 4, 3, 3), (1, 1, 1, 1), constant_weights=True)
+    run((10, 4, 10, 18), (8, 4, 3, 3), (1, 1, 1, 1), constant_weights=True, cores=2)
     assert capfd.readouterr().err == ""

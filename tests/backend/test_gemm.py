@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from ember.backend.llvm.gemm import (
+from ember.backend.cpu.gemm import (
     GemmBlocking,
     blocking_for,
     column_mask,

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ember.backend.llvm import threads
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import DType, TensorType
 from ember.lower.program import lower_graph
 from ember.runtime import compile_native
+from ember.target import Target
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -45,13 +45,14 @@ def reference(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, attrs: dict
 
 
 def check(x_shape, w_shape, with_bias: bool, attrs: dict, dtype: type = np.float32,
-          expect_gemm: bool = True) -> str:
+          expect_gemm: bool = True, cores: int | None = None) -> str:
     """Compile one conv at opt_level 3, compare with PyTorch; return the loop IR text."""
     x = floats(x_shape, 1, dtype)
     w = floats(w_shape, 2, dtype)
     bias = floats((w_shape[0],), 3, dtype) if with_bias else None
     graph, arrays = conv_graph(x, w, bias, **attrs)
-    native = compile_native(graph, opt_level=3)
+    target = Target.host().with_(cores=cores) if cores else None
+    native = compile_native(graph, opt_level=3, target=target)
     text = str(native.program)
     assert ("ember_gemm_" in text) == expect_gemm, text
     actual = native(*arrays)[0]
@@ -98,8 +99,8 @@ def test_conv2d_gemm_matches_torch(name: str, with_bias: bool) -> None:
 @pytest.mark.parametrize("batch", [1, 3, 5])
 def test_conv2d_gemm_chunks_of_images_and_rows(monkeypatch, cpus: int, batch: int) -> None:
     """Image chunks that do not divide the batch (guarded), and row blocks for one image."""
-    monkeypatch.setattr(threads, "available_cpus", lambda: cpus)
-    text = check((batch, 6, 10, 10), (26, 6, 3, 3), True, attributes(padding=(1, 1, 1, 1)))
+    text = check((batch, 6, 10, 10), (26, 6, 3, 3), True, attributes(padding=(1, 1, 1, 1)),
+                 cores=cpus)
     if cpus > 1:
         assert "parallel" in text, text
 

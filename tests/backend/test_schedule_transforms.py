@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ember.backend.llvm.build import build_program
+from ember.backend.cpu.build import build_program
 from ember.errors import LoweringError
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import DType, TensorType

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from llvmlite import ir
 
-from ember.backend.llvm import threads
+from ember.backend.cpu import threads
 from ember.backend.llvm.jit import compile_ir
-from ember.backend.llvm.threads import (
+from ember.backend.cpu.threads import (
     BODY_TYPE,
     attach_runtime,
     counted_loop,

@@ -18,15 +18,27 @@ from ember.target import Target
 
 
 def test_target_vector_width_and_preference() -> None:
-    assert Target(vector_width=8).vector_width == 8
-    assert Target(vector_width=8).prefers_blocked_layout
-    assert not Target(vector_width=4).prefers_blocked_layout
+    assert Target.cpu("x86-64-v3").f32_lanes == 8
+    assert Target.cpu("x86-64-v3").prefers_blocked_layout
+    assert not Target.cpu("x86-64-v2").prefers_blocked_layout
     llvm = pytest.importorskip("llvmlite.binding")
     features = llvm.get_host_cpu_features()
     expected = 16 if features.get("avx512f") else 8 if features.get("avx2") else 4
-    assert Target.host().vector_width == expected
-    with pytest.raises(ValueError, match="unknown target 'tpu'"):
-        Target("tpu")
+    assert Target.host().f32_lanes == expected
+    with pytest.raises(ember.EmberError, match="unknown target 'tpu'"):
+        Target.parse("tpu")
+
+
+def test_layout_pass_takes_its_block_from_the_pipeline_target() -> None:
+    """The pass's default block is the target's f32 lanes: 8 on an AVX2 target, wherever the
+    compiler runs."""
+    x = np.random.default_rng(0).standard_normal((1, 16, 8, 8)).astype(np.float32)
+    conv = ember.nn.Conv2d(16, 16, 3, padding=1)
+    graph = ember.trace(conv, x)
+    avx2 = PassManager(parse_pipeline("layout"), target=Target.cpu("x86-64-v3")).run(graph)
+    assert "nchw8c" in str(avx2) and "nchw16c" not in str(avx2)
+    wide = PassManager(parse_pipeline("layout"), target=Target.cpu("znver4")).run(graph)
+    assert "nchw16c" in str(wide)
 
 
 def test_to_blocked_places_channel_c_at_block_c_div_b_lane_c_mod_b() -> None:
@@ -96,7 +108,7 @@ def test_bad_options_are_reported() -> None:
     with pytest.raises(ember.EmberError, match="format must be one of nchwc, nhwc, got 'nchw'"):
         parse_pipeline("layout{format=nchw}")
     assert parse_pipeline("layout{block=8}")[0].layout == "nchw8c"
-    assert ConvertLayout().layout == f"nchw{Target.host().vector_width}c"
+    assert ConvertLayout().layout == f"nchw{Target.host().f32_lanes}c"
 
 
 class SmallCNN:

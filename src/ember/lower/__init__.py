@@ -1,13 +1,17 @@
 """Lowering: scheduled graph -> loop IR (loop nests, loads, stores, vector math) and schedules.
 
-Importing this package imports every `ops_*.py` module in it, and each registers its rules in
-the tables of `ember.lower.rules`: once `ember.lower` is imported (`import ember` does), every
-lowering rule is there.
+Importing this package imports every `ops_*.py` module in it, listed here, and each registers
+its rules in the tables of `ember.lower.rules`: once `ember.lower` is imported (`import ember`
+does), every target-neutral lowering rule is there. Target rules come from the backends
+(`ember.backend.cpu` registers the CPU's packed GEMM and convolution).
 """
 
-import importlib
-import pkgutil
-
-for _module in pkgutil.iter_modules(__path__):
-    if _module.name.startswith("ops_"):
-        importlib.import_module(f"{__name__}.{_module.name}")
+from ember.lower import (  # noqa: F401  (each registers its rules)
+    ops_elementwise,
+    ops_layout,
+    ops_linalg,
+    ops_norm,
+    ops_pool,
+    ops_reduce,
+    ops_shape,
+)

@@ -6,8 +6,8 @@ loop. Here the chain becomes the GEMM's epilogue: each output vector goes throug
 in registers just before its one store.
 
     spec = epilogue_for(body, anchor, ctx)     # None when the chain does not fit
-    ... gemm lowering: emit_gemm(..., epilogue=spec.emit, extra_args=spec.llvm_types(...)),
-        and spec.pointers(offset) among the call's arguments
+    ... the target's GEMM rule: spec.pointers(offset) among the call's arguments, and the
+        backend emits spec.expr on each output vector before its store
 
 Operands of the chain other than the GEMM's output must be, in the GEMM's [M, N] view of the
 output: one value per column (a matmul bias), one per row (a conv bias per channel), a
@@ -19,11 +19,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from llvmlite import ir
-
 from ember.ir.graph import Graph, Node, Value
 from ember.lower.loops import Buffer, Expr, Imm, Pointer, Var, index_imm
-from ember.lower.rules import LowerContext
+from ember.lower.rules import LowerContext, target_rule_for
 
 
 @dataclass(frozen=True)
@@ -48,39 +46,10 @@ class Epilogue:
         text = repr((self.expr, [o.pattern for o in self.operands], self.n))
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
-    def llvm_types(self, element: ir.Type) -> list[ir.Type]:
-        return [element.as_pointer() for _ in self.operands]
-
     def pointers(self, full_offset: Expr) -> tuple[Pointer, ...]:
         """The call's extra arguments: full arrays start at the GEMM's output offset."""
         return tuple(Pointer(o.buffer, full_offset if o.pattern == "full" else index_imm(0))
                      for o in self.operands)
-
-    def emit(self, builder: ir.IRBuilder, vector: ir.Value, row: ir.Value, col: ir.Value,
-             first_argument: int) -> ir.Value:
-        """The chain applied to one output vector (row `row`, columns from `col`)."""
-        from ember.backend.llvm.gemm import column_mask, masked_load, splat
-
-        lanes = vector.type.count
-        arguments = builder.function.args[first_argument:]
-        leaves: dict[Var, ir.Value] = {self.acc: vector}
-        mask = None
-        for variable, operand, pointer in zip(self.variables, self.operands, arguments,
-                                              strict=False):
-            if operand.pattern in ("row", "scalar"):
-                index = row if operand.pattern == "row" else ir.Constant(row.type, 0)
-                scalar = builder.load(builder.gep(pointer, [index], inbounds=True))
-                leaves[variable] = splat(builder, scalar, lanes)
-                continue
-            if mask is None:
-                mask = column_mask(builder, col, self.n, lanes)
-            start = col if operand.pattern == "col" else builder.add(
-                builder.mul(row, ir.Constant(row.type, self.n)), col)
-            leaves[variable] = masked_load(builder, builder.gep(pointer, [start]), mask,
-                                           vector.type)
-        from ember.backend.llvm.codegen import VectorExprEmitter
-
-        return VectorExprEmitter(builder, lanes, leaves).expr(self.expr)
 
 
 def epilogue_for(body: Graph, anchor: Node, ctx: LowerContext, columns: int,
@@ -139,15 +108,16 @@ def epilogue_for(body: Graph, anchor: Node, ctx: LowerContext, columns: int,
 
 
 def lower_gemm_region(body: Graph, ctx: LowerContext) -> list | None:
-    """A fused `matmul|conv2d -> elementwise chain` region as one GEMM with the chain in its
-    epilogue, or None (the region is then lowered node by node)."""
-    from ember.lower.ops_conv import gemm_conv2d
-    from ember.lower.ops_gemm import gemm_matmul
-
+    """A fused `matmul|conv2d -> elementwise chain` region as one GEMM of the target's
+    backend with the chain in its epilogue, or None (the region is then lowered node by
+    node)."""
     nodes = [n for n in body.nodes if n.op != "const"]
     if not nodes or nodes[0].op not in ("matmul", "conv2d") or len(nodes) < 2:
         return None
     anchor = nodes[0]
+    lowering = target_rule_for(ctx.target, anchor.op)
+    if lowering is None:
+        return None
     where = dict(zip(body.inputs, ctx.inputs, strict=True))
     if any(v not in where for v in anchor.inputs):
         return None
@@ -165,10 +135,7 @@ def lower_gemm_region(body: Graph, ctx: LowerContext) -> list | None:
     epilogue = epilogue_for(body, anchor, ctx, columns, patterns)
     if epilogue is None:
         return None
-    inner = LowerContext(anchor, [where[v] for v in anchor.inputs], [ctx.outputs[0]], ctx.names,
-                         ctx.scratch_buffers, ctx.options, ctx.errors, ctx.status, ctx.known,
-                         ctx.made_constants)
-    lowering = gemm_matmul if anchor.op == "matmul" else gemm_conv2d
+    inner = ctx.inner(anchor, [where[v] for v in anchor.inputs], [ctx.outputs[0]])
     statements = lowering(anchor, inner, epilogue)
     if statements is None:
         return None

@@ -205,8 +205,7 @@ def division_checks(node: Node, operands: Sequence[Expr], ctx: LowerContext) -> 
     divisor = operands[1]
     if isinstance(divisor, Imm) and divisor.value != 0:
         return []
-    inner = LowerContext(node, ctx.inputs, ctx.outputs, ctx.names, ctx.scratch_buffers,
-                         ctx.options, ctx.errors, ctx.status, ctx.known, ctx.made_constants)
+    inner = ctx.inner(node, ctx.inputs, ctx.outputs)
     check = inner.raise_if(Binary("eq", divisor, imm(0, divisor.dtype)),
                            "integer division by zero")
     ctx.status = inner.status

@@ -23,6 +23,7 @@ from ember.ir.ops import OPS
 from ember.lower.loops import Buffer, Kernel, Names, Stmt, format_kernel
 from ember.lower.ops_elementwise import is_elementwise_region, region_statements
 from ember.lower.rules import LowerContext, lowering_for, scheduled_lowering_for
+from ember.target import Target
 
 ALIGNMENT = 64
 
@@ -54,6 +55,7 @@ class Program:
     # outputs not written in place by a kernel (graph inputs, constants, repeated outputs)
     output_copies: list[tuple[int, Slot]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # status code k - 1 -> run-time message
+    target: Target = field(default_factory=Target.host)  # what the kernels were lowered for
 
     def __str__(self) -> str:
         parts = [format_kernel(call.kernel) for call in self.calls]
@@ -124,10 +126,15 @@ class _Layout:
         return any(s == Slot("output", index) for s in self.slots.values())
 
 
-def lower_graph(graph: Graph, options: dict[str, Any] | None = None) -> Program:
-    """Lower every node of an optimized graph to a kernel and lay out its buffers."""
+def lower_graph(graph: Graph, options: dict[str, Any] | None = None,
+                target: Target | None = None) -> Program:
+    """Lower every node of an optimized graph to a kernel and lay out its buffers.
+
+    `target` (default: the host) chooses the backend's rules at opt_level 3 and gives them
+    their parameters (vector width, cores)."""
+    target = target if target is not None else Target.host()
     layout = _Layout(graph)
-    program = Program(graph.name, graph, constants=layout.constants)
+    program = Program(graph.name, graph, constants=layout.constants, target=target)
     scratch_end = layout.arena
     for number, node in enumerate(graph.nodes):
         if node.op == "const":
@@ -135,7 +142,7 @@ def lower_graph(graph: Graph, options: dict[str, Any] | None = None) -> Program:
         known = {i: layout.constants[layout.slots[v].index] for i, v in enumerate(node.inputs)
                  if layout.slots[v].kind == "const"}
         kernel, scratch, made = _lower_node(node, f"k{number}_{node.op}", options or {},
-                                            program.errors, known)
+                                            program.errors, target, known)
         slots = [layout.slots[v] for v in node.inputs] + [layout.slots[v] for v in node.outputs]
         offset = layout.arena
         for buffer in scratch:
@@ -157,14 +164,15 @@ def lower_graph(graph: Graph, options: dict[str, Any] | None = None) -> Program:
 
 
 def _lower_node(node: Node, name: str, options: dict[str, Any], errors: list[str],
-                known: dict[int, np.ndarray] | None = None
+                target: Target, known: dict[int, np.ndarray] | None = None
                 ) -> tuple[Kernel, list[Buffer], list[np.ndarray]]:
     """The kernel of one node, its scratch buffers, and the constants it made (packed weights),
     whose buffers follow the scratch ones."""
     inputs = [Buffer(f"in{i}", v.type.dtype, v.type.size) for i, v in enumerate(node.inputs)]
     outputs = [Buffer(f"out{i}", v.type.dtype, v.type.size) for i, v in enumerate(node.outputs)]
     ctx = LowerContext(node, inputs, outputs, Names(), [], options, errors,
-                       known={inputs[i]: data for i, data in (known or {}).items()})
+                       known={inputs[i]: data for i, data in (known or {}).items()},
+                       target=target)
     body = _lower_into(node, ctx)
     status = (ctx.status,) if ctx.status is not None else ()
     made = [buffer for buffer, _ in ctx.made_constants]
@@ -181,13 +189,14 @@ def _lower_into(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     try:
         if node.body is not None:
             return _lower_region(node.body, ctx)
-        fast = scheduled_lowering_for(node.op) if ctx.options.get("opt_level", 3) >= 3 else None
+        fast = (scheduled_lowering_for(ctx.target, node.op)
+                if ctx.options.get("opt_level", 3) >= 3 else None)
         statements = fast(node, ctx) if fast is not None else None
         if statements is not None:
             return tuple(statements)
         rule = lowering_for(node.op)
         if rule is None:
-            raise ctx.fail(f"no CPU lowering for op {node.op!r}")
+            raise ctx.fail(f"no lowering for op {node.op!r}")
         return tuple(rule(node, ctx))
     except LoweringError:
         raise
@@ -217,9 +226,7 @@ def _lower_region(body: Graph, ctx: LowerContext) -> tuple[Stmt, ...]:
         outs = [where.get(v) or ctx.scratch(v.type.dtype, v.type.size) for v in node.outputs]
         for value, buffer in zip(node.outputs, outs, strict=True):
             where[value] = buffer
-        inner = LowerContext(node, [where[v] for v in node.inputs], outs, ctx.names,
-                             ctx.scratch_buffers, ctx.options, ctx.errors, ctx.status,
-                             ctx.known, ctx.made_constants)
+        inner = ctx.inner(node, [where[v] for v in node.inputs], outs)
         statements += _lower_into(node, inner)
         ctx.status = inner.status
     for value, buffer in zip(body.outputs, ctx.outputs, strict=True):

@@ -8,6 +8,11 @@ so the tables are complete before any lowering runs; nothing fills them on first
   operands. One table serves a standalone node and every node of a fused elementwise region,
   which is how a fused chain becomes one loop nest with no intermediate buffers.
 - `LOWERINGS[op](node, ctx) -> statements`: any op as loops over its input and output buffers.
+- `TARGET_RULES[kind][op](node, ctx, epilogue=None) -> statements | None`: faster lowerings that a
+  backend provides for its targets (the CPU's packed GEMM and implicit-GEMM conv), used at
+  opt_level 3. A rule returns None where it does not apply, and the general rule is used.
+  Lowering never imports a backend: `ember.backend.cpu` fills its rows with `@target_rule`
+  when `import ember` imports it, and lowering looks them up by `ctx.target.kind`.
 
     @scalar_rule("relu")
     def relu(node, (x,)):          # max(x, 0)
@@ -24,15 +29,18 @@ from ember.errors import LoweringError
 from ember.ir.graph import Node
 from ember.ir.types import DType, TensorType
 from ember.lower.loops import Buffer, Expr, Names, Stmt
+from ember.target import Target
 
 ScalarRule = Callable[[Node, Sequence[Expr]], Expr]
 Lowering = Callable[[Node, "LowerContext"], Sequence[Stmt]]
 
 SCALAR_RULES: dict[str, ScalarRule] = {}
 LOWERINGS: dict[str, Lowering] = {}
-# Faster lowerings used at opt_level 3; each returns None where it does not apply (a shape it
-# does not handle), and the general rule of LOWERINGS is used instead.
-SCHEDULED: dict[str, Callable[[Node, LowerContext], Sequence[Stmt] | None]] = {}
+# Faster target-neutral lowerings used at opt_level 3 (pooling windows inside the input); each
+# returns None where it does not apply, and the general rule of LOWERINGS is used instead.
+SCHEDULED: dict[str, Callable[..., "Sequence[Stmt] | None"]] = {}
+TargetRule = Callable[..., "Sequence[Stmt] | None"]
+TARGET_RULES: dict[str, dict[str, TargetRule]] = {"cpu": {}, "cuda": {}}
 
 
 def scalar_rule(*ops: str) -> Callable[[ScalarRule], ScalarRule]:
@@ -47,7 +55,7 @@ def scalar_rule(*ops: str) -> Callable[[ScalarRule], ScalarRule]:
 
 
 def lowers(*ops: str, scheduled: bool = False) -> Callable[[Lowering], Lowering]:
-    """Register a loop-nest lowering for ops (a scheduled one: used at opt_level 3)."""
+    """Register a target-neutral loop-nest lowering of ops (a scheduled one: opt_level 3)."""
 
     def register(fn: Lowering) -> Lowering:
         for op in ops:
@@ -57,8 +65,25 @@ def lowers(*ops: str, scheduled: bool = False) -> Callable[[Lowering], Lowering]
     return register
 
 
-def scheduled_lowering_for(op: str) -> Callable[..., Sequence[Stmt] | None] | None:
-    return SCHEDULED.get(op)
+def target_rule(kind: str, *ops: str) -> Callable[[TargetRule], TargetRule]:
+    """Register a backend's lowering of ops for targets of `kind` ("cpu", "cuda")."""
+
+    def register(fn: TargetRule) -> TargetRule:
+        for op in ops:
+            TARGET_RULES[kind][op] = fn
+        return fn
+
+    return register
+
+
+def target_rule_for(target: Target, op: str) -> TargetRule | None:
+    """The backend's rule for `op` on `target`, if it has one."""
+    return TARGET_RULES.get(target.kind, {}).get(op)
+
+
+def scheduled_lowering_for(target: Target, op: str) -> TargetRule | None:
+    """The opt_level 3 lowering of `op`: the target's rule, else a target-neutral one."""
+    return target_rule_for(target, op) or SCHEDULED.get(op)
 
 
 @dataclass
@@ -77,6 +102,13 @@ class LowerContext:
     # made from them at compile time (a weight packed for a GEMM), each with its buffer.
     known: dict[Buffer, Any] = field(default_factory=dict)
     made_constants: list[tuple[Buffer, Any]] = field(default_factory=list)
+    target: Target = field(default_factory=Target.host)
+
+    def inner(self, node: Node, inputs: list[Buffer], outputs: list[Buffer]) -> LowerContext:
+        """A context for a node inside this one's region: same names, scratch, constants."""
+        return LowerContext(node, inputs, outputs, self.names, self.scratch_buffers,
+                            self.options, self.errors, self.status, self.known,
+                            self.made_constants, self.target)
 
     @property
     def input_types(self) -> list[TensorType]:

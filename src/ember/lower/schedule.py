@@ -68,15 +68,16 @@ def vectorize_innermost(kernel: Kernel) -> Kernel:
     return replace(kernel, body=map_loops(kernel.body, mark))
 
 
-def parallelize_outer(kernel: Kernel) -> Kernel:
-    """Mark top-level loops with enough work, and no free scalar variables, as parallel.
+def parallelize_outer(kernel: Kernel, min_work: int = MIN_PARALLEL_WORK) -> Kernel:
+    """Mark top-level loops with at least `min_work` innermost iterations (the target's
+    threshold), and no free scalar variables, as parallel.
 
     A loop that is also innermost keeps its vectorization and is not split here.
     """
     body = []
     for stmt in kernel.body:
         if (isinstance(stmt, Loop) and stmt.kind == "serial" and stmt.extent >= 2
-                and _work(stmt) >= MIN_PARALLEL_WORK and not free_variables(stmt)):
+                and _work(stmt) >= min_work and not free_variables(stmt)):
             stmt = replace(stmt, kind="parallel")
         body.append(stmt)
     return replace(kernel, body=tuple(body))

@@ -10,6 +10,7 @@ arena, so calls from several threads at once are safe.
 
 from __future__ import annotations
 
+import functools
 import sys
 import threading
 import time
@@ -23,7 +24,7 @@ from ember.errors import LoweringError
 from ember.interpreter import check_inputs
 from ember.ir.graph import Graph
 from ember.lower.program import Program, Slot, check_lowerable, lower_graph
-from ember.lower.schedule import parallelize_outer, unroll_short_columns, vectorize_innermost
+from ember.target import Target
 
 
 class NativeGraph:
@@ -41,11 +42,11 @@ class NativeGraph:
     def set_threads(self, count: int) -> int:
         """Threads the parallel loops of this graph may use; returns the count in effect (1
         when the graph has no parallel loop)."""
-        from ember.backend.llvm.threads import SET_NUM_THREADS, set_num_threads
+        from ember.backend.cpu.threads import SET_NUM_THREADS, set_num_threads
 
         if count < 1:
             raise ValueError(f"threads must be at least 1, got {count}")
-        if not self.native.module.defines(SET_NUM_THREADS):
+        if not self.native.module.runnable or not self.native.module.defines(SET_NUM_THREADS):
             return 1
         return set_num_threads(self.native.module, count)
 
@@ -104,31 +105,114 @@ class NativeGraph:
 
 
 def schedule_program(program: Program) -> Program:
-    """The default schedule of every kernel: unroll short column loops of reductions (so the
-    row loop vectorizes), vectorize innermost loops, run big outer loops on the thread pool."""
-    calls = [replace(call, kernel=parallelize_outer(vectorize_innermost(
-        unroll_short_columns(call.kernel)))) for call in program.calls]
-    return replace(program, calls=calls)
+    """The default schedule of the program's target (`Backend.schedule`)."""
+    from ember.backend import for_target
+
+    return for_target(program.target).schedule(program)
 
 
-def lower_native(graph: Graph, opt_level: int = 3) -> Program:
-    """The program `compile_native` generates code for: lowered, and scheduled at level 3."""
-    program = lower_graph(graph, {"opt_level": opt_level})
+def lower_native(graph: Graph, opt_level: int = 3, target: Target | None = None) -> Program:
+    """The program `compile_native` generates code for: lowered for the target (default: the
+    host), and scheduled at level 3."""
+    program = lower_graph(graph, {"opt_level": opt_level}, target)
     return schedule_program(program) if opt_level >= 3 else program
 
 
-def compile_native(graph: Graph, opt_level: int = 3) -> NativeGraph:
-    """Lower a graph to loop IR, schedule it, and compile it to machine code."""
-    from ember.backend.llvm.build import build_program
+def compile_native(graph: Graph, opt_level: int = 3, target: Target | None = None
+                   ) -> NativeGraph:
+    """Lower a graph to loop IR, schedule it, and compile it to machine code for the target
+    (default: the host)."""
+    from ember.backend import for_target
 
+    target = target if target is not None else Target.host()
+    backend = for_target(target)
     missing = check_lowerable(graph)
     if missing:
-        raise LoweringError(f"@{graph.name}", f"no CPU lowering for ops: {', '.join(missing)}")
+        raise LoweringError(f"@{graph.name}", f"no lowering for ops: {', '.join(missing)}")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
-    program = lower_native(graph, opt_level)
+    program = lower_native(graph, opt_level, target)
     seconds["lower"] = time.perf_counter() - start
     start = time.perf_counter()
-    native = build_program(program)
+    native = backend.build(program)
     seconds["codegen"] = time.perf_counter() - start
     return NativeGraph(graph, program, native, seconds)
+
+
+def compile_cached(graph: Graph, opt_level: int = 3, target: Target | None = None
+                   ) -> NativeGraph:
+    """`compile_native`, looking in the on-disk cache by the optimized graph first: the one
+    route of `ember.compile`, the CLI and the benchmarks.
+
+    A hit skips LLVM IR generation, optimization and code generation; a miss compiles as
+    usual and links the graph's key (graph text, target, opt level, Ember's source) to the
+    object entry it made.
+    """
+    from ember.backend.cpu import cache
+
+    target = target if target is not None else Target.host()
+    if not cache.enabled() or target.kind != "cpu":
+        return compile_native(graph, opt_level, target)
+    key = graph_key(graph, opt_level, target)
+    native = _native_from_cache(graph, opt_level, target, key)
+    if native is not None:
+        return native
+    native = compile_native(graph, opt_level, target)
+    module = native.native.module
+    cache.store_link(key, cache.Link(module.cache_key, module.opt_level,
+                                     program_layout(native.program)))
+    return native
+
+
+def graph_key(graph: Graph, opt_level: int, target: Target) -> str:
+    """The cache key of a graph link: everything the machine code made from it depends on."""
+    from ember.backend.cpu import cache
+    from ember.ir.printer import print_graph
+
+    return cache.graph_key(print_graph(graph, locations=False), target.key, "", opt_level)
+
+
+def _native_from_cache(graph: Graph, opt_level: int, target: Target, key: str
+                       ) -> NativeGraph | None:
+    """The native graph made from cached machine code, or None (no link, no object entry, or
+    a program whose layout differs from the one the code was compiled for)."""
+    from ember.backend.cpu import cache
+    from ember.backend.cpu.build import NativeProgram
+    from ember.backend.llvm.jit import CompiledModule
+
+    link = cache.load_link(key)
+    payload = cache.load(link.object_key) if link is not None else None
+    if link is None or payload is None:
+        return None
+    start = time.perf_counter()
+    program = lower_native(graph, opt_level, target)
+    seconds = {"lower": time.perf_counter() - start}
+    if program_layout(program) != link.layout:
+        return None
+    start = time.perf_counter()
+    module = CompiledModule.from_object(payload, functools.partial(_llvm_ir, program),
+                                        link.opt_level, link.object_key, target)
+    native = NativeGraph(graph, program, NativeProgram(program, module), seconds)
+    seconds["cached"] = time.perf_counter() - start
+    return native
+
+
+def _llvm_ir(program: Program) -> str:
+    """The LLVM IR text `build_program` compiles for a program (rebuilt only on demand)."""
+    from ember.backend.cpu.build import emit_program
+    from ember.backend.llvm.codegen import finalize_module
+
+    return finalize_module(str(emit_program(program)))
+
+
+def program_layout(program: Program) -> str:
+    """Digest of what the machine code of a program assumes of its caller: the entry's name,
+    each kernel call and its slots, the constants' types, the arena and the number of error
+    codes (their messages are Python-side)."""
+    import hashlib
+
+    parts = [program.name, str(program.arena_bytes), repr(program.output_copies),
+             str(len(program.errors))]
+    parts += [f"{call.kernel.name}{call.slots}" for call in program.calls]
+    parts += [f"{array.dtype}{array.shape}" for array in program.constants]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()

@@ -4,7 +4,7 @@
     print(table)                                       # slowest kernels first
 
 The graph is built a second time with a counter read around every kernel call (see
-`ember.backend.llvm.build`); each run's counts become seconds at the counter's rate, measured
+`ember.backend.cpu.build`); each run's counts become seconds at the counter's rate, measured
 against `time.perf_counter`. Rows give the median over the runs, so that one slow run (the
 machine's other work) does not move them.
 """
@@ -67,9 +67,9 @@ def profile_program(program: Program, inputs: Sequence[np.ndarray], arena: np.nd
                     runs: int = 20, warmup: int = 2) -> Profile:
     """Run a lowered program `runs` times with per-kernel counters and return the medians
     (`arena`: a 64-byte aligned buffer of `program.arena_bytes` bytes)."""
-    from ember.backend.llvm.build import build_program
+    from ember.backend import for_target
 
-    native = build_program(program, profile=True)
+    native = for_target(program.target).build(program, profile=True)  # type: ignore[call-arg]
     arrays = [np.ascontiguousarray(a) for a in inputs]
     outputs = [np.empty(v.type.shape, dtype=v.type.dtype.numpy) for v in program.graph.outputs]
     samples = []

@@ -144,56 +144,10 @@ class KernelEmitter:
         builder.position_at_end(after)
 
     def emit_parallel_loop(self, loop: Loop) -> None:
-        """Outline the loop into `void body(i8** buffers, i64 begin, i64 end)` and run it over
-        the thread pool. The schedule only marks loops whose body reads nothing but buffers
-        and its own variables, so the buffer pointers are the whole context."""
-        from ember.backend.llvm.threads import BODY_TYPE, emit_parallel_runtime
-
-        # The process-wide pool: a region costs ~1 us (fork-join: 20-70 us), and its workers
-        # live in code that is never freed, so nothing is joined when a module is freed or the
-        # process exits.
-        runtime = emit_parallel_runtime(self.module, strategy="shared")
-        self.loop_ids += 1
-        name = f"{self.function.name}.par{self.loop_ids}"
-        body = ir.Function(self.module, BODY_TYPE, name)
-        body.linkage = "internal"
-        # Out of line: inlined on the one-thread path it would be a second copy of the loop
-        # nest that LLVM optimizes and compiles again.
-        body.attributes.add("noinline")
-        table = self._entry_alloca(ir.ArrayType(I8.as_pointer(), len(self.kernel.buffers)),
-                                   "buffers")
-        for position, buffer in enumerate(self.kernel.buffers):
-            slot = self.builder.gep(table, [I32(0), I32(position)])
-            self.builder.store(self.builder.bitcast(self.pointers[buffer], I8.as_pointer()), slot)
-        # The body unpacks the buffer pointers from its context and calls `<name>.loop`, which
-        # takes them as arguments marked `noalias` like the kernel's own (inlined, LLVM keeps
-        # that as alias scopes): loads from a context alone would make every vectorized loop
-        # inside test its pointers for overlap at run time.
-        types = [self.pointers[buffer].type for buffer in self.kernel.buffers]
-        nest = ir.Function(self.module, ir.FunctionType(ir.VoidType(), [*types, I64, I64]),
-                           f"{name}.loop")
-        nest.linkage = "internal"
-        nest.attributes.add("alwaysinline")
-        shared = set(self.kernel.attrs.get("may_alias", ()))
-        for buffer, argument in zip(self.kernel.buffers, nest.args, strict=False):
-            argument.name = buffer.name
-            if buffer.name not in shared:
-                argument.add_attribute("noalias")
-        inner = KernelEmitter(self.module, self.kernel, nest, outlined=True)
-        inner.loop_ids = self.loop_ids * 100
-        for buffer, argument in zip(self.kernel.buffers, nest.args, strict=False):
-            inner.pointers[buffer] = argument
-        inner.emit_counted_loop(replace(loop, kind="serial"), nest.args[-2], nest.args[-1])
-        inner.builder.ret_void()
-
-        unpack = ir.IRBuilder(body.append_basic_block("entry"))
-        context, begin, end = body.args
-        pointers = unpack.bitcast(context, I8.as_pointer().as_pointer())
-        arguments = [unpack.bitcast(unpack.load(unpack.gep(pointers, [I32(position)])), type_)
-                     for position, type_ in enumerate(types)]
-        unpack.call(nest, [*arguments, begin, end])
-        unpack.ret_void()
-        runtime.parallel_for(self.builder, body, table, 0, loop.extent)
+        """A loop marked `parallel`: each backend runs it its own way (the CPU's thread pool,
+        `ember.backend.cpu.parallel`); this shared emitter has no runtime for it."""
+        raise self.fail(f"loop {loop.var.name} is marked parallel, and this emitter has no "
+                        "parallel runtime")
 
     def _vectorize_metadata(self, extent: int) -> ir.MDValue:
         # NOTE: LLVM wants loop IDs to be distinct, self-referencing nodes; llvmlite cannot
@@ -444,8 +398,10 @@ def _calls_out(body: Sequence[Stmt]) -> bool:
     return any(isinstance(stmt, ExternCall) for stmt in walk_stmts(body))
 
 
-def emit_kernel(module: ir.Module, kernel: Kernel) -> ir.Function:
-    """Add `void kernel.name(ptr...)` to the module; returns the function."""
+def emit_kernel(module: ir.Module, kernel: Kernel,
+                emitter: type[KernelEmitter] = KernelEmitter) -> ir.Function:
+    """Add `void kernel.name(ptr...)` to the module; returns the function. `emitter`: the
+    backend's subclass (it knows how to run parallel loops)."""
     types = [MEMORY_TYPES[b.dtype].as_pointer() for b in kernel.buffers]
     function = ir.Function(module, ir.FunctionType(ir.VoidType(), types), kernel.name)
     function.linkage = "internal"
@@ -454,9 +410,9 @@ def emit_kernel(module: ir.Module, kernel: Kernel) -> ir.Function:
         argument.name = buffer.name
         if buffer.name not in shared:
             argument.add_attribute("noalias")
-    emitter = KernelEmitter(module, kernel, function)
-    emitter.emit_body(kernel.body)
-    emitter.builder.ret_void()
+    body = emitter(module, kernel, function)
+    body.emit_body(kernel.body)
+    body.builder.ret_void()
     return function
 
 

@@ -1,12 +1,16 @@
-"""From llvmlite IR to callable machine code for the host CPU.
+"""From llvmlite IR to machine code for a Target, callable when the target runs here.
 
-    compiled = compile_ir(module)                 # parse, verify, optimize (O3), MCJIT
+    compiled = compile_ir(module)                 # parse, verify, optimize (O3), MCJIT (host)
+    compiled = compile_ir(module, target=Target.cpu("x86-64-v3"))   # AVX2 code
     scale = compiled.function("scale", None, [ctypes.c_void_p, ctypes.c_int64])
     compiled.llvm_ir, compiled.asm()              # what LLVM made of it, for inspection
     optimization_remarks(module)                  # what the loop vectorizer did, per function
 
-The target machine is built for the host CPU name and features (`znver4` with AVX-512 here), so
-LLVM uses the widest vector registers the machine has. Every compiled module keeps its engine
+The target machine is built for the Target's CPU name and features (`Target.host()`: the host's
+own, `znver4` with AVX-512 here), so LLVM uses the vector registers the target has; every
+function carries the target's preferred loop vector width (`prefer-vector-width`) and keeps
+its widest vectors legal (`min-legal-vector-width`), so that the hand-written GEMM stays at
+full width where auto-vectorized loops are asked to be narrower. Every compiled module keeps its engine
 alive for as long as the `CompiledModule` lives.
 
 Machine code is generated once per module: the object file LLVM emits is what the engine loads
@@ -32,7 +36,8 @@ from typing import Any
 import llvmlite.binding as llvm
 from llvmlite import ir
 
-from ember.errors import LoweringError
+from ember.errors import EmberError, LoweringError
+from ember.target import Target
 
 _LOCK = threading.Lock()  # LLVM's global state is not safe to build from several threads
 
@@ -75,37 +80,43 @@ class HostCPU:
 
 @functools.cache
 def host_cpu() -> HostCPU:
-    _initialize()
-    return HostCPU(llvm.get_host_cpu_name(), llvm.get_host_cpu_features().flatten(),
-                   llvm.get_process_triple())
+    """The host as `Target.host()` sees it (name, features, triple)."""
+    host = Target.host()
+    return HostCPU(host.name, host.features, host.triple)
 
 
 @functools.cache
-def target_machine(opt_level: int = 3) -> llvm.TargetMachine:
-    """The shared target machine for the host CPU (optimization, assembly, object code)."""
-    return new_target_machine(opt_level)
+def target_machine(opt_level: int = 3, target: Target | None = None) -> llvm.TargetMachine:
+    """The shared target machine of a Target (default: the host) for optimization, assembly
+    and object code."""
+    return new_target_machine(opt_level, target)
 
 
-def new_target_machine(opt_level: int = 3) -> llvm.TargetMachine:
+def new_target_machine(opt_level: int = 3, target: Target | None = None
+                       ) -> llvm.TargetMachine:
     """A fresh target machine. An MCJIT engine takes ownership of the one it is given, so
     every engine needs its own."""
-    cpu = host_cpu()
-    target = llvm.Target.from_triple(cpu.triple)
-    return target.create_target_machine(cpu=cpu.name, features=cpu.features, opt=opt_level,
-                                        codemodel="jitdefault")
+    _initialize()
+    target = target if target is not None else Target.host()
+    try:
+        machine = llvm.Target.from_triple(target.triple)
+    except RuntimeError as err:
+        raise EmberError(f"LLVM cannot generate code for {target}: {err}") from None
+    return machine.create_target_machine(cpu=target.name, features=target.features,
+                                         opt=opt_level, codemodel="jitdefault")
 
 
-def optimize(module: llvm.ModuleRef, opt_level: int = 3) -> None:
+def optimize(module: llvm.ModuleRef, opt_level: int = 3, target: Target | None = None) -> None:
     """Run LLVM's standard pipeline (with loop and SLP vectorization) over a module in place."""
     options = llvm.create_pipeline_tuning_options(speed_level=opt_level)
     options.loop_vectorization = opt_level >= 2
     options.slp_vectorization = opt_level >= 2
     options.loop_unrolling = opt_level >= 2
-    builder = llvm.create_pass_builder(target_machine(), options)
+    builder = llvm.create_pass_builder(target_machine(3, target), options)
     builder.getModulePassManager().run(module, builder)
 
 
-def parse(module: ir.Module | str) -> llvm.ModuleRef:
+def parse(module: ir.Module | str, target: Target | None = None) -> llvm.ModuleRef:
     """Parse and verify textual LLVM IR; a verifier failure is a LoweringError with the IR."""
     _initialize()
     text = str(module)
@@ -114,16 +125,37 @@ def parse(module: ir.Module | str) -> llvm.ModuleRef:
         parsed.verify()
     except RuntimeError as err:
         raise LoweringError("<module>", f"LLVM rejected the generated IR: {err}") from None
-    parsed.triple, parsed.data_layout = _triple_and_layout()
+    parsed.triple, parsed.data_layout = _triple_and_layout(target)
     return parsed
 
 
 @functools.cache
-def _triple_and_layout() -> tuple[str, str]:
+def _triple_and_layout(target: Target | None = None) -> tuple[str, str]:
     # NOTE: read once: each `target_data` access makes a wrapper whose disposal is not safe to
     # repeat against the same cached target machine.
-    machine = target_machine()
+    machine = target_machine(3, target)
     return machine.triple, str(machine.target_data)
+
+
+def function_attributes(target: Target) -> str:
+    """String attributes every generated function carries for `target`: the loop vectorizer's
+    width, and the widest vectors kept legal (hand-written 512-bit code stays 512-bit)."""
+    if target.kind != "cpu":
+        return ""
+    return (f'"prefer-vector-width"="{target.prefer_vector_bits}" '
+            f'"min-legal-vector-width"="{target.vector_bits}"')
+
+
+def with_function_attributes(text: str, target: Target) -> str:
+    """`text` with the target's function attributes on every function definition."""
+    attributes = function_attributes(target)
+    if not attributes:
+        return text
+    lines = text.split("\n")
+    for position, line in enumerate(lines):
+        if line.startswith("define ") and line.rstrip().endswith("{"):
+            lines[position] = line.rstrip()[:-1] + attributes + " {"
+    return "\n".join(lines)
 
 
 class CompiledModule:
@@ -135,55 +167,61 @@ class CompiledModule:
     the assembly are rebuilt on demand when the code came from the cache.
     """
 
-    def __init__(self, module: ir.Module | str, opt_level: int = 3, cached: bool = True) -> None:
-        from ember.backend.llvm import cache, threads
+    def __init__(self, module: ir.Module | str, opt_level: int = 3, cached: bool = True,
+                 target: Target | None = None) -> None:
+        from ember.backend.cpu import cache, threads
 
-        threads.ensure_shared_pool()  # generated parallel loops link to it by name
+        self.target = target if target is not None else Target.host()
+        self.runnable = not self.target.missing_on_host()
+        if self.runnable:
+            threads.ensure_shared_pool()  # generated parallel loops link to it by name
 
-        self._unoptimized_ir: str | None = str(module)
+        self._unoptimized_ir: str | None = with_function_attributes(str(module), self.target)
         self._build_ir: Callable[[], str] | None = None
         self.opt_level = opt_level
         self._optimized: llvm.ModuleRef | None = None
         self.from_cache = False
         self.cache_hit = ""
         self.seconds: dict[str, float] = {}  # "llvm-opt", "llvm-emit": where LLVM's time went
-        cpu = host_cpu()
-        self.cache_key = cache.cache_key(self._unoptimized_ir, cpu.name, cpu.features, opt_level)
+        self.cache_key = cache.cache_key(self._unoptimized_ir, self.target.key, "", opt_level)
         payload = cache.load(self.cache_key) if cached and cache.enabled() else None
         with _LOCK:
             if payload is not None:
-                self.engine = self._load_object(payload)
+                self.engine = self._load_object(payload, self.target)
                 self.from_cache, self.cache_hit = True, "object"
                 return
             optimized = self._optimize()
             start = time.perf_counter()
-            payload = target_machine().emit_object(optimized)
+            payload = target_machine(3, self.target).emit_object(optimized)
             self.seconds["llvm-emit"] = time.perf_counter() - start
-            self.engine = self._load_object(payload)
+            self.engine = self._load_object(payload, self.target)
         if cached and cache.enabled():
             cache.store(self.cache_key, payload)
 
     @classmethod
     def from_object(cls, payload: bytes, build_ir: Callable[[], str], opt_level: int = 3,
-                    cache_key: str = "") -> CompiledModule:
+                    cache_key: str = "", target: Target | None = None) -> CompiledModule:
         """Machine code that was compiled before (an on-disk cache hit found without the IR).
 
         `build_ir` makes the unoptimized IR text again, only if it is asked for (`llvm_ir`,
         `asm()`, `unoptimized_ir`).
         """
-        from ember.backend.llvm import threads
+        from ember.backend.cpu import threads
 
-        threads.ensure_shared_pool()
         compiled = cls.__new__(cls)
+        compiled.target = target if target is not None else Target.host()
+        compiled.runnable = not compiled.target.missing_on_host()
+        if compiled.runnable:
+            threads.ensure_shared_pool()
         compiled._unoptimized_ir = None
-        compiled._build_ir = build_ir
+        compiled._build_ir = lambda: with_function_attributes(build_ir(), compiled.target)
         compiled.opt_level = opt_level
         compiled._optimized = None
         compiled.seconds = {}
         compiled.from_cache, compiled.cache_hit = True, "graph"
         compiled.cache_key = cache_key
         with _LOCK:
-            compiled.engine = cls._load_object(payload)
+            compiled.engine = cls._load_object(payload, compiled.target)
         return compiled
 
     @property
@@ -197,21 +235,24 @@ class CompiledModule:
 
     def defines(self, name: str) -> bool:
         """Whether the machine code has a function or global called `name`."""
-        return bool(self.engine.get_function_address(name))
+        return self.engine is not None and bool(self.engine.get_function_address(name))
 
     def _optimize(self) -> llvm.ModuleRef:
         start = time.perf_counter()
-        parsed = parse(self.unoptimized_ir)
+        parsed = parse(self.unoptimized_ir, self.target)
         if self.opt_level > 0:
-            optimize(parsed, self.opt_level)
+            optimize(parsed, self.opt_level, self.target)
         self._optimized = parsed
         self.seconds["llvm-opt"] = time.perf_counter() - start
         return parsed
 
     @staticmethod
-    def _load_object(payload: bytes) -> llvm.ExecutionEngine:
-        empty = parse("")
-        engine = llvm.create_mcjit_compiler(empty, new_target_machine())
+    def _load_object(payload: bytes, target: Target) -> llvm.ExecutionEngine | None:
+        """The object code loaded into this process (None for code the host cannot run)."""
+        if target.missing_on_host():
+            return None
+        empty = parse("", target)
+        engine = llvm.create_mcjit_compiler(empty, new_target_machine(3, target))
         engine.add_object_file(llvm.ObjectFileRef.from_data(payload))
         engine.finalize_object()
         return engine
@@ -230,6 +271,10 @@ class CompiledModule:
         return self._optimized
 
     def address(self, name: str) -> int:
+        if self.engine is None:
+            missing = ", ".join(self.target.missing_on_host())
+            raise EmberError(f"code for target {self.target} cannot run on this host "
+                             f"({Target.host().name}): it lacks {missing}")
         address = self.engine.get_function_address(name)
         if not address:
             raise LoweringError(name, "no such function in the compiled module")
@@ -243,26 +288,26 @@ class CompiledModule:
         return function
 
     def asm(self) -> str:
-        """The x86-64 assembly of the optimized module."""
+        """The assembly of the optimized module, for the module's target."""
         module = self._optimized_module()
         with _LOCK:
-            return target_machine().emit_assembly(module)
+            return target_machine(3, self.target).emit_assembly(module)
 
     def object_code(self) -> bytes:
         module = self._optimized_module()
         with _LOCK:
-            return target_machine().emit_object(module)
+            return target_machine(3, self.target).emit_object(module)
 
     def remarks(self) -> list[Remark]:
         """The loop vectorizer's remarks on this module (optimized once more to collect them)."""
-        return optimization_remarks(self.unoptimized_ir, self.opt_level)
+        return optimization_remarks(self.unoptimized_ir, self.opt_level, self.target)
 
 
-def compile_ir(module: ir.Module | str, opt_level: int = 3, cached: bool = True
-               ) -> CompiledModule:
-    """Parse, verify, optimize and JIT-compile a module for the host CPU (or load it from the
-    on-disk cache)."""
-    return CompiledModule(module, opt_level, cached)
+def compile_ir(module: ir.Module | str, opt_level: int = 3, cached: bool = True,
+               target: Target | None = None) -> CompiledModule:
+    """Parse, verify, optimize and JIT-compile a module for a target (default: the host), or
+    load it from the on-disk cache."""
+    return CompiledModule(module, opt_level, cached, target)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +333,8 @@ _REMARK_OPTIONS = ("-pass-remarks", "-pass-remarks-missed", "-pass-remarks-analy
 _REMARK_LINE = re.compile(r"^remark: ember:(\d+):\d+: (.*)$")
 
 
-def optimization_remarks(module: ir.Module | str, opt_level: int = 3) -> list[Remark]:
+def optimization_remarks(module: ir.Module | str, opt_level: int = 3,
+                         target: Target | None = None) -> list[Remark]:
     """Optimize a module as `compile_ir` does and return what the loop vectorizer said.
 
     LLVM prints remarks (passed: vectorized, width and interleave; missed and analysis: why
@@ -300,10 +346,10 @@ def optimization_remarks(module: ir.Module | str, opt_level: int = 3) -> list[Re
     canonical = str(llvm.parse_assembly(str(module)))
     located, functions = _locate_functions(canonical)
     with _LOCK:
-        parsed = parse(located)
+        parsed = parse(located, target)
         with _remarks_enabled(REMARK_PASSES), _captured_stderr() as captured:
             if opt_level > 0:
-                optimize(parsed, opt_level)
+                optimize(parsed, opt_level, target)
     remarks = []
     for line in captured.read().splitlines():
         match = _REMARK_LINE.match(line)

@@ -62,6 +62,7 @@ from collections.abc import Callable, Sequence
 from llvmlite import ir
 
 from ember.errors import LoweringError
+from ember.target import Target
 
 SUPPORTED_FUNCTIONS = ("exp", "expm1", "log", "tanh", "sigmoid", "silu", "erf", "gelu",
                        "gelu_tanh", "sin", "cos", "pow", "sqrt", "rsqrt")
@@ -110,14 +111,24 @@ def _int_suffix(type_: ir.Type) -> str:
     return f"i{type_.width}"
 
 
-@functools.cache
-def native_ldexp() -> bool:
+def native_ldexp(module: ir.Module | None = None) -> bool:
     """True where `llvm.ldexp` compiles to one instruction for every vector width: AVX-512
     (`vscalefps/pd`). Elsewhere LLVM calls libm's ldexp per element, so `ldexp` scales by hand.
-    Code is built for the host, and the object cache is keyed by the host's features."""
-    from ember.backend.llvm.jit import host_cpu
+    The module's target decides (`module_target`); the object cache is keyed by it."""
+    return module_target(module).vector_bits == 512
 
-    return host_cpu().vector_bits == 512
+
+def module_target(module: ir.Module | None) -> Target:
+    """The Target a module is generated for: set by `for_target(module, target)`, else the
+    host (modules that tests and benchmarks build by hand)."""
+    target = getattr(module, "ember_target", None)
+    return target if target is not None else Target.host()
+
+
+def for_target(module: ir.Module, target: Target) -> ir.Module:
+    """Mark `module` as generated for `target` (vector math chooses its instructions by it)."""
+    module.ember_target = target  # type: ignore[attr-defined]
+    return module
 
 
 # --- the emitter: arithmetic on one float type (scalar or vector) with splatted constants ---
@@ -301,7 +312,7 @@ class _Emitter:
         """x * 2**exponent (any integer exponent that keeps the two-step `scale` in range):
         `llvm.ldexp` where it is one instruction (AVX-512 `vscalefps`, which rounds once into
         the subnormals and overflows to inf), else `scale`."""
-        if not native_ldexp():
+        if not native_ldexp(self.builder.module):
             return self.scale(x, exponent)
         module = self.builder.module
         name = f"llvm.ldexp.{_type_suffix(self.type)}.{_int_suffix(self.int_type)}"

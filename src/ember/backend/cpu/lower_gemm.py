@@ -1,6 +1,6 @@
-"""Scheduled matmul: calls of the blocked, packed GEMM of `ember.backend.llvm.gemm`.
+"""The CPU's matmul rule: calls of the blocked, packed GEMM of `ember.backend.cpu.gemm`.
 
-Used at opt_level 3 for matmuls big enough to pay for packing; the general loop lowering of
+A target rule (`ember.lower.rules.target_rule`) of the CPU backend, used at opt_level 3 for matmuls big enough to pay for packing; the general loop lowering of
 `ops_linalg` covers the rest (1-D operands, tiny or skinny products). Batch dimensions become a
 loop of GEMM calls at broadcast offsets.
 """
@@ -13,6 +13,7 @@ from math import prod
 
 from llvmlite import ir
 
+from ember.backend.cpu import gemm
 from ember.ir.graph import Node
 from ember.lower.epilogue import Epilogue
 from ember.lower.loops import (
@@ -26,13 +27,13 @@ from ember.lower.loops import (
     mul,
     strides_of,
 )
-from ember.lower.rules import LowerContext, lowers
+from ember.lower.rules import LowerContext, target_rule
 
 MIN_FLOPS = 2 * 32 * 32 * 32  # below this the general loops are as fast
 MIN_COLUMNS = 4  # narrower outputs waste most of a one-vector-wide micro-tile
 
 
-@lowers("matmul", scheduled=True)
+@target_rule("cpu", "matmul")
 def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
                 ) -> Sequence[Stmt] | None:
     """C[b] = A[b] @ B[b] for every batch index b, each a GEMM call (None when not worth it).
@@ -51,33 +52,36 @@ def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
         m, batch = m * prod(batch), ()
     if 2 * m * n * k < MIN_FLOPS or n < MIN_COLUMNS:
         return None
-    from ember.backend.llvm import gemm
-    from ember.backend.llvm.threads import available_cpus
-
     dtype = a_type.dtype.value
+    target = ctx.target
+    lanes = target.lanes(a_type.dtype.itemsize)
+    blocking = gemm.blocking_for(m, n, k, dtype, lanes, target)
     symbol = f"ember_gemm_{dtype}_{m}x{n}x{k}" + (f"_ep{epilogue.tag}" if epilogue else "")
     # Each thread's packing slice starts 64-byte aligned (the packed panels need it).
-    aligned_bytes = -(-gemm.gemm_scratch_bytes(m, n, k, dtype=dtype) // 64) * 64
+    aligned_bytes = -(-gemm.gemm_scratch_bytes(m, n, k, dtype=dtype, lanes=lanes,
+                                               blocking=blocking) // 64) * 64
     per_chunk = aligned_bytes // a_type.dtype.itemsize
-    rows = gemm.rows_per_thread(m, available_cpus(), gemm.blocking_for(m, n, k, dtype).mr)
+    rows = gemm.rows_per_thread(m, target.cores, blocking.mr)
     chunks = -(-m // rows)
     scratch = ctx.scratch(a_type.dtype, per_chunk * chunks, "pack")
 
     weights = ctx.constant_data(1) if b_type.ndim == 2 else None
     b_buffer = ctx.inputs[1]
     if weights is not None:  # packed once, here, instead of on every call
-        b_buffer = ctx.constant(gemm.pack_b_constant(weights, m), "bpack")
+        b_buffer = ctx.constant(gemm.pack_b_constant(weights, m, lanes=lanes,
+                                                     blocking=blocking), "bpack")
         symbol += "_pb"
 
     def emit(module):
-        options = {"dtype": dtype, "b_packed": weights is not None}
+        options = {"dtype": dtype, "b_packed": weights is not None, "lanes": lanes,
+                   "blocking": blocking}
         if epilogue is None:
             return gemm.emit_gemm(module, symbol, m, n, k, **options)
         element = ir.FloatType() if dtype == "f32" else ir.DoubleType()
         return gemm.emit_gemm(module, symbol, m, n, k,
-                              epilogue=lambda b, v, row, col: epilogue.emit(
-                                  b, v, row, col, gemm.ARGUMENT_COUNT),
-                              extra_args=epilogue.llvm_types(element), **options)
+                              epilogue=lambda b, v, row, col: emit_epilogue(
+                                  epilogue, b, v, row, col, gemm.ARGUMENT_COUNT),
+                              extra_args=epilogue_types(epilogue, element), **options)
 
     chunk = ctx.names.fresh("c")
     begin = mul(chunk, index_imm(rows))
@@ -107,3 +111,34 @@ def _batch_offset(index: tuple[int, ...], shape: tuple[int, ...], batch: tuple[i
         (0 if dim == 1 else i) * stride
         for i, dim, stride in zip(index[skip:], own, strides, strict=True)
     )
+
+
+def epilogue_types(epilogue: Epilogue, element: ir.Type) -> list[ir.Type]:
+    """The GEMM function's extra parameters: one pointer per operand of the chain."""
+    return [element.as_pointer() for _ in epilogue.operands]
+
+
+def emit_epilogue(epilogue: Epilogue, builder: ir.IRBuilder, vector: ir.Value, row: ir.Value,
+                  col: ir.Value, first_argument: int) -> ir.Value:
+    """The chain applied to one output vector (row `row`, columns from `col`); its operands
+    are the GEMM function's arguments from `first_argument` on."""
+    from ember.backend.llvm.codegen import VectorExprEmitter
+
+    lanes = vector.type.count
+    arguments = builder.function.args[first_argument:]
+    leaves: dict[object, ir.Value] = {epilogue.acc: vector}
+    mask = None
+    for variable, operand, pointer in zip(epilogue.variables, epilogue.operands, arguments,
+                                          strict=False):
+        if operand.pattern in ("row", "scalar"):
+            index = row if operand.pattern == "row" else ir.Constant(row.type, 0)
+            scalar = builder.load(builder.gep(pointer, [index], inbounds=True))
+            leaves[variable] = gemm.splat(builder, scalar, lanes)
+            continue
+        if mask is None:
+            mask = gemm.column_mask(builder, col, epilogue.n, lanes)
+        start = col if operand.pattern == "col" else builder.add(
+            builder.mul(row, ir.Constant(row.type, epilogue.n)), col)
+        leaves[variable] = gemm.masked_load(builder, builder.gep(pointer, [start]), mask,
+                                            vector.type)
+    return VectorExprEmitter(builder, lanes, leaves).expr(epilogue.expr)

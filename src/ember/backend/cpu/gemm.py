@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
-from ember.backend.llvm.jit import host_cpu
+from ember.target import Target
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 _ELEMENT_TYPES = {"f32": (ir.FloatType(), 4), "f64": (ir.DoubleType(), 8)}
@@ -61,7 +61,8 @@ class GemmBlocking:
         return self.nr_vectors * lanes
 
 
-def default_blocking(dtype: str = "f32", lanes: int | None = None) -> GemmBlocking:
+def default_blocking(dtype: str = "f32", lanes: int | None = None,
+                     target: Target | None = None) -> GemmBlocking:
     """Block sizes for the host: 4 x 4 f32 vectors (6 x 4 f64) with 32 registers (AVX-512),
     6 x 2 with 16.
 
@@ -80,8 +81,8 @@ def default_blocking(dtype: str = "f32", lanes: int | None = None) -> GemmBlocki
     return GemmBlocking(mr=6, nr_vectors=2, kc=256, mc=72, nc=1024)  # 16 registers: 12 accumulators
 
 
-def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None = None
-                 ) -> GemmBlocking:
+def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None = None,
+                 target: Target | None = None) -> GemmBlocking:
     """Block sizes for one problem: the host's default, narrowed and deepened to fit it.
 
     - Narrow outputs (N below the default NR) take as many vectors across as N needs, and 8
@@ -93,7 +94,7 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
       the default, so that no thin last block (K = 784 as 512 + 272) pays a full C pass.
     """
     lanes = lanes or _default_lanes(dtype)
-    base = default_blocking(dtype, lanes)
+    base = default_blocking(dtype, lanes, target)
     nr_vectors = min(base.nr_vectors, -(-n // lanes))
     wide = lanes * _ELEMENT_TYPES[dtype][1] >= 64  # 32 vector registers
     accumulators = 24 if wide else base.mr * base.nr_vectors
@@ -118,7 +119,7 @@ def rows_per_thread(m: int, threads: int, mr: int) -> int:
 
 
 def _default_lanes(dtype: str) -> int:
-    return host_cpu().vector_bits // (8 * _ELEMENT_TYPES[dtype][1])
+    return Target.host().lanes(_ELEMENT_TYPES[dtype][1])
 
 
 def _round_up(value: int, multiple: int) -> int:

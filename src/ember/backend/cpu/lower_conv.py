@@ -1,4 +1,4 @@
-"""Scheduled conv2d: an implicit GEMM per image through the generated GEMM (opt_level 3).
+"""The CPU's conv2d rule: an implicit GEMM per image through the generated GEMM (opt_level 3).
 
 For groups == 1 the OIHW weight already is a row-major [O, C*KH*KW] matrix A, and the NCHW
 output of image n is a row-major [O, OH*OW] matrix. The input of image n becomes the
@@ -24,6 +24,8 @@ from collections.abc import Sequence
 
 from llvmlite import ir
 
+from ember.backend.cpu import conv_pack, gemm
+from ember.backend.cpu.lower_gemm import emit_epilogue, epilogue_types
 from ember.ir.graph import Node
 from ember.lower.epilogue import Epilogue
 from ember.lower.loops import (
@@ -43,13 +45,13 @@ from ember.lower.loops import (
     mul,
 )
 from ember.lower.ops_linalg import both, let, loop
-from ember.lower.rules import LowerContext, lowers
+from ember.lower.rules import LowerContext, target_rule
 
 MIN_FLOPS = 2 * 32 * 32 * 32  # per image: below this the direct loops are as fast
 MIN_COLUMNS = 16  # output pixels per image: fewer waste most of each micro-tile
 
 
-@lowers("conv2d", scheduled=True)
+@target_rule("cpu", "conv2d")
 def gemm_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
                 ) -> Sequence[Stmt] | None:
     """out[n] = W[O, C*KH*KW] @ im2col(x[n]) (+ bias per row) for every image n.
@@ -74,30 +76,27 @@ def gemm_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
     if 2 * m * n * k < MIN_FLOPS or n < MIN_COLUMNS:
         return None
 
-    from ember.backend.llvm import conv_pack, gemm
-    from ember.backend.llvm.jit import host_cpu
-    from ember.backend.llvm.threads import available_cpus
-
     stride, padding, dilation = node.attrs["stride"], node.attrs["padding"], node.attrs["dilation"]
     direct = (kernel_h, kernel_w) == (1, 1) and tuple(stride) == (1, 1) and not any(padding)
     x_buffer, w_buffer = ctx.inputs[:2]
     bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
     out = ctx.outputs[0]
-    cpus = max(available_cpus(), 1)
+    target = ctx.target
+    cpus = target.cores
 
     name = dtype.value
     element = ir.FloatType() if name == "f32" else ir.DoubleType()
-    lanes = host_cpu().vector_bits // (8 * dtype.itemsize)
+    lanes = target.lanes(dtype.itemsize)
     image = conv_pack.ImageGeometry(channels, height, width, kernel_h, kernel_w, out_h, out_w,
                                     padding[0], padding[1])
     implicit = (not direct and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
                 and conv_pack.supports(image, lanes))
     blocking = (conv_pack.conv_blocking(m, n, k, kernel_h * kernel_w, name, lanes,
-                                        dtype.itemsize)
-                if implicit else gemm.blocking_for(m, n, k, name, lanes))
+                                        dtype.itemsize, target)
+                if implicit else gemm.blocking_for(m, n, k, name, lanes, target))
     weights = ctx.constant_data(1)
     if weights is not None:  # packed once, here, instead of on every call
-        packed = gemm.pack_a_constant(weights.reshape(m, k), n, blocking=blocking)
+        packed = gemm.pack_a_constant(weights.reshape(m, k), n, lanes=lanes, blocking=blocking)
         a_matrix = Pointer(ctx.constant(packed, "wpack"), index_imm(0))
     else:
         a_matrix = Pointer(w_buffer, index_imm(0))
@@ -109,19 +108,21 @@ def gemm_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
     def finish(builder, vector, row, col):
         if bias is not None:
             vector = _row_bias(builder, vector, row, col)
-        return epilogue.emit(builder, vector, row, col, chain_start) if epilogue else vector
+        return (emit_epilogue(epilogue, builder, vector, row, col, chain_start) if epilogue
+                else vector)
 
     def emit(module):
         options = {"dtype": name, "blocking": blocking, "a_packed": weights is not None,
+                   "lanes": lanes,
                    "b_packer": conv_pack.image_packer(image) if implicit else None}
         extra_args = ([element.as_pointer()] if bias is not None else []) + (
-            epilogue.llvm_types(element) if epilogue is not None else [])
+            epilogue_types(epilogue, element) if epilogue is not None else [])
         if bias is None and epilogue is None:
             return gemm.emit_gemm(module, symbol, m, n, k, **options)
         return gemm.emit_gemm(module, symbol, m, n, k, epilogue=finish, extra_args=extra_args,
                               **options)
 
-    pack_bytes = gemm.gemm_scratch_bytes(m, n, k, dtype=name, blocking=blocking)
+    pack_bytes = gemm.gemm_scratch_bytes(m, n, k, dtype=name, lanes=lanes, blocking=blocking)
     pack_elements = -(-pack_bytes // 64) * 64 // dtype.itemsize
     column_elements = -(-(k * n * dtype.itemsize) // 64) * 64 // dtype.itemsize
     extra = (Pointer(bias, index_imm(0)),) if bias is not None else ()
@@ -272,8 +273,6 @@ def _im2col(ctx: LowerContext, x_buffer: Buffer, x_base: Expr, columns: Buffer,
 
 def _row_bias(builder: ir.IRBuilder, vector: ir.Value, row: ir.Value, col: ir.Value) -> ir.Value:
     """GEMM epilogue: add bias[row] (the output channel's bias) to every lane."""
-    from ember.backend.llvm.gemm import extra_arguments, splat
-
-    bias = extra_arguments(builder)[0]
+    bias = gemm.extra_arguments(builder)[0]
     value = builder.load(builder.gep(bias, [row], inbounds=True))
-    return builder.fadd(vector, splat(builder, value, vector.type.count))
+    return builder.fadd(vector, gemm.splat(builder, value, vector.type.count))

@@ -32,6 +32,8 @@ from llvmlite import ir
 
 from ember.backend.llvm.codegen import MEMORY_TYPES, emit_kernel, finalize_module
 from ember.backend.llvm.jit import CompiledModule, compile_ir
+from ember.backend.cpu.parallel import CpuKernelEmitter
+from ember.backend.llvm.vecmath import for_target
 from ember.errors import ExecutionError
 from ember.lower.loops import Kernel
 from ember.lower.program import Call, Program, Slot
@@ -48,13 +50,13 @@ def entry_name(program: Program) -> str:
 def emit_program(program: Program, profile: bool = False) -> ir.Module:
     """The LLVM module of a program: its kernels and the entry that calls them in order (with
     a cycle counter around each call when `profile`)."""
-    module = ir.Module(program.name)
+    module = for_target(ir.Module(program.name), program.target)
     distinct: dict[tuple[object, ...], ir.Function] = {}
     kernels: dict[str, ir.Function] = {}  # kernel name -> the function its calls use
     for call in program.calls:
         key = _kernel_key(call.kernel)
         if key not in distinct:
-            distinct[key] = emit_kernel(module, call.kernel)
+            distinct[key] = emit_kernel(module, call.kernel, CpuKernelEmitter)
         kernels[call.kernel.name] = distinct[key]
     if profile or len(program.calls) > MAX_INLINED_CALLS:
         for function in distinct.values():
@@ -150,7 +152,10 @@ class NativeProgram:
     profile: bool = False
 
     def __post_init__(self) -> None:
-        self.entry = self.module.function(entry_name(self.program), None, [ctypes.c_void_p])
+        # Code for a target the host cannot run (AVX-512 code on an AVX2 host) is kept for
+        # its IR and assembly; calling it raises EmberError naming what the host lacks.
+        self.entry = (self.module.function(entry_name(self.program), None, [ctypes.c_void_p])
+                      if self.module.runnable else None)
         count = len(self.program.graph.inputs) + len(self.program.graph.outputs) + 2
         self._const_pointers = [c.ctypes.data for c in self.program.constants]
         if self.profile:
@@ -159,11 +164,21 @@ class NativeProgram:
             self.cycles = self.module.function(f"{self.program.name}_cycles", ctypes.c_int64, [])
         self._table_type = ctypes.c_void_p * (count + len(self._const_pointers))
 
+    def stage(self, name: str) -> str:
+        """The text of a code generation stage: "llvm" (optimized LLVM IR) or "asm"."""
+        if name == "llvm":
+            return self.module.llvm_ir
+        if name == "asm":
+            return self.module.asm()
+        raise KeyError(f"the CPU backend has no stage {name!r} (stages: llvm, asm)")
+
     def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
             arena: np.ndarray) -> None:
         """Run the whole graph once: inputs and outputs must be C-contiguous arrays. A kernel
         that detects bad data (an index out of range) makes this raise ExecutionError. A
         profiling build adds each kernel's cycles to `counters`."""
+        if self.entry is None:
+            self.module.address(entry_name(self.program))  # raises: not runnable here
         pointers = [a.ctypes.data for a in inputs] + [a.ctypes.data for a in outputs]
         status = np.zeros(1, dtype=np.int64)
         table = self._table_type(*pointers, arena.ctypes.data, status.ctypes.data,
@@ -177,4 +192,4 @@ def build_program(program: Program, opt_level: int = 3, profile: bool = False
                   ) -> NativeProgram:
     """Emit, optimize and JIT-compile a program (timing each kernel call when `profile`)."""
     text = finalize_module(str(emit_program(program, profile)))
-    return NativeProgram(program, compile_ir(text, opt_level), profile)
+    return NativeProgram(program, compile_ir(text, opt_level, target=program.target), profile)

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ember.backend.llvm.gemm import (
+from ember.target import Target
+from ember.backend.cpu.gemm import (
     BPacker,
     CountedLoop,
     GemmBlocking,
@@ -61,9 +62,9 @@ def supports(geometry: ImageGeometry, lanes: int) -> bool:
 
 
 def conv_blocking(m: int, n: int, k: int, taps: int, dtype: str, lanes: int,
-                  element_size: int) -> GemmBlocking:
+                  element_size: int, target: Target | None = None) -> GemmBlocking:
     """`blocking_for` with depth blocks of whole channels and an L2-sized column block."""
-    base = blocking_for(m, n, k, dtype, lanes)
+    base = blocking_for(m, n, k, dtype, lanes, target)
     channels = k // taps
     blocks = -(-k // base.kc)
     kc = -(-channels // blocks) * taps
