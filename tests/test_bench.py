@@ -12,6 +12,8 @@ import time
 import numpy as np
 import pytest
 
+import ember
+
 from ember import cli
 from ember.bench import bench, measure, relative_error, resolve_threads
 from ember.nn import functional as F
@@ -107,7 +109,8 @@ def test_threads_come_from_the_environment(monkeypatch):
     assert resolve_threads(None) == 1
     assert resolve_threads(2) == 2
     monkeypatch.setenv("EMBER_NUM_THREADS", "two")
-    with pytest.raises(ValueError, match="EMBER_NUM_THREADS must be an integer, got 'two'"):
+    with pytest.raises(ember.EmberError,
+                       match="EMBER_NUM_THREADS must be a positive integer, got 'two'"):
         resolve_threads(None)
     monkeypatch.delenv("EMBER_NUM_THREADS")
     assert resolve_threads(None) == len(os.sched_getaffinity(0))

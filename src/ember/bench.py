@@ -124,15 +124,10 @@ def machine_info(threads: int) -> Machine:
 def resolve_threads(threads: int | None) -> int:
     """The thread count to use: the argument, else EMBER_NUM_THREADS, else every CPU."""
     if threads is None:
-        configured = os.environ.get("EMBER_NUM_THREADS", "").strip()
-        if configured:
-            try:
-                threads = int(configured)
-            except ValueError:
-                raise ValueError(f"EMBER_NUM_THREADS must be an integer, got {configured!r}"
-                                 ) from None
-        else:
-            threads = available_cpus()
+        from ember import config
+
+        configured = config.num_threads()
+        threads = configured if configured is not None else available_cpus()
     if threads < 1:
         raise ValueError(f"the thread count must be at least 1, got {threads}")
     return threads

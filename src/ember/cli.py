@@ -53,7 +53,7 @@ class UsageError(Exception):
 
 
 @dataclass(frozen=True)
-class Target:
+class ModelFile:
     """What `ember ir TARGET` works on: a callable, its example inputs and a graph name."""
 
     model: Callable[..., Any]
@@ -163,7 +163,7 @@ def _example_inputs(module: ModuleType, path: str) -> tuple[Any, ...]:
     return tuple(inputs)
 
 
-def load_target(text: str, shapes: Sequence[str] | None = None) -> Target:
+def load_target(text: str, shapes: Sequence[str] | None = None) -> ModelFile:
     """Resolve `file.py`, `file.py:NAME` or `model.onnx` into a model and its example inputs.
 
     `shapes` pins an ONNX model's symbolic dimensions: `["input=1x3x224x224", "batch=1"]`.
@@ -185,10 +185,10 @@ def load_target(text: str, shapes: Sequence[str] | None = None) -> Target:
                          "module")
     graph_name = _graph_name(name or os.path.splitext(os.path.basename(path))[0])
     where = f"{path}:{name}" if name else path
-    return Target(model, _example_inputs(module, path), graph_name, path, where)
+    return ModelFile(model, _example_inputs(module, path), graph_name, path, where)
 
 
-def _load_onnx_target(path: str, shapes: Sequence[str]) -> Target:
+def _load_onnx_target(path: str, shapes: Sequence[str]) -> ModelFile:
     """An ONNX file as a target: `ember.onnx.load` with `--shape NAME=DxDxD` pins."""
     import ember.onnx
 
@@ -211,10 +211,10 @@ def _load_onnx_target(path: str, shapes: Sequence[str]) -> Target:
         hint = " (ember ir: --shape NAME=DIMS)" if "symbolic dimension" in str(err) else ""
         raise UsageError(str(err).splitlines()[0] + hint) from None
     name = _graph_name(os.path.splitext(os.path.basename(path))[0])
-    return Target(model, examples, name, path, path)
+    return ModelFile(model, examples, name, path, path)
 
 
-def _trace(target: Target, args: argparse.Namespace | None = None) -> Graph:
+def _trace(target: ModelFile, args: argparse.Namespace | None = None) -> Graph:
     try:
         return ember.trace(target.model, *target.example_inputs, name=target.name)
     except EmberError as err:
@@ -258,11 +258,11 @@ def _run_passes(graph: Graph, args: argparse.Namespace) -> Graph:
     return result
 
 
-def _optimized(target: Target, args: argparse.Namespace) -> Graph:
+def _optimized(target: ModelFile, args: argparse.Namespace) -> Graph:
     return _run_passes(_trace(target, args), args)
 
 
-def _native(target: Target, args: argparse.Namespace) -> Any:
+def _native(target: ModelFile, args: argparse.Namespace) -> Any:
     from ember.runtime import compile_native
 
     graph = _optimized(target, args)
@@ -272,16 +272,16 @@ def _native(target: Target, args: argparse.Namespace) -> Any:
         raise UsageError(f"cannot compile {target.where}: {str(err).splitlines()[0]}") from None
 
 
-def _loops(target: Target, args: argparse.Namespace) -> str:
+def _loops(target: ModelFile, args: argparse.Namespace) -> str:
     return str(_native(target, args).program)
 
 
-def _llvm(target: Target, args: argparse.Namespace) -> str:
+def _llvm(target: ModelFile, args: argparse.Namespace) -> str:
     native = _native(target, args)
     return native.native.module.llvm_ir + _remarks_section(native, args, ";")
 
 
-def _asm(target: Target, args: argparse.Namespace) -> str:
+def _asm(target: ModelFile, args: argparse.Namespace) -> str:
     native = _native(target, args)
     return native.native.module.asm() + _remarks_section(native, args, "#")
 
@@ -385,7 +385,7 @@ def _shorten(text: str, width: int = 100) -> str:
 
 # Each stage takes the loaded target to what `ember ir --stage NAME` prints: a graph for the
 # graph stages, text for the code stages.
-STAGES: dict[str, Callable[[Target, argparse.Namespace], Graph | str]] = {
+STAGES: dict[str, Callable[[ModelFile, argparse.Namespace], Graph | str]] = {
     "traced": _trace,
     "optimized": _optimized,
     "loops": _loops,

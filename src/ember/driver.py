@@ -147,14 +147,9 @@ def _memory_report(graph: Graph) -> str:
 
 
 def _env_threads() -> int | None:
-    import os
+    from ember import config
 
-    text = os.environ.get("EMBER_NUM_THREADS", "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or int(text) < 1:
-        raise EmberError(f"EMBER_NUM_THREADS must be a positive integer, got {text!r}")
-    return int(text)
+    return config.num_threads()
 
 
 def _as_input(arg: Any) -> Any:
@@ -174,6 +169,9 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str | Target =
     it. `threads` bounds the threads of parallel loops (default: EMBER_NUM_THREADS, else every
     CPU this process may use).
     """
+    from ember import config
+
+    config.warn_unknown()
     target = Target.parse(target)
     if target.kind == "cuda":
         from ember.backend import for_target

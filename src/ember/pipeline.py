@@ -358,17 +358,19 @@ class PassManager:
 def instruments_from_env(environ: dict[str, str] | None = None) -> list[Instrument]:
     """Instruments asked for by EMBER_PRINT_AFTER=all|cse,dce, EMBER_DUMP_DIR=path and
     EMBER_CHECK_PASSES=1."""
-    env = os.environ if environ is None else environ
+    from ember import config
+
     found: list[Instrument] = []
-    if names := env.get("EMBER_PRINT_AFTER"):
-        found.append(PrintAfter("all" if names == "all" else names.split(",")))
-    if directory := env.get("EMBER_DUMP_DIR"):
+    if names := config.print_after(environ):
+        found.append(PrintAfter(names))
+    if directory := config.dump_dir(environ):
         found.append(DumpIR(directory))
-    if env.get("EMBER_CHECK_PASSES", "0") not in ("", "0"):
+    if config.check_passes(environ):
         found.append(CheckNumerics())
     return found
 
 
 def verify_from_env(environ: dict[str, str] | None = None) -> bool:
-    env = os.environ if environ is None else environ
-    return env.get("EMBER_VERIFY", "1") != "0"
+    from ember import config
+
+    return config.verify_passes(environ)

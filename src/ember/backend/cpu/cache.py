@@ -51,11 +51,9 @@ class CacheWarning(UserWarning):
 
 def configured_dir() -> Path:
     """The cache directory the environment asks for (it may not exist yet)."""
-    configured = os.environ.get("EMBER_CACHE_DIR")
-    if configured:
-        return Path(configured).absolute()
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base).absolute() / "ember"
+    from ember import config
+
+    return config.cache_dir()
 
 
 def cache_dir() -> Path:
@@ -144,7 +142,9 @@ def _fallback(configured: Path, problem: str) -> Path:
 
 
 def enabled() -> bool:
-    return os.environ.get("EMBER_CACHE", "1") not in ("0", "")
+    from ember import config
+
+    return config.cache_enabled()
 
 
 def _digest(*parts: str) -> str:
