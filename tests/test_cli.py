@@ -275,3 +275,13 @@ def test_help_documents_remarks(capsys) -> None:
     status, out, _ = run(["ir", "--help"], capsys)
     assert status == 0 and "--remarks" in out
     assert "not vectorized and why" in " ".join(out.split())
+
+
+def test_ir_target_option_builds_for_that_cpu(tmp_path: Path, capsys) -> None:
+    """`--target cpu:x86-64-v3` gives AVX2-only assembly; a bad name is one error line naming
+    the known CPUs."""
+    model = write(tmp_path, "tiny.py", TINY)
+    status, out, _ = run(["ir", model, "--stage", "asm", "--target", "cpu:x86-64-v3"], capsys)
+    assert status == 0 and "ymm" in out and not re.search(r"%zmm\d", out)
+    status, _, err = run(["ir", model, "--stage", "asm", "--target", "cpu:pentium"], capsys)
+    assert status == 2 and "unknown CPU 'pentium'" in err and "x86-64-v3" in err

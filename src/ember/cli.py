@@ -248,10 +248,18 @@ def _pipeline(args: argparse.Namespace) -> list[Pass]:
         raise UsageError(str(err)) from None
 
 
+def _compile_target(args: argparse.Namespace) -> ember.Target:
+    """--target: the host by default, `cpu:NAME` or `cuda[:ARCH]`."""
+    try:
+        return ember.Target.parse(getattr(args, "compile_target", None) or "cpu")
+    except EmberError as err:
+        raise UsageError(str(err)) from None
+
+
 def _run_passes(graph: Graph, args: argparse.Namespace) -> Graph:
     snapshots = _Snapshots([])
     try:
-        result = PassManager(_pipeline(args), [snapshots]).run(graph)
+        result = PassManager(_pipeline(args), [snapshots], target=_compile_target(args)).run(graph)
     except EmberError as err:
         raise UsageError(str(err).splitlines()[0]) from None
     args.snapshots = snapshots.steps
@@ -263,11 +271,12 @@ def _optimized(target: ModelFile, args: argparse.Namespace) -> Graph:
 
 
 def _native(target: ModelFile, args: argparse.Namespace) -> Any:
-    from ember.runtime import compile_native
+    """The optimized graph through the compile route of `ember.compile` (and its cache)."""
+    from ember.runtime import compile_cached
 
     graph = _optimized(target, args)
     try:
-        return compile_native(graph, opt_level=args.opt_level)
+        return compile_cached(graph, args.opt_level, _compile_target(args))
     except EmberError as err:
         raise UsageError(f"cannot compile {target.where}: {str(err).splitlines()[0]}") from None
 
@@ -545,12 +554,20 @@ def _kernel_profile(target: Any, args: argparse.Namespace) -> str:
     import ember
 
     try:
-        executable = ember.compile(target.model, *target.example_inputs, threads=args.threads)
+        executable = ember.compile(target.model, *target.example_inputs, threads=args.threads,
+                                   target=_compile_target(args))
         profile = executable.native.profile(*target.example_inputs, runs=args.repeats)
     except (EmberError, ValueError, RuntimeError) as err:
         raise UsageError(f"cannot profile {target.where}: {str(err).splitlines()[0]}") from None
     threads = args.threads if args.threads is not None else "default"
     return f"\n{target.where}, level 3, threads {threads}: {profile}"
+
+
+def _add_target_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", dest="compile_target", metavar="TARGET", default="cpu",
+                        help="what to compile for: cpu (this host, the default), cpu:NAME "
+                             "(an LLVM CPU name: x86-64-v3, znver4, sapphirerapids, ...) or "
+                             "cuda[:sm_XX]")
 
 
 def _add_shape_option(parser: argparse.ArgumentParser) -> None:
@@ -596,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_shape_option(ir)
     ir.add_argument("--stage", choices=list(STAGES), default="traced",
                     help="which stage of the pipeline to print (default: traced)")
+    _add_target_option(ir)
     ir.add_argument("--explain", choices=["fusion"],
                     help="say why each fusion candidate was or was not fused")
     ir.add_argument("--remarks", action="store_true",
