@@ -497,7 +497,7 @@ def command_opt(args: argparse.Namespace) -> int:
 
 def command_cache(args: argparse.Namespace) -> int:
     """`ember cache info|clear`: the on-disk cache of compiled object code."""
-    from ember.backend.cpu import cache
+    from ember.backend.llvm import cache
 
     if args.action == "clear":
         print(f"removed {cache.clear()} entries from {cache.cache_dir()}")

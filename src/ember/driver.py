@@ -10,7 +10,7 @@ passes first; 3 (default) adds layout transforms and scheduled kernels (vectoriz
 blocked matmul). Levels 1-3 run as one native call per inference over one arena.
 
 Compiling the same model again (same optimized graph, weights, opt level, CPU and Ember source)
-takes its machine code from the on-disk cache (`ember.backend.cpu.cache`) through a link keyed
+takes its machine code from the on-disk cache (`ember.backend.llvm.cache`) through a link keyed
 by the optimized graph: no LLVM IR is generated, optimized or compiled. The graph is still
 traced, optimized and lowered, so `exe.graph`, `exe.report()` and the loop IR are all there.
 """

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ember
-from ember.backend.cpu import cache
+from ember.backend.llvm import cache
 from ember.runtime import compile_native
 
 

@@ -148,7 +148,7 @@ def compile_cached(graph: Graph, opt_level: int = 3, target: Target | None = Non
     usual and links the graph's key (graph text, target, opt level, Ember's source) to the
     object entry it made.
     """
-    from ember.backend.cpu import cache
+    from ember.backend.llvm import cache
 
     target = target if target is not None else Target.host()
     if not cache.enabled() or target.kind != "cpu":
@@ -166,7 +166,7 @@ def compile_cached(graph: Graph, opt_level: int = 3, target: Target | None = Non
 
 def graph_key(graph: Graph, opt_level: int, target: Target) -> str:
     """The cache key of a graph link: everything the machine code made from it depends on."""
-    from ember.backend.cpu import cache
+    from ember.backend.llvm import cache
     from ember.ir.printer import print_graph
 
     return cache.graph_key(print_graph(graph, locations=False), target.key, "", opt_level)
@@ -176,7 +176,7 @@ def _native_from_cache(graph: Graph, opt_level: int, target: Target, key: str
                        ) -> NativeGraph | None:
     """The native graph made from cached machine code, or None (no link, no object entry, or
     a program whose layout differs from the one the code was compiled for)."""
-    from ember.backend.cpu import cache
+    from ember.backend.llvm import cache
     from ember.backend.cpu.build import NativeProgram
     from ember.backend.llvm.jit import CompiledModule
 

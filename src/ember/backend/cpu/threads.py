@@ -82,7 +82,9 @@ from typing import Any
 
 from llvmlite import ir
 
+from ember.backend.llvm import jit
 from ember.errors import LoweringError
+from ember.target import Target
 
 I8 = ir.IntType(8)
 I32 = ir.IntType(32)
@@ -256,6 +258,7 @@ _SHARED: list[Any] = []  # the compiled process-wide pool, once built
 _SHARED_LOCK = threading.RLock()
 
 
+@jit.before_load
 def ensure_shared_pool() -> None:
     """Build the process-wide pool (once) and register its entry for generated code to link."""
     if _SHARED:
@@ -264,8 +267,6 @@ def ensure_shared_pool() -> None:
         if _SHARED:
             return
         import llvmlite.binding as llvm
-
-        from ember.backend.llvm.jit import compile_ir
 
         _SHARED.append(None)  # building: compile_ir below must not come back here
         module = ir.Module("ember_shared_pool")
@@ -281,7 +282,7 @@ def ensure_shared_pool() -> None:
         builder.store(I64(0), emitter.stop)
         builder.store_atomic(I32(0), emitter.init_state, "release", 4)  # fresh mutexes
         builder.ret_void()
-        compiled = compile_ir(module, cached=False)
+        compiled = jit.compile_ir(module, cached=False)
         # Never freed: idle workers poll and sleep inside this code until the process exits.
         ctypes.pythonapi.Py_IncRef(ctypes.py_object(compiled))
         llvm.add_symbol(SHARED_RUN, compiled.address(SHARED_RUN))
@@ -307,9 +308,7 @@ def attach_runtime(compiled: Any) -> Any:
 
 
 def _is_x86() -> bool:
-    from ember.backend.llvm.jit import host_cpu
-
-    return host_cpu().triple.startswith(("x86_64", "i386", "i686"))
+    return Target.host().triple.startswith(("x86_64", "i386", "i686"))
 
 
 @contextmanager

@@ -41,6 +41,23 @@ from ember.target import Target
 
 _LOCK = threading.Lock()  # LLVM's global state is not safe to build from several threads
 
+# Called before machine code is loaded into this process: a backend registers what its code
+# links to by name (the CPU's thread pool, `ember.backend.cpu.threads`), so that this shared
+# layer needs to know no backend.
+BEFORE_LOAD: list[Callable[[], None]] = []
+
+
+def before_load(hook: Callable[[], None]) -> Callable[[], None]:
+    """Register `hook` to run (it must be idempotent) before any module is loaded."""
+    if hook not in BEFORE_LOAD:
+        BEFORE_LOAD.append(hook)
+    return hook
+
+
+def _prepare_load() -> None:
+    for hook in BEFORE_LOAD:
+        hook()
+
 
 @functools.cache
 def _initialize() -> None:
@@ -169,12 +186,12 @@ class CompiledModule:
 
     def __init__(self, module: ir.Module | str, opt_level: int = 3, cached: bool = True,
                  target: Target | None = None) -> None:
-        from ember.backend.cpu import cache, threads
+        from ember.backend.llvm import cache
 
         self.target = target if target is not None else Target.host()
         self.runnable = not self.target.missing_on_host()
         if self.runnable:
-            threads.ensure_shared_pool()  # generated parallel loops link to it by name
+            _prepare_load()  # generated parallel loops link to the thread pool by name
 
         self._unoptimized_ir: str | None = with_function_attributes(str(module), self.target)
         self._build_ir: Callable[[], str] | None = None
@@ -206,13 +223,11 @@ class CompiledModule:
         `build_ir` makes the unoptimized IR text again, only if it is asked for (`llvm_ir`,
         `asm()`, `unoptimized_ir`).
         """
-        from ember.backend.cpu import threads
-
         compiled = cls.__new__(cls)
         compiled.target = target if target is not None else Target.host()
         compiled.runnable = not compiled.target.missing_on_host()
         if compiled.runnable:
-            threads.ensure_shared_pool()
+            _prepare_load()
         compiled._unoptimized_ir = None
         compiled._build_ir = lambda: with_function_attributes(build_ir(), compiled.target)
         compiled.opt_level = opt_level
