@@ -27,7 +27,6 @@ import time
 import numpy as np
 from llvmlite import ir
 
-from ember.backend.llvm.jit import compile_ir, host_cpu
 from ember.backend.cpu.threads import (
     BODY_TYPE,
     attach_runtime,
@@ -35,6 +34,7 @@ from ember.backend.cpu.threads import (
     emit_parallel_runtime,
     set_num_threads,
 )
+from ember.backend.llvm.jit import compile_ir, host_cpu
 
 F32, I32, I64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)
 CHAIN = 64  # multiply-adds per element in the compute-bound kernel

@@ -38,7 +38,6 @@ Run after `fold-batchnorm`, so that batch norms do not cut regions; weights must
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass
 from typing import ClassVar
 

@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 import ember
-
 from ember import cli
 from ember.bench import bench, measure, relative_error, resolve_threads
 from ember.nn import functional as F

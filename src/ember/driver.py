@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ember.errors import EmberError, UnsupportedError
+from ember.errors import EmberError
 from ember.frontend.tracer import TensorSpec, trace_with_info
 from ember.interpreter import Interpreter
 from ember.ir.graph import Graph
@@ -40,6 +40,7 @@ from ember.pipeline import (
     verify_from_env,
 )
 from ember.target import Target
+
 
 class Stages(Mapping[str, str]):
     """The text of every stage of one compile, produced on first use: `traced`, `optimized`,

@@ -13,7 +13,6 @@ import pytest
 from llvmlite import ir
 
 from ember.backend.cpu import threads
-from ember.backend.llvm.jit import compile_ir
 from ember.backend.cpu.threads import (
     BODY_TYPE,
     attach_runtime,
@@ -23,6 +22,7 @@ from ember.backend.cpu.threads import (
     release_workers,
     set_num_threads,
 )
+from ember.backend.llvm.jit import compile_ir
 from ember.errors import LoweringError
 
 F32, I32, I64 = ir.FloatType(), ir.IntType(32), ir.IntType(64)

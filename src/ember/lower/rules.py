@@ -38,7 +38,7 @@ SCALAR_RULES: dict[str, ScalarRule] = {}
 LOWERINGS: dict[str, Lowering] = {}
 # Faster target-neutral lowerings used at opt_level 3 (pooling windows inside the input); each
 # returns None where it does not apply, and the general rule of LOWERINGS is used instead.
-SCHEDULED: dict[str, Callable[..., "Sequence[Stmt] | None"]] = {}
+SCHEDULED: dict[str, Callable[..., Sequence[Stmt] | None]] = {}
 TargetRule = Callable[..., "Sequence[Stmt] | None"]
 TARGET_RULES: dict[str, dict[str, TargetRule]] = {"cpu": {}, "cuda": {}}
 

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -176,8 +175,8 @@ def _native_from_cache(graph: Graph, opt_level: int, target: Target, key: str
                        ) -> NativeGraph | None:
     """The native graph made from cached machine code, or None (no link, no object entry, or
     a program whose layout differs from the one the code was compiled for)."""
-    from ember.backend.llvm import cache
     from ember.backend.cpu.build import NativeProgram
+    from ember.backend.llvm import cache
     from ember.backend.llvm.jit import CompiledModule
 
     link = cache.load_link(key)

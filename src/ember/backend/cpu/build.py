@@ -30,9 +30,9 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from ember.backend.cpu.parallel import CpuKernelEmitter
 from ember.backend.llvm.codegen import MEMORY_TYPES, emit_kernel, finalize_module
 from ember.backend.llvm.jit import CompiledModule, compile_ir
-from ember.backend.cpu.parallel import CpuKernelEmitter
 from ember.backend.llvm.vecmath import for_target
 from ember.errors import ExecutionError
 from ember.lower.loops import Kernel

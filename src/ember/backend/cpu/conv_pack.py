@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from llvmlite import ir
 
-from ember.target import Target
 from ember.backend.cpu.gemm import (
     BPacker,
     CountedLoop,
@@ -30,6 +29,7 @@ from ember.backend.cpu.gemm import (
     masked_load,
     splat,
 )
+from ember.target import Target
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
 L2_PANEL_BYTES = 512 * 1024  # packed B panel budget: half of Zen 4's 1 MiB L2

@@ -1,8 +1,9 @@
 """The CPU's matmul rule: calls of the blocked, packed GEMM of `ember.backend.cpu.gemm`.
 
-A target rule (`ember.lower.rules.target_rule`) of the CPU backend, used at opt_level 3 for matmuls big enough to pay for packing; the general loop lowering of
-`ops_linalg` covers the rest (1-D operands, tiny or skinny products). Batch dimensions become a
-loop of GEMM calls at broadcast offsets.
+A target rule (`ember.lower.rules.target_rule`) of the CPU backend, used at opt_level 3 for
+matmuls big enough to pay for packing; the general loop lowering of `ops_linalg` covers the
+rest (1-D operands, tiny or skinny products). Batch dimensions become a loop of GEMM calls at
+broadcast offsets.
 """
 
 from __future__ import annotations

@@ -12,7 +12,6 @@ functions come from `vecmath` (branch-free, inlined, vectorizable).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 
 from llvmlite import ir
 

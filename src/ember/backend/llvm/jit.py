@@ -10,8 +10,8 @@ The target machine is built for the Target's CPU name and features (`Target.host
 own, `znver4` with AVX-512 here), so LLVM uses the vector registers the target has; every
 function carries the target's preferred loop vector width (`prefer-vector-width`) and keeps
 its widest vectors legal (`min-legal-vector-width`), so that the hand-written GEMM stays at
-full width where auto-vectorized loops are asked to be narrower. Every compiled module keeps its engine
-alive for as long as the `CompiledModule` lives.
+full width where auto-vectorized loops are asked to be narrower. Every compiled module keeps
+its engine alive for as long as the `CompiledModule` lives.
 
 Machine code is generated once per module: the object file LLVM emits is what the engine loads
 and what the on-disk cache stores. Outlined parallel loop bodies (`<kernel>.par<n>`) are kept
