@@ -154,3 +154,16 @@ def test_stages_are_text_and_opt_level_0_has_no_code() -> None:
     assert list(naive.stages) == ["traced", "optimized"]
     with pytest.raises(KeyError, match="opt_level 0"):
         naive.stages["asm"]
+
+
+def test_for_target_gives_the_backend_of_each_kind() -> None:
+    from ember.backend import for_target
+    from ember.lower.rules import TARGET_RULES
+
+    cpu = for_target(Target.host())
+    assert cpu.stages == ("llvm", "asm") and set(cpu.rules) == {"matmul", "conv2d"}
+    assert cpu.rules is TARGET_RULES["cpu"]
+    cuda = for_target(Target.cuda("sm_80"))
+    assert cuda.stages == ("ptx",)
+    with pytest.raises(ember.UnsupportedError, match="sm_80"):
+        cuda.build(None)  # type: ignore[arg-type]

@@ -16,10 +16,12 @@ before the first compile. Lowering never imports a backend; backends import lowe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from ember.backend import cpu, cuda
 from ember.lower.program import Program
+from ember.lower.rules import TargetRule
 from ember.target import Target
 
 
@@ -38,6 +40,12 @@ class Backend(Protocol):
 
     target: Target
     stages: tuple[str, ...]  # the code generation stages `Built.stage` gives
+
+    @property
+    def rules(self) -> Mapping[str, TargetRule]:
+        """op -> the backend's lowering rule for its targets (lowering finds the same rows in
+        `ember.lower.rules.TARGET_RULES[target.kind]`)."""
+        ...
 
     def schedule(self, program: Program) -> Program: ...
 

@@ -10,10 +10,12 @@ packed GEMM; `lower_conv`: conv2d as an implicit GEMM), so `import ember` makes 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from ember.backend.cpu import lower_conv, lower_gemm  # noqa: F401  (register target rules)
 from ember.lower.program import Program
+from ember.lower.rules import TARGET_RULES, TargetRule
 from ember.lower.schedule import parallelize_outer, unroll_short_columns, vectorize_innermost
 from ember.target import Target
 
@@ -22,6 +24,11 @@ from ember.target import Target
 class CpuBackend:
     target: Target
     stages: tuple[str, ...] = ("llvm", "asm")
+
+    @property
+    def rules(self) -> Mapping[str, TargetRule]:
+        """The CPU's lowering rules (op -> rule), as lowering finds them in the registry."""
+        return TARGET_RULES["cpu"]
 
     def schedule(self, program: Program) -> Program:
         """The default schedule of every kernel: unroll short column loops of reductions (so

@@ -8,10 +8,12 @@ target stops with one UnsupportedError, before any work is done.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ember.errors import UnsupportedError
 from ember.lower.program import Program
+from ember.lower.rules import TARGET_RULES, TargetRule
 from ember.target import Target
 
 
@@ -19,6 +21,10 @@ from ember.target import Target
 class CudaBackend:
     target: Target
     stages: tuple[str, ...] = ("ptx",)
+
+    @property
+    def rules(self) -> Mapping[str, TargetRule]:
+        return TARGET_RULES["cuda"]
 
     def _unsupported(self) -> UnsupportedError:
         return UnsupportedError(f"target {self.target}: CUDA code generation is not part of "
