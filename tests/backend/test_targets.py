@@ -8,6 +8,7 @@ layers, never Ember's own output.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -167,3 +168,28 @@ def test_for_target_gives_the_backend_of_each_kind() -> None:
     assert cuda.stages == ("ptx",)
     with pytest.raises(ember.UnsupportedError, match="sm_80"):
         cuda.build(None)  # type: ignore[arg-type]
+
+
+def _gelu_chain(x):
+    return F.gelu(np.tanh(x) * 1.5 + x)
+
+
+def test_loop_vector_width_follows_the_target_not_llvms_tuning() -> None:
+    """LLVM tunes Intel server CPUs to 256-bit loops; the target's `prefer_vector_bits` (512
+    for AVX-512 targets) decides instead, and a 256-bit preference keeps the hand-written GEMM
+    at 512 bits (`min-legal-vector-width`)."""
+    x = _x((4096,))
+    wide = ember.compile(_gelu_chain, x, target=Target.cpu("sapphirerapids"))
+    assert ZMM.search(wide.stages["asm"]) and "prefer-vector-width" in wide.stages["llvm"]
+    narrow = Target.cpu("sapphirerapids", prefer_vector_bits=256)
+    exe = ember.compile(_gelu_chain, x, target=narrow)
+    assert no_wide_vectors(exe.stages["asm"]) and "ymm" in exe.stages["asm"]
+    a = _x((128, 128))
+    gemm = ember.compile(lambda p, q: p @ q, a, a, target=narrow)
+    assert ZMM.search(gemm.stages["asm"])
+    if Target.host().vector_bits == 512:  # all three run here
+        y = np.tanh(x.astype(np.float64)) * 1.5 + x
+        expected = 0.5 * y * (1 + np.vectorize(math.erf)(y / math.sqrt(2)))
+        for e in (wide, exe):
+            np.testing.assert_allclose(e(x), expected, rtol=2e-6, atol=1e-6)
+        np.testing.assert_allclose(gemm(a, a), a.astype(np.float64) @ a, rtol=1e-5, atol=1e-5)

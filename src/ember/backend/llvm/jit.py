@@ -170,8 +170,11 @@ def with_function_attributes(text: str, target: Target) -> str:
         return text
     lines = text.split("\n")
     for position, line in enumerate(lines):
-        if line.startswith("define ") and line.rstrip().endswith("{"):
-            lines[position] = line.rstrip()[:-1] + attributes + " {"
+        if line.startswith("define "):  # llvmlite puts the body's "{" on the next line
+            head = line.rstrip()
+            brace = head.endswith("{")
+            lines[position] = (head[:-1].rstrip() if brace else head) + " " + attributes + (
+                " {" if brace else "")
     return "\n".join(lines)
 
 
