@@ -395,10 +395,12 @@ class _Runner:
         with tempfile.TemporaryDirectory(prefix="ember-bench-") as directory, \
                 _environment(EMBER_CACHE_DIR=directory, EMBER_CACHE="1"):
             start = time.perf_counter()
-            exe = ember.compile(self.model, *self.inputs, opt_level=opt_level, passes=passes)
+            exe = ember.compile(self.model, *self.inputs, opt_level=opt_level, passes=passes,
+                                threads=self.threads)
             cold = time.perf_counter() - start
             start = time.perf_counter()
-            exe = ember.compile(self.model, *self.inputs, opt_level=opt_level, passes=passes)
+            exe = ember.compile(self.model, *self.inputs, opt_level=opt_level, passes=passes,
+                                threads=self.threads)
             cached = time.perf_counter() - start
         return exe, cold, cached
 

@@ -167,13 +167,22 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str | Target =
     """Trace `fn` (nn.Module or function) on example inputs and build an executable.
 
     `target`: "cpu" (the host), "cuda", "cpu:NAME" or an `ember.Target`; every stage reads
-    it. `threads` bounds the threads of parallel loops (default: EMBER_NUM_THREADS, else every
-    CPU this process may use).
+    it. `threads` (default: EMBER_NUM_THREADS, else the target's cores: every CPU this process
+    may use for the host) is the number of threads the code is partitioned for and runs on:
+    it replaces the target's `cores`, so `exe.native.set_threads` can lower it later but not
+    raise it.
     """
     from ember import config
 
     config.warn_unknown()
     target = Target.parse(target)
+    count = threads if threads is not None else _env_threads()
+    if count is not None and count < 1:
+        raise ValueError(f"threads must be at least 1, got {count}")
+    if count is not None and target.kind == "cpu":
+        # Code is partitioned for the threads it will run on: at one thread a GEMM packs B
+        # once (not once per row block) and no loop pays for the thread pool.
+        target = target.with_(cores=count)
     if target.kind == "cuda":
         from ember.backend import for_target
 
@@ -193,7 +202,6 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str | Target =
 
         native = compile_cached(graph, opt_level, target)
         timings.update(native.timings)
-        count = threads if threads is not None else _env_threads()
         if count is not None:
             native.set_threads(count)
     return Executable(graph, traced, single, opt_level, target, timings, ledger, native)

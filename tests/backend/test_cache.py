@@ -116,10 +116,21 @@ def test_second_ember_compile_skips_llvm_ir_generation(cache_dir: Path) -> None:
 
 def test_threads_are_set_on_code_from_a_graph_link(cache_dir: Path) -> None:
     x = np.random.default_rng(1).standard_normal((512, 256), np.float32)
-    ember.compile(lambda a: a * 2.0 + 1.0, x)
-    exe = ember.compile(lambda a: a * 2.0 + 1.0, x, threads=1)
+    ember.compile(lambda a: a * 2.0 + 1.0, x, threads=2)
+    exe = ember.compile(lambda a: a * 2.0 + 1.0, x, threads=2)
     assert exe.native.native.module.cache_hit == "graph"
+    assert exe.native.set_threads(1) == 1 and exe.native.set_threads(2) == 2
     np.testing.assert_allclose(exe(x), x * 2 + 1, rtol=1e-6)
+
+
+def test_code_for_another_thread_count_is_another_entry(cache_dir: Path) -> None:
+    """`threads=` decides how the code is partitioned, so it is part of the target's key."""
+    x = np.random.default_rng(1).standard_normal((512, 256), np.float32)
+    ember.compile(lambda a: a * 2.0 + 1.0, x, threads=2)
+    one = ember.compile(lambda a: a * 2.0 + 1.0, x, threads=1)
+    assert one.native.native.module.cache_hit == "" and "parallel" not in one.stages["loops"]
+    assert len(links(cache_dir)) == 2
+    np.testing.assert_allclose(one(x), x * 2 + 1, rtol=1e-6)
 
 
 def test_other_weights_shapes_and_levels_miss_the_link(cache_dir: Path) -> None:
