@@ -32,7 +32,21 @@ from ember.backend.cpu.gemm import (
 from ember.target import Target
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
-L2_PANEL_BYTES = 512 * 1024  # packed B panel budget: half of Zen 4's 1 MiB L2
+# The packed B panel (kc x nc) of a convolution takes half of the target's L2: packing it from
+# the image costs more than a matmul's copy, so it is packed once per column block and must
+# stay in L2 while every row block of A passes over it.
+L2_PANEL_SHARE = 2
+
+
+def l2_panel_bytes(target: Target | None = None) -> int:
+    """Bytes the packed B panel of a convolution may take: half of the L2 of `target`."""
+    return (target or Target.host()).l2_bytes // L2_PANEL_SHARE
+
+
+def __getattr__(name: str) -> int:
+    if name == "L2_PANEL_BYTES":  # the host's budget, read lazily (no host probe at import)
+        return l2_panel_bytes()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -63,13 +77,14 @@ def supports(geometry: ImageGeometry, lanes: int) -> bool:
 
 def conv_blocking(m: int, n: int, k: int, taps: int, dtype: str, lanes: int,
                   element_size: int, target: Target | None = None) -> GemmBlocking:
-    """`blocking_for` with depth blocks of whole channels and an L2-sized column block."""
+    """`blocking_for` with depth blocks of whole channels and a column block whose packed
+    panel fills half of the target's L2."""
     base = blocking_for(m, n, k, dtype, lanes, target)
     channels = k // taps
     blocks = -(-k // base.kc)
     kc = -(-channels // blocks) * taps
     nr = base.nr(lanes)
-    nc = max(nr, L2_PANEL_BYTES // (kc * element_size) // nr * nr)
+    nc = max(nr, l2_panel_bytes(target) // (kc * element_size) // nr * nr)
     return GemmBlocking(mr=base.mr, nr_vectors=base.nr_vectors, kc=kc, mc=base.mc,
                         nc=min(nc, -(-n // nr) * nr))
 

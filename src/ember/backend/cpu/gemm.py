@@ -28,6 +28,7 @@ slice per thread that calls the function at the same time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -61,45 +62,92 @@ class GemmBlocking:
         return self.nr_vectors * lanes
 
 
+# The register tile and cache blocks come from the Target's fields; the constants below are
+# the few facts a Target does not carry.
+FMA_LATENCY_CYCLES = 4  # a vector FMA's latency on Zen 4 and on Intel's server cores
+# B bytes per cycle the micro-kernel may stream from L2: the B micro-panel (KC x NR) is re-read
+# by every MR-row sliver of the A block and does not stay in L1 at a useful depth.
+L2_STREAM_BYTES_PER_CYCLE = 16
+# MC is a multiple of every row count `blocking_for` may narrow the tile to (4, 6, 8, 12)
+# where the A block allows.
+MC_ROW_MULTIPLE = 24
+
+
+def register_tile(target: Target, vector_bytes: int) -> tuple[int, int]:
+    """(MR rows, NR vectors) of the micro-kernel's tile of C held in registers.
+
+    NR is `vector_registers // 8` vectors (4 with 32 registers, 2 with 16); the registers
+    left after the NR loaded B vectors and one broadcast of A are the accumulator budget.
+    MR is the fewest rows that
+    - keep 2 x latency x fma_per_cycle accumulators in flight (the FMA pipes never wait on a
+      chain, with room for the loads of the next step), and
+    - draw at most L2_STREAM_BYTES_PER_CYCLE bytes of B per cycle (each B vector feeds MR
+      FMAs, and the units retire fma_per_cycle of them a cycle),
+    capped by the budget. Zen 4 (32 registers, 1 zmm FMA/cycle): 4 x 4; Intel server cores
+    (2 FMA/cycle): 6 x 4; AVX2 (16 registers, 2 FMA/cycle): 6 x 2.
+    """
+    registers, fmas = target.vector_registers, target.fma_per_cycle
+    nr_vectors = max(1, registers // 8)
+    budget = registers - nr_vectors - 1
+    cover_rows = -(-2 * FMA_LATENCY_CYCLES * fmas // nr_vectors)
+    stream_rows = -(-fmas * vector_bytes // L2_STREAM_BYTES_PER_CYCLE)
+    return max(1, min(max(cover_rows, stream_rows), budget // nr_vectors)), nr_vectors
+
+
 def default_blocking(dtype: str = "f32", lanes: int | None = None,
                      target: Target | None = None) -> GemmBlocking:
-    """Block sizes for the host: 4 x 4 f32 vectors (6 x 4 f64) with 32 registers (AVX-512),
-    6 x 2 with 16.
+    """Register tile and cache blocks for `target` (the host by default), from its fields.
 
-    Measured on Zen 4 (benchmarks/NOTES.md): 6 x 64 f32 with KC 512 beat 14 x 32, 12 x 32,
-    8 x 32 and 4 x 96, and KC 128 / 256 / 384 lost to 512 and 1024.
+    - MR x NR: `register_tile`.
+    - KC, a power of two: the B micro-panel (KC x NR) in an eighth of L2, from where each
+      sliver of the A block re-reads it (`blocking_for` may double it). Not sized for L1:
+      measured on Zen 4 (benchmarks/NOTES.md), KC 512-1024 beat 128-256 in f32 and 256 in
+      f64; a KC whose B micro-panel and A sliver fit L1 (about 120 at 4 x 64) reloads and
+      stores the C tile too often.
+    - MC: the A block (MC x KC) in a quarter of L2, so that `blocking_for`'s deepening to
+      2 x KC keeps it in half of L2 next to the B micro-panel.
+    - NC: the B panel (KC x NC) in a share of L3, an eighth of it (Zen 4's L3 serves an
+      8-core complex) and at most 4 x L2 (Intel's large L3s are shared by many more cores).
+
+    Zen 4 f32: 4 x 64, KC 512, MC 120, NC 2048 (the measured best); Sapphire Rapids 6 x 64,
+    KC 512, MC 240, NC 4096; x86-64-v3 6 x 16, KC 512, MC 24, NC 512.
     """
-    lanes = lanes or _default_lanes(dtype)
+    target = target or Target.host()
     size = _ELEMENT_TYPES[dtype][1]
-    if lanes * size >= 64 and dtype == "f32":
-        # 4 x 64 (16 accumulators) measured in the models against 6 x 64, A/B in one process
-        # both ways round: MLP 0.95 vs 0.98 ms, transformer 19.8 vs 20.6, ResNet block 38.4 vs
-        # 39.6 (a 64-row M needs no padded rows); 1024^3 level (105-108 GFLOP/s either way).
-        return GemmBlocking(mr=4, nr_vectors=4, kc=512, mc=120, nc=2048)
-    if lanes * size >= 64:  # 512-bit vectors, 32 registers: 24 accumulators
-        return GemmBlocking(mr=6, nr_vectors=4, kc=512, mc=120, nc=2048)
-    return GemmBlocking(mr=6, nr_vectors=2, kc=256, mc=72, nc=1024)  # 16 registers: 12 accumulators
+    lanes = lanes or target.lanes(size)
+    mr, nr_vectors = register_tile(target, lanes * size)
+    nr = nr_vectors * lanes
+    kc = _power_of_two_at_most(target.l2_bytes // 8 // (nr * size))
+    rows = target.l2_bytes // 4 // (kc * size)
+    # a multiple of 24 where that fits, else of MR and 4 (the small-M tile), else one sliver
+    steps = [step for step in (_lcm(MC_ROW_MULTIPLE, mr), _lcm(4, mr)) if step <= rows]
+    mc = rows // steps[0] * steps[0] if steps else mr
+    panel_bytes = min(target.l3_bytes // 8, 4 * target.l2_bytes)
+    nc = max(nr, _power_of_two_at_most(panel_bytes // (kc * size)) // nr * nr)
+    return GemmBlocking(mr=mr, nr_vectors=nr_vectors, kc=kc, mc=mc, nc=nc)
 
 
 def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None = None,
                  target: Target | None = None) -> GemmBlocking:
-    """Block sizes for one problem: the host's default, narrowed and deepened to fit it.
+    """Block sizes for one problem: the target's default, narrowed and deepened to fit it.
 
     - Narrow outputs (N below the default NR) take as many vectors across as N needs, and 8
-      rows: N = 10 runs an 8 x 16 tile, not a 6 x 64 tile that would multiply zeros in 54 of
+      rows: N = 10 runs an 8 x 16 tile, not a 4 x 64 tile that would multiply zeros in 54 of
       its 64 columns (8 x 16 measured 40 GFLOP/s at 16x10x2048, 12 x 16 17, 16 x 16 23).
-    - Few rows that 6-row tiles would pad by more than 5 % (M = 16, 32) take 4-row tiles.
-    - Depth up to 1024 is one block (no reload of the C tile between depth blocks; KC 1024
+    - Few rows that MR-row tiles would pad by more than 5 % (M = 16, 32 with 6-row tiles)
+      take 4-row tiles.
+    - Depth up to 2 x KC is one block (no reload of the C tile between depth blocks; KC 1024
       measured at least as fast as 512 at 1024^3); deeper K is split into equal blocks near
       the default, so that no thin last block (K = 784 as 512 + 272) pays a full C pass.
     """
-    lanes = lanes or _default_lanes(dtype)
+    target = target or Target.host()
+    size = _ELEMENT_TYPES[dtype][1]
+    lanes = lanes or target.lanes(size)
     base = default_blocking(dtype, lanes, target)
     nr_vectors = min(base.nr_vectors, -(-n // lanes))
-    wide = lanes * _ELEMENT_TYPES[dtype][1] >= 64  # 32 vector registers
-    accumulators = 24 if wide else base.mr * base.nr_vectors
     mr = base.mr
     if nr_vectors < base.nr_vectors:
+        accumulators = target.vector_registers - nr_vectors - 1
         mr = min(8, accumulators // nr_vectors)  # 8 rows measured 1.4-2.3x faster than 12
         while base.mc % mr:
             mr -= 1
@@ -124,6 +172,14 @@ def _default_lanes(dtype: str) -> int:
 
 def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
+
+
+def _power_of_two_at_most(value: int) -> int:
+    return 1 << max(value, 1).bit_length() - 1
+
+
+def _lcm(a: int, b: int) -> int:
+    return a * b // math.gcd(a, b)
 
 
 @dataclass(frozen=True)
