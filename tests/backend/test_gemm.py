@@ -206,7 +206,7 @@ def test_invalid_arguments_are_named(call, message: str) -> None:
     (32, 256, 144, 4, 4, 144),
     (64, 3136, 576, 4, 4, 576),
     (64, 40, 784, 8, 3, 784),
-    (9, 20, 2100, 8, 2, 420),  # K above 1024: five equal blocks of at most 512
+    (9, 20, 2100, 8, 2, 700),  # K above 1024: three equal blocks of at most 1024
 ])
 def test_blocking_fits_the_problem(m, n, k, mr, vectors, kc):
     if host_cpu().vector_bits != 512:

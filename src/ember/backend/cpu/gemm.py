@@ -137,8 +137,9 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
     - Few rows that MR-row tiles would pad by more than 5 % (M = 16, 32 with 6-row tiles)
       take 4-row tiles.
     - Depth up to 2 x KC is one block (no reload of the C tile between depth blocks; KC 1024
-      measured at least as fast as 512 at 1024^3); deeper K is split into equal blocks near
-      the default, so that no thin last block (K = 784 as 512 + 272) pays a full C pass.
+      measured at least as fast as 512 at 1024^3); deeper K is split into equal blocks of at
+      most 2 x KC (2048 as 2 x 1024, measured faster than 4 x 512), so that no thin last
+      block (K = 2100 as 1024 + 1024 + 52) pays a full C pass.
     """
     target = target or Target.host()
     size = _ELEMENT_TYPES[dtype][1]
@@ -153,7 +154,8 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
             mr -= 1
     elif _round_up(m, mr) > 1.05 * m and _round_up(m, 4) < _round_up(m, mr) and base.mc % 4 == 0:
         mr = 4  # 16 or 32 rows: 4-row tiles waste none (measured 5-10 % faster than 6 x 64)
-    kc = k if k <= 2 * base.kc else -(-k // -(-k // base.kc))
+    deepest = 2 * base.kc
+    kc = k if k <= deepest else -(-k // -(-k // deepest))
     return GemmBlocking(mr=mr, nr_vectors=nr_vectors, kc=kc, mc=base.mc,
                         nc=_round_up(base.nc, nr_vectors * lanes))
 
@@ -553,42 +555,61 @@ class GemmEmitter:
 
     def store_tile(self, tile: list[list[ir.Value]], row0: ir.Value, col0: ir.Value,
                    first: ir.Value, last: ir.Value) -> None:
-        """C[row0 + r, col0 + v * lanes ...] = tile (+ C unless first), epilogue if last."""
+        """C[row0 + r, col0 + v * lanes ...] = tile (+ C unless first), epilogue if last.
+
+        One store path per case, picked by branches on loop invariants: the first depth block
+        stores without reading C (a read of lines that are not cached yet), later ones add to
+        it, and the last one passes each vector through the epilogue.
+        """
         plan, builder = self.plan, self.builder
         columns = [builder.add(col0, self.const(v * plan.lanes)) for v in range(self.nv)]
         masks = [column_mask(builder, column, plan.n, plan.lanes) for column in columns]
-        zero = ir.Constant(self.vector, None)
+        dispatch = builder.block
         finish = self.function.append_basic_block("tile.done")
-        partial_block = self.function.append_basic_block("tile.partial")
-        variants = [(partial_block, False)]
-        if self.epilogue is None:
-            builder.branch(partial_block)
-        else:
-            final_block = self.function.append_basic_block("tile.final")
-            builder.cbranch(last, final_block, partial_block)
-            variants.append((final_block, True))
-        for block, final in variants:
-            builder.position_at_end(block)
-            for r in range(plan.mr):
-                row = builder.add(row0, self.const(r))
-                row_block = self.function.append_basic_block(f"tile.row{r}")
-                next_block = self.function.append_basic_block(f"tile.after_row{r}")
-                builder.cbranch(builder.icmp_signed("<", row, self.row_end), row_block, next_block)
-                builder.position_at_end(row_block)
-                row_start = builder.mul(row, self.const(plan.n))
-                for v in range(self.nv):
-                    pointer = builder.gep(self.c, [builder.add(row_start, columns[v])],
-                                          inbounds=True)
-                    previous = masked_load(builder, pointer, masks[v], self.vector)
-                    previous = builder.select(first, zero, previous)
-                    value = builder.fadd(tile[r][v], previous)
-                    if final:
-                        value = self.epilogue(builder, value, row, columns[v])
-                    masked_store(builder, value, pointer, masks[v])
-                builder.branch(next_block)
-                builder.position_at_end(next_block)
-            builder.branch(finish)
+        entries = []
+        for accumulate in (False, True):
+            kind = "add" if accumulate else "set"
+            if self.epilogue is None:
+                paths = {False: self.function.append_basic_block(f"tile.{kind}")}
+                entries.append(paths[False])
+            else:
+                entry = self.function.append_basic_block(f"tile.{kind}")
+                paths = {final: self.function.append_basic_block(
+                    f"tile.{kind}.{'final' if final else 'partial'}") for final in (False, True)}
+                builder.position_at_end(entry)
+                builder.cbranch(last, paths[True], paths[False])
+                entries.append(entry)
+            for final, block in paths.items():
+                builder.position_at_end(block)
+                self.store_rows(tile, row0, columns, masks, accumulate, final)
+                builder.branch(finish)
+        builder.position_at_end(dispatch)
+        builder.cbranch(first, entries[0], entries[1])
         builder.position_at_end(finish)
+
+    def store_rows(self, tile: list[list[ir.Value]], row0: ir.Value, columns: list[ir.Value],
+                   masks: list[ir.Value], accumulate: bool, final: bool) -> None:
+        """The masked stores of the tile's rows before `row_end` (adding C, epilogue)."""
+        plan, builder = self.plan, self.builder
+        for r in range(plan.mr):
+            row = builder.add(row0, self.const(r))
+            row_block = self.function.append_basic_block(f"tile.row{r}")
+            next_block = self.function.append_basic_block(f"tile.after_row{r}")
+            builder.cbranch(builder.icmp_signed("<", row, self.row_end), row_block, next_block)
+            builder.position_at_end(row_block)
+            row_start = builder.mul(row, self.const(plan.n))
+            for v in range(self.nv):
+                pointer = builder.gep(self.c, [builder.add(row_start, columns[v])],
+                                      inbounds=True)
+                value = tile[r][v]
+                if accumulate:
+                    value = builder.fadd(value, masked_load(builder, pointer, masks[v],
+                                                            self.vector))
+                if final:
+                    value = self.epilogue(builder, value, row, columns[v])
+                masked_store(builder, value, pointer, masks[v])
+            builder.branch(next_block)
+            builder.position_at_end(next_block)
 
 
 def module_fma(module: ir.Module, vector_type: ir.VectorType) -> ir.Function:
