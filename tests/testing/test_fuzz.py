@@ -24,6 +24,27 @@ def test_fuzz_programs_at_a_fixed_seed_run_clean(tmp_path) -> None:
     assert "fuzz: seed 11: 6 programs" in summary.line()
 
 
+def test_fuzzing_another_target_compiles_every_level_for_it(monkeypatch) -> None:
+    """`--target cpu:x86-64-v3`: every level is compiled for that target (no zmm anywhere)."""
+    import ember
+
+    seen = []
+    compile_ = ember.compile
+
+    def spy(*args, **kwargs):
+        exe = compile_(*args, **kwargs)
+        seen.append((kwargs.get("target"), exe.target.name, exe.opt_level))
+        return exe
+
+    monkeypatch.setattr(ember, "compile", spy)
+    for index in range(3):
+        outcome = check_program(fuzz.program_for(13, index), (0, 3), target="cpu:x86-64-v3")
+        assert outcome.findings == []
+    assert seen and all(t == "cpu:x86-64-v3" and name == "x86-64-v3" for t, name, _ in seen)
+    with pytest.raises(SystemExit):
+        fuzz.main(["--target", "cpu:pentium", "--programs", "1"])
+
+
 def test_generated_programs_check_clean_in_process() -> None:
     # Same seed, same programs, every time; each passes its checks at two levels.
     for index in range(6, 10):

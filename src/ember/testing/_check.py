@@ -57,11 +57,12 @@ def functions(program: Program) -> tuple[Callable[..., Any], Callable[..., Any]]
     return ns["program"], ns["reference"]
 
 
-def check_program(program: Program, levels: Sequence[int], progress=None) -> Outcome:
+def check_program(program: Program, levels: Sequence[int], progress=None,
+                  target: str = "cpu") -> Outcome:
     fn, reference = functions(program)
     inputs = [(i.name, i.dt, i.array, i.const) for i in program.inputs]
     return check_functions(fn, reference, inputs, [program.dtype(o) for o in program.outputs],
-                           levels, program.signed_zeros, progress)
+                           levels, program.signed_zeros, progress, target)
 
 
 def _same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -80,7 +81,8 @@ def _short(err: BaseException) -> str:
 
 def check_functions(fn: Callable[..., Any], reference: Callable[..., Any],
                     inputs: Sequence[tuple[str, str, np.ndarray, bool]], out_dtypes: Sequence[str],
-                    levels: Sequence[int], signed_zeros: bool, progress=None) -> Outcome:
+                    levels: Sequence[int], signed_zeros: bool, progress=None,
+                    target: str = "cpu") -> Outcome:
     """Compile `fn` at each level and compare with `reference` (see the module docstring)."""
     outcome = Outcome()
     held = [O.rep(array, dt) for _, dt, array, _ in inputs]
@@ -99,7 +101,7 @@ def check_functions(fn: Callable[..., Any], reference: Callable[..., Any],
         try:
             arrays = [array for _, _, array, _ in inputs]  # arguments and captured constants
             before = [a.copy() for a in arrays]
-            exe = ember.compile(fn, *args, opt_level=level)
+            exe = ember.compile(fn, *args, opt_level=level, target=target)
             outcome.compiles += 1
             first = _results(exe(*args))
             saved = [np.array(r, copy=True) for r in first]

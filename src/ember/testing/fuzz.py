@@ -38,6 +38,8 @@ from multiprocessing.connection import wait
 
 import numpy as np
 
+from ember.errors import EmberError
+from ember.target import Target
 from ember.testing._check import Finding, Outcome
 from ember.testing._generate import generate
 from ember.testing._program import Program
@@ -49,7 +51,7 @@ TIMEOUT = 120.0  # seconds one program may take at all levels together
 # -- worker processes ------------------------------------------------------------------------------
 
 
-def _worker(conn, initializer: str | None) -> None:
+def _worker(conn, initializer: str | None, target: str = "cpu") -> None:
     """Run programs sent over `conn` until told to stop (None)."""
     import warnings
 
@@ -65,7 +67,8 @@ def _worker(conn, initializer: str | None) -> None:
             return
         program, levels = job
         try:
-            outcome = check_program(program, levels, progress=lambda lv: conn.send(("level", lv)))
+            outcome = check_program(program, levels, progress=lambda lv: conn.send(("level", lv)),
+                                    target=target)
         except Exception as err:  # the harness itself failed: report it, keep the worker
             outcome = Outcome([Finding("error", (), f"fuzzer: {type(err).__name__}: {err}")])
         conn.send(("done", outcome))
@@ -99,16 +102,17 @@ class Pool:
     """Worker processes that run programs, each under a timeout; a crash costs one process."""
 
     def __init__(self, jobs: int, levels: Sequence[int], timeout: float = TIMEOUT,
-                 initializer: str | None = None) -> None:
+                 initializer: str | None = None, target: str = "cpu") -> None:
         self.context = multiprocessing.get_context(
             "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
         self.jobs, self.levels, self.timeout = max(1, jobs), tuple(levels), timeout
         self.initializer = initializer
+        self.target = target
         self.slots: list[_Slot | None] = [None] * self.jobs
 
     def _start(self) -> _Slot:
         parent, child = self.context.Pipe()
-        process = self.context.Process(target=_worker, args=(child, self.initializer),
+        process = self.context.Process(target=_worker, args=(child, self.initializer, self.target),
                                        daemon=True)
         process.start()
         child.close()
@@ -236,18 +240,18 @@ def run(seed: int, *, seconds: float | None = None, programs: int | None = None,
         levels: Sequence[int] = (0, 1, 2, 3), out: str | None = None, minimize: int = 8,
         minimize_runs: int = 80, minimize_seconds: float = 120.0,
         verbose: bool = False, initializer: str | None = None, timeout: float = TIMEOUT,
-        first: int = 0, log: Callable[[str], None] = print) -> Summary:
+        first: int = 0, log: Callable[[str], None] = print, target: str = "cpu") -> Summary:
     """Fuzz for `seconds` or `programs` (whichever ends first); findings are minimized to
     reproducers under `out` (the first `minimize` of them, with at most `minimize_runs`
     candidates each, all of them within `minimize_seconds`). `initializer` ("module:function"
     or "file.py:function") runs in each worker before any program: tests use it to plant a
-    bug."""
+    bug. `target`: what every level compiles for ("cpu", "cpu:x86-64-v3", ...)."""
     from ember.testing import _minimize
 
     summary = Summary(seed)
     start = time.monotonic()
     stop_at = start + seconds if seconds is not None else None
-    pool = Pool(jobs, levels, timeout, initializer)
+    pool = Pool(jobs, levels, timeout, initializer, target)
     failing: list[tuple[Program, Finding]] = []
 
     def jobs_iter():
@@ -346,17 +350,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--minimize-seconds", type=float, default=120.0,
                         help="time for minimizing, all findings together")
     parser.add_argument("--timeout", type=float, default=TIMEOUT, help="seconds per program")
+    parser.add_argument("--target", default="cpu", help="compile for this target: cpu (the "
+                        "host), cpu:x86-64-v3 (AVX2 code, runs on any AVX2 host), cpu:NAME")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
+    try:
+        ember_target = Target.parse(args.target)
+    except EmberError as err:
+        parser.error(str(err))
+    if ember_target.missing_on_host():
+        parser.error(f"code for {ember_target} cannot run on this host")
     seed = args.seed if args.seed is not None else int(time.time())
     programs = args.programs if args.programs is not None or args.seconds else 100
-    print(f"fuzz: seed {seed} (rerun: python -m ember.testing.fuzz --seed {seed}), "
-          f"{args.jobs} jobs, levels {','.join(map(str, args.levels))}", flush=True)
+    again = f" --target {args.target}" if args.target != "cpu" else ""
+    print(f"fuzz: seed {seed} (rerun: python -m ember.testing.fuzz --seed {seed}{again}), "
+          f"{args.jobs} jobs, levels {','.join(map(str, args.levels))}, target "
+          f"{ember_target.describe()}", flush=True)
     summary = run(seed, seconds=args.seconds, programs=programs, jobs=args.jobs,
                   levels=args.levels, out=args.out, minimize=args.minimize,
                   minimize_seconds=args.minimize_seconds,
                   verbose=args.verbose, timeout=args.timeout, first=args.first,
-                  log=lambda text: print(text, flush=True))
+                  log=lambda text: print(text, flush=True), target=args.target)
     print(summary.line(), flush=True)
     return 1 if summary.findings else 0
 
