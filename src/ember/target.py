@@ -91,7 +91,9 @@ class Target:
     l2_bytes: int = 256 * KIB
     l3_bytes: int = 8 * MIB
     has_fma: bool = False
-    min_parallel_work: int = 1 << 15  # innermost loop iterations below which one thread is best
+    # Estimated work (`ember.lower.schedule.estimated_work`, cheap-op units) below which a
+    # loop stays on one thread: measured on Zen 4, where a parallel region costs 0.5-8 us.
+    min_parallel_work: int = 500_000
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:

@@ -317,12 +317,12 @@ def scheduled_kernel(op: str, shape: tuple[int, ...], **attrs: object):
 
 
 def test_sum_over_last_axis_accumulates_in_a_register_over_a_contiguous_loop() -> None:
-    kernel = scheduled_kernel("sum", (512, 300), axes=(1,))
+    kernel = scheduled_kernel("sum", (4096, 300), axes=(1,))  # enough work for two threads
     text = format_kernel(kernel)
     assert "float acc0 = 0.0f;" in text
     assert "acc0 = (acc0 + in0[(base0 + r0)]);" in text
     (outer,) = kernel.body
-    assert isinstance(outer, Loop) and outer.kind == "parallel" and outer.extent == 512
+    assert isinstance(outer, Loop) and outer.kind == "parallel" and outer.extent == 4096
 
 
 def test_sum_over_leading_axis_blocks_columns_outermost() -> None:

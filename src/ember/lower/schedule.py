@@ -54,7 +54,14 @@ __all__ = ["MAX_UNROLL", "free_variables", "parallelize", "parallelize_outer",
            "vectorize_innermost"]
 
 MIN_VECTOR_EXTENT = 4
-MIN_PARALLEL_WORK = 1 << 15  # innermost iterations: below this a parallel region costs more
+# Work is counted in cheap-op units (`estimated_work`): below MIN_PARALLEL_WORK of them a
+# parallel region costs more than the second thread gives back. Targets carry their own
+# threshold (`Target.min_parallel_work`); this is the Zen 4 figure (benchmarks/NOTES.md).
+MIN_PARALLEL_WORK = 500_000
+MATH_COST = 64  # a vector-math function (exp, tanh, erf, ...) against one expression node
+REDUCTION_SHARE = 0.25  # an accumulating loop pays for threads later (break-even ~4x the work)
+CHEAP_UNARY = frozenset({"neg", "not", "abs", "floor", "ceil", "round", "sqrt"})
+THREAD_CHUNKS = 4  # chunks per thread when a flat loop is split for the pool
 
 
 def vectorize_innermost(kernel: Kernel) -> Kernel:
@@ -68,19 +75,104 @@ def vectorize_innermost(kernel: Kernel) -> Kernel:
     return replace(kernel, body=map_loops(kernel.body, mark))
 
 
-def parallelize_outer(kernel: Kernel, min_work: int = MIN_PARALLEL_WORK) -> Kernel:
-    """Mark top-level loops with at least `min_work` innermost iterations (the target's
-    threshold), and no free scalar variables, as parallel.
+def parallelize_outer(kernel: Kernel, min_work: int = MIN_PARALLEL_WORK,
+                      threads: int = 2) -> Kernel:
+    """Mark top-level loops whose estimated work (`estimated_work`) reaches `min_work` (the
+    target's threshold), and that read no free scalar variables, as parallel.
 
-    A loop that is also innermost keeps its vectorization and is not split here.
+    A top-level loop that is also innermost (a flat elementwise loop) is split first: a
+    parallel loop over THREAD_CHUNKS chunks per thread around the vectorized chunk, and a
+    vectorized tail for the remainder, so that no guard enters the vector loop.
     """
-    body = []
+    body: list[Stmt] = []
     for stmt in kernel.body:
-        if (isinstance(stmt, Loop) and stmt.kind == "serial" and stmt.extent >= 2
-                and _work(stmt) >= min_work and not free_variables(stmt)):
-            stmt = replace(stmt, kind="parallel")
+        if (isinstance(stmt, Loop) and stmt.kind in ("serial", "vectorize") and stmt.extent >= 2
+                and estimated_work(stmt) >= min_work and not free_variables(stmt)):
+            if stmt.kind == "serial" and not is_innermost(stmt):
+                body.append(replace(stmt, kind="parallel"))
+                continue
+            if is_innermost(stmt):
+                body += _split_for_threads(stmt, threads, kernel)
+                continue
         body.append(stmt)
     return replace(kernel, body=tuple(body))
+
+
+def _split_for_threads(loop: Loop, threads: int, kernel: Kernel) -> list[Stmt]:
+    """`for i < n: body` as `parallel for c < n // chunk: vectorize for j < chunk: body(i = c *
+    chunk + j)` and a tail `for t < n % chunk: body(i = n - n % chunk + t)`."""
+    from ember.lower.loops import Let, add, index_imm, mul
+
+    chunks = max(threads, 1) * THREAD_CHUNKS
+    chunk = loop.extent // chunks // 64 * 64  # whole vectors; the tail is under 64 * chunks
+    if chunk == 0:
+        return [loop]
+    rest = loop.extent - chunks * chunk
+    taken = {v.name for v in _defined(kernel.body)}
+    outer, inner, tail = (_fresh_var(f"{loop.var.name}_{suffix}", taken)
+                          for suffix in ("c", "v", "t"))
+    main = Loop(outer, chunks, (Loop(inner, chunk, (
+        Let(loop.var, add(mul(outer, index_imm(chunk)), inner)), *loop.body), loop.kind),),
+        "parallel")
+    if not rest:
+        return [main]
+    return [main, Loop(tail, rest, (Let(loop.var, add(index_imm(chunks * chunk), tail)),
+                                    *loop.body), loop.kind)]
+
+
+def _defined(body: Sequence[Stmt]) -> list[Var]:
+    from ember.lower.loops import defined_vars
+
+    return defined_vars(body)
+
+
+def _fresh_var(base: str, taken: set[str]) -> Var:
+    name, count = base, 0
+    while name in taken:
+        count += 1
+        name = f"{base}{count}"
+    taken.add(name)
+    return Var(name)
+
+
+def estimated_work(loop: Loop) -> float:
+    """The loop's work in cheap-op units: each expression node an iteration evaluates counts 1
+    (a load, an add, a compare), a vector-math function MATH_COST, a library call (a GEMM)
+    as all the work there is; a loop that accumulates into a scalar counts REDUCTION_SHARE of
+    its body (its break-even, measured, comes about four times later)."""
+    return loop.extent * _body_work(loop.body)
+
+
+def _body_work(body: Sequence[Stmt]) -> float:
+    work = 0.0
+    accumulates = False
+    for stmt in body:
+        if isinstance(stmt, Loop):
+            work += estimated_work(stmt)
+        elif isinstance(stmt, If):
+            work += _expression_work(stmt.cond) + max(_body_work(stmt.then),
+                                                      _body_work(stmt.orelse))
+        elif isinstance(stmt, ExternCall):
+            return float("inf")
+        else:
+            accumulates = accumulates or type(stmt).__name__ == "Assign"
+            work += sum(_expression_work(e) for e in _expressions(stmt)
+                        if not isinstance(e, (Var, Buffer)))
+    return max(work, 1.0) * (REDUCTION_SHARE if accumulates else 1.0)
+
+
+def _expression_work(expr: object) -> float:
+    from ember.lower.loops import Binary, Unary, walk_expr
+
+    total = 0.0
+    for node in walk_expr(expr):  # type: ignore[arg-type]
+        if isinstance(node, Unary) and node.op not in CHEAP_UNARY:
+            total += MATH_COST
+        elif isinstance(node, Binary) and node.op == "pow":
+            total += MATH_COST
+        elif not isinstance(node, Var):
+            total += 1
+    return total
 
 
 def unroll_short_columns(kernel: Kernel) -> Kernel:
@@ -148,12 +240,6 @@ def _mark(kernel: Kernel, var: str, kind: str) -> Kernel:
 
 def _encloses(loop: Loop, var: str) -> bool:
     return any(isinstance(s, Loop) and s.var.name == var for s in walk_stmts(loop.body))
-
-
-def _work(loop: Loop) -> int:
-    """Iterations of the deepest path through the nest (a size estimate)."""
-    inner = [_work(s) for s in loop.body if isinstance(s, Loop)]
-    return loop.extent * max(inner, default=1)
 
 
 def _expressions(stmt: object) -> Iterator[object]:

@@ -38,7 +38,9 @@ class CpuBackend:
 
         def schedule(kernel):  # type: ignore[no-untyped-def]
             kernel = vectorize_innermost(unroll_short_columns(kernel))
-            return parallelize_outer(kernel, min_work) if self.target.cores > 1 else kernel
+            if self.target.cores == 1:
+                return kernel
+            return parallelize_outer(kernel, min_work, self.target.cores)
 
         calls = [replace(call, kernel=schedule(call.kernel)) for call in program.calls]
         return replace(program, calls=calls)
