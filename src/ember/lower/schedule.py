@@ -166,7 +166,8 @@ def _expression_work(expr: object) -> float:
 
     total = 0.0
     for node in walk_expr(expr):  # type: ignore[arg-type]
-        if (isinstance(node, Unary) and node.op not in CHEAP_UNARY) or (isinstance(node, Binary) and node.op == "pow"):
+        if ((isinstance(node, Unary) and node.op not in CHEAP_UNARY)
+                or (isinstance(node, Binary) and node.op == "pow")):
             total += MATH_COST
         elif not isinstance(node, Var):
             total += 1
