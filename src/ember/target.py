@@ -41,11 +41,17 @@ class _CpuFacts:
     l2: int = 1 * MIB
     l3: int = 32 * MIB
     fma: bool = True
+    prefer_vector_bits: int = 0  # auto-vectorized loops' width; 0 = vector_bits
 
 
 # LLVM CPU names Ember knows. FMA counts are per core and cycle at `vector_bits` (Zen 4 runs
 # AVX-512 on 256-bit units: one 512-bit FMA per cycle; Intel server cores have two 512-bit FMA
 # ports). Caches are per core for L1d and L2, per chip for L3 (typical parts).
+# Loop vector width: 512 bits wherever AVX-512 is there, measured on Zen 4 (transcendental
+# chains 1.25-1.36x faster than at 256, memory-bound loops even; benchmarks/NOTES.md), and on
+# Ice Lake and later Intel servers, whose 512-bit frequency penalty is small (LLVM's own tuning
+# would give them 256-bit loops); Skylake-SP and Cascade Lake keep 256 (their AVX-512 licence
+# lowers the clock of the whole core).
 _CPUS: dict[str, _CpuFacts] = {
     "x86-64": _CpuFacts(128, 2, 32 * KIB, 256 * KIB, 8 * MIB, fma=False),
     "x86-64-v2": _CpuFacts(128, 2, 32 * KIB, 256 * KIB, 8 * MIB, fma=False),
@@ -53,8 +59,8 @@ _CPUS: dict[str, _CpuFacts] = {
     "x86-64-v4": _CpuFacts(512, 1, 48 * KIB, 1 * MIB, 32 * MIB),
     "haswell": _CpuFacts(256, 2, 32 * KIB, 256 * KIB, 8 * MIB),
     "skylake": _CpuFacts(256, 2, 32 * KIB, 256 * KIB, 8 * MIB),
-    "skylake-avx512": _CpuFacts(512, 2, 32 * KIB, 1 * MIB, 32 * MIB),
-    "cascadelake": _CpuFacts(512, 2, 32 * KIB, 1 * MIB, 32 * MIB),
+    "skylake-avx512": _CpuFacts(512, 2, 32 * KIB, 1 * MIB, 32 * MIB, prefer_vector_bits=256),
+    "cascadelake": _CpuFacts(512, 2, 32 * KIB, 1 * MIB, 32 * MIB, prefer_vector_bits=256),
     "icelake-server": _CpuFacts(512, 2, 48 * KIB, 1280 * KIB, 48 * MIB),
     "sapphirerapids": _CpuFacts(512, 2, 48 * KIB, 2 * MIB, 105 * MIB),
     "emeraldrapids": _CpuFacts(512, 2, 48 * KIB, 2 * MIB, 320 * MIB),
@@ -125,10 +131,10 @@ class Target:
         vector_bits = facts.vector_bits
         if "-avx512f" in features.split(","):
             vector_bits = min(vector_bits, 256)
+        prefer = prefer_vector_bits or facts.prefer_vector_bits or vector_bits
         return Target(
             kind="cpu", name=name, triple=X86_TRIPLE, features=features,
-            vector_bits=vector_bits,
-            prefer_vector_bits=min(prefer_vector_bits or vector_bits, vector_bits),
+            vector_bits=vector_bits, prefer_vector_bits=min(prefer, vector_bits),
             fma_per_cycle=facts.fma_per_cycle,
             vector_registers=32 if vector_bits == 512 else 16,
             cores=cores if cores is not None else available_cpus(),
@@ -236,7 +242,8 @@ def _host() -> Target:
     return Target(
         kind="cpu", name=name, triple=str(llvm.get_process_triple()),
         features=features.flatten(), vector_bits=vector_bits,
-        prefer_vector_bits=vector_bits, fma_per_cycle=facts.fma_per_cycle,
+        prefer_vector_bits=min(facts.prefer_vector_bits or vector_bits, vector_bits),
+        fma_per_cycle=facts.fma_per_cycle,
         vector_registers=32 if vector_bits == 512 else 16, cores=available_cpus(),
         l1d_bytes=l1d, l2_bytes=l2, l3_bytes=l3, has_fma="fma" in enabled,
         description="host")

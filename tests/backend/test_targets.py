@@ -193,3 +193,12 @@ def test_loop_vector_width_follows_the_target_not_llvms_tuning() -> None:
         for e in (wide, exe):
             np.testing.assert_allclose(e(x), expected, rtol=2e-6, atol=1e-6)
         np.testing.assert_allclose(gemm(a, a), a.astype(np.float64) @ a, rtol=1e-5, atol=1e-5)
+
+
+def test_loop_width_defaults_per_cpu() -> None:
+    assert Target.cpu("znver4").prefer_vector_bits == 512
+    assert Target.cpu("emeraldrapids").prefer_vector_bits == 512
+    assert Target.cpu("skylake-avx512").prefer_vector_bits == 256
+    assert Target.cpu("skylake-avx512").vector_bits == 512
+    assert Target.cpu("x86-64-v3").prefer_vector_bits == 256
+    assert Target.cpu("znver4", prefer_vector_bits=256).prefer_vector_bits == 256
