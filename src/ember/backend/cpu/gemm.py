@@ -68,6 +68,8 @@ FMA_LATENCY_CYCLES = 4  # a vector FMA's latency on Zen 4 and on Intel's server 
 # B bytes per cycle the micro-kernel may stream from L2: the B micro-panel (KC x NR) is re-read
 # by every MR-row sliver of the A block and does not stay in L1 at a useful depth.
 L2_STREAM_BYTES_PER_CYCLE = 16
+# Row slivers of the A block that re-read one B micro-panel from L2 after its fetch from L3.
+A_SLIVERS_PER_BLOCK = 30
 # MC is a multiple of every row count `blocking_for` may narrow the tile to (4, 6, 8, 12)
 # where the A block allows.
 MC_ROW_MULTIPLE = 24
@@ -104,17 +106,15 @@ def default_blocking(dtype: str = "f32", lanes: int | None = None,
       measured on Zen 4 (benchmarks/NOTES.md), KC 512-1024 beat 128-256 in f32 and 256 in
       f64; a KC whose B micro-panel and A sliver fit L1 (about 120 at 4 x 64) reloads and
       stores the C tile too often.
-    - MC: the A block (MC x KC) in half of L2, re-read from there once per B micro-panel.
-      The MC / MR slivers that share one fetch of a B micro-panel from L3 matter more than
-      the A block staying in L2 when `blocking_for` deepens KC (Zen 4, KC 1024: f64 MC 48
-      45 GFLOP/s, 96-120 49; f32 MC 120 and 240 within 1-3 % of each other, 240 ahead at
-      2048^3).
+    - MC: A_SLIVERS_PER_BLOCK slivers of MR rows, so that one fetch of a B micro-panel from
+      L3 serves 30 micro-kernel calls, with the A block (MC x KC) at most half of L2.
+      Measured on Zen 4: f32 MC 120 ran the transformer 2-3 % faster than 240 (1024^3 and
+      2048^3 within noise of each other); f64 MC 48 lost 8 % to 96-120 at 1024^3.
     - NC: the B panel (KC x NC) in a share of L3, an eighth of it (Zen 4's L3 serves an
       8-core complex) and at most 4 x L2 (Intel's large L3s are shared by many more cores).
 
-    f32: Zen 4 4 x 64, KC 512, MC 240, NC 2048 (measured on par with or ahead of MC 120);
-    Sapphire Rapids 6 x 64, KC 1024, MC 240, NC 2048; x86-64-v3 6 x 16, KC 512, MC 48,
-    NC 512.
+    f32: Zen 4 4 x 64, KC 512, MC 120, NC 2048 (the measured best); Sapphire Rapids 6 x 64,
+    KC 1024, MC 168, NC 2048; x86-64-v3 6 x 16, KC 512, MC 48, NC 512.
     """
     target = target or Target.host()
     size = _ELEMENT_TYPES[dtype][1]
@@ -122,7 +122,7 @@ def default_blocking(dtype: str = "f32", lanes: int | None = None,
     mr, nr_vectors = register_tile(target, lanes * size)
     nr = nr_vectors * lanes
     kc = _power_of_two_at_most(target.l2_bytes // 8 // (nr * size))
-    rows = target.l2_bytes // 2 // (kc * size)
+    rows = min(target.l2_bytes // 2 // (kc * size), A_SLIVERS_PER_BLOCK * mr)
     # a multiple of 24 where that fits, else of MR and 4 (the small-M tile), else one sliver
     steps = [step for step in (_lcm(MC_ROW_MULTIPLE, mr), _lcm(4, mr)) if step <= rows]
     mc = rows // steps[0] * steps[0] if steps else mr
