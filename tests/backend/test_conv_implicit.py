@@ -98,7 +98,7 @@ def test_narrow_images_take_im2col() -> None:
 def test_depth_blocks_hold_whole_channels() -> None:
     blocking = conv_pack.conv_blocking(64, 3136, 2304, 9, "f32", 16, 4)
     assert blocking.kc % 9 == 0 and blocking.kc <= 1024
-    assert blocking.kc * blocking.nc * 4 <= conv_pack.L2_PANEL_BYTES
+    assert blocking.kc * blocking.nc * 4 <= conv_pack.l2_panel_bytes()
 
 
 def test_compiling_prints_no_llvm_warning(monkeypatch, capfd) -> None:

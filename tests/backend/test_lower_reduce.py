@@ -19,6 +19,7 @@ from ember.lower.loops import Loop, format_kernel
 from ember.lower.program import lower_graph
 from ember.runtime import compile_native
 from ember.runtime.native import schedule_program
+from ember.target import Target
 
 
 def one_op(op: str, *arrays: np.ndarray, **attrs: object):
@@ -311,7 +312,9 @@ def test_dropout_masks_differ_between_seeds_and_are_not_periodic() -> None:
 
 
 def scheduled_kernel(op: str, shape: tuple[int, ...], **attrs: object):
-    program = schedule_program(lower_graph(one_op(op, np.zeros(shape, np.float32), **attrs)))
+    target = Target.host().with_(cores=2)  # parallel loops however many CPUs this test has
+    program = schedule_program(lower_graph(one_op(op, np.zeros(shape, np.float32), **attrs),
+                                           target=target))
     (call,) = program.calls
     return call.kernel
 

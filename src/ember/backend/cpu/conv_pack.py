@@ -43,12 +43,6 @@ def l2_panel_bytes(target: Target | None = None) -> int:
     return (target or Target.host()).l2_bytes // L2_PANEL_SHARE
 
 
-def __getattr__(name: str) -> int:
-    if name == "L2_PANEL_BYTES":  # the host's budget, read lazily (no host probe at import)
-        return l2_panel_bytes()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass(frozen=True)
 class ImageGeometry:
     """A stride-1, dilation-1 convolution of one image."""
