@@ -1,6 +1,6 @@
 """GFLOP/s of the generated matmul (ember.backend.cpu.gemm) next to numpy's and PyTorch's BLAS.
 
-    python benchmarks/bench_gemm.py                       # 1024^3, 2048^3 and model shapes, 1 thread
+    python benchmarks/bench_gemm.py                  # 1024^3, 2048^3 and model shapes, 1 thread
     python benchmarks/bench_gemm.py --sizes 512 1024x1024x256 --threads 2
     python benchmarks/bench_gemm.py --mr 6 --nr-vectors 4 --kc 384 --mc 120 --nc 2048 --asm
     python benchmarks/bench_gemm.py --target x86-64-v3    # that target's blocking and code
@@ -52,9 +52,10 @@ from ember.backend.cpu.gemm import (  # noqa: E402
     gemm_scratch_bytes,
 )
 from ember.backend.llvm.jit import compile_ir  # noqa: E402
+from ember.bench import cpu_model  # noqa: E402
 
 try:
-    import torch  # noqa: E402
+    import torch
 except ImportError:  # the comparison is optional
     torch = None
 
@@ -107,18 +108,6 @@ def kernel_report(asm: str, name: str) -> str:
         return "no vector FMA found"
     return (f"hottest loop block: {best[0]} vector FMAs, {best[1]} stack accesses, "
             f"{best[2]} instructions")
-
-
-def cpu_name() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (empty where there is none)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
 
 
 def median_gflops(flops: float, times: list[float]) -> float:
@@ -222,7 +211,7 @@ def main() -> None:
 
     numpy_dtype = np.float32 if args.dtype == "f32" else np.float64
     torch_version = torch.__version__ if torch is not None else "absent"
-    print(f"# CPU: {cpu_name() or '?'}; target {target.describe()}; threads={args.threads}; "
+    print(f"# CPU: {cpu_model()}; target {target.describe()}; threads={args.threads}; "
           f"{args.dtype}; peak {peak:.0f} GFLOP/s; numpy {np.__version__}, torch {torch_version}")
     print(f"# medians of {args.rounds} rounds (each the median of its calls); ratio = ember / "
           "best of numpy and torch; spread = ember's slowest / fastest round - 1")

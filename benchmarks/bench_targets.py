@@ -47,6 +47,7 @@ os.environ["EMBER_CACHE"] = "0"  # both variants compiled in this process (see t
 import numpy as np
 
 import ember
+from ember.bench import cpu_model
 from ember.frontend import tracer
 from ember.nn import functional as F
 
@@ -293,17 +294,6 @@ def run_threads(options: argparse.Namespace) -> None:
 # -- main ------------------------------------------------------------------------------------------
 
 
-def _cpu_model_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -336,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     host = ember.Target.host()
     import llvmlite.binding as llvm
 
-    print(f"CPU: {_cpu_model_name()}; target {host.describe()}; CPUs this process may use: "
+    print(f"CPU: {cpu_model()}; target {host.describe()}; CPUs this process may use: "
           f"{sorted(os.sched_getaffinity(0))}; LLVM {'.'.join(map(str, llvm.llvm_version_info))}")
     reach = _attributes_reach_functions()
     if not reach and not options.as_shipped:
