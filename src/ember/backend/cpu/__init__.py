@@ -12,12 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from ember.backend.cpu import lower_conv, lower_gemm  # noqa: F401  (register target rules)
+from ember.lower.loops import Kernel
 from ember.lower.program import Program
 from ember.lower.rules import TARGET_RULES, TargetRule
 from ember.lower.schedule import parallelize_outer, unroll_short_columns, vectorize_innermost
 from ember.target import Target
+
+if TYPE_CHECKING:
+    from ember.backend.cpu.build import NativeProgram
 
 
 @dataclass(frozen=True)
@@ -36,7 +41,7 @@ class CpuBackend:
         work (the target's threshold) on the thread pool when the target has several cores."""
         min_work = self.target.min_parallel_work
 
-        def schedule(kernel):  # type: ignore[no-untyped-def]
+        def schedule(kernel: Kernel) -> Kernel:
             kernel = vectorize_innermost(unroll_short_columns(kernel))
             if self.target.cores == 1:
                 return kernel
@@ -45,8 +50,9 @@ class CpuBackend:
         calls = [replace(call, kernel=schedule(call.kernel)) for call in program.calls]
         return replace(program, calls=calls)
 
-    def build(self, program: Program, opt_level: int = 3, profile: bool = False):  # type: ignore[no-untyped-def]
-        """Emit, optimize and compile the program; the result runs it (`NativeProgram`)."""
+    def build(self, program: Program, opt_level: int = 3, profile: bool = False
+              ) -> NativeProgram:
+        """Emit, optimize and compile the program; the result runs it."""
         from ember.backend.cpu.build import build_program
 
         return build_program(program, opt_level, profile)
