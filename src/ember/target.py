@@ -205,6 +205,10 @@ class Target:
     def __str__(self) -> str:
         return f"{self.kind}:{self.name}"
 
+    def __repr__(self) -> str:  # the feature string alone is a thousand characters
+        return (f"Target({self.kind}:{self.name}, {self.vector_bits}-bit vectors, "
+                f"{self.prefer_vector_bits}-bit loops, {self.cores} cores)")
+
     def missing_on_host(self) -> list[str]:
         """ISA extensions this target's code may use that the host lacks ([] when the code
         runs here). Only the vector ISA is checked, which is what Ember's code generation
