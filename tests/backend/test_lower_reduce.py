@@ -329,10 +329,20 @@ def test_sum_over_last_axis_accumulates_in_a_register_over_a_contiguous_loop() -
 
 
 def test_sum_over_leading_axis_blocks_columns_outermost() -> None:
-    kernel = scheduled_kernel("sum", (1000, 257), axes=(0,))
+    kernel = scheduled_kernel("sum", (100, 257), axes=(0,))
     text = format_kernel(kernel)
     # four blocks of 64 and one remainder column, each accumulating rows into the output
     assert [(loop.var.name, loop.extent) for loop in kernel.body] == [("b0", 4), ("b1", 1)]
     assert "out0[(obase0 + j1)] = (out0[(obase0 + j1)] + in0[(row0 + j1)]);" in text
     assert "for (int64_t j1 = 0; j1 < 64; j1++) {  // vectorize" in text
-    assert "for (int64_t r0 = 0; r0 < 1000; r0++) {" in text
+    assert "for (int64_t r0 = 0; r0 < 100; r0++) {" in text
+
+
+def test_sum_over_many_rows_reads_whole_pages() -> None:
+    """Over 256 rows or more, blocks of 1024 columns: each row is read 4 KiB at a time."""
+    kernel = scheduled_kernel("sum", (1000, 2100), axes=(0,))
+    assert [(loop.var.name, loop.extent) for loop in kernel.body] == [("b0", 2), ("b1", 1)]
+    assert "j1 < 1024; j1++) {  // vectorize" in format_kernel(kernel)
+    x = np.random.default_rng(5).standard_normal((1000, 2100)).astype(np.float32)
+    got = compile_native(one_op("sum", x, axes=(0,)))(x)[0]
+    np.testing.assert_allclose(got, x.astype(np.float64).sum(axis=0), rtol=1e-4, atol=1e-3)
