@@ -147,12 +147,6 @@ def _memory_report(graph: Graph) -> str:
     return str(memory_report(graph))
 
 
-def _env_threads() -> int | None:
-    from ember import config
-
-    return config.num_threads()
-
-
 def _as_input(arg: Any) -> Any:
     """Accept anything array-like (a PyTorch tensor too) without copying numpy arrays."""
     if isinstance(arg, np.ndarray):
@@ -176,17 +170,16 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str | Target =
 
     config.warn_unknown()
     target = Target.parse(target)
-    count = threads if threads is not None else _env_threads()
+    count = threads if threads is not None else config.num_threads()
     if count is not None and count < 1:
         raise ValueError(f"threads must be at least 1, got {count}")
     if count is not None and target.kind == "cpu":
         # Code is partitioned for the threads it will run on: at one thread a GEMM packs B
         # once (not once per row block) and no loop pays for the thread pool.
         target = target.with_(cores=count)
-    if target.kind == "cuda":
-        from ember.backend import for_target
+    from ember.backend import for_target
 
-        for_target(target).build(None)  # type: ignore[arg-type]  (raises: not built yet)
+    for_target(target).check()  # before any work: a backend that cannot build says so
     if opt_level not in (0, 1, 2, 3):
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
     start = time.perf_counter()

@@ -23,6 +23,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import fields, replace
 
 from ember.lower.loops import (
+    Assign,
+    Binary,
     Buffer,
     ExternCall,
     If,
@@ -33,13 +35,20 @@ from ember.lower.loops import (
     Pointer,
     Stmt,
     Store,
+    Unary,
     Var,
+    add,
+    defined_vars,
+    index_imm,
     is_innermost,
     map_loops,
+    mul,
+    walk_expr,
     walk_stmts,
 )
 from ember.lower.transforms import (
     MAX_UNROLL,
+    _fresh,
     find_loop,
     reorder,
     replace_loop,
@@ -101,16 +110,13 @@ def parallelize_outer(kernel: Kernel, min_work: int = MIN_PARALLEL_WORK,
 def _split_for_threads(loop: Loop, threads: int, kernel: Kernel) -> list[Stmt]:
     """`for i < n: body` as `parallel for c < n // chunk: vectorize for j < chunk: body(i = c *
     chunk + j)` and a tail `for t < n % chunk: body(i = n - n % chunk + t)`."""
-    from ember.lower.loops import Let, add, index_imm, mul
-
     chunks = max(threads, 1) * THREAD_CHUNKS
     chunk = loop.extent // chunks // 64 * 64  # whole vectors; the tail is under 64 * chunks
     if chunk == 0:
         return [loop]
     rest = loop.extent - chunks * chunk
-    taken = {v.name for v in _defined(kernel.body)}
-    outer, inner, tail = (_fresh_var(f"{loop.var.name}_{suffix}", taken)
-                          for suffix in ("c", "v", "t"))
+    taken = {v.name for v in defined_vars(kernel.body)}
+    outer, inner, tail = (_fresh(f"{loop.var.name}_{suffix}", taken) for suffix in "cvt")
     main = Loop(outer, chunks, (Loop(inner, chunk, (
         Let(loop.var, add(mul(outer, index_imm(chunk)), inner)), *loop.body), loop.kind),),
         "parallel")
@@ -118,21 +124,6 @@ def _split_for_threads(loop: Loop, threads: int, kernel: Kernel) -> list[Stmt]:
         return [main]
     return [main, Loop(tail, rest, (Let(loop.var, add(index_imm(chunks * chunk), tail)),
                                     *loop.body), loop.kind)]
-
-
-def _defined(body: Sequence[Stmt]) -> list[Var]:
-    from ember.lower.loops import defined_vars
-
-    return defined_vars(body)
-
-
-def _fresh_var(base: str, taken: set[str]) -> Var:
-    name, count = base, 0
-    while name in taken:
-        count += 1
-        name = f"{base}{count}"
-    taken.add(name)
-    return Var(name)
 
 
 def estimated_work(loop: Loop) -> float:
@@ -155,15 +146,13 @@ def _body_work(body: Sequence[Stmt]) -> float:
         elif isinstance(stmt, ExternCall):
             return float("inf")
         else:
-            accumulates = accumulates or type(stmt).__name__ == "Assign"
+            accumulates = accumulates or isinstance(stmt, Assign)
             work += sum(_expression_work(e) for e in _expressions(stmt)
                         if not isinstance(e, (Var, Buffer)))
     return max(work, 1.0) * (REDUCTION_SHARE if accumulates else 1.0)
 
 
 def _expression_work(expr: object) -> float:
-    from ember.lower.loops import Binary, Unary, walk_expr
-
     total = 0.0
     for node in walk_expr(expr):  # type: ignore[arg-type]
         if ((isinstance(node, Unary) and node.op not in CHEAP_UNARY)

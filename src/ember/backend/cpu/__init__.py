@@ -35,6 +35,9 @@ class CpuBackend:
         """The CPU's lowering rules (op -> rule), as lowering finds them in the registry."""
         return TARGET_RULES["cpu"]
 
+    def check(self) -> None:
+        """Code for any CPU target can be built (running it is checked on the call)."""
+
     def schedule(self, program: Program) -> Program:
         """The default schedule of every kernel: unroll short column loops of reductions (so
         the row loop vectorizes), vectorize innermost loops, and run outer loops with enough

@@ -30,6 +30,9 @@ class CudaBackend:
         return UnsupportedError(f"target {self.target}: CUDA code generation is not part of "
                                 "this build of Ember yet (compile for target='cpu')")
 
+    def check(self) -> None:
+        raise self._unsupported()
+
     def schedule(self, program: Program) -> Program:
         raise self._unsupported()
 
