@@ -8,6 +8,7 @@ does), every target-neutral lowering rule is there. Target rules come from the b
 
 from ember.lower import (  # noqa: F401  (each registers its rules)
     ops_elementwise,
+    ops_grad,
     ops_layout,
     ops_linalg,
     ops_norm,

@@ -1,0 +1,363 @@
+"""The backward ops of pooling and gather as loop nests (see `ember.ops.grad` for their meaning).
+
+The outermost loop of every rule writes disjoint outputs, so the schedule may run it on
+threads:
+
+- `avg_pool2d_grad` and `adaptive_avg_pool2d_grad` gather: each element of dx sums the
+  cotangents of the windows that contain it, found per axis from its position (a closed form,
+  at most a few windows each), so every dx element is one store and no two threads meet.
+- `max_pool2d_grad` scatters within one image plane: a plane is one outer iteration (zeroed,
+  then each window's cotangent added at its chosen tap). Gathering instead would recompute
+  each window's argmax once per element of dx it covers.
+- `scatter_add` zeroes its output, checks the indices (an index out of range raises
+  ExecutionError, as gather does), then adds gy's rows at the indices; the loop around the
+  indices is never the outer one (repeated indices add to the same row), the loop over the
+  dimensions before `axis` is, even of one iteration, so that it stays serial.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+from ember.ir.graph import Node
+from ember.ir.ops import normalize_axis
+from ember.ir.types import DType
+from ember.lower.loops import (
+    Assign,
+    Binary,
+    Buffer,
+    Cast,
+    Expr,
+    If,
+    Load,
+    Local,
+    Loop,
+    Select,
+    Stmt,
+    Store,
+    add,
+    imm,
+    index_imm,
+    mul,
+)
+from ember.lower.ops_linalg import accumulate, both, div, let, loop, lowest, outer_loop, sub
+from ember.lower.rules import LowerContext, lowers
+from ember.ops.grad import adaptive_bounds
+
+I64 = DType.I64
+UNROLL_WINDOWS = 4  # up to this many windows per axis cover an element: unrolled, else a loop
+
+
+def _zero(ctx: LowerContext, buffer: Buffer, start: Expr, count: int) -> list[Stmt]:
+    return loop(ctx, count, lambda i: [Store(buffer, add(start, i), imm(0, buffer.dtype))])
+
+
+# ---------------------------------------------------------------------------------------------
+# max_pool2d_grad: per plane, each window's cotangent to the tap PyTorch's max pooling picks.
+
+
+def _inside(position: Expr, size: int, pad: int, last: int) -> Expr | None:
+    """0 <= position < size, testing only the sides a window can reach (None: always)."""
+    below = Binary("ge", position, index_imm(0)) if pad > 0 else None
+    above = Binary("lt", position, index_imm(size)) if last >= size else None
+    return both(below, above)
+
+
+def _empty_windows(size: int, out: int, kernel: int, stride: int, pad: int, dilation: int
+                   ) -> bool:
+    """Whether some window along this axis has no tap inside the input (odd dilations)."""
+    return any(all(not 0 <= o * stride - pad + k * dilation < size for k in range(kernel))
+               for o in range(out))
+
+
+@lowers("max_pool2d_grad")
+def lower_max_pool2d_grad(node: Node, ctx: LowerContext) -> list[Stmt]:
+    """Loop order: plane (parallel; zeroed first), oh, ow, then the window's taps in row-major
+    order, keeping the best value and its position in registers: a tap is taken when greater
+    than the best, or NaN, or the first inside the input (PyTorch's scan). The window's
+    cotangent is then added at that position (overlapping windows may pick the same one)."""
+    x_buffer, gy_buffer = ctx.inputs
+    dx = ctx.outputs[0]
+    dtype = dx.dtype
+    batch, channels, height, width = ctx.input_types[0].shape
+    out_h, out_w = ctx.input_types[1].shape[2:]
+    kernel_h, kernel_w = node.attrs["kernel"]
+    stride_h, stride_w = node.attrs["stride"]
+    pad_top, pad_left = node.attrs["padding"][:2]
+    dilation_h, dilation_w = node.attrs["dilation"]
+    last_row = (out_h - 1) * stride_h - pad_top + (kernel_h - 1) * dilation_h
+    last_col = (out_w - 1) * stride_w - pad_left + (kernel_w - 1) * dilation_w
+    may_be_empty = (_empty_windows(height, out_h, kernel_h, stride_h, pad_top, dilation_h)
+                    or _empty_windows(width, out_w, kernel_w, stride_w, pad_left, dilation_w))
+
+    def plane(p: Expr) -> list[Stmt]:
+        statements: list[Stmt] = []
+        x_plane = let(statements, ctx, mul(p, index_imm(height * width)), "x")
+        g_plane = let(statements, ctx, mul(p, index_imm(out_h * out_w)), "g")
+        statements += _zero(ctx, dx, x_plane, height * width)
+
+        def output_row(oh: Expr) -> list[Stmt]:
+            local: list[Stmt] = []
+            top = let(local, ctx, add(mul(oh, index_imm(stride_h)), index_imm(-pad_top)), "ih")
+            g_row = let(local, ctx, add(g_plane, mul(oh, index_imm(out_w))), "gr")
+
+            def pixel(ow: Expr) -> list[Stmt]:
+                inner: list[Stmt] = []
+                left = let(inner, ctx, add(mul(ow, index_imm(stride_w)), index_imm(-pad_left)),
+                           "iw")
+                best = ctx.names.fresh("best", dtype)
+                chosen = ctx.names.fresh("arg")
+                inner += [Local(best, lowest(dtype)), Local(chosen, index_imm(-1))]
+
+                def tap_row(kh: Expr) -> list[Stmt]:
+                    head: list[Stmt] = []
+                    ih = let(head, ctx, add(top, mul(kh, index_imm(dilation_h))), "ih")
+                    rows: list[Stmt] = []
+                    x_row = let(rows, ctx, mul(ih, index_imm(width)), "xr")
+
+                    def tap(kw: Expr) -> list[Stmt]:
+                        column: list[Stmt] = []
+                        iw = let(column, ctx, add(left, mul(kw, index_imm(dilation_w))), "iw")
+                        taps: list[Stmt] = []
+                        position = let(taps, ctx, add(x_row, iw), "q")
+                        value = let(taps, ctx, Load(x_buffer, add(x_plane, position)), "v")
+                        take = Binary("or", Binary("or", Binary("gt", value, best),
+                                                   Binary("ne", value, value)),
+                                      Binary("lt", chosen, index_imm(0)))
+                        flag = let(taps, ctx, take, "take")
+                        taps += [Assign(best, Select(flag, value, best)),
+                                 Assign(chosen, Select(flag, position, chosen))]
+                        check = _inside(iw, width, pad_left, last_col)
+                        return column + (taps if check is None else [If(check, tuple(taps))])
+
+                    rows += loop(ctx, kernel_w, tap)
+                    check = _inside(ih, height, pad_top, last_row)
+                    return head + (rows if check is None else [If(check, tuple(rows))])
+
+                inner += loop(ctx, kernel_h, tap_row)
+                update = accumulate(dx, add(x_plane, chosen), Load(gy_buffer, add(g_row, ow)))
+                if may_be_empty:
+                    return [*inner, If(Binary("ge", chosen, index_imm(0)), (update,))]
+                return [*inner, update]
+
+            return local + loop(ctx, out_w, pixel)
+
+        return statements + loop(ctx, out_h, output_row)
+
+    return outer_loop(ctx, batch * channels, plane)
+
+
+# ---------------------------------------------------------------------------------------------
+# The average pools' gradients: each dx element gathers from the windows that cover it.
+
+
+class _Axis:
+    """One spatial axis of an average pool's backward: which windows cover input position i
+    (a run [first, last] of window indices) and each window's divisor, as loop IR, plus the
+    static counts of covering windows (the most, and the fewest over all positions)."""
+
+    def __init__(self, first: Callable[[Expr], Expr], last: Callable[[Expr], Expr],
+                 divisor: Callable[[Expr], Expr], counts: Sequence[int]) -> None:
+        self.first, self.last, self.divisor = first, last, divisor
+        self.most, self.fewest = max(counts, default=0), min(counts, default=0)
+
+
+def _avg_axis(size: int, out: int, kernel: int, stride: int, pad_lo: int, pad_hi: int,
+              count_include_pad: bool) -> _Axis:
+    """Window o spans [o * stride - pad_lo, + kernel): it covers i for o in
+    [ceil((i + pad_lo - kernel + 1) / stride), floor((i + pad_lo) / stride)], within [0, out);
+    its divisor is the forward's (clipped to the padded input, or to the input)."""
+
+    def first(i: Expr) -> Expr:
+        reach = Binary("max", add(i, index_imm(pad_lo - kernel + 1)), index_imm(0))
+        return div(add(reach, index_imm(stride - 1)), stride)
+
+    def last(i: Expr) -> Expr:
+        return Binary("min", div(add(i, index_imm(pad_lo)), stride), index_imm(out - 1))
+
+    def divisor(o: Expr) -> Expr:
+        start = add(mul(o, index_imm(stride)), index_imm(-pad_lo))
+        end = Binary("min", add(start, index_imm(kernel)), index_imm(size + pad_hi))
+        if count_include_pad:
+            return sub(end, start)
+        return sub(Binary("min", end, index_imm(size)), Binary("max", start, index_imm(0)))
+
+    def covering(i: int) -> int:
+        low = -(-max(i + pad_lo - kernel + 1, 0) // stride)
+        return max(0, min((i + pad_lo) // stride, out - 1) - low + 1)
+
+    return _Axis(first, last, divisor, [covering(i) for i in range(size)])
+
+
+def _adaptive_axis(size: int, out: int) -> _Axis:
+    """Window o spans [floor(o * size / out), ceil((o + 1) * size / out)): it covers i for o in
+    [floor(i * out / size), floor(((i + 1) * out - 1) / size)], within [0, out)."""
+    bounds = adaptive_bounds(size, out)
+
+    def first(i: Expr) -> Expr:
+        return div(mul(i, index_imm(out)), size)
+
+    def last(i: Expr) -> Expr:
+        end = div(add(mul(i, index_imm(out)), index_imm(out - 1)), size)
+        return Binary("min", end, index_imm(out - 1))
+
+    def divisor(o: Expr) -> Expr:
+        start = div(mul(o, index_imm(size)), out)
+        return sub(div(add(mul(o, index_imm(size)), index_imm(size + out - 1)), out), start)
+
+    counts = [sum(lo <= i < hi for lo, hi in bounds) for i in range(size)]
+    return _Axis(first, last, divisor, counts)
+
+
+def _windows(ctx: LowerContext, axis: _Axis, first: Expr, last: Expr,
+             body: Callable[[Expr], Sequence[Stmt]]) -> list[Stmt]:
+    """body(o) for each window o in [first, last]: unrolled (tested only past the fewest
+    covering windows) when few windows cover an element, else a loop that tests each."""
+
+    def window(a: Expr, tested: bool) -> list[Stmt]:
+        statements: list[Stmt] = []
+        o = let(statements, ctx, add(first, a), "o")
+        inner = list(body(o))
+        if not tested:
+            return statements + inner
+        return [*statements, If(Binary("le", o, last), tuple(inner))]
+
+    if axis.most > UNROLL_WINDOWS:
+        return loop(ctx, axis.most, lambda a: window(a, True))
+    return [s for a in range(axis.most) for s in window(index_imm(a), a >= axis.fewest)]
+
+
+def _gather_windows(ctx: LowerContext, gy_buffer: Buffer, dx: Buffer, rows: _Axis,
+                    cols: _Axis, planes: int, in_hw: tuple[int, int],
+                    out_hw: tuple[int, int]) -> list[Stmt]:
+    """dx[p, i, j] = sum over the windows (oh, ow) covering (i, j) of gy[p, oh, ow] divided by
+    the window's divisor. Loop order: plane (parallel), i, j (contiguous stores), windows."""
+    dtype = dx.dtype
+    height, width = in_hw
+    out_h, out_w = out_hw
+
+    def plane(p: Expr) -> list[Stmt]:
+        statements: list[Stmt] = []
+        g_plane = let(statements, ctx, mul(p, index_imm(out_h * out_w)), "g")
+        x_plane = let(statements, ctx, mul(p, index_imm(height * width)), "x")
+
+        def input_row(i: Expr) -> list[Stmt]:
+            local: list[Stmt] = []
+            top = let(local, ctx, rows.first(i), "oh")
+            bottom = let(local, ctx, rows.last(i), "oh")
+            x_row = let(local, ctx, add(x_plane, mul(i, index_imm(width))), "xr")
+
+            def input_pixel(j: Expr) -> list[Stmt]:
+                inner: list[Stmt] = []
+                left = let(inner, ctx, cols.first(j), "ow")
+                right = let(inner, ctx, cols.last(j), "ow")
+                total = ctx.names.fresh("acc", dtype)
+                inner.append(Local(total, imm(0, dtype)))
+
+                def window_row(oh: Expr) -> list[Stmt]:
+                    row: list[Stmt] = []
+                    g_row = let(row, ctx, add(g_plane, mul(oh, index_imm(out_w))), "gr")
+                    high = let(row, ctx, rows.divisor(oh), "dh")
+
+                    def window(ow: Expr) -> list[Stmt]:
+                        count = Cast(mul(high, cols.divisor(ow)), dtype)
+                        share = Binary("div", Load(gy_buffer, add(g_row, ow)), count)
+                        return [Assign(total, Binary("add", total, share))]
+
+                    return row + _windows(ctx, cols, left, right, window)
+
+                inner += _windows(ctx, rows, top, bottom, window_row)
+                return [*inner, Store(dx, add(x_row, j), total)]
+
+            return local + loop(ctx, width, input_pixel)
+
+        return statements + loop(ctx, height, input_row)
+
+    return outer_loop(ctx, planes, plane)
+
+
+@lowers("avg_pool2d_grad")
+def lower_avg_pool2d_grad(node: Node, ctx: LowerContext) -> list[Stmt]:
+    """Each dx element from the windows that cover it (see `_gather_windows`)."""
+    batch, channels, height, width = ctx.output_types[0].shape
+    out_h, out_w = ctx.input_types[0].shape[2:]
+    kernel, stride, padding = node.attrs["kernel"], node.attrs["stride"], node.attrs["padding"]
+    include = bool(node.attrs["count_include_pad"])
+    rows = _avg_axis(height, out_h, kernel[0], stride[0], padding[0], padding[2], include)
+    cols = _avg_axis(width, out_w, kernel[1], stride[1], padding[1], padding[3], include)
+    return _gather_windows(ctx, ctx.inputs[0], ctx.outputs[0], rows, cols, batch * channels,
+                           (height, width), (out_h, out_w))
+
+
+@lowers("adaptive_avg_pool2d_grad")
+def lower_adaptive_avg_pool2d_grad(node: Node, ctx: LowerContext) -> list[Stmt]:
+    """Each dx element from the adaptive windows that cover it (see `_gather_windows`)."""
+    batch, channels, height, width = ctx.output_types[0].shape
+    out_h, out_w = ctx.input_types[0].shape[2:]
+    return _gather_windows(ctx, ctx.inputs[0], ctx.outputs[0], _adaptive_axis(height, out_h),
+                           _adaptive_axis(width, out_w), batch * channels, (height, width),
+                           (out_h, out_w))
+
+
+# ---------------------------------------------------------------------------------------------
+# scatter_add: gather's backward.
+
+
+def _index(indices: Buffer, position: Expr) -> Expr:
+    """indices[position] as an i64."""
+    loaded = Load(indices, position)
+    return loaded if indices.dtype is I64 else Cast(loaded, I64)
+
+
+@lowers("scatter_add")
+def lower_scatter_add(node: Node, ctx: LowerContext) -> list[Stmt]:
+    """Zero the output; check every index (one outside [-size, size) raises ExecutionError);
+    then loops [outer, index, inner]: each index adds one contiguous row of `inner` elements of
+    gy to the output row it names (negative ones wrap; clamped so that even a call that raises
+    never writes outside the output)."""
+    index_type = ctx.input_types[1]
+    gy_buffer, indices = ctx.inputs
+    out = ctx.outputs[0]
+    out_shape = ctx.output_types[0].shape
+    axis = normalize_axis(int(node.attrs["axis"]), len(out_shape))  # type: ignore[arg-type]
+    size = out_shape[axis]
+    outer = math.prod(out_shape[:axis])
+    inner = math.prod(out_shape[axis + 1 :])
+    count = index_type.size
+    statements: list[Stmt] = list(outer_loop(ctx, out.size, lambda i: [
+        Store(out, i, imm(0, out.dtype))]))
+    if count == 0:
+        return statements
+    bad = ctx.names.fresh("bad", DType.BOOL)
+    position = ctx.names.fresh("k")
+    value = _index(indices, position)
+    outside = Binary("or", Binary("lt", value, index_imm(-size)),
+                     Binary("ge", value, index_imm(size)))
+    statements += [
+        Local(bad, imm(False, DType.BOOL)),
+        Loop(position, count, (Assign(bad, Binary("or", bad, outside)),)),
+        ctx.raise_if(bad, f"index out of range [-{size}, {size}) for axis {axis} of size {size}"),
+    ]
+    if size == 0 or inner == 0 or outer == 0:
+        return statements
+
+    def row(r: Expr) -> list[Stmt]:
+        def index_row(k: Expr) -> list[Stmt]:
+            local: list[Stmt] = []
+            raw = let(local, ctx, _index(indices, k), "t")
+            wrapped = let(local, ctx, Select(Binary("lt", raw, index_imm(0)),
+                                             add(raw, index_imm(size)), raw), "t")
+            inside = Binary("and", Binary("ge", wrapped, index_imm(0)),
+                            Binary("lt", wrapped, index_imm(size)))
+            safe = let(local, ctx, Select(inside, wrapped, index_imm(0)), "t")
+            target = let(local, ctx, mul(add(mul(r, index_imm(size)), safe), index_imm(inner)),
+                         "o")
+            source = let(local, ctx, mul(add(mul(r, index_imm(count)), k), index_imm(inner)),
+                         "s")
+            return local + loop(ctx, inner, lambda q: [
+                accumulate(out, add(target, q), Load(gy_buffer, add(source, q)))])
+
+        return loop(ctx, count, index_row)
+
+    return [*statements, *outer_loop(ctx, outer, row)]
