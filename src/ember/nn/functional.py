@@ -17,9 +17,11 @@ from ember.frontend.tensor import Tensor, where
 from ember.ir.types import DType
 
 __all__ = [
-    "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "conv2d", "cross_entropy", "dropout",
-    "embedding", "gelu", "layer_norm", "leaky_relu", "linear", "log_softmax", "max_pool2d",
-    "mse_loss", "nll_loss", "one_hot", "pad", "relu", "sigmoid", "silu", "softmax", "tanh",
+    "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "binary_cross_entropy",
+    "binary_cross_entropy_with_logits", "conv2d", "cross_entropy", "dropout", "embedding", "gelu",
+    "huber_loss", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax", "max_pool2d",
+    "mse_loss", "nll_loss", "one_hot", "pad", "relu", "sigmoid", "silu", "smooth_l1_loss",
+    "softmax", "tanh",
 ]
 
 
@@ -548,17 +550,146 @@ def _cross_entropy_indices(logp: Tensor, target: Tensor, weight: Any, ignore_ind
     return _reduce(nll * (1 - label_smoothing) + smooth * (label_smoothing / classes), reduction)
 
 
+def _loss_weight(weight: Any, loss: Tensor, op: str) -> Tensor:
+    """An elementwise weight of the loss's shape, in the loss's dtype."""
+    w = tracer.as_tensor(weight, loss.dtype_)
+    if w.shape != loss.shape:
+        raise tracer._fail(f"{op}: weight {w.value.type} must have the input's shape "
+                           f"{list(loss.shape)}")
+    return w if w.dtype_ is loss.dtype_ else w.astype(loss.dtype_)
+
+
+def _pointwise_reduce(loss: Tensor, weight: Any, reduction: str, op: str,
+                      mean_over_weights: bool = True) -> Tensor:
+    """Weight a pointwise loss elementwise and reduce it. PyTorch's weighted mean divides by
+    the sum of the weights for mse and l1, by the element count for huber."""
+    if weight is None:
+        return _reduce(loss, reduction)
+    w = _loss_weight(weight, loss, op)
+    weighted = loss * w
+    if reduction == "mean" and mean_over_weights:
+        return weighted.sum() / w.sum()
+    return _reduce(weighted, reduction)
+
+
 def mse_loss(input: Any, target: Any, size_average: bool | None = None,
              reduce: bool | None = None, reduction: str = "mean", weight: Any = None) -> Tensor:
     """(input - target)^2, optionally weighted elementwise, reduced by mean, sum or none."""
     reduction = _reduction(size_average, reduce, reduction)
     diff = _t(input) - target
-    squared = diff * diff
-    if weight is None:
-        return _reduce(squared, reduction)
-    w = tracer.as_tensor(weight, squared.dtype_)
-    if w.shape != squared.shape:
-        raise tracer._fail(f"mse_loss: weight {w.value.type} must have the input's shape "
-                           f"{list(squared.shape)}")
-    weighted = squared * w
-    return weighted.sum() / w.sum() if reduction == "mean" else _reduce(weighted, reduction)
+    return _pointwise_reduce(diff * diff, weight, reduction, "mse_loss")
+
+
+def l1_loss(input: Any, target: Any, size_average: bool | None = None,
+            reduce: bool | None = None, reduction: str = "mean", weight: Any = None) -> Tensor:
+    """|input - target|, optionally weighted elementwise, reduced by mean, sum or none."""
+    reduction = _reduction(size_average, reduce, reduction)
+    return _pointwise_reduce(abs(_t(input) - target), weight, reduction, "l1_loss")
+
+
+def smooth_l1_loss(input: Any, target: Any, size_average: bool | None = None,
+                   reduce: bool | None = None, reduction: str = "mean", beta: float = 1.0
+                   ) -> Tensor:
+    """0.5 z^2 / beta where z = |input - target| < beta, else z - 0.5 beta; beta=0 is l1."""
+    reduction = _reduction(size_average, reduce, reduction)
+    if beta < 0:
+        raise tracer._fail(f"smooth_l1_loss: beta must be >= 0, got {beta}")
+    z = abs(_t(input) - target)
+    if beta == 0:
+        return _reduce(z, reduction)
+    return _reduce(where(z < beta, 0.5 * z * z / beta, z - 0.5 * beta), reduction)
+
+
+def huber_loss(input: Any, target: Any, reduction: str = "mean", delta: float = 1.0,
+               weight: Any = None) -> Tensor:
+    """0.5 z^2 where z = |input - target| < delta, else delta (z - 0.5 delta): smooth_l1 times
+    delta. A weighted mean divides by the element count, as PyTorch's does."""
+    reduction = _reduction(None, None, reduction)
+    if delta <= 0:
+        raise tracer._fail(f"huber_loss: delta must be > 0, got {delta}")
+    z = abs(_t(input) - target)
+    loss = where(z < delta, 0.5 * z * z, delta * (z - 0.5 * delta))
+    return _pointwise_reduce(loss, weight, reduction, "huber_loss", mean_over_weights=False)
+
+
+def _log1p(u: Tensor) -> Tensor:
+    """log(1 + u) for u in [-1, 1], accurate where 1 + u rounds (there is no log1p op).
+
+    log(w) * u / (w - 1) with w = 1 + u cancels the rounding of w (Goldberg, "What every
+    computer scientist should know about floating-point arithmetic", theorem 4); where w
+    rounds to 1, log1p(u) is u. The divisor there is 1, not 0, so that the unused branch holds
+    no 0/0 whose gradient would be nan.
+    """
+    w = 1.0 + u
+    rounds_to_one = w == 1.0
+    divisor = where(rounds_to_one, 1.0, w - 1.0)
+    return where(rounds_to_one, u, w.log() * (u / divisor))
+
+
+def _log_sigmoid(x: Tensor) -> Tensor:
+    """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), finite for every finite x."""
+    return tracer.binary("minimum", x, 0.0) - _log1p((-abs(x)).exp())
+
+
+def _same_shape_target(x: Tensor, target: Any, op: str) -> Tensor:
+    y = tracer.as_tensor(target, x.dtype_)
+    if y.shape != x.shape:
+        raise tracer._fail(f"{op}: target {y.value.type} must have the input's shape "
+                           f"{x.value.type}")
+    return y if y.dtype_ is x.dtype_ else y.astype(x.dtype_)
+
+
+def _broadcast_weight(weight: Any, x: Tensor, op: str, name: str = "weight") -> Tensor:
+    """A weight that broadcasts to the input's shape (and no further), in its dtype."""
+    w = tracer.as_tensor(weight, x.dtype_)
+    try:
+        shape = np.broadcast_shapes(w.shape, x.shape)
+    except ValueError:
+        shape = None
+    if shape != x.shape:
+        raise tracer._fail(f"{op}: {name} {w.value.type} does not broadcast to the input's "
+                           f"shape {x.value.type}")
+    return w if w.dtype_ is x.dtype_ else w.astype(x.dtype_)
+
+
+def binary_cross_entropy(input: Any, target: Any, weight: Any = None,
+                         size_average: bool | None = None, reduce: bool | None = None,
+                         reduction: str = "mean") -> Tensor:
+    """-w (y log(x) + (1 - y) log(1 - x)) for probabilities x, each log clamped at -100 as in
+    PyTorch, so probabilities of exactly 0 and 1 give finite losses.
+
+    PyTorch rejects x outside [0, 1] when it runs; a compiled graph cannot look at the values,
+    so such inputs give nan instead.
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    x = _t(input)
+    y = _same_shape_target(x, target, "binary_cross_entropy")
+    log_x = x.log().clip(min=-100.0)
+    log_not_x = _log1p(-x).clip(min=-100.0)
+    loss = (y - 1.0) * log_not_x - y * log_x
+    if weight is not None:
+        loss = loss * _broadcast_weight(weight, x, "binary_cross_entropy")
+    return _reduce(loss, reduction)
+
+
+def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None,
+                                     size_average: bool | None = None,
+                                     reduce: bool | None = None, reduction: str = "mean",
+                                     pos_weight: Any = None) -> Tensor:
+    """binary_cross_entropy(sigmoid(x), y) without forming sigmoid(x): PyTorch's
+    (1 - y) x - (1 + (pos_weight - 1) y) log_sigmoid(x), finite for logits of any size.
+
+    Without pos_weight this is max(x, 0) - x y + log1p(exp(-|x|)).
+    """
+    reduction = _reduction(size_average, reduce, reduction)
+    op = "binary_cross_entropy_with_logits"
+    x = _t(input)
+    y = _same_shape_target(x, target, op)
+    log_sigmoid = _log_sigmoid(x)
+    if pos_weight is not None:
+        pw = _broadcast_weight(pos_weight, x, op, "pos_weight")
+        log_sigmoid = log_sigmoid * ((pw - 1.0) * y + 1.0)
+    loss = (1.0 - y) * x - log_sigmoid
+    if weight is not None:
+        loss = loss * _broadcast_weight(weight, x, op)
+    return _reduce(loss, reduction)
