@@ -30,6 +30,7 @@ class Parameter:
             array = array.astype(np.float32)
         self.data: np.ndarray = array
         self.requires_grad = requires_grad
+        self.grad: np.ndarray | None = None  # set by backward passes, read by ember.optim
 
     @property
     def shape(self) -> tuple[int, ...]:
