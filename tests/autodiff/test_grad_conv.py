@@ -9,7 +9,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import ember  # noqa: E402
-import ember.autodiff.rules_conv  # noqa: E402,F401  (registers the rule)
+import ember.autodiff.rules_conv  # noqa: E402  (registers the rule)
 from ember.ir.ops import get_op  # noqa: E402
 from ember.ir.types import DType, TensorType  # noqa: E402
 from ember.runtime import compile_native  # noqa: E402

@@ -103,7 +103,7 @@ def conv2d_input_grad(b: GraphBuilder, gy: Value, w: Value, x_type: TensorType,
     spread = _spread(b, gy, (_axis(attrs, 0)[0], _axis(attrs, 1)[0]))
     befores, afters, starts, stops = [], [], [], []
     for axis in range(2):
-        stride, dilation, pad_lo, pad_hi = _axis(attrs, axis)
+        stride, dilation, pad_lo, _ = _axis(attrs, axis)
         size, out = x_type.shape[2 + axis], gy.type.shape[2 + axis]
         if not _reached(size, kernel[axis], out, stride, dilation, pad_lo):
             return _zeros(b, x_type)
@@ -141,62 +141,92 @@ def _window_region(b: GraphBuilder, x: Value, kernel: tuple[int, ...],
 
 def _weight_grad_matmul(b: GraphBuilder, x: Value, gy: Value, w_type: TensorType,
                         attrs: Mapping[str, AttrValue]) -> Value:
-    """dw as one GEMM per group: [Og, N*OH*OW] @ [N*OH*OW, KH*KW*Cg].
+    """dw as one GEMM per group: im2col [Cg*KH*KW, N*OH*OW] @ gy [N*OH*OW, Og], transposed.
 
-    The im2col is built channels-last: x goes to NHWC once, and each kernel tap's window is a
-    strided slice [N, OH, OW, C] whose rows of C channels are contiguous; stacking the taps
-    before the channels gives rows in (tap, channel) order, so the small result is transposed
-    to OIHW at the end instead of the large im2col. The alternative, a convolution over the
-    batch axis (x as [C, N, H, W] convolved with gy as an [O, N, OH, OW] kernel), has an output
-    of KH x KW pixels per image, too few for the implicit GEMM, and grouped convolutions have
-    only the direct loops: on the small CNN of the benchmark it ran several times slower.
+    x goes to [C, N, H, W] once; each kernel tap's window is then a strided slice
+    [C, N, OH, OW] whose N*OH*OW pixels are one row per channel, so stacking the taps along
+    axis 1 copies long contiguous rows (and needs no reshape: reshapes are copies). gy goes
+    channels-last ([N*OH*OW, O]) for the other operand, and only the small [C*KH*KW, O]
+    product is transposed to OIHW.
     """
     groups = int(attrs["groups"])  # type: ignore[arg-type]
     out_channels, group_in, kh, kw = w_type.shape
     batch, _, out_h, out_w = gy.type.shape
-    channels = group_in * groups
+    channels, pixels, group_out = group_in * groups, batch * out_h * out_w, out_channels // groups
     region, pads = _window_region(b, x, (kh, kw), (out_h, out_w), attrs)
-    rows = b.op("transpose", region, perm=(0, 2, 3, 1))
+    planes = b.op("transpose", region, perm=(1, 0, 2, 3))
     if any(pads):
-        rows = b.op("pad", rows, pads=(0, pads[0], pads[1], 0, 0, pads[2], pads[3], 0))
+        planes = b.op("pad", planes, pads=(0, 0, pads[0], pads[1], 0, 0, pads[2], pads[3]))
     (stride_h, dilation_h, _, _), (stride_w, dilation_w, _, _) = _axis(attrs, 0), _axis(attrs, 1)
     taps = []
     for p in range(kh):
         for q in range(kw):
             top, left = p * dilation_h, q * dilation_w
-            tap = b.op("slice", rows, starts=(0, top, left, 0),
-                       stops=(batch, top + (out_h - 1) * stride_h + 1,
-                              left + (out_w - 1) * stride_w + 1, channels),
-                       steps=(1, stride_h, stride_w, 1))
-            taps.append(b.op("reshape", tap, shape=(batch * out_h * out_w, 1, channels)))
+            tap = b.op("slice", planes, starts=(0, 0, top, left),
+                       stops=(channels, batch, top + (out_h - 1) * stride_h + 1,
+                              left + (out_w - 1) * stride_w + 1),
+                       steps=(1, 1, stride_h, stride_w))
+            taps.append(tap)
+    # [C, taps * N, OH, OW]: in memory, [C, taps, N*OH*OW].
     cols = taps[0] if len(taps) == 1 else b.op("concat", *taps, axis=1)
-    pixels, count = batch * out_h * out_w, kh * kw
-    group_out = out_channels // groups
-    gy_rows = b.op("reshape", gy, shape=(batch, out_channels, out_h * out_w))
+    gy_rows = b.op("transpose", gy, perm=(0, 2, 3, 1))
     if groups == 1:
-        cols = b.op("reshape", cols, shape=(pixels, count * channels))
-        gy_rows = b.op("transpose", gy_rows, perm=(1, 0, 2))
-        gy_rows = b.op("reshape", gy_rows, shape=(out_channels, pixels))
+        cols = b.op("reshape", cols, shape=(channels * kh * kw, pixels))
+        gy_rows = b.op("reshape", gy_rows, shape=(pixels, out_channels))
     else:
-        cols = b.op("reshape", cols, shape=(pixels, count, groups, group_in))
-        cols = b.op("transpose", cols, perm=(2, 0, 1, 3))
-        cols = b.op("reshape", cols, shape=(groups, pixels, count * group_in))
-        gy_rows = b.op("reshape", gy, shape=(batch, groups, group_out, out_h * out_w))
-        gy_rows = b.op("transpose", gy_rows, perm=(1, 2, 0, 3))
-        gy_rows = b.op("reshape", gy_rows, shape=(groups, group_out, pixels))
-    product = b.op("matmul", gy_rows, cols)  # [G,] Og, taps * Cg
-    product = b.op("reshape", product, shape=(out_channels, kh, kw, group_in))
-    return b.op("transpose", product, perm=(0, 3, 1, 2))  # type: ignore[return-value]
+        cols = b.op("reshape", cols, shape=(groups, group_in * kh * kw, pixels))
+        gy_rows = b.op("reshape", gy_rows, shape=(pixels, groups, group_out))
+        gy_rows = b.op("transpose", gy_rows, perm=(1, 0, 2))
+    product = b.op("matmul", cols, gy_rows)  # [G,] Cg * taps, Og
+    product = b.op("reshape", product, shape=(groups, group_in, kh, kw, group_out))
+    product = b.op("transpose", product, perm=(0, 4, 1, 2, 3))
+    return b.op("reshape", product, shape=w_type.shape)  # type: ignore[return-value]
+
+
+def _weight_grad_batch_conv(b: GraphBuilder, x: Value, gy: Value, w_type: TensorType,
+                            attrs: Mapping[str, AttrValue]) -> Value:
+    """dw as a convolution over the batch axis: per group, x as [Cg, N, H, W] (channels as
+    images, images as channels) convolved with gy as an [Og, N, OH, OW] kernel, stride and
+    dilation exchanged, gives dw as [Cg, Og, KH, KW].
+
+    The groups stay groups: x becomes [Cg, G*N, H, W] and gy [G*Og, N, OH, OW], group-major,
+    so one grouped conv2d computes every group's block.
+    """
+    groups = int(attrs["groups"])  # type: ignore[arg-type]
+    out_channels, group_in, kh, kw = w_type.shape
+    batch, _, out_h, out_w = gy.type.shape
+    group_out = out_channels // groups
+    region, pads = _window_region(b, x, (kh, kw), (out_h, out_w), attrs)
+    height, width = region.type.shape[2:]
+    images = b.op("reshape", region, shape=(batch, groups, group_in, height, width))
+    images = b.op("transpose", images, perm=(2, 1, 0, 3, 4))
+    images = b.op("reshape", images, shape=(group_in, groups * batch, height, width))
+    kernel = b.op("reshape", gy, shape=(batch, groups, group_out, out_h, out_w))
+    kernel = b.op("transpose", kernel, perm=(1, 2, 0, 3, 4))
+    kernel = b.op("reshape", kernel, shape=(out_channels, batch, out_h, out_w))
+    (stride_h, dilation_h, _, _), (stride_w, dilation_w, _, _) = _axis(attrs, 0), _axis(attrs, 1)
+    blocks = b.op("conv2d", images, kernel, stride=(dilation_h, dilation_w),
+                  dilation=(stride_h, stride_w), padding=pads, groups=groups)
+    return b.op("transpose", blocks, perm=(1, 0, 2, 3))  # type: ignore[return-value]
 
 
 def conv2d_weight_grad(b: GraphBuilder, x: Value, gy: Value, w_type: TensorType,
                        attrs: Mapping[str, AttrValue]) -> Value:
-    """dw of conv2d(x, w) for cotangent gy, shape of `w_type` (OIHW)."""
+    """dw of conv2d(x, w) for cotangent gy, shape of `w_type` (OIHW).
+
+    One GEMM over an im2col, except for grouped convolutions with at most 2 output channels
+    per group (depthwise ones among them): their GEMMs are [Cg*KH*KW, N*OH*OW] @ [N*OH*OW, Og]
+    with one or two columns, and the convolution over the batch axis runs faster (see the
+    measurements in `_weight_grad_matmul`).
+    """
     for axis in range(2):
         stride, dilation, pad_lo, _ = _axis(attrs, axis)
         if not _reached(x.type.shape[2 + axis], w_type.shape[2 + axis],
                         gy.type.shape[2 + axis], stride, dilation, pad_lo):
             return _zeros(b, w_type)
+    groups = int(attrs["groups"])  # type: ignore[arg-type]
+    if groups > 1 and w_type.shape[0] // groups <= 2:
+        return _weight_grad_batch_conv(b, x, gy, w_type, attrs)
     return _weight_grad_matmul(b, x, gy, w_type, attrs)
 
 
