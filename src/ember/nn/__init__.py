@@ -1,4 +1,5 @@
-"""`ember.nn`: layers with PyTorch's names and arguments; see `ember.nn.layers` for the list."""
+"""`ember.nn`: layers and losses with PyTorch's names and arguments; see `ember.nn.layers` and
+`ember.nn.loss` for the lists."""
 
 from ember.nn import functional, init
 from ember.nn.layers import (
@@ -23,30 +24,48 @@ from ember.nn.layers import (
     Softmax,
     Tanh,
 )
+from ember.nn.loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+    SmoothL1Loss,
+)
 from ember.nn.module import Buffer, Module, Parameter
 
 __all__ = [
     "GELU",
     "AdaptiveAvgPool2d",
     "AvgPool2d",
+    "BCELoss",
+    "BCEWithLogitsLoss",
     "BatchNorm2d",
     "Buffer",
     "Conv2d",
+    "CrossEntropyLoss",
     "Dropout",
     "Embedding",
     "Flatten",
+    "HuberLoss",
     "Identity",
+    "L1Loss",
     "LayerNorm",
     "LeakyReLU",
     "Linear",
     "LogSoftmax",
+    "MSELoss",
     "MaxPool2d",
     "Module",
+    "NLLLoss",
     "Parameter",
     "ReLU",
     "Sequential",
     "SiLU",
     "Sigmoid",
+    "SmoothL1Loss",
     "Softmax",
     "Tanh",
     "functional",
