@@ -12,9 +12,9 @@ stop short of H + pt + pb when (H + pt + pb - E) is not a multiple of s.
 - dx is the transposed convolution: gy spread by the stride (s - 1 zeros between elements),
   convolved at stride 1 with the spatially flipped weight whose in/out channels are swapped
   per group. Rows that no window reached come out as zeros from the padding.
-- dw contracts gy with every kernel tap's window of x over (n, oh, ow). `conv2d_weight_grad`
-  writes it as one GEMM over an im2col of x (see `_weight_grad_matmul` for why not as a
-  convolution over the batch axis).
+- dw contracts gy with every kernel tap's window of x over (n, oh, ow): one GEMM over an
+  im2col of x, or for grouped convolutions with few outputs per group a convolution over the
+  batch axis (`conv2d_weight_grad` says which and why).
 - db is gy summed over N, H and W.
 """
 
@@ -148,6 +148,11 @@ def _weight_grad_matmul(b: GraphBuilder, x: Value, gy: Value, w_type: TensorType
     axis 1 copies long contiguous rows (and needs no reshape: reshapes are copies). gy goes
     channels-last ([N*OH*OW, O]) for the other operand, and only the small [C*KH*KW, O]
     product is transposed to OIHW.
+
+    Against the convolution over the batch axis, at opt_level 3 on one thread (batch 32,
+    3x3, padding 1, f32): 3->16 at 32x32 1.9 ms against 10.6 ms, 16->32 at 16x16 3.0 ms against
+    28.9 ms. That convolution's output is KH x KW pixels per image, too few for the implicit
+    GEMM, so it runs on the direct loops.
     """
     groups = int(attrs["groups"])  # type: ignore[arg-type]
     out_channels, group_in, kh, kw = w_type.shape
@@ -216,8 +221,11 @@ def conv2d_weight_grad(b: GraphBuilder, x: Value, gy: Value, w_type: TensorType,
 
     One GEMM over an im2col, except for grouped convolutions with at most 2 output channels
     per group (depthwise ones among them): their GEMMs are [Cg*KH*KW, N*OH*OW] @ [N*OH*OW, Og]
-    with one or two columns, and the convolution over the batch axis runs faster (see the
-    measurements in `_weight_grad_matmul`).
+    with one or two columns, and the convolution over the batch axis runs faster. Measured at
+    opt_level 3, one thread, batch 32, 3x3, 16x16 images, f32 (GEMM against batch conv):
+    16->32 in 4 groups (Og 8) 3.4 ms against 5.2 ms, 16->16 in 8 groups (Og 2) 2.3 against
+    1.4 ms, depthwise 16 channels 1.8 against 0.7 ms, depthwise 5x5 on 32 channels at 32x32
+    51.7 against 10.7 ms.
     """
     for axis in range(2):
         stride, dilation, pad_lo, _ = _axis(attrs, axis)
