@@ -36,17 +36,39 @@ from ember.lower.loops import (
     Select,
     Stmt,
     Store,
+    Unary,
     add,
     imm,
     index_imm,
     mul,
 )
-from ember.lower.ops_linalg import accumulate, both, div, let, loop, lowest, outer_loop, sub
+from ember.lower.ops_linalg import (
+    accumulate,
+    div,
+    let,
+    loop,
+    outer_loop,
+    sub,
+    window_columns,
+    window_rows,
+)
 from ember.lower.rules import LowerContext, lowers
+from ember.lower.schedule import MIN_VECTOR_EXTENT
 from ember.ops.grad import adaptive_bounds
 
 I64 = DType.I64
 UNROLL_WINDOWS = 4  # up to this many windows per axis cover an element: unrolled, else a loop
+
+
+def scatter_loop(ctx: LowerContext, extent: int, body: Callable[[Expr], Sequence[Stmt]]
+                 ) -> list[Stmt]:
+    """A loop of read-modify-writes at computed indices, where two iterations may update one
+    element: LLVM cannot vectorize it, so it is marked "unroll" (as `ops_reduce` marks its
+    select chains) rather than left for the schedule to ask for vectorization in vain."""
+    if extent <= 0:
+        return []
+    var = ctx.names.fresh("i")
+    return [Loop(var, int(extent), tuple(body(var)), "unroll")]
 
 
 def _zero(ctx: LowerContext, buffer: Buffer, start: Expr, count: int) -> list[Stmt]:
@@ -55,13 +77,6 @@ def _zero(ctx: LowerContext, buffer: Buffer, start: Expr, count: int) -> list[St
 
 # ---------------------------------------------------------------------------------------------
 # max_pool2d_grad: per plane, each window's cotangent to the tap PyTorch's max pooling picks.
-
-
-def _inside(position: Expr, size: int, pad: int, last: int) -> Expr | None:
-    """0 <= position < size, testing only the sides a window can reach (None: always)."""
-    below = Binary("ge", position, index_imm(0)) if pad > 0 else None
-    above = Binary("lt", position, index_imm(size)) if last >= size else None
-    return both(below, above)
 
 
 def _empty_windows(size: int, out: int, kernel: int, stride: int, pad: int, dilation: int
@@ -73,79 +88,87 @@ def _empty_windows(size: int, out: int, kernel: int, stride: int, pad: int, dila
 
 @lowers("max_pool2d_grad")
 def lower_max_pool2d_grad(node: Node, ctx: LowerContext) -> list[Stmt]:
-    """Loop order: plane (parallel; zeroed first), oh, ow, then the window's taps in row-major
-    order, keeping the best value and its position in registers: a tap is taken when greater
-    than the best, or NaN, or the first inside the input (PyTorch's scan). The window's
-    cotangent is then added at that position (overlapping windows may pick the same one)."""
+    """Loop order: plane (parallel; its dx zeroed first), oh, then the forward's tap loops
+    (`window_rows`, `window_columns`: kh, kw, and ow innermost over the static range of output
+    columns whose tap lies inside the input, so no padding test), which keep each window's
+    best value and position in a row of scratch (one row per plane, so threads never share
+    one): a tap is taken when greater than the best, or NaN, or the window's first inside the
+    input. The taps of one window are met in row-major order, which is PyTorch's scan. Each
+    window's cotangent is then added at its position (overlapping windows may pick the same
+    one, hence a serial loop for that)."""
     x_buffer, gy_buffer = ctx.inputs
     dx = ctx.outputs[0]
     dtype = dx.dtype
     batch, channels, height, width = ctx.input_types[0].shape
     out_h, out_w = ctx.input_types[1].shape[2:]
-    kernel_h, kernel_w = node.attrs["kernel"]
-    stride_h, stride_w = node.attrs["stride"]
-    pad_top, pad_left = node.attrs["padding"][:2]
-    dilation_h, dilation_w = node.attrs["dilation"]
-    last_row = (out_h - 1) * stride_h - pad_top + (kernel_h - 1) * dilation_h
-    last_col = (out_w - 1) * stride_w - pad_left + (kernel_w - 1) * dilation_w
-    may_be_empty = (_empty_windows(height, out_h, kernel_h, stride_h, pad_top, dilation_h)
-                    or _empty_windows(width, out_w, kernel_w, stride_w, pad_left, dilation_w))
+    kernel, stride = node.attrs["kernel"], node.attrs["stride"]
+    padding, dilation = node.attrs["padding"], node.attrs["dilation"]
+    planes = batch * channels
+    may_be_empty = (_empty_windows(height, out_h, kernel[0], stride[0], padding[0], dilation[0])
+                    or _empty_windows(width, out_w, kernel[1], stride[1], padding[1],
+                                      dilation[1]))
+    # Positions within a plane, in i32 where they fit: twice the vector lanes of i64.
+    position_type = DType.I32 if height * width < 2**31 else I64
+    best = ctx.scratch(dtype, planes * out_w, "best")
+    chosen = ctx.scratch(position_type, planes * out_w, "arg")
+    unset = imm(float("nan"), dtype)
+    infinity = imm(float("inf"), dtype)
 
     def plane(p: Expr) -> list[Stmt]:
         statements: list[Stmt] = []
         x_plane = let(statements, ctx, mul(p, index_imm(height * width)), "x")
         g_plane = let(statements, ctx, mul(p, index_imm(out_h * out_w)), "g")
+        row = let(statements, ctx, mul(p, index_imm(out_w)), "r")
         statements += _zero(ctx, dx, x_plane, height * width)
 
         def output_row(oh: Expr) -> list[Stmt]:
             local: list[Stmt] = []
-            top = let(local, ctx, add(mul(oh, index_imm(stride_h)), index_imm(-pad_top)), "ih")
-            g_row = let(local, ctx, add(g_plane, mul(oh, index_imm(out_w))), "gr")
+            local += loop(ctx, out_w, lambda ow: [Store(best, add(row, ow), unset),
+                                                  Store(chosen, add(row, ow),
+                                                        imm(-1, position_type))])
 
-            def pixel(ow: Expr) -> list[Stmt]:
-                inner: list[Stmt] = []
-                left = let(inner, ctx, add(mul(ow, index_imm(stride_w)), index_imm(-pad_left)),
-                           "iw")
-                best = ctx.names.fresh("best", dtype)
-                chosen = ctx.names.fresh("arg")
-                inner += [Local(best, lowest(dtype)), Local(chosen, index_imm(-1))]
+            def kernel_row(kh: Expr, ih: Expr) -> list[Stmt]:
+                rows: list[Stmt] = []
+                x_row = let(rows, ctx, mul(ih, index_imm(width)), "xr")
 
-                def tap_row(kh: Expr) -> list[Stmt]:
-                    head: list[Stmt] = []
-                    ih = let(head, ctx, add(top, mul(kh, index_imm(dilation_h))), "ih")
-                    rows: list[Stmt] = []
-                    x_row = let(rows, ctx, mul(ih, index_imm(width)), "xr")
-
-                    def tap(kw: Expr) -> list[Stmt]:
-                        column: list[Stmt] = []
-                        iw = let(column, ctx, add(left, mul(kw, index_imm(dilation_w))), "iw")
+                def column(kw: Expr):
+                    def pixel(ow: Expr, iw: Expr) -> list[Stmt]:
                         taps: list[Stmt] = []
+                        slot = let(taps, ctx, add(row, ow), "s")
                         position = let(taps, ctx, add(x_row, iw), "q")
                         value = let(taps, ctx, Load(x_buffer, add(x_plane, position)), "v")
-                        take = Binary("or", Binary("or", Binary("gt", value, best),
-                                                   Binary("ne", value, value)),
-                                      Binary("lt", chosen, index_imm(0)))
-                        flag = let(taps, ctx, take, "take")
-                        taps += [Assign(best, Select(flag, value, best)),
-                                 Assign(chosen, Select(flag, position, chosen))]
-                        check = _inside(iw, width, pad_left, last_col)
-                        return column + (taps if check is None else [If(check, tuple(taps))])
+                        so_far = let(taps, ctx, Load(best, slot), "b")
+                        flag = let(taps, ctx, Unary("not", Binary("le", value, so_far)), "take")
+                        kept = Select(Binary("ne", value, value), infinity, value)
+                        stored = position if position_type is I64 else Cast(position,
+                                                                              position_type)
+                        return [*taps, Store(best, slot, Select(flag, kept, so_far)),
+                                Store(chosen, slot, Select(flag, stored, Load(chosen, slot)))]
 
-                    rows += loop(ctx, kernel_w, tap)
-                    check = _inside(ih, height, pad_top, last_row)
-                    return head + (rows if check is None else [If(check, tuple(rows))])
+                    return [], pixel
 
-                inner += loop(ctx, kernel_h, tap_row)
-                update = accumulate(dx, add(x_plane, chosen), Load(gy_buffer, add(g_row, ow)))
+                return rows + window_columns(
+                    ctx, kernel=kernel[1], stride=stride[1], pad=padding[1], dilation=dilation[1],
+                    size=width, out=out_w, body=column)
+
+            local += window_rows(ctx, oh, kernel=kernel[0], stride=stride[0], pad=padding[0],
+                                 dilation=dilation[0], size=height, out=out_h, body=kernel_row)
+            g_row = let(local, ctx, add(g_plane, mul(oh, index_imm(out_w))), "gr")
+
+            def scatter(ow: Expr) -> list[Stmt]:
+                inner: list[Stmt] = []
+                loaded = Load(chosen, add(row, ow))
+                at = let(inner, ctx, loaded if position_type is I64 else Cast(loaded, I64), "a")
+                update = accumulate(dx, add(x_plane, at), Load(gy_buffer, add(g_row, ow)))
                 if may_be_empty:
-                    return [*inner, If(Binary("ge", chosen, index_imm(0)), (update,))]
+                    return [*inner, If(Binary("ge", at, index_imm(0)), (update,))]
                 return [*inner, update]
 
-            return local + loop(ctx, out_w, pixel)
+            return local + scatter_loop(ctx, out_w, scatter)
 
         return statements + loop(ctx, out_h, output_row)
 
-    return outer_loop(ctx, batch * channels, plane)
+    return outer_loop(ctx, planes, plane)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -358,6 +381,8 @@ def lower_scatter_add(node: Node, ctx: LowerContext) -> list[Stmt]:
             return local + loop(ctx, inner, lambda q: [
                 accumulate(out, add(target, q), Load(gy_buffer, add(source, q)))])
 
-        return loop(ctx, count, index_row)
+        if inner >= MIN_VECTOR_EXTENT:  # the row loop inside vectorizes
+            return loop(ctx, count, index_row)
+        return scatter_loop(ctx, count, index_row)
 
     return [*statements, *outer_loop(ctx, outer, row)]
