@@ -96,7 +96,10 @@ class Optimizer:
         raise NotImplementedError
 
     def init_state(self, param: Parameter) -> dict[str, np.ndarray]:
-        """Fresh state of `param` for its group: zeros, as PyTorch initializes it lazily."""
+        """Fresh state of `param` for its group: zeros, as PyTorch initializes it lazily (to
+        build example inputs for tracing). It registers nothing: `begin_step` and `step` create
+        the state they use in `self.state` on a parameter's first step, which is how SGD knows
+        a momentum buffer is new."""
         group = self._group_of(param)
         return {name: np.zeros_like(param.data) for name in self.state_names(group)}
 
