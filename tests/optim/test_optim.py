@@ -320,3 +320,30 @@ def test_update_traces_into_a_compiled_step(cls: type, kwargs: dict) -> None:
         for got, want in zip(compiled, eager, strict=True):
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
         eager_p, eager_state = eager[0], dict(zip(names, eager[1:], strict=True))
+
+
+@pytest.mark.parametrize(("cls", "torch_cls", "kwargs"), [
+    (SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, dampening=0.3, weight_decay=0.01)),
+    (AdamW, torch.optim.AdamW, dict(lr=0.01, amsgrad=True)),
+])
+def test_begin_step_and_update_as_the_train_step_uses_them(cls: type, torch_cls: type,
+                                                           kwargs: dict) -> None:
+    """The compiled step's protocol, run eagerly: begin_step, then update every parameter of
+    each group from `opt.state` with the group's scalars, writing the results back."""
+    pair = Pair(cls, torch_cls, np.float64, kwargs, [dict(lr=0.1), {}])
+    for grads in _grads(np.float64, STEPS):
+        for tensor, grad in zip(pair.tensors, grads, strict=True):
+            tensor.grad = torch.tensor(grad)
+        pair.torch_opt.step()
+        group_scalars = pair.opt.begin_step()
+        grad_of = {id(p): g for p, g in zip(pair.params, grads, strict=True)}
+        for group, scalars in zip(pair.opt.param_groups, group_scalars, strict=True):
+            names = pair.opt.state_names(group)
+            for param in group["params"]:
+                state = pair.opt.state[param]
+                new_param, new_state = pair.opt.update(param.data, grad_of[id(param)],
+                                                       {n: state[n] for n in names}, scalars)
+                param.data[...] = new_param
+                for name in names:
+                    state[name] = np.asarray(new_state[name])
+        pair.check()
