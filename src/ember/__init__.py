@@ -8,7 +8,7 @@
 # Importing `ember.ops` registers every op row, `ember.lower` every target-neutral lowering
 # rule and `ember.backend` every backend's target rules: the registries are complete once
 # `import ember` returns; nothing fills them on first use.
-from ember import backend, lower, nn, ops  # noqa: F401
+from ember import autodiff, backend, lower, nn, ops, optim  # noqa: F401
 from ember.driver import Executable, compile, jit
 from ember.errors import (
     EmberError,
@@ -31,6 +31,7 @@ from ember.ir.types import DType, TensorType
 from ember.ir.verify import verify
 from ember.nn.init import manual_seed
 from ember.target import Target
+from ember.train import TrainStep, grad, train_step, value_and_grad
 
 __version__ = "0.1.0"
 
@@ -39,9 +40,9 @@ parse = parse_graph
 __all__ = [
     "DType", "EmberError", "Executable", "ExecutionError", "Graph", "GraphBuilder",
     "IRParseError", "IRVerifyError", "LoweringError", "Node", "PassFailed", "ShapeError",
-    "Target", "Tensor", "TensorSpec", "TensorType", "TraceError", "UnsupportedError", "Value",
-    "__version__", "compile", "concatenate", "interpret", "jit", "manual_seed", "nn", "onnx", "pad",
-    "parse", "parse_graph", "print_graph", "split", "stack", "trace", "verify", "where",
+    "Target", "Tensor", "TrainStep", "TensorSpec", "TensorType", "TraceError", "UnsupportedError", "Value",
+    "__version__", "compile", "concatenate", "grad", "interpret", "jit", "manual_seed", "nn", "onnx", "pad",
+    "parse", "parse_graph", "print_graph", "split", "stack", "trace", "train_step", "value_and_grad", "verify", "where",
 ]
 
 

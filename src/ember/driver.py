@@ -166,7 +166,23 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str | Target =
     it replaces the target's `cores`, so `exe.native.set_threads` can lower it later but not
     raise it.
     """
+    target, count = resolve_target(target, threads, opt_level)
+    start = time.perf_counter()
+    traced, single, _ = trace_with_info(fn, *example_inputs)
+    trace_seconds = time.perf_counter() - start
+    exe = compile_graph(traced, target=target, opt_level=opt_level, passes=passes, threads=count)
+    exe.single_output = single
+    exe.timings = {"trace": trace_seconds, **exe.timings}
+    return exe
+
+
+def resolve_target(target: str | Target, threads: int | None, opt_level: int
+                   ) -> tuple[Target, int | None]:
+    """The Target a compile builds for, with `threads` (or EMBER_NUM_THREADS) as its cores,
+    and the thread count; errors for a backend that cannot build or a bad level, before any
+    work is done."""
     from ember import config
+    from ember.backend import for_target
 
     config.warn_unknown()
     target = Target.parse(target)
@@ -177,26 +193,29 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str | Target =
         # Code is partitioned for the threads it will run on: at one thread a GEMM packs B
         # once (not once per row block) and no loop pays for the thread pool.
         target = target.with_(cores=count)
-    from ember.backend import for_target
-
     for_target(target).check()  # before any work: a backend that cannot build says so
     if opt_level not in (0, 1, 2, 3):
         raise EmberError(f"opt_level must be 0, 1, 2 or 3, got {opt_level!r}")
-    start = time.perf_counter()
-    traced, single, _ = trace_with_info(fn, *example_inputs)
-    timings = {"trace": time.perf_counter() - start}
+    return target, count
+
+
+def compile_graph(traced: Graph, *, target: Target, opt_level: int = 3, passes: Any = None,
+                  threads: int | None = None) -> Executable:
+    """Optimize a graph and build its executable for `target` (as `resolve_target` made it):
+    the part of `compile` after tracing, which `ember.grad` and `ember.train_step` share."""
     ledger = TimePasses()
     start = time.perf_counter()
     graph = optimize(traced, opt_level, passes, [ledger], target)
-    timings["passes"] = time.perf_counter() - start
+    timings = {"passes": time.perf_counter() - start}
     native = None
     if opt_level >= 1:
         from ember.runtime import compile_cached
 
         native = compile_cached(graph, opt_level, target)
         timings.update(native.timings)
-        if count is not None:
-            native.set_threads(count)
+        if threads is not None:
+            native.set_threads(threads)
+    single = len(graph.outputs) == 1
     return Executable(graph, traced, single, opt_level, target, timings, ledger, native)
 
 

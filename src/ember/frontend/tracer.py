@@ -71,6 +71,27 @@ class TraceContext:
         self.param_values: dict[int, Tensor] = {}
         self.param_inputs: dict[int, Tensor] = {}  # params given as graph inputs (training)
         self.dropout_seed = 0
+        # Training traces (`ember.train_step`) collect the new values of module buffers
+        # (BatchNorm's running statistics) here, as extra graph outputs; None elsewhere.
+        self.updates: dict[int, tuple[Any, Tensor]] | None = None
+        self.dropout_keys = 0  # run-time mask keys made by `dropout_key`
+
+    def dropout_key(self) -> Tensor | None:
+        """In a training trace, a new i32 scalar input: the mask key of one dropout, drawn
+        afresh for every step. None elsewhere (the mask then follows the `seed` attribute)."""
+        if self.updates is None:
+            return None
+        self.dropout_keys += 1
+        value = self.builder.input(TensorType(DType.I32, ()), f"dropout_key{self.dropout_keys}")
+        return Tensor(value, self)
+
+    def record_update(self, buffer: Any, value: Tensor) -> bool:
+        """Note `value` as the new content of a module buffer after this call; False (and
+        nothing recorded) outside a training trace or when `buffer` is no graph input."""
+        if self.updates is None or id(buffer) not in self.param_inputs:
+            return False
+        self.updates[id(buffer)] = (buffer, value)
+        return True
 
     def emit(self, op: str, *inputs: Tensor, **attrs: Any) -> Any:
         """Record one op; returns a Tensor, or a tuple of Tensors for multi-output ops."""
@@ -307,20 +328,67 @@ def trace_with_info(fn: Callable[..., Any], *example_inputs: Any, name: str | No
     return graph, single, param_names
 
 
-def _register_params(fn: Any, ctx: TraceContext, as_inputs: bool) -> list[str]:
+def _register_params(fn: Any, ctx: TraceContext, as_inputs: bool, buffers: bool = False
+                     ) -> list[str]:
     named = getattr(fn, "named_parameters", None)
     if named is None:
         return []
     names: list[str] = []
     for param_name, param in fn.named_parameters():
         ctx.param_names[id(param)] = param_name
-        if as_inputs and getattr(param, "requires_grad", True):
+        if as_inputs and (buffers or getattr(param, "requires_grad", True)):
             value = ctx.builder.input(TensorType.of(param.data), param_name)
             ctx.param_inputs[id(param)] = Tensor(value, ctx)
             names.append(param_name)
     for buffer_name, buffer in fn.named_buffers():
         ctx.param_names[id(buffer)] = buffer_name
+        if buffers and buffer is not None and buffer.data.dtype.kind == "f":
+            value = ctx.builder.input(TensorType.of(buffer.data), buffer_name)
+            ctx.param_inputs[id(buffer)] = Tensor(value, ctx)
+            names.append(buffer_name)
     return names
+
+
+@dataclass
+class TrainTrace:
+    """A module traced for training: graph inputs are the data, then every parameter and
+    floating-point buffer of the module (`state`, in that order, by state-dict name); outputs
+    are the function's results, then the new value of each buffer in `updated`."""
+
+    graph: Graph
+    state: list[tuple[str, Any]]  # (name, Parameter or Buffer) of each state input
+    updated: list[tuple[str, Any]]  # (name, Buffer) of each extra output
+    result_count: int  # outputs of the function itself
+    dropout_keys: int  # i32 scalar inputs after the state: one mask key per dropout
+
+
+def trace_for_training(fn: Callable[..., Any], module: Any, *example_inputs: Any,
+                       name: str | None = None) -> TrainTrace:
+    """Trace `fn(*inputs)` (which calls `module`) with the module's parameters and buffers as
+    graph inputs, collecting buffer updates (see `TraceContext.record_update`)."""
+    if getattr(_STATE, "ctx", None) is not None:
+        raise TraceError("ember.train_step was called inside a trace")
+    ctx = TraceContext(name or _graph_name(module))
+    ctx.updates = {}
+    tensors = [Tensor(ctx.builder.input(_example_type(x, i), f"batch{i}"), ctx)
+               for i, x in enumerate(example_inputs)]
+    names = _register_params(module, ctx, as_inputs=True, buffers=True)
+    by_name = {**dict(module.named_parameters()), **dict(module.named_buffers())}
+    _STATE.ctx = ctx
+    try:
+        outputs, _ = _collect_outputs(fn(*tensors), ctx)
+    finally:
+        _STATE.ctx = None
+    names_of = {id(by_name[n]): n for n in names}
+    updated = [(names_of[key], buffer) for key, (buffer, _) in ctx.updates.items()]
+    values = [t.value for t in outputs] + [t.value for _, t in ctx.updates.values()]
+    graph = ctx.builder.build(values)
+    try:
+        verify(graph)
+    except EmberError as err:
+        raise TraceError(f"internal error: the traced graph does not verify: {err}") from err
+    return TrainTrace(graph, [(n, by_name[n]) for n in names], updated, len(outputs),
+                      ctx.dropout_keys)
 
 
 def traced_value(tensor: Tensor) -> Value:

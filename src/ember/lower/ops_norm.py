@@ -61,7 +61,7 @@ def lower_softmax(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
 
     Loop order: see the module docstring (rows when the axis is last, slabs otherwise).
     """
-    (x_type,) = ctx.input_types
+    x_type = ctx.input_types[0]
     source, target = ctx.inputs[0], ctx.outputs[0]
     dtype = x_type.dtype
     if x_type.size == 0:
@@ -343,7 +343,7 @@ def lower_dropout(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     """Inference (or p = 0): a copy. Training: one flat contiguous loop; each element's keep bit
     is the hash above of its flat index (i32 arithmetic, vectorizable), so the compiled mask is
     bit-identical to the reference's."""
-    (x_type,) = ctx.input_types
+    x_type = ctx.input_types[0]
     source, target = ctx.inputs[0], ctx.outputs[0]
     dtype = x_type.dtype
     p = float(node.attrs["p"])  # type: ignore[arg-type]
@@ -355,8 +355,9 @@ def lower_dropout(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     threshold = math.ceil(p * 2.0**32)
     scale = float(dtype.numpy.type(1 / (1 - p)))
     statements: list[Stmt] = []
-    counter = Binary("add", Binary("mul", Cast(i, I32), _i32(GOLDEN)),
-                     _i32(dropout_key(int(node.attrs["seed"]))))  # type: ignore[arg-type]
+    key = (Load(ctx.inputs[1], index_imm(0)) if len(ctx.inputs) > 1
+           else _i32(dropout_key(int(node.attrs["seed"]))))  # type: ignore[arg-type]
+    counter = Binary("add", Binary("mul", Cast(i, I32), _i32(GOLDEN)), key)
     hashed = _fmix32_expr(ctx, counter, statements)
     unsigned = Binary("and", Cast(hashed, I64), index_imm(MASK32))
     keep = Binary("ge", unsigned, index_imm(threshold))

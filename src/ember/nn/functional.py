@@ -297,7 +297,9 @@ def dropout(input: Any, p: float = 0.5, training: bool = True, inplace: bool = F
     if not training or p == 0:
         return x
     x.ctx.dropout_seed += 1
-    return x.ctx.emit("dropout", x, p=float(p), training=True, seed=x.ctx.dropout_seed)
+    key = x.ctx.dropout_key()  # a run-time key in a train step: a fresh mask every call
+    inputs = (x,) if key is None else (x, key)
+    return x.ctx.emit("dropout", *inputs, p=float(p), training=True, seed=x.ctx.dropout_seed)
 
 
 def embedding(input: Any, weight: Any, padding_idx: int | None = None,

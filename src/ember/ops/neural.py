@@ -359,16 +359,22 @@ register_op(OpDef("log_softmax", infer=infer_softmax, reference=_log_softmax,
                   attrs={"axis": Attr("int", -1)}))
 
 
-def infer_dropout(x: TensorType, *, p: float, training: bool, seed: int) -> TensorType:
+def infer_dropout(x: TensorType, key: TensorType | None = None, *, p: float, training: bool,
+                  seed: int) -> TensorType:
     _same_dtype(x)
+    if key is not None and (key.dtype is not DType.I32 or key.shape != ()):
+        raise ShapeError(f"the mask key must be an i32 scalar, got {key}")
     if not 0 <= p <= 1:
         raise ShapeError(f"probability p must be in [0, 1], got {p}")
     return x
 
 
-def _dropout(x: np.ndarray, *, p: float, training: bool, seed: int) -> np.ndarray:
+def _dropout(x: np.ndarray, key: np.ndarray | None = None, *, p: float, training: bool,
+             seed: int) -> np.ndarray:
     """Identity in inference; in training, a mask from a counter-based hash of (seed, flat
-    index), kept elements scaled by dtype(1/(1-p)).
+    index), kept elements scaled by dtype(1/(1-p)). A second input, an i32 scalar, is the key
+    itself (given at run time, so a train step draws a fresh mask each call): `seed` is then
+    unused.
 
     With murmur3's 32-bit finalizer fmix32 and all arithmetic mod 2^32:
     key = fmix32(low ^ high 32 bits of seed mod 2^64), h = fmix32(index * 0x9E3779B1 + key),
@@ -388,7 +394,8 @@ def _dropout(x: np.ndarray, *, p: float, training: bool, seed: int) -> np.ndarra
         return h ^ (h >> np.uint32(16))
 
     wide = seed & ((1 << 64) - 1)
-    key = fmix32(np.array([(wide & 0xFFFFFFFF) ^ (wide >> 32)], dtype=np.uint32))
+    key = (fmix32(np.array([(wide & 0xFFFFFFFF) ^ (wide >> 32)], dtype=np.uint32))
+           if key is None else np.asarray(key).astype(np.uint32).reshape(1))
     index = np.arange(x.size, dtype=np.uint64).astype(np.uint32)
     hashed = fmix32(index * np.uint32(0x9E3779B1) + key)
     keep = (hashed.astype(np.uint64) >= np.uint64(np.ceil(p * 2.0**32))).reshape(x.shape)
@@ -397,7 +404,7 @@ def _dropout(x: np.ndarray, *, p: float, training: bool, seed: int) -> np.ndarra
         return x * np.where(keep, scale, x.dtype.type(0))
 
 
-register_op(OpDef("dropout", infer=infer_dropout, reference=_dropout, pure=False,
+register_op(OpDef("dropout", infer=infer_dropout, reference=_dropout, pure=False, arity=(1, 2),
                   attrs={"p": Attr("float", 0.5), "training": Attr("bool", False),
                          "seed": Attr("int", 0)}))
 

@@ -74,8 +74,18 @@ class NativeGraph:
         return outputs
 
     def __call__(self, *args: Any) -> tuple[np.ndarray, ...]:
+        return self.run_into(args, ())
+
+    def run_into(self, args: Sequence[Any], into: Sequence[np.ndarray | None]
+                 ) -> tuple[np.ndarray, ...]:
+        """Run with output k written into `into[k]` where given (a C-contiguous array of the
+        output's type, which may be one of the inputs when the caller has checked that the
+        kernels allow it: `ember.train`'s in-place updates); fresh arrays for the rest."""
         inputs = [np.ascontiguousarray(a) for a in check_inputs(self.graph, args)]
         outputs = self._outputs()
+        for index, array in enumerate(into):
+            if array is not None:
+                outputs[index] = array
         arena = self._arena()
         self.native.run(inputs, outputs, arena)
         for index, slot in self.program.output_copies:
