@@ -26,21 +26,23 @@ def reference(op: str, *arrays: np.ndarray, **attrs: object) -> np.ndarray:
 
 def compiled(op: str, *arrays: np.ndarray, opt_level: int, **attrs: object) -> np.ndarray:
     """One node of `op` over graph inputs, compiled natively and run."""
-    return compiled_f64_f32(op, *arrays, opt_level=opt_level, f32=False, **attrs)[0]
+    return compiled_nodes(op, [(arrays, attrs)], opt_level)[0]
 
 
-def compiled_f64_f32(op: str, *arrays: np.ndarray, opt_level: int, f32: bool = True,
-                     **attrs: object) -> list[np.ndarray]:
-    """`op` on the arrays and, with f32, on their float32 copies too: one graph, one compile."""
-    copies = [a.astype(np.float32) if a.dtype == np.float64 else a for a in arrays]
-    runs = [arrays, copies] if f32 else [arrays]
+def compiled_nodes(op: str, problems: list[tuple[tuple[np.ndarray, ...], dict]],
+                   opt_level: int) -> list[np.ndarray]:
+    """One node of `op` per (arrays, attrs) problem, all in one graph (one compile), run."""
     b = ember.GraphBuilder(op)
     outputs = []
-    for run in runs:
-        values = [b.input(TensorType.of(a), f"in{i}") for i, a in enumerate(run)]
+    for arrays, attrs in problems:
+        values = [b.input(TensorType.of(a)) for a in arrays]
         outputs.append(b.op(op, *values, **attrs))
-    graph = b.build(outputs)
-    return list(compile_native(graph, opt_level=opt_level)(*(a for run in runs for a in run)))
+    native = compile_native(b.build(outputs), opt_level=opt_level)
+    return list(native(*(a for arrays, _ in problems for a in arrays)))
+
+
+def as_f32(arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    return tuple(a.astype(np.float32) if a.dtype == np.float64 else a for a in arrays)
 
 
 def torch_vjp(forward, x: np.ndarray, gy_seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -108,15 +110,20 @@ def test_max_pool2d_grad_reference_matches_torch(case: str, nan: bool) -> None:
 
 
 @pytest.mark.parametrize("opt_level", [1, 3])
-@pytest.mark.parametrize("case", sorted(MAX_CASES))
-def test_max_pool2d_grad_compiled(case: str, opt_level: int) -> None:
-    x, gy, dx, attrs = _max_problem(case, nan=case in ("3x3-s1-overlap", "dilated-ceil"))
-    got, got32 = compiled_f64_f32("max_pool2d_grad", x, gy, opt_level=opt_level, **attrs)
-    np.testing.assert_allclose(got, dx, rtol=1e-12, atol=1e-12)
-    expected32 = reference("max_pool2d_grad", x.astype(np.float32), gy.astype(np.float32),
-                           **attrs)
-    assert got32.dtype == np.float32
-    np.testing.assert_allclose(got32, expected32, rtol=1e-5, atol=1e-6)
+def test_max_pool2d_grad_compiled(opt_level: int) -> None:
+    """Every case in f64 (against torch) and f32 (against the reference), with NaNs in two."""
+    problems, expected = [], []
+    for case in sorted(MAX_CASES):
+        x, gy, dx, attrs = _max_problem(case, nan=case in ("3x3-s1-overlap", "dilated-ceil"))
+        small = as_f32((x, gy))
+        problems += [((x, gy), attrs), (small, attrs)]
+        expected += [(case, dx), (f"{case} f32", reference("max_pool2d_grad", *small, **attrs))]
+    got = compiled_nodes("max_pool2d_grad", problems, opt_level)
+    for (name, want), have in zip(expected, got, strict=True):
+        assert have.dtype == want.dtype, name
+        np.testing.assert_allclose(have, want, rtol=1e-12 if want.dtype == np.float64 else 1e-5,
+                                   atol=1e-12 if want.dtype == np.float64 else 1e-6,
+                                   err_msg=name)
 
 
 def test_max_pool2d_grad_signed_zeros_and_infinities() -> None:
@@ -176,13 +183,17 @@ def test_avg_pool2d_grad_reference_matches_torch(case: str) -> None:
 
 
 @pytest.mark.parametrize("opt_level", [1, 3])
-@pytest.mark.parametrize("case", sorted(AVG_CASES))
-def test_avg_pool2d_grad_compiled(case: str, opt_level: int) -> None:
-    gy, dx, attrs = _avg_problem(case)
-    got, got32 = compiled_f64_f32("avg_pool2d_grad", gy, opt_level=opt_level, **attrs)
-    np.testing.assert_allclose(got, dx, rtol=1e-12, atol=1e-12)
-    assert got32.dtype == np.float32
-    np.testing.assert_allclose(got32, dx, rtol=1e-5, atol=1e-5)
+def test_avg_pool2d_grad_compiled(opt_level: int) -> None:
+    """Every case in f64 and f32, against torch."""
+    problems, expected = [], []
+    for case in sorted(AVG_CASES):
+        gy, dx, attrs = _avg_problem(case)
+        problems += [((gy,), attrs), (as_f32((gy,)), attrs)]
+        expected += [(case, dx, np.float64, 1e-12), (f"{case} f32", dx, np.float32, 1e-5)]
+    got = compiled_nodes("avg_pool2d_grad", problems, opt_level)
+    for (name, want, dtype, tolerance), have in zip(expected, got, strict=True):
+        assert have.dtype == dtype, name
+        np.testing.assert_allclose(have, want, rtol=tolerance, atol=tolerance, err_msg=name)
 
 
 # -- adaptive_avg_pool2d_grad -------------------------------------------------------------------
@@ -206,13 +217,19 @@ def _adaptive_problem(case: str):
 
 
 @pytest.mark.parametrize("case", sorted(ADAPTIVE_CASES))
-def test_adaptive_avg_pool2d_grad_matches_torch(case: str) -> None:
+def test_adaptive_avg_pool2d_grad_reference_matches_torch(case: str) -> None:
     gy, dx, attrs = _adaptive_problem(case)
     np.testing.assert_allclose(reference("adaptive_avg_pool2d_grad", gy, **attrs), dx,
                                rtol=1e-12, atol=1e-12)
-    for level in (1, 3):
-        got = compiled("adaptive_avg_pool2d_grad", gy, opt_level=level, **attrs)
-        np.testing.assert_allclose(got, dx, rtol=1e-12, atol=1e-12, err_msg=f"opt {level}")
+
+
+@pytest.mark.parametrize("opt_level", [1, 3])
+def test_adaptive_avg_pool2d_grad_compiled(opt_level: int) -> None:
+    problems = [_adaptive_problem(case) for case in sorted(ADAPTIVE_CASES)]
+    got = compiled_nodes("adaptive_avg_pool2d_grad", [((gy,), attrs) for gy, _, attrs in problems],
+                         opt_level)
+    for case, (_, dx, _), have in zip(sorted(ADAPTIVE_CASES), problems, got, strict=True):
+        np.testing.assert_allclose(have, dx, rtol=1e-12, atol=1e-12, err_msg=case)
 
 
 # -- scatter_add --------------------------------------------------------------------------------
@@ -245,13 +262,19 @@ def _scatter_problem(case: str):
 
 
 @pytest.mark.parametrize("case", sorted(SCATTER_CASES))
-def test_scatter_add_matches_torch(case: str) -> None:
+def test_scatter_add_reference_matches_torch(case: str) -> None:
     gy, indices, dx, attrs = _scatter_problem(case)
     np.testing.assert_allclose(reference("scatter_add", gy, indices, **attrs), dx, rtol=1e-12,
                                atol=1e-12)
-    for level in (1, 3):
-        got = compiled("scatter_add", gy, indices, opt_level=level, **attrs)
-        np.testing.assert_allclose(got, dx, rtol=1e-12, atol=1e-12, err_msg=f"opt {level}")
+
+
+@pytest.mark.parametrize("opt_level", [1, 3])
+def test_scatter_add_compiled(opt_level: int) -> None:
+    problems = [_scatter_problem(case) for case in sorted(SCATTER_CASES)]
+    got = compiled_nodes("scatter_add", [((gy, indices), attrs)
+                                         for gy, indices, _, attrs in problems], opt_level)
+    for case, (_, _, dx, _), have in zip(sorted(SCATTER_CASES), problems, got, strict=True):
+        np.testing.assert_allclose(have, dx, rtol=1e-12, atol=1e-12, err_msg=case)
 
 
 def test_scatter_add_many_repeats_stay_exact() -> None:

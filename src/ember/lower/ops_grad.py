@@ -4,8 +4,9 @@ The outermost loop of every rule writes disjoint outputs, so the schedule may ru
 threads:
 
 - `avg_pool2d_grad` and `adaptive_avg_pool2d_grad` gather: each element of dx sums the
-  cotangents of the windows that contain it, found per axis from its position (a closed form,
-  at most a few windows each), so every dx element is one store and no two threads meet.
+  shares (cotangent over divisor, computed once per window) of the windows that contain it,
+  found per axis from its position (a closed form, at most a few windows each), so every dx
+  element is one store and no two threads meet.
 - `max_pool2d_grad` scatters within one image plane: a plane is one outer iteration (zeroed,
   then each window's cotangent added at its chosen tap). Gathering instead would recompute
   each window's argmax once per element of dx it covers.
@@ -255,15 +256,32 @@ def _gather_windows(ctx: LowerContext, gy_buffer: Buffer, dx: Buffer, rows: _Axi
                     cols: _Axis, planes: int, in_hw: tuple[int, int],
                     out_hw: tuple[int, int]) -> list[Stmt]:
     """dx[p, i, j] = sum over the windows (oh, ow) covering (i, j) of gy[p, oh, ow] divided by
-    the window's divisor. Loop order: plane (parallel), i, j (contiguous stores), windows."""
+    the window's divisor. Loop order: plane (parallel); first each window's share, gy over its
+    divisor, into scratch (one division per window, not one per element and window); then i,
+    j (contiguous stores), and the covering windows' shares summed in a register."""
     dtype = dx.dtype
     height, width = in_hw
     out_h, out_w = out_hw
+    shares = ctx.scratch(dtype, planes * out_h * out_w, "share")
 
     def plane(p: Expr) -> list[Stmt]:
         statements: list[Stmt] = []
         g_plane = let(statements, ctx, mul(p, index_imm(out_h * out_w)), "g")
         x_plane = let(statements, ctx, mul(p, index_imm(height * width)), "x")
+
+        def share_row(oh: Expr) -> list[Stmt]:
+            local: list[Stmt] = []
+            g_row = let(local, ctx, add(g_plane, mul(oh, index_imm(out_w))), "gr")
+            high = let(local, ctx, rows.divisor(oh), "dh")
+
+            def share(ow: Expr) -> list[Stmt]:
+                count = Cast(mul(high, cols.divisor(ow)), dtype)
+                value = Binary("div", Load(gy_buffer, add(g_row, ow)), count)
+                return [Store(shares, add(g_row, ow), value)]
+
+            return local + loop(ctx, out_w, share)
+
+        statements += loop(ctx, out_h, share_row)
 
         def input_row(i: Expr) -> list[Stmt]:
             local: list[Stmt] = []
@@ -281,12 +299,10 @@ def _gather_windows(ctx: LowerContext, gy_buffer: Buffer, dx: Buffer, rows: _Axi
                 def window_row(oh: Expr) -> list[Stmt]:
                     row: list[Stmt] = []
                     g_row = let(row, ctx, add(g_plane, mul(oh, index_imm(out_w))), "gr")
-                    high = let(row, ctx, rows.divisor(oh), "dh")
 
                     def window(ow: Expr) -> list[Stmt]:
-                        count = Cast(mul(high, cols.divisor(ow)), dtype)
-                        share = Binary("div", Load(gy_buffer, add(g_row, ow)), count)
-                        return [Assign(total, Binary("add", total, share))]
+                        value = Load(shares, add(g_row, ow))
+                        return [Assign(total, Binary("add", total, value))]
 
                     return row + _windows(ctx, cols, left, right, window)
 
