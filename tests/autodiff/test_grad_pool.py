@@ -389,3 +389,38 @@ def test_rules_without_a_cotangent_give_none() -> None:
                               ("gather", (x, indices), {"axis": 2})]:
         b.op(op, *inputs, **attrs)
         assert get_op(op).grad(b, b.nodes[-1], (None,)) == (None,) * len(inputs)
+
+
+def _second_order(op: str, first: np.ndarray, *extra: np.ndarray, **attrs: object):
+    """The rule of backward op `op` (linear in its first input), run on a random cotangent gz:
+    returns (gz, the rule's cotangent of the first input)."""
+    b = ember.GraphBuilder(op)
+    values = [b.input(TensorType.of(a)) for a in (first, *extra)]
+    z = b.op(op, *values, **attrs)
+    gz_value = b.input(z.type)
+    grads = get_op(op).grad(b, b.nodes[-1], (gz_value,))
+    assert grads[0].type == values[0].type and all(g is None for g in grads[1:])
+    gz = np.random.default_rng(9).standard_normal(z.type.shape)
+    (got,) = ember.interpret(b.build(grads[:1]), first, *extra, gz)
+    return gz, got
+
+
+def test_second_derivatives_are_the_forward_ops() -> None:
+    """d/d(gy) <backward(gy), gz> is the forward op applied to gz, checked by torch's double
+    backward for the average pools and with index_select for scatter_add."""
+    gy, _, attrs = _avg_problem("3x3-s2-ceil-exclude")
+    gz, got = _second_order("avg_pool2d_grad", gy, **attrs)
+    pad = attrs["padding"][:2]
+    expected = F.avg_pool2d(torch.from_numpy(gz), attrs["kernel"], attrs["stride"], pad,
+                            ceil_mode=True, count_include_pad=False).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+    gy, _, attrs = _adaptive_problem("uneven")
+    gz, got = _second_order("adaptive_avg_pool2d_grad", gy, **attrs)
+    expected = F.adaptive_avg_pool2d(torch.from_numpy(gz), gy.shape[2:]).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+    gy, indices, _, attrs = _scatter_problem("middle-axis-2d-indices")
+    gz, got = _second_order("scatter_add", gy, indices, **attrs)
+    picked = torch.from_numpy(gz).index_select(1, torch.from_numpy(indices.reshape(-1) % 4))
+    np.testing.assert_allclose(got, picked.numpy().reshape(gy.shape), rtol=1e-12, atol=1e-12)
