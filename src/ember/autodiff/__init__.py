@@ -10,6 +10,7 @@ from ember.autodiff import (  # noqa: F401
     rules_conv,
     rules_elementwise,
     rules_neural,
+    rules_pool,
     rules_shape,
 )
 from ember.autodiff.engine import (

@@ -106,7 +106,8 @@ def _log_softmax(b: GraphBuilder, node: Node, gys: Cotangents) -> Cotangents:
 
 def _dropout(b: GraphBuilder, node: Node, gys: Cotangents) -> Cotangents:
     # The same mask (a hash of the seed and the element index) applied to the cotangent.
-    return (b.op("dropout", gys[0], *node.inputs[1:], **attrs_of(node)),)
+    masked = b.op("dropout", gys[0], *node.inputs[1:], **attrs_of(node))
+    return (masked, *(None for _ in node.inputs[1:]))  # the key has no gradient
 
 
 def _after_autodiff(b: GraphBuilder, node: Node, gys: Cotangents) -> Cotangents:

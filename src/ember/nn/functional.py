@@ -254,6 +254,9 @@ def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = No
         mean = x.mean(axis=axes, keepdims=True)
         centered = x - mean
         var = (centered * centered).mean(axis=axes, keepdims=True)
+        if running_mean is not None and running_var is not None and x.dtype_.is_float:
+            _update_running_stats(x, running_mean, running_var, mean / scale,
+                                  var / (scale * scale), momentum)
         if x.dtype_.is_float:
             tiny = float(np.finfo(x.dtype_.numpy).tiny)
             var = tracer.binary("maximum", var + eps * scale * scale, tiny)
@@ -266,6 +269,23 @@ def batch_norm(input: Any, running_mean: Any, running_var: Any, weight: Any = No
     mean = _channel_param(x, running_mean, "running_mean", 0.0)
     var = _channel_param(x, running_var, "running_var", 1.0)
     return x.ctx.emit("batch_norm", x, mean, var, w, b, eps=eps)
+
+
+def _update_running_stats(x: Tensor, running_mean: Any, running_var: Any, mean: Tensor,
+                          var: Tensor, momentum: float | None) -> None:
+    """In a train step, record PyTorch's running-statistics update of a module's buffers:
+    new = (1 - momentum) * old + momentum * batch statistic, with the unbiased variance."""
+    ctx = x.ctx
+    if ctx.updates is None:
+        return  # a plain trace holds no state between calls: the buffers stay as they are
+    if momentum is None:
+        raise tracer._fail("batch_norm: momentum=None (a cumulative average) is not supported "
+                           "in a train step; give a momentum")
+    count = x.size // x.shape[1]
+    unbiased = var.reshape(-1) * (count / max(count - 1, 1))
+    for buffer, stat in ((running_mean, mean.reshape(-1)), (running_var, unbiased)):
+        old = tracer.as_tensor(buffer, x.dtype_)
+        ctx.record_update(buffer, old * (1.0 - momentum) + stat * momentum)
 
 
 def layer_norm(input: Any, normalized_shape: Any, weight: Any = None, bias: Any = None,
