@@ -98,6 +98,7 @@ class _Planner:
     def plan(self) -> FusionPlan:
         for index, node in enumerate(self.graph.nodes):
             self.visit(index, node)
+        self.split_multi_result_anchors()
         self.explain_results()
         groups = sorted((g for g in self.groups.values() if len(g.members) > 1),
                         key=lambda g: g.members[0])
@@ -238,6 +239,54 @@ class _Planner:
                 self.pred[keep].add(pred)
 
     # --- after the walk -----------------------------------------------------------------------
+
+    def split_multi_result_anchors(self) -> None:
+        """A matmul/conv group whose epilogue has several results (an optimizer update after
+        a weight gradient: new weight and moments; a ReLU's output and its backward mask)
+        cannot be a GEMM epilogue, which stores one value per element: it would lower to plain
+        loops. The anchor keeps the largest part of its epilogue that has one result (the
+        ancestors, within the group, of one result); the rest becomes an elementwise group
+        reading it. That rest has no path back into the part kept, so no cycle appears."""
+        for gid in sorted(self.groups):
+            group = self.groups[gid]
+            if group.anchor is None or len(group.members) == 1:
+                continue
+            if len(self.results(group.members)) <= 1:
+                continue
+            best = [group.anchor]
+            for value in self.results(group.members):
+                kept = self.ancestors_within(value, set(group.members))
+                if len(self.results(kept)) == 1 and len(kept) > len(best):
+                    best = kept
+            rest = [m for m in group.members if m not in best]
+            self.groups[gid] = Group(best, group.kind, group.anchor, None)
+            self.groups[rest[0]] = Group(rest, "elementwise", None, None)
+            for member in rest:
+                self.group_of[member] = rest[0]
+            self.record(group.anchor, False,
+                        f"the epilogue of {self.label(group.anchor)} has several results, more "
+                        "than a GEMM store writes: the part after its first result becomes an "
+                        "elementwise group")
+
+    def results(self, members: Sequence[int]) -> list[object]:
+        """Values computed by `members` that the graph returns or a node outside reads."""
+        inside = set(members)
+        return [v for m in members for v in self.graph.nodes[m].outputs
+                if v in self.graph.outputs
+                or any(self.index[u] not in inside for u in self.graph.users.get(v, []))]
+
+    def ancestors_within(self, value: object, members: set[int]) -> list[int]:
+        """The members `value` depends on (its producer included), ascending."""
+        found: set[int] = set()
+        stack = [value]
+        while stack:
+            producer = self.graph.producer(stack.pop())
+            if producer is None or self.index[producer] not in members:
+                continue
+            if self.index[producer] not in found:
+                found.add(self.index[producer])
+                stack.extend(producer.inputs)
+        return sorted(found)
 
     def explain_results(self) -> None:
         for gid in sorted(self.groups):

@@ -271,24 +271,36 @@ class TrainStep:
         key = self._scalar_keys(scalars)
         if key != self._key:  # an option switched a term of the update on or off
             self._build(key)
-        args = list(batch)
-        args += [obj.data for _, obj in self._trace.state]
-        args += [np.array(k, dtype=np.int32) for k in self._rng.integers(
-            -(2**31), 2**31, size=self._trace.dropout_keys)]
-        for g, param, _ in self._trainable:
-            state = self.optimizer.state[param]
-            args += [state[n] for n in self.optimizer.state_names(self.optimizer.param_groups[g])]
-        for g, (names, _) in enumerate(self._key):
-            dtype = next((p.data.dtype for p in self.optimizer.param_groups[g]["params"]),
-                         np.float32)
-            args += [np.array(scalars[g][n], dtype=dtype) for n in names]
-        loss = self._run(args)
+        loss = self._run(self._arguments(batch, scalars))
         self.steps += 1
         for module in _modules(self.model):
             counter = getattr(module, "num_batches_tracked", None)
             if module.training and counter is not None and hasattr(counter, "data"):
                 counter.data = counter.data + 1
         return loss
+
+    def profile(self, *batch: Any, runs: int = 20) -> Any:
+        """Median time of every kernel of the step on this batch (an
+        `ember.runtime.profile.Profile`), without updating anything."""
+        if self.exe is None or self.exe.native is None:
+            raise EmberError("profile needs a compiled step (opt_level >= 1)")
+        return self.exe.native.profile(*self._arguments(batch, self._peek_scalars()), runs=runs)
+
+    def _arguments(self, batch: Sequence[Any], scalars: list[dict[str, float]]) -> list[Any]:
+        """The graph's inputs: the batch, the module's state, fresh dropout keys, the
+        optimizer's state and the per-group scalars."""
+        args = list(batch)
+        args += [obj.data for _, obj in self._trace.state]
+        args += [np.array(k, dtype=np.int32) for k in self._rng.integers(
+            -(2**31), 2**31, size=self._trace.dropout_keys)]
+        for g, param, _ in self._trainable:
+            state = self.optimizer.state.get(param) or self.optimizer.init_state(param)
+            args += [state[n] for n in self.optimizer.state_names(self.optimizer.param_groups[g])]
+        for g, (names, _) in enumerate(self._key):
+            dtype = next((p.data.dtype for p in self.optimizer.param_groups[g]["params"]),
+                         np.float32)
+            args += [np.array(scalars[g][n], dtype=dtype) for n in names]
+        return args
 
     def _run(self, args: list[Any]) -> float:
         exe = self.exe

@@ -29,12 +29,26 @@ def _matmul(b: GraphBuilder, node: Node, gys: Cotangents) -> Cotangents:
     out = _matmul_shape(a2.shape, w2.shape)
     g2 = g if g.shape == out else b.reshape(g, shape=out)
     ga = sum_to(b, b.matmul(g2, _swap_last(b, w2)), a2.shape)
-    gw = sum_to(b, b.matmul(_swap_last(b, a2), g2), w2.shape)
+    if w.ndim == 2 and a.ndim == 2 and _is_swap(b, w):
+        # w = W.T (a linear layer's x @ W.T): W's gradient is transpose(gw) = g.T @ a, so
+        # give gw as transpose(g.T @ a): simplify cancels the two transposes, and only the
+        # small g is transposed (not a, and not the weight-sized product).
+        gw = b.transpose(b.matmul(_swap_last(b, g2), a2), perm=(1, 0))
+    else:
+        gw = sum_to(b, b.matmul(_swap_last(b, a2), g2), w2.shape)
     if a.ndim == 1:
         ga = b.reshape(ga, shape=a.shape)
     if w.ndim == 1:
         gw = b.reshape(gw, shape=w.shape)
     return ga, gw
+
+
+def _is_swap(b: GraphBuilder, value: Value) -> bool:
+    """True when `value` is a 2-D transpose made by an earlier node of `b`."""
+    for node in reversed(b.nodes):
+        if value in node.outputs:
+            return node.op == "transpose" and tuple(node.attrs["perm"]) == (1, 0)
+    return False
 
 
 def _matmul_shape(a: tuple[int, ...], w: tuple[int, ...]) -> tuple[int, ...]:
