@@ -277,8 +277,11 @@ def _matmul_cases() -> list[Case]:
     shapes = [((7, 5), (5, 3)), ((5,), (5, 3)), ((7, 5), (5,)), ((2, 3, 5), (5, 4)),
               ((2, 1, 3, 4), (3, 4, 2)), ((1, 1), (1, 1)), ((5,), (5,)), ((5,), (2, 5, 3)),
               ((2, 3, 5), (5,))]
-    return [Case(f"matmul{list(sa)}{list(sb)}", _op("matmul"), torch.matmul,
-                 (normal(sa, f"ma{sa}"), normal(sb, f"mb{sb}"))) for sa, sb in shapes]
+    linear = Case("matmul-x@W.T", lambda x, w: emit("matmul", x, emit("transpose", w, perm=(1, 0))),
+                  lambda x, w: x @ w.T, (normal((7, 5), "lin-x"), normal((3, 5), "lin-w")))
+    cases = [Case(f"matmul{list(sa)}{list(sb)}", _op("matmul"), torch.matmul,
+                  (normal(sa, f"ma{sa}"), normal(sb, f"mb{sb}"))) for sa, sb in shapes]
+    return [cases[0], linear, *cases[1:]]  # a linear layer's x @ W.T has its own rule
 
 
 def _conv_cases() -> list[Case]:
@@ -459,11 +462,11 @@ SHAPE_OPS = {
 
 CASES: dict[str, list[Case]] = {**UNARY, **BINARY, **REDUCE, **NEURAL, **SHAPE_OPS}
 
-# How many of an op's cases compile at opt_level 3: the first (an odd shape), two for binary
-# ops (broadcast [3,1] with [1,4], a scalar with a matrix). LLVM's time is most of this file's;
-# conv2d's backward takes seconds per case, and tests/autodiff/test_grad_conv.py compiles the
-# cases of its paths.
-COMPILED = {**{op: 2 for op in BINARY}, "conv2d": 0}
+# How many of an op's cases compile at opt_level 3: the first (an odd shape); two for binary
+# ops (broadcast [3,1] with [1,4], a scalar with a matrix) and matmul (x @ W.T). LLVM's time
+# is most of this file's; conv2d's backward takes seconds per case, and
+# tests/autodiff/test_grad_conv.py compiles the cases of its paths.
+COMPILED = {**{op: 2 for op in BINARY}, "matmul": 2, "conv2d": 0}
 
 
 # -- kinks: torch's conventions (finite differences see one side) ------------------------------
