@@ -465,6 +465,27 @@ SHAPE_ERRORS: list[tuple[str, list[TensorType], dict[str, object], str]] = [
         "max_pool2d_nchwc: expected a blocked value (nchw<b>c of rank 5 or nhwc of rank 4), got "
         "f32[1,2,4,4]; inputs f32[1,2,4,4]",
     ),
+    # The backward ops of training (ember/ops/grad.py).
+    (
+        "scatter_add", [f32[4, 3], f32[4]], {"size": 5},
+        "scatter_add: indices must be i32 or i64, got f32; inputs f32[4,3], f32[4]",
+    ),
+    (
+        "max_pool2d_grad", [f32[1, 1, 6, 6], f32[1, 1, 3, 2]], {"kernel": (2, 2), "stride": (2, 2)},
+        "max_pool2d_grad: cotangent shape [1, 1, 3, 2] differs from the forward output's "
+        "[1, 1, 3, 3]; inputs f32[1,1,6,6], f32[1,1,3,2]",
+    ),
+    (
+        "avg_pool2d_grad", [f32[1, 1, 3, 2]],
+        {"input_shape": (1, 1, 6, 6), "kernel": (2, 2), "stride": (2, 2)},
+        "avg_pool2d_grad: cotangent shape [1, 1, 3, 2] differs from the forward output's "
+        "[1, 1, 3, 3]; inputs f32[1,1,3,2]",
+    ),
+    (
+        "adaptive_avg_pool2d_grad", [f32[1, 1, 3]], {"input_shape": (1, 1, 6, 6)},
+        "adaptive_avg_pool2d_grad: expected an NCHW cotangent of rank 4, got rank 3; "
+        "inputs f32[1,1,3]",
+    ),
 ]
 
 # (op, input types, attributes, the exact message): attribute schema errors name the op and

@@ -126,6 +126,17 @@ def with_torch(fn: Callable[..., object]) -> Callable[..., np.ndarray]:
     return apply
 
 
+def _avg_pool_grad_torch(t, gy):
+    x = t.zeros(2, 3, 6, 6, dtype=t.float64, requires_grad=True)
+    y = t.nn.functional.avg_pool2d(x, 3, 2, 1, count_include_pad=False)
+    return t.autograd.grad(y, x, gy)[0]
+
+
+def _adaptive_grad_torch(t, gy):
+    x = t.zeros(2, 3, 5, 7, dtype=t.float64, requires_grad=True)
+    return t.autograd.grad(t.nn.functional.adaptive_avg_pool2d(x, (2, 3)), x, gy)[0]
+
+
 # ---------------------------------------------------------------------------------------------
 # Elementwise unary ops: Python's math module, one element at a time.
 
@@ -1540,6 +1551,30 @@ case(
 )
 case(
     "gather", floats(6, 2), np.array(-6, np.int64), label="scalar-index", expected=lambda d, i: d[0]
+)
+
+# The backward ops of training, against torch.autograd of the forward ops.
+case(
+    "max_pool2d_grad", floats(2, 2, 7, 7, dtype=np.float64), floats(2, 2, 4, 4, dtype=np.float64),
+    label="3x3-s2-pad", torch=True,
+    expected=with_torch(lambda t, x, gy: t.autograd.grad(
+        t.nn.functional.max_pool2d(x.requires_grad_(), 3, 2, 1), x, gy)[0]),
+    kernel=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1),
+)
+case(
+    "avg_pool2d_grad", floats(2, 3, 3, 3, dtype=np.float64), label="3x3-s2-pad", torch=True,
+    expected=with_torch(_avg_pool_grad_torch),
+    input_shape=(2, 3, 6, 6), kernel=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1),
+    count_include_pad=False,
+)
+case(
+    "adaptive_avg_pool2d_grad", floats(2, 3, 2, 3, dtype=np.float64), label="5x7-to-2x3",
+    torch=True, expected=with_torch(lambda t, gy: _adaptive_grad_torch(t, gy)),
+    input_shape=(2, 3, 5, 7),
+)
+case(
+    "scatter_add", floats(2, 3), np.array([1, -1, 1], np.int64), label="repeats", size=4, axis=1,
+    expected=lambda gy, i: np.stack([np.bincount(i % 4, weights=r, minlength=4) for r in gy]),
 )
 case(
     "gather",

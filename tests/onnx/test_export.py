@@ -642,7 +642,10 @@ def test_fused_regions_are_inlined_even_when_shared_or_nested() -> None:
 def test_every_plain_registered_op_has_an_exporter() -> None:
     from ember.ir.ops import OPS
 
+    # Layout ops come from passes after export's input; the backward ops of training have no
+    # ONNX operator (ONNX models are inference graphs).
     blocked = {"layout_convert"} | {op for op in OPS if op.endswith("_nchwc")}
+    blocked |= {"max_pool2d_grad", "avg_pool2d_grad", "adaptive_avg_pool2d_grad", "scatter_add"}
     assert sorted(set(OPS) - blocked - set(EXPORTERS)) == []
 
 
