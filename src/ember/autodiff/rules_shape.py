@@ -3,7 +3,8 @@
 A reduction's cotangent is reshaped to keep the reduced axes and broadcast back; max and min
 share their gradient evenly between tied maxima (PyTorch's amax / full `max()`); prod handles
 zeros exactly. Shape ops move the cotangent back (reshape, inverse transpose, slices of a
-concat); a slice's cotangent is scattered into zeros by dilation and padding.
+concat); a slice's cotangent is scattered into zeros by dilation and padding, and a pad's
+is sliced back, with the copies of edge and reflect padding added to the elements they copy.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import numpy as np
 
 from ember.autodiff.engine import NOT_DIFFERENTIABLE, attrs_of, scalar, zeros
-from ember.errors import EmberError
 from ember.ir.graph import GraphBuilder, Node, Value
 from ember.ir.ops import normalize_axes, set_rule
 
@@ -163,12 +163,52 @@ def _pad(b: GraphBuilder, node: Node, gys: Cotangents) -> Cotangents:
     (g,) = gys
     x = node.inputs[0]
     a = attrs_of(node)
-    if a["mode"] != "constant":
-        raise EmberError(f"pad: no gradient for mode {a['mode']!r} (constant padding has one); "
-                         f"at {node.loc or 'an unknown line'}")
-    befores = a["pads"][: x.ndim]
-    stops = tuple(s + d for s, d in zip(befores, x.shape, strict=True))
-    return (b.slice(g, starts=tuple(befores), stops=stops, steps=(1,) * x.ndim),)
+    befores, afters = a["pads"][: x.ndim], a["pads"][x.ndim :]
+    if a["mode"] == "constant":
+        stops = tuple(s + d for s, d in zip(befores, x.shape, strict=True))
+        return (b.slice(g, starts=tuple(befores), stops=stops, steps=(1,) * x.ndim),)
+    # numpy pads edge and reflect axis by axis, so the cotangent is folded back one axis at a
+    # time: each padded entry adds to the element it copies.
+    fold = _fold_edge if a["mode"] == "edge" else _fold_reflect
+    for axis, (before, after) in enumerate(zip(befores, afters, strict=True)):
+        if before or after:
+            g = fold(b, g, axis, before, after, x.shape[axis])
+    return (g,)
+
+
+def _placed(b: GraphBuilder, value: Value, axis: int, before: int, after: int) -> Value:
+    """`value` with `before` and `after` zeros along `axis`."""
+    pads = [0] * (2 * value.ndim)
+    pads[axis], pads[value.ndim + axis] = before, after
+    return b.pad(value, pads=tuple(pads))
+
+
+def _fold_edge(b: GraphBuilder, g: Value, axis: int, before: int, after: int, n: int
+               ) -> Value:
+    """Edge padding repeats x[0] `before` times and x[n-1] `after` times along `axis`."""
+    folded = _take(b, g, axis, before, before + n, 1)
+    if before:
+        head = b.sum(_take(b, g, axis, 0, before, 1), axes=(axis,), keepdims=True)
+        folded = b.add(folded, _placed(b, head, axis, 0, n - 1))
+    if after:
+        tail = b.sum(_take(b, g, axis, before + n, before + n + after, 1), axes=(axis,),
+                     keepdims=True)
+        folded = b.add(folded, _placed(b, tail, axis, n - 1, 0))
+    return folded
+
+
+def _fold_reflect(b: GraphBuilder, g: Value, axis: int, before: int, after: int, n: int
+                  ) -> Value:
+    """Reflect padding copies x[before], ..., x[1] before x and x[n-2], ..., x[n-1-after]
+    after it (the edge itself is not repeated)."""
+    folded = _take(b, g, axis, before, before + n, 1)
+    if before:  # g[before-1], ..., g[0] belong to x[1], ..., x[before]
+        head = _take(b, g, axis, before - 1, -1, -1)
+        folded = b.add(folded, _placed(b, head, axis, 1, n - 1 - before))
+    if after:  # g[before+n+after-1], ..., g[before+n] belong to x[n-1-after], ..., x[n-2]
+        tail = _take(b, g, axis, before + n + after - 1, before + n - 1, -1)
+        folded = b.add(folded, _placed(b, tail, axis, n - 1 - after, 1))
+    return folded
 
 
 def _const(b: GraphBuilder, node: Node, gys: Cotangents) -> Cotangents:
