@@ -414,6 +414,30 @@ def _torch_pad(t, pads, value):
     return F.pad(t, pairs, value=value)
 
 
+def _torch_copy_pad(t, pads, mode: str):
+    """Edge or reflect padding as torch.index_select with the index map that numpy's pad
+    makes of arange (any axis; torch's own pads only the last ones)."""
+    for axis in range(t.ndim):
+        before, after = pads[axis], pads[t.ndim + axis]
+        source = np.pad(np.arange(t.shape[axis]), (before, after), mode=mode)
+        t = torch.index_select(t, axis, torch.from_numpy(source))
+    return t
+
+
+def _copy_pad_cases() -> list[Case]:
+    x = normal((2, 3, 5, 4), "pad-copy")
+    cases = []
+    for mode in ("reflect", "edge"):
+        pads = (0, 2, 1, 3, 0, 0, 4, 2)  # reflect: under each axis's size
+        cases.append(Case(f"pad-{mode}", _op("pad", pads=pads, mode=mode),
+                          lambda t, pads=pads, mode=mode: _torch_copy_pad(t, pads, mode), (x,)))
+    torch_modes = {"reflect": "reflect", "edge": "replicate"}
+    for mode, torch_mode in torch_modes.items():  # rows 2, 1 and columns 1, 3; torch's own pad
+        cases.append(Case(f"pad-{mode}-F.pad", _op("pad", pads=(0, 0, 2, 1, 0, 0, 1, 3), mode=mode),
+                          lambda t, m=torch_mode: F.pad(t, (1, 3, 2, 1), mode=m), (x,)))
+    return cases
+
+
 def _split_case() -> Case:
     def ember_fn(x):
         a, _, c = emit("split", x, axis=1, sizes=(2, 1, 2))
@@ -454,7 +478,8 @@ SHAPE_OPS = {
     "slice": [_slice_case((7, 5), (1, 0), (6, 5), (2, 1)),
               _slice_case((2, 3, 5), (0, 2, 4), (2, -1, 0), (1, -1, -2)),
               _slice_case((7, 5), (6, 4), (-1, -1), (-3, -4))],
-    "pad": [Case("pad-constant", _op("pad", pads=(1, 0, 2, 3), value=0.5),
+    "pad": [*_copy_pad_cases(),
+            Case("pad-constant", _op("pad", pads=(1, 0, 2, 3), value=0.5),
                  lambda t: _torch_pad(t, (1, 0, 2, 3), 0.5), (normal((7, 5), "pad"),)),
             Case("pad-3d", _op("pad", pads=(0, 1, 2, 1, 0, 1)),
                  lambda t: _torch_pad(t, (0, 1, 2, 1, 0, 1), 0.0), (normal((2, 3, 5), "pad3"),))],
@@ -463,10 +488,10 @@ SHAPE_OPS = {
 CASES: dict[str, list[Case]] = {**UNARY, **BINARY, **REDUCE, **NEURAL, **SHAPE_OPS}
 
 # How many of an op's cases compile at opt_level 3: the first (an odd shape); two for binary
-# ops (broadcast [3,1] with [1,4], a scalar with a matrix) and matmul (x @ W.T). LLVM's time
-# is most of this file's; conv2d's backward takes seconds per case, and
+# ops (broadcast [3,1] with [1,4], a scalar with a matrix), matmul (x @ W.T) and pad (reflect
+# and edge). LLVM's time is most of this file's; conv2d's backward takes seconds per case, and
 # tests/autodiff/test_grad_conv.py compiles the cases of its paths.
-COMPILED = {**{op: 2 for op in BINARY}, "matmul": 2, "conv2d": 0}
+COMPILED = {**{op: 2 for op in BINARY}, "matmul": 2, "pad": 2, "conv2d": 0}
 
 
 # -- kinks: torch's conventions (finite differences see one side) ------------------------------
