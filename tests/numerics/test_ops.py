@@ -1748,6 +1748,16 @@ def test_op_matches_independent_computation(
     with np.errstate(all="ignore"):  # inf and nan are expected values in some cases
         expected = _as_tuple(case.expected(*case.inputs))
     assert len(actual) == len(expected), f"{len(actual)} outputs, expected {len(expected)}"
+    if case.op == "conv2d" and case.result_dtype is F32 and not case.torch:
+        # A float32 dot product of n terms may differ from the exact sum by n * eps * the sum
+        # of the terms' magnitudes (the accumulation order is the kernel's: vector width and
+        # FMA differ between hosts); where terms cancel, that exceeds a relative tolerance.
+        magnitude = case.expected(*(np.abs(a) for a in case.inputs))
+        terms = int(np.prod(case.inputs[1].shape[1:])) + 1
+        bound = terms * np.finfo(np.float32).eps * magnitude
+        error = np.abs(actual[0].astype(np.float64) - expected[0])
+        assert np.all(error <= bound), f"{case.id}: error {error.max()} above the bound"
+        return
     for index, (got, want) in enumerate(zip(actual, expected, strict=True)):
         check_result(got, want, case.result_dtype, f"{case.id} output {index}")
 
