@@ -425,8 +425,11 @@ def _torch_copy_pad(t, pads, mode: str):
 
 
 def _copy_pad_cases() -> list[Case]:
+    small = normal((7, 5), "pad-small")
+    cases = [Case(f"pad-{mode}[7,5]", _op("pad", pads=(2, 1, 3, 2), mode=mode),
+                  lambda t, mode=mode: _torch_copy_pad(t, (2, 1, 3, 2), mode), (small,))
+             for mode in ("reflect", "edge")]
     x = normal((2, 3, 5, 4), "pad-copy")
-    cases = []
     for mode in ("reflect", "edge"):
         pads = (0, 2, 1, 3, 0, 0, 4, 2)  # reflect: under each axis's size
         cases.append(Case(f"pad-{mode}", _op("pad", pads=pads, mode=mode),
