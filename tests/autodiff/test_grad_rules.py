@@ -20,7 +20,6 @@ import pytest
 torch = pytest.importorskip("torch")
 
 import ember  # noqa: E402
-import ember.autodiff.rules_pool  # noqa: E402  (the pools' and gather's rules)
 from ember.autodiff import NOT_DIFFERENTIABLE, GradientError  # noqa: E402
 from ember.frontend.tracer import emit  # noqa: E402
 from ember.ir.ops import OPS, get_op  # noqa: E402
