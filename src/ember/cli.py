@@ -61,6 +61,7 @@ class ModelFile:
     name: str  # the graph's name: the file's stem, or NAME
     path: str  # the file as given
     where: str  # "file.py" or "file.py:NAME", for messages
+    graph: Graph | None = None  # already traced (a training file's train step)
 
 
 # -- loading a target -----------------------------------------------------------------------------
@@ -174,6 +175,8 @@ def load_target(text: str, shapes: Sequence[str] | None = None) -> ModelFile:
     if ":" in text and not os.path.isfile(text):
         path, _, name = text.rpartition(":")
     module = _import_file(path)
+    if not name and callable(getattr(module, "train_step_args", None)):
+        return _train_target(module, path)
     attribute = name or "model"
     if not hasattr(module, attribute):
         if name:
@@ -186,6 +189,23 @@ def load_target(text: str, shapes: Sequence[str] | None = None) -> ModelFile:
     graph_name = _graph_name(name or os.path.splitext(os.path.basename(path))[0])
     where = f"{path}:{name}" if name else path
     return ModelFile(model, _example_inputs(module, path), graph_name, path, where)
+
+
+def _train_target(module: ModuleType, path: str) -> ModelFile:
+    """A training file (it defines `train_step_args()`, returning the arguments of
+    `ember.train_step`): its joint forward-backward-update graph."""
+    from ember.train import train_graph
+
+    try:
+        model, loss_fn, optimizer, *batch = module.train_step_args()
+        graph = train_graph(model, loss_fn, optimizer, *batch)
+    except EmberError as err:
+        raise UsageError(f"cannot trace the train step of {path}: {str(err).splitlines()[0]}"
+                         ) from None
+    except Exception as err:
+        raise UsageError(f"cannot trace the train step of {path}: {_describe(err, path)}"
+                         ) from None
+    return ModelFile(model, tuple(batch), graph.name, path, path, graph)
 
 
 def _load_onnx_target(path: str, shapes: Sequence[str]) -> ModelFile:
@@ -215,6 +235,8 @@ def _load_onnx_target(path: str, shapes: Sequence[str]) -> ModelFile:
 
 
 def _trace(target: ModelFile, args: argparse.Namespace | None = None) -> Graph:
+    if target.graph is not None:
+        return target.graph
     try:
         return ember.trace(target.model, *target.example_inputs, name=target.name)
     except EmberError as err:

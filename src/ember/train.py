@@ -133,7 +133,7 @@ class TrainStep:
     def __init__(self, model: Any, loss_fn: Callable[..., Any], optimizer: Any,
                  *example_batch: Any, targets: int | None = None, opt_level: int = 3,
                  target: str | Target = "cpu", threads: int | None = None,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, compile: bool = True) -> None:
         if not example_batch:
             raise EmberError("train_step needs an example batch (the model's inputs, then the "
                              "loss's targets)")
@@ -154,7 +154,7 @@ class TrainStep:
         self.compiles = 0
         self._key: tuple[Any, ...] | None = None
         self.exe: Executable | None = None
-        self._build(self._scalar_keys(self._peek_scalars()))
+        self._build(self._scalar_keys(self._peek_scalars()), compile=compile)
 
     # -- building -----------------------------------------------------------------------------
 
@@ -176,7 +176,12 @@ class TrainStep:
     def _forward(self, *batch: Any) -> Any:
         return self.loss_fn(self.model(*batch[: self._split]), *batch[self._split :])
 
-    def _build(self, key: tuple[Any, ...]) -> None:
+    def traced_graph(self) -> Graph:
+        """The joint forward-backward-update graph as traced, before any pass."""
+        assert self.exe is not None
+        return self.exe.traced
+
+    def _build(self, key: tuple[Any, ...], compile: bool = True) -> None:
         start = time.perf_counter()
         traced = trace_for_training(self._forward, self.model, *self._example,
                                     name=_name_of(self.model))
@@ -194,6 +199,9 @@ class TrainStep:
                 trainable.append((g, param, index_of[id(param)]))
         joint = grad_graph(traced.graph, [i for _, _, i in trainable])
         graph, slots = self._with_update(joint, traced, trainable, key)
+        if not compile:  # only the graph (`ember ir` on a training file)
+            self.exe = Executable(graph, graph, False, 0, self._target)
+            return
         self.exe = compile_graph(graph, target=self._target, opt_level=self._opt_level,
                                  threads=self._threads)
         self._trace = traced
@@ -340,6 +348,15 @@ def train_step(model: Any, loss_fn: Callable[..., Any], optimizer: Any, *example
     """
     return TrainStep(model, loss_fn, optimizer, *example_batch, targets=targets,
                      opt_level=opt_level, target=target, threads=threads, seed=seed)
+
+
+def train_graph(model: Any, loss_fn: Callable[..., Any], optimizer: Any, *example_batch: Any,
+                targets: int | None = None) -> Graph:
+    """The graph `train_step` compiles, as traced (forward, backward and the optimizer's
+    update; no pass has run): what `ember ir` shows for a training file."""
+    step = TrainStep(model, loss_fn, optimizer, *example_batch, targets=targets, opt_level=0,
+                     compile=False)
+    return step.traced_graph()
 
 
 def _name_of(model: Any) -> str:
