@@ -271,7 +271,7 @@ def bench_case(case: Case, threads: int, rounds: int, warmup: int, compiled: boo
           f"{case.flops / 1e6:.1f} MFLOP per step; {threads} thread(s); median of {rounds} "
           f"alternating calls; ember vs eager torch (an SGD and an Adam step): rel. error "
           f"{error:.1e}{'' if ok else '  FAIL'}")
-    print(f"  {'':16} {'median ms':>10} {'ember / it':>11} {'floor / it':>11}")
+    print(f"  {'':16} {'median ms':>10} {'ember/this':>11} {'floor/this':>11}")
     for name, seconds in medians.items():
         ratio = medians["ember"] / seconds
         print(f"  {name:16} {seconds * 1e3:10.3f} {ratio:10.2f}x {floor / seconds:10.0%}")
