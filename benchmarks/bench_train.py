@@ -222,17 +222,7 @@ def peak_flops(threads: int) -> tuple[float, str]:
 
 def profile_top(step: Any, case: Case, count: int) -> str:
     """The `count` slowest kernels of Ember's step (per-kernel medians)."""
-    captured: list[list[Any]] = []
-    run = step._run
-
-    def capture(args: list[Any]) -> float:
-        captured.append(list(args))
-        return run(args)
-
-    step._run = capture
-    step(case.x, case.y)
-    step._run = run
-    lines = str(step.exe.native.profile(*captured[0], runs=20)).splitlines()
+    lines = str(step.profile(case.x, case.y, runs=20)).splitlines()
     return "\n".join(lines[: count + 2])
 
 

@@ -1,6 +1,5 @@
-"""Train a small CNN on 8x8 digits with AdamW: `python examples/train_cnn.py`. Data and batches
-as in train_mlp.py (scikit-learn's `load_digits`, else synthetic clusters; each epoch's last
-partial batch dropped, since the step is compiled for one batch shape)."""
+"""Train a small CNN with AdamW on 8x8 digits (scikit-learn's `load_digits`, else synthetic
+clusters), dropping each epoch's last partial batch (one compiled batch shape)."""
 
 from __future__ import annotations
 
@@ -37,30 +36,30 @@ model = nn.Sequential(
 example_inputs = (x_test,)
 
 
-def test_accuracy() -> float:
-    """Accuracy on the test set, the current weights compiled for inference."""
-    predicted = ember.compile(model.eval(), x_test)(x_test).argmax(axis=1)
-    model.train()
-    return float((predicted == y_test).mean())
+def train_step_args(batch: int = 64) -> tuple[object, ...]:
+    """`ember.train_step`'s arguments (`ember ir` on this file shows that step's graph)."""
+    optimizer = ember.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
+    return model, F.cross_entropy, optimizer, x_train[:batch], y_train[:batch]
 
 
 def main(epochs: int = 10, quiet: bool = False, batch: int = 64) -> float:
-    optimizer = ember.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.01)
-    step = ember.train_step(model, F.cross_entropy, optimizer, x_train[:batch], y_train[:batch])
+    step = ember.train_step(*train_step_args(batch))
     rng, say = np.random.default_rng(1), (lambda *_: None) if quiet else print
     say(f"data: {source}, {len(x_train)} train / {len(x_test)} test images, batch {batch}")
     for epoch in range(1, epochs + 1):
         start, order = time.perf_counter(), rng.permutation(len(x_train))
         losses = [step(x_train[order[i : i + batch]], y_train[order[i : i + batch]])
                   for i in range(0, len(order) - batch + 1, batch)]
-        accuracy = test_accuracy()
+        predicted = ember.compile(model.eval(), x_test)(x_test).argmax(axis=1)  # weights: constants
+        accuracy = float((predicted == y_test).mean())
+        model.train()
         say(f"epoch {epoch:2d}  loss {np.mean(losses):.4f}  test accuracy {accuracy:.3f}  "
             f"{time.perf_counter() - start:.2f} s")
     return accuracy
 
 
 def numpy_forward(h: np.ndarray) -> np.ndarray:
-    """The same network in plain numpy (float64): 3x3 convolutions as nine shifted products."""
+    """The network in numpy (float64), 3x3 convolutions as nine shifted products."""
     w = {name: p.data.astype(np.float64) for name, p in model.named_parameters()}
     for conv in ("0", "3"):
         padded, (n, _, size, _) = np.pad(h, ((0, 0), (0, 0), (1, 1), (1, 1))), h.shape

@@ -1,8 +1,5 @@
-"""Train a 64-128-64-10 MLP on 8x8 digits (scikit-learn's `load_digits`, else ten separable
-synthetic clusters) with Adam and a cosine learning rate: `python examples/train_mlp.py`.
-
-The step is compiled for one batch shape, so each epoch drops the last partial batch of its
-shuffled order (every image is still seen over the epochs)."""
+"""Train a 64-128-64-10 MLP with Adam and a cosine lr on 8x8 digits (scikit-learn's `load_digits`,
+else synthetic clusters), dropping each epoch's last partial batch (one compiled batch shape)."""
 
 from __future__ import annotations
 
@@ -37,24 +34,24 @@ model = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU
 example_inputs = (x_test,)
 
 
-def test_accuracy() -> float:
-    """Accuracy on the test set, the current weights compiled for inference."""
-    predicted = ember.compile(model.eval(), x_test)(x_test).argmax(axis=1)
-    model.train()
-    return float((predicted == y_test).mean())
+def train_step_args(batch: int = 64) -> tuple[object, ...]:
+    """`ember.train_step`'s arguments (`ember ir` on this file shows that step's graph)."""
+    optimizer = ember.optim.Adam(model.parameters(), lr=3e-3)
+    return model, F.cross_entropy, optimizer, x_train[:batch], y_train[:batch]
 
 
 def main(epochs: int = 10, quiet: bool = False, batch: int = 64) -> float:
-    optimizer = ember.optim.Adam(model.parameters(), lr=3e-3)
-    scheduler = ember.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
-    step = ember.train_step(model, F.cross_entropy, optimizer, x_train[:batch], y_train[:batch])
+    step = ember.train_step(*train_step_args(batch))
+    scheduler = ember.optim.lr_scheduler.CosineAnnealingLR(step.optimizer, T_max=epochs)
     rng, say = np.random.default_rng(1), (lambda *_: None) if quiet else print
     say(f"data: {source}, {len(x_train)} train / {len(x_test)} test images, batch {batch}")
     for epoch in range(1, epochs + 1):
         start, order = time.perf_counter(), rng.permutation(len(x_train))
         losses = [step(x_train[order[i : i + batch]], y_train[order[i : i + batch]])
                   for i in range(0, len(order) - batch + 1, batch)]
-        accuracy = test_accuracy()
+        predicted = ember.compile(model.eval(), x_test)(x_test).argmax(axis=1)  # weights: constants
+        accuracy = float((predicted == y_test).mean())
+        model.train()
         say(f"epoch {epoch:2d}  loss {np.mean(losses):.4f}  test accuracy {accuracy:.3f}  "
             f"lr {scheduler.get_last_lr()[0]:.2e}  {time.perf_counter() - start:.2f} s")
         scheduler.step()

@@ -13,6 +13,9 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+import ember
+from ember import cli
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -60,3 +63,13 @@ def test_data_falls_back_to_a_synthetic_set_without_sklearn(
     assert x_train.shape[1:] == example.x_train.shape[1:]
     assert set(np.unique(np.concatenate([y_train, y_test]))) == set(range(10))
     assert abs(float(x_train.mean())) < 1e-3 and abs(float(x_train.std()) - 1.0) < 0.05
+
+
+@pytest.mark.parametrize("name", ["train_mlp", "train_cnn"])
+def test_ember_ir_shows_the_train_step(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["ir", str(ROOT / "examples" / f"{name}.py")]) == 0
+    text = capsys.readouterr().out.rstrip("\n")
+    shape = "64,64" if name == "train_mlp" else "64,1,8,8"
+    assert text.startswith(f"graph @sequential_train(%batch0: f32[{shape}], %batch1: i64[64], ")
+    assert "%exp_avg_sq0: f32[" in text.splitlines()[0]  # the optimizer's state is an input
+    assert str(ember.parse(text)) == text
