@@ -1,6 +1,6 @@
 """The imports run one way: lowering, the IR and the passes know no backend.
 
-Every module under `src/ember/lower/`, `src/ember/ir/` and `passes/` is parsed, and each of
+Every module under `src/ember/lower/`, `src/ember/ir/`, `src/ember/autodiff/` and `passes/` is parsed, and each of
 its import statements (at any depth: a function-local import counts too) is checked. Lowering
 produces loop IR; what a target adds (LLVM IR, the CPU's GEMM) comes from `ember.backend`
 through the rule registry, which the backends fill.
@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-NEUTRAL = [ROOT / "src" / "ember" / "lower", ROOT / "src" / "ember" / "ir", ROOT / "passes"]
+NEUTRAL = [ROOT / "src" / "ember" / "lower", ROOT / "src" / "ember" / "ir", ROOT / "passes",
+           ROOT / "src" / "ember" / "autodiff"]
 FORBIDDEN = ("llvmlite", "ember.backend")
 
 
