@@ -1,7 +1,7 @@
 """One training step (forward, loss, backward, Adam update) of Ember against PyTorch.
 
     python benchmarks/bench_train.py                      # mlp and cnn, 1 thread then 2
-    python benchmarks/bench_train.py --threads 1 --only mlp --rounds 100 --profile
+    python benchmarks/bench_train.py --threads 1 --only mlp --rounds 20 --profile 10
 
 Models (float32): `mlp`, batch 128, 1024-512-256-10 with ReLU; `cnn`, batch 32, 3x32x32,
 conv(3->16, 3x3, pad 1)+ReLU+maxpool2, conv(16->32)+ReLU+maxpool2, linear(32*8*8 -> 10). Both
@@ -15,9 +15,12 @@ train with Adam (lr 1e-3) on cross_entropy. Every side starts from the same weig
 
 Each PyTorch step zeroes the gradients (set to None), runs forward and backward, steps the
 optimizer and reads the loss with `.item()` (Ember's step returns the loss as a float). All
-sides run in one process, alternating call by call after warm-up, so a noisy neighbour slows
-all of them alike; each row is the median of `--rounds` calls. PyTorch's threads are set with
-`torch.set_num_threads`, Ember's with `threads=` (each thread count compiles its own step).
+sides run in one process, alternating after warm-up: each of `--rounds` rounds runs every side
+in turn for one untimed and `--block` timed calls (blocks, since PyTorch's OpenMP threads spin
+on after a call and would take the cores of the next side's first call), so a noisy
+neighbour slows all of them alike; each row is the median of its timed calls. PyTorch's
+threads are set with `torch.set_num_threads`, Ember's with `threads=` (each thread count
+compiles its own step).
 
 Before timing, Ember and eager PyTorch from the same weights must agree: one SGD step (loss and
 gradients) and the first Adam step (loss and update), relative error below 1e-4 (see
@@ -191,17 +194,23 @@ def agreement(case: Case, step: Any, threads: int) -> float:
     return max(errors)
 
 
-def alternate(calls: dict[str, Callable[[], Any]], rounds: int, warmup: int) -> dict[str, float]:
-    """Median seconds per call of each entry, called in turn, one call each per round."""
+def alternate(calls: dict[str, Callable[[], Any]], rounds: int, block: int, warmup: int
+              ) -> dict[str, float]:
+    """Median seconds per call of each entry. Each round runs every entry in turn: one untimed
+    call, then `block` timed calls. Blocks rather than single calls, because a side's threads
+    keep spinning for a while after its call (PyTorch's OpenMP workers do) and would take the
+    cores of the next side's first call."""
     for call in calls.values():
         for _ in range(warmup):
             call()
     samples: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, call in calls.items():
-            start = time.perf_counter()
             call()
-            samples[name].append(time.perf_counter() - start)
+            for _ in range(block):
+                start = time.perf_counter()
+                call()
+                samples[name].append(time.perf_counter() - start)
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -226,8 +235,8 @@ def profile_top(step: Any, case: Case, count: int) -> str:
     return "\n".join(lines[: count + 2])
 
 
-def bench_case(case: Case, threads: int, rounds: int, warmup: int, compiled: bool,
-               profile: int) -> bool:
+def bench_case(case: Case, threads: int, rounds: int, block: int, warmup: int,
+               compiled: bool, profile: int) -> bool:
     torch.set_num_threads(threads)
     xt, yt = torch.from_numpy(case.x), torch.from_numpy(case.y)
     params = sum(p.data.size for p in case.model.parameters())
@@ -250,7 +259,7 @@ def bench_case(case: Case, threads: int, rounds: int, warmup: int, compiled: boo
         forward = torch.compile(lambda x, y: torch.nn.functional.cross_entropy(module(x), y))
         run = torch_step(module, forward, fused=True)
         calls["torch.compile"] = lambda: run(xt, yt)
-    medians = alternate(calls, rounds, warmup)
+    medians = alternate(calls, rounds, block, warmup)
 
     rate, rate_text = peak_flops(threads)
     compute = case.flops / rate
@@ -259,7 +268,7 @@ def bench_case(case: Case, threads: int, rounds: int, warmup: int, compiled: boo
     saved = torch_saved_bytes(torch_module(case.model), xt, yt)
     print(f"\n{case.name}: batch {len(case.x)}, {params} parameters, "
           f"{case.flops / 1e6:.1f} MFLOP per step; {threads} thread(s); median of {rounds} "
-          f"alternating calls; ember vs eager torch (an SGD and an Adam step): rel. error "
+          f"rounds x {block} calls; ember vs eager torch (an SGD and an Adam step): rel. error "
           f"{error:.1e}{'' if ok else '  FAIL'}")
     print(f"  {'':16} {'median ms':>10} {'ember/this':>11} {'floor/this':>11}")
     for name, seconds in medians.items():
@@ -280,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", default="1,2", help="thread counts, e.g. 1,2")
     parser.add_argument("--only", default=",".join(CASES), help="models: " + ",".join(CASES))
-    parser.add_argument("--rounds", type=int, default=60, help="timed calls per side")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds of blocks")
+    parser.add_argument("--block", type=int, default=10, help="timed calls per side per round")
     parser.add_argument("--warmup", type=int, default=5, help="untimed calls per side first")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
@@ -292,8 +302,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.only.split(","):
             ember.manual_seed(0)
             case = CASES[name](np.random.default_rng(0))
-            ok &= bench_case(case, threads, args.rounds, args.warmup, not args.no_compile,
-                             args.profile)
+            ok &= bench_case(case, threads, args.rounds, args.block, args.warmup,
+                             not args.no_compile, args.profile)
     return 0 if ok else 1
 
 
