@@ -16,11 +16,10 @@ train with Adam (lr 1e-3) on cross_entropy. Every side starts from the same weig
 Each PyTorch step zeroes the gradients (set to None), runs forward and backward, steps the
 optimizer and reads the loss with `.item()` (Ember's step returns the loss as a float). All
 sides run in one process, alternating after warm-up: each of `--rounds` rounds runs every side
-in turn for one untimed and `--block` timed calls (blocks, since PyTorch's OpenMP threads spin
-on after a call and would take the cores of the next side's first call), so a noisy
-neighbour slows all of them alike; each row is the median of its timed calls. PyTorch's
-threads are set with `torch.set_num_threads`, Ember's with `threads=` (each thread count
-compiles its own step).
+in turn for one untimed and `--block` timed calls (the first call after a switch finds caches
+and threads busy with the other side), so a noisy neighbour slows all of them alike; each row
+is the median of its timed calls. PyTorch's threads are set with `torch.set_num_threads`,
+Ember's with `threads=` (each thread count compiles its own step).
 
 Before timing, Ember and eager PyTorch from the same weights must agree: one SGD step (loss and
 gradients) and the first Adam step (loss and update), relative error below 1e-4 (see
@@ -197,9 +196,8 @@ def agreement(case: Case, step: Any, threads: int) -> float:
 def alternate(calls: dict[str, Callable[[], Any]], rounds: int, block: int, warmup: int
               ) -> dict[str, float]:
     """Median seconds per call of each entry. Each round runs every entry in turn: one untimed
-    call, then `block` timed calls. Blocks rather than single calls, because a side's threads
-    keep spinning for a while after its call (PyTorch's OpenMP workers do) and would take the
-    cores of the next side's first call."""
+    call, then `block` timed calls: the first call after another side ran (caches holding the
+    other side's data, worker threads asleep) is not timed."""
     for call in calls.values():
         for _ in range(warmup):
             call()
