@@ -44,5 +44,5 @@ def default_pipeline(opt_level: int = 3) -> list[Pass]:
         return []
     names = ["simplify", "fold-constants", "cse", "dce", "fold-batchnorm", "fold-constants",
              "simplify", "cse", "dce"]
-    names += ["fuse", "dce", "plan-memory"]
+    names += ["transpose-into-matmul", "dce", "fuse", "dce", "plan-memory"]
     return parse_pipeline(names)

@@ -62,9 +62,12 @@ class FusionPlan:
 class _Planner:
     """Greedy producer-consumer grouping over one graph (see the module docstring)."""
 
-    def __init__(self, graph: Graph, max_ops: int) -> None:
+    def __init__(self, graph: Graph, max_ops: int,
+                 limits: dict[int, frozenset[int]] | None = None) -> None:
         self.graph = graph
         self.max_ops = max_ops
+        # anchor index -> the only nodes its group may hold (see `epilogue_limits`)
+        self.limits = limits or {}
         self.names = value_names(graph)
         self.index = {node: i for i, node in enumerate(graph.nodes)}
         self.group_of = {i: i for i in range(len(graph.nodes))}  # node index -> group id
@@ -98,7 +101,6 @@ class _Planner:
     def plan(self) -> FusionPlan:
         for index, node in enumerate(self.graph.nodes):
             self.visit(index, node)
-        self.split_multi_result_anchors()
         self.explain_results()
         groups = sorted((g for g in self.groups.values() if len(g.members) > 1),
                         key=lambda g: g.members[0])
@@ -170,6 +172,11 @@ class _Planner:
         reason = kind_conflict(self.graph, index, first, second)
         if reason is not None:
             return reason
+        for anchored, other in ((first, second), (second, first)):
+            allowed = self.limits.get(anchored.anchor) if anchored.anchor is not None else None
+            if allowed is not None and not set(other.members) - allowed <= self.dead():
+                return ("the GEMM epilogue ends at its one result (a GEMM store writes one value "
+                        "per element)")
         if len(first.members) + len(second.members) > self.max_ops:
             return f"stopped: max-ops={self.max_ops}"
         through = self.cycle_through(mine, gid)
@@ -240,15 +247,15 @@ class _Planner:
 
     # --- after the walk -----------------------------------------------------------------------
 
-    def split_multi_result_anchors(self) -> None:
-        """A matmul/conv group whose epilogue has several results (an optimizer update after
-        a weight gradient: new weight and moments; a ReLU's output and its backward mask)
-        cannot be a GEMM epilogue, which stores one value per element: it would lower to plain
-        loops. The anchor keeps the largest part of its epilogue that has one result (the
-        ancestors, within the group, of one result); the rest becomes an elementwise group
-        reading it. That rest has no path back into the part kept, so no cycle appears."""
-        for gid in sorted(self.groups):
-            group = self.groups[gid]
+    def epilogue_limits(self) -> dict[int, frozenset[int]]:
+        """For each matmul/conv group whose epilogue has several results (an optimizer update
+        after a weight gradient: new weight and moments; a ReLU's output and its backward
+        mask), the largest part of it with one result: the anchor plus the ancestors, within
+        the group, of one result. A GEMM epilogue stores one value per element; a group with
+        more results would lower to plain loops. Planning again under these limits lets the
+        rest fuse with whatever else it fits (the moment update's other operands)."""
+        limits = {}
+        for group in self.groups.values():
             if group.anchor is None or len(group.members) == 1:
                 continue
             if len(self.results(group.members)) <= 1:
@@ -258,22 +265,37 @@ class _Planner:
                 kept = self.ancestors_within(value, set(group.members))
                 if len(self.results(kept)) == 1 and len(kept) > len(best):
                     best = kept
-            rest = [m for m in group.members if m not in best]
-            self.groups[gid] = Group(best, group.kind, group.anchor, None)
-            self.groups[rest[0]] = Group(rest, "elementwise", None, None)
-            for member in rest:
-                self.group_of[member] = rest[0]
-            self.record(group.anchor, False,
-                        f"the epilogue of {self.label(group.anchor)} has several results, more "
-                        "than a GEMM store writes: the part after its first result becomes an "
-                        "elementwise group")
+            limits[group.anchor] = frozenset(best)
+        return limits
 
     def results(self, members: Sequence[int]) -> list[object]:
-        """Values computed by `members` that the graph returns or a node outside reads."""
+        """Values computed by `members` that the graph returns or a live node outside reads
+        (a dead reader is no reason to cut a group: dce removes it)."""
         inside = set(members)
+        live = self.live()
         return [v for m in members for v in self.graph.nodes[m].outputs
                 if v in self.graph.outputs
-                or any(self.index[u] not in inside for u in self.graph.users.get(v, []))]
+                or any(self.index[u] not in inside and self.index[u] in live
+                       for u in self.graph.users.get(v, []))]
+
+    def dead(self) -> set[int]:
+        """Indices of the nodes whose results reach no graph output (they may join anything)."""
+        if not hasattr(self, "_dead"):
+            self._dead = set(range(len(self.graph.nodes))) - self.live()
+        return self._dead
+
+    def live(self) -> set[int]:
+        """Indices of the nodes whose results reach the graph's outputs."""
+        if not hasattr(self, "_live"):
+            needed = set(self.graph.outputs)
+            live: set[int] = set()
+            for index in range(len(self.graph.nodes) - 1, -1, -1):
+                node = self.graph.nodes[index]
+                if any(v in needed for v in node.outputs):
+                    live.add(index)
+                    needed.update(node.inputs)
+            self._live = live
+        return self._live
 
     def ancestors_within(self, value: object, members: set[int]) -> list[int]:
         """The members `value` depends on (its producer included), ascending."""
@@ -313,8 +335,20 @@ class _Planner:
 
 
 def plan_fusion(graph: Graph, max_ops: int = 16) -> FusionPlan:
-    """The fusion groups of `graph` and the decisions that formed them."""
-    return _Planner(graph, max_ops).plan()
+    """The fusion groups of `graph` and the decisions that formed them.
+
+    A plan whose GEMM epilogues have several results is made again with those epilogues cut
+    to one result (`_Planner.epilogue_limits`); limits only shrink groups, so a few rounds
+    settle, and a group still left with several results lowers correctly, only slower."""
+    limits: dict[int, frozenset[int]] = {}
+    for _ in range(4):
+        planner = _Planner(graph, max_ops, limits)
+        plan = planner.plan()
+        more = planner.epilogue_limits()
+        if not more:
+            break
+        limits = {**limits, **more}
+    return plan
 
 
 def explain_fusion(graph: Graph, options: dict[str, object] | None = None) -> list[Decision]:

@@ -13,7 +13,8 @@ from ember.pipeline import is_pure
 
 REDUCTION_OPS = frozenset({"sum", "mean", "max", "min", "prod", "softmax", "log_softmax",
                            "layer_norm"})
-ANCHOR_KINDS = {"matmul": "matmul", "conv2d": "conv", "conv2d_nchwc": "conv"}
+ANCHOR_KINDS = {"matmul": "matmul", "matmul_nt": "matmul", "conv2d": "conv",
+                "conv2d_nchwc": "conv"}
 BROADCAST_OPS = frozenset({"broadcast_to"})  # elementwise in all but name
 SMALL_CONSTANT = 64  # constants of at most this many elements are copied into regions
 

@@ -241,7 +241,7 @@ class TrainStep:
         new_params, new_states = [], []
         _STATE.ctx = ctx
         try:
-            for (g, param, index), grad, state in zip(trainable, grads, states, strict=True):
+            for (g, _, index), grad, state in zip(trainable, grads, states, strict=True):
                 tensors = {n: Tensor(v, ctx) for n, v in state.items()}
                 hyper = {n: Tensor(v, ctx) for n, v in scalars[g].items()}
                 new_param, new_state = optimizer.update(
@@ -253,9 +253,9 @@ class TrainStep:
         outputs = list(joint.outputs[:results]) + new_params + [v for s in new_states for v in s]
         slots = [_buffer_slot(name, obj) for name, obj in traced.updated]
         slots += [_buffer_slot(_param_name(traced, p), p) for _, p, _ in trainable]
-        for (g, param, _), state in zip(trainable, states, strict=True):
+        for (_, param, _), state in zip(trainable, states, strict=True):
             slots += [_state_slot(optimizer, param, n) for n in state]
-        return b.build(outputs[:1] + outputs[1:]), slots
+        return b.build(outputs), slots
 
     def _state_inputs(self, graph: Graph, traced: Any, trainable: list[Any]) -> list[int | None]:
         """For each state output, the graph input holding the array it replaces."""

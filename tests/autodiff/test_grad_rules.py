@@ -382,6 +382,8 @@ def _gather_cases() -> list[Case]:
 
 NEURAL = {
     "matmul": _matmul_cases(),
+    "matmul_nt": [Case("matmul_nt[7,5][3,5]", _op("matmul_nt"), lambda x, w: x @ w.T,
+                       (normal((7, 5), "nt-x"), normal((3, 5), "nt-w")))],
     "conv2d": _conv_cases(),
     **_pool_cases(),
     **_norm_cases(),

@@ -1553,6 +1553,11 @@ case(
     "gather", floats(6, 2), np.array(-6, np.int64), label="scalar-index", expected=lambda d, i: d[0]
 )
 
+case("matmul_nt", floats(33, 70), floats(45, 70), label="33x70-45x70",
+     expected=lambda a, b: a.astype(np.float64) @ b.astype(np.float64).T)
+case("matmul_nt", floats(5, 3, dtype=np.float64), floats(1, 3, dtype=np.float64), label="f64-n1",
+     expected=lambda a, b: a @ b.T)
+
 # The backward ops of training, against torch.autograd of the forward ops.
 case(
     "max_pool2d_grad", floats(2, 2, 7, 7, dtype=np.float64), floats(2, 2, 4, 4, dtype=np.float64),
@@ -1748,7 +1753,7 @@ def test_op_matches_independent_computation(
     with np.errstate(all="ignore"):  # inf and nan are expected values in some cases
         expected = _as_tuple(case.expected(*case.inputs))
     assert len(actual) == len(expected), f"{len(actual)} outputs, expected {len(expected)}"
-    if case.op == "conv2d" and case.result_dtype is F32 and not case.torch:
+    if case.op in ("conv2d", "matmul_nt") and case.result_dtype is F32 and not case.torch:
         # A float32 dot product of n terms may differ from the exact sum by n * eps * the sum
         # of the terms' magnitudes (the accumulation order is the kernel's: vector width and
         # FMA differ between hosts); where terms cancel, that exceeds a relative tolerance.

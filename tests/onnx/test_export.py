@@ -646,6 +646,7 @@ def test_every_plain_registered_op_has_an_exporter() -> None:
     # ONNX operator (ONNX models are inference graphs).
     blocked = {"layout_convert"} | {op for op in OPS if op.endswith("_nchwc")}
     blocked |= {"max_pool2d_grad", "avg_pool2d_grad", "adaptive_avg_pool2d_grad", "scatter_add"}
+    blocked |= {"matmul_nt"}  # made by a pass from matmul(a, transpose(b)), which exports
     assert sorted(set(OPS) - blocked - set(EXPORTERS)) == []
 
 

@@ -129,7 +129,15 @@ def _after_autodiff(b: GraphBuilder, node: Node, gys: Cotangents) -> Cotangents:
                         "differentiate the graph as traced")
 
 
+def _matmul_nt(b: GraphBuilder, node: Node, gys: Cotangents) -> Cotangents:
+    # y = a @ w.T: a's gradient is g @ w, w's is g.T @ a.
+    (g,) = gys
+    a, w = node.inputs
+    return b.matmul(g, w), b.matmul(_swap_last(b, g), a)
+
+
 set_rule("matmul", grad=_matmul)
+set_rule("matmul_nt", grad=_matmul_nt)
 set_rule("batch_norm", grad=_batch_norm)
 set_rule("layer_norm", grad=_layer_norm)
 set_rule("softmax", grad=_softmax)

@@ -112,7 +112,7 @@ def lower_gemm_region(body: Graph, ctx: LowerContext) -> list | None:
     backend with the chain in its epilogue, or None (the region is then lowered node by
     node)."""
     nodes = [n for n in body.nodes if n.op != "const"]
-    if not nodes or nodes[0].op not in ("matmul", "conv2d") or len(nodes) < 2:
+    if not nodes or nodes[0].op not in ("matmul", "matmul_nt", "conv2d") or len(nodes) < 2:
         return None
     anchor = nodes[0]
     lowering = target_rule_for(ctx.target, anchor.op)
@@ -123,7 +123,7 @@ def lower_gemm_region(body: Graph, ctx: LowerContext) -> list | None:
         return None
     shape = anchor.outputs[0].type.shape
     rank = len(shape)
-    if anchor.op == "matmul":
+    if anchor.op in ("matmul", "matmul_nt"):
         if rank < 2:
             return None
         columns = shape[-1]

@@ -300,6 +300,37 @@ def lower_matmul(node, ctx: LowerContext) -> list[Stmt]:
     return list(loop_nest(ctx.names, batch, matrix))
 
 
+@lowers("matmul_nt")
+def lower_matmul_nt(node, ctx: LowerContext) -> list[Stmt]:
+    """C = A @ B.T for A [M, K], B [N, K]: one dot product per element, both operands read
+    contiguously along k (a vectorized reduction), rows of C in parallel."""
+    a_type, b_type = ctx.input_types
+    a_buffer, b_buffer = ctx.inputs
+    c_buffer = ctx.outputs[0]
+    dtype = ctx.output_types[0].dtype
+    rows, depth = a_type.shape
+    columns = b_type.shape[0]
+
+    def row(i: Expr) -> list[Stmt]:
+        local: list[Stmt] = []
+        a_row = let(local, ctx, mul(i, index_imm(depth)), "a")
+        c_row = let(local, ctx, mul(i, index_imm(columns)), "c")
+
+        def column(j: Expr) -> list[Stmt]:
+            inner: list[Stmt] = []
+            b_row = let(inner, ctx, mul(j, index_imm(depth)), "b")
+            total = ctx.names.fresh("acc", dtype)
+            inner.append(Local(total, imm(0, dtype)))
+            inner += loop(ctx, depth, lambda k: [Assign(total, Binary("add", total, Binary(
+                "mul", Load(a_buffer, add(a_row, k)), Load(b_buffer, add(b_row, k)))))])
+            inner.append(Store(c_buffer, add(c_row, j), total))
+            return inner
+
+        return local + loop(ctx, columns, column)
+
+    return list(outer_loop(ctx, rows, row))
+
+
 # ---------------------------------------------------------------------------------------------
 # conv2d.
 

@@ -57,6 +57,26 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 register_op(OpDef("matmul", infer=infer_matmul, reference=_matmul, arity=(2, 2)))
 
+
+def infer_matmul_nt(a: TensorType, b: TensorType) -> TensorType:
+    dtype = _same_dtype(a, b)
+    if a.ndim != 2 or b.ndim != 2:
+        raise ShapeError(f"operands must be matrices, got ranks {a.ndim} and {b.ndim}")
+    if a.shape[1] != b.shape[1]:
+        raise ShapeError(f"inner dimensions differ ({a.shape[1]} vs {b.shape[1]})")
+    return TensorType(dtype, (a.shape[0], b.shape[0]))
+
+
+def _matmul_nt(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.matmul(a.astype(np.float64), b.astype(np.float64).T).astype(a.dtype)
+
+
+# matmul_nt(a [M, K], b [N, K]) = a @ b.T: made by the `transpose-into-matmul` pass from a matmul
+# whose right operand is a transposed matrix (a linear layer's x @ W.T when W is a run-time
+# input, as in training), so the GEMM reads W's rows instead of a transposed copy.
+register_op(OpDef("matmul_nt", infer=infer_matmul_nt, reference=_matmul_nt, arity=(2, 2),
+                  doc="a @ b.T for matrices"))
+
 # ---------------------------------------------------------------------------------------------
 # Spatial ops share one output-size rule.
 

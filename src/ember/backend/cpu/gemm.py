@@ -285,6 +285,31 @@ def pack_b_constant(b: np.ndarray, m: int, *, lanes: int | None = None,
     return np.ascontiguousarray(np.concatenate(blocks))
 
 
+def pack_b_transposed(emitter: GemmEmitter, jc: ir.Value, pc: ir.Value, nc: ir.Value,
+                      kc: ir.Value) -> None:
+    """A `BPacker` for a B given as its transpose Bt [n, k] (row-major): the panels `pack_b`
+    makes, `Bp[jr / NR][p][c] = Bt[jc + jr + c, pc + p]`, zero past column n. Each column of
+    a panel is one contiguous run of Bt's row, written at stride NR into the panel (which
+    stays in L1), so no transposed copy of B is ever made."""
+    plan, builder = emitter.plan, emitter.builder
+    zero = ir.Constant(emitter.element, 0.0)
+    const = emitter.const
+    with CountedLoop(builder, const(0), nc, plan.nr, "packt.jr") as jr:
+        panel = builder.gep(emitter.packed_b, [builder.mul(jr, kc)], inbounds=True)
+        first = builder.add(jc, jr)
+        for c in range(plan.nr):
+            column = builder.add(first, const(c))
+            valid = builder.icmp_signed("<", column, const(plan.n))
+            clamped = builder.select(valid, column, first)  # a column that exists
+            source = builder.gep(emitter.b, [builder.add(builder.mul(clamped, const(plan.k)),
+                                                         pc)], inbounds=True)
+            with CountedLoop(builder, const(0), kc, 1, f"packt.p{c}") as p:
+                value = builder.load(builder.gep(source, [p], inbounds=True))
+                target = builder.gep(panel, [builder.add(builder.mul(p, const(plan.nr)),
+                                                         const(c))], inbounds=True)
+                builder.store(builder.select(valid, value, zero), target)
+
+
 def _dtype_name(array: np.ndarray) -> str:
     names = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
     if array.dtype not in names:

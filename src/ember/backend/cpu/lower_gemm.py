@@ -34,17 +34,25 @@ MIN_FLOPS = 2 * 32 * 32 * 32  # below this the general loops are as fast
 MIN_COLUMNS = 4  # narrower outputs waste most of a one-vector-wide micro-tile
 
 
+@target_rule("cpu", "matmul_nt")
+def gemm_matmul_nt(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
+                   ) -> Sequence[Stmt] | None:
+    """C = A @ B.T (B given as [N, K]): one GEMM whose B panels are packed from B's rows."""
+    return gemm_matmul(node, ctx, epilogue, transposed=True)
+
+
 @target_rule("cpu", "matmul")
-def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
-                ) -> Sequence[Stmt] | None:
+def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None,
+                transposed: bool = False) -> Sequence[Stmt] | None:
     """C[b] = A[b] @ B[b] for every batch index b, each a GEMM call (None when not worth it).
-    `epilogue`: an elementwise chain applied to each output vector before its store."""
+    `epilogue`: an elementwise chain applied to each output vector before its store;
+    `transposed`: B is given as its transpose (matmul_nt, matrices only)."""
     a_type, b_type = ctx.input_types
     out_type = ctx.output_types[0]
     if a_type.ndim < 2 or b_type.ndim < 2 or a_type.dtype.value not in ("f32", "f64"):
         return None
     m, k = a_type.shape[-2:]
-    n = b_type.shape[-1]
+    n = b_type.shape[-2] if transposed else b_type.shape[-1]
     batch = out_type.shape[:-2]
     rows_operand = epilogue is not None and any(o.pattern == "row" for o in epilogue.operands)
     if b_type.ndim == 2 and batch and not rows_operand:
@@ -67,15 +75,21 @@ def gemm_matmul(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
     scratch = ctx.scratch(a_type.dtype, per_chunk * chunks, "pack")
 
     weights = ctx.constant_data(1) if b_type.ndim == 2 else None
+    if weights is not None and transposed:
+        weights = weights.T
     b_buffer = ctx.inputs[1]
     if weights is not None:  # packed once, here, instead of on every call
         b_buffer = ctx.constant(gemm.pack_b_constant(weights, m, lanes=lanes,
                                                      blocking=blocking), "bpack")
         symbol += "_pb"
+    elif transposed:
+        symbol += "_bt"
 
     def emit(module):
         options = {"dtype": dtype, "b_packed": weights is not None, "lanes": lanes,
                    "blocking": blocking}
+        if transposed and weights is None:
+            options["b_packer"] = gemm.pack_b_transposed
         if epilogue is None:
             return gemm.emit_gemm(module, symbol, m, n, k, **options)
         element = ir.FloatType() if dtype == "f32" else ir.DoubleType()
