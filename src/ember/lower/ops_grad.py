@@ -53,6 +53,7 @@ from ember.lower.ops_linalg import (
     window_columns,
     window_rows,
 )
+from ember.lower.ops_shape import index_check, load_index
 from ember.lower.rules import LowerContext, lowers
 from ember.lower.schedule import MIN_VECTOR_EXTENT
 from ember.ops.grad import adaptive_bounds
@@ -343,12 +344,6 @@ def lower_adaptive_avg_pool2d_grad(node: Node, ctx: LowerContext) -> list[Stmt]:
 # scatter_add: gather's backward.
 
 
-def _index(indices: Buffer, position: Expr) -> Expr:
-    """indices[position] as an i64."""
-    loaded = Load(indices, position)
-    return loaded if indices.dtype is I64 else Cast(loaded, I64)
-
-
 @lowers("scatter_add")
 def lower_scatter_add(node: Node, ctx: LowerContext) -> list[Stmt]:
     """Zero the output; check every index (one outside [-size, size) raises ExecutionError);
@@ -368,23 +363,14 @@ def lower_scatter_add(node: Node, ctx: LowerContext) -> list[Stmt]:
         Store(out, i, imm(0, out.dtype))]))
     if count == 0:
         return statements
-    bad = ctx.names.fresh("bad", DType.BOOL)
-    position = ctx.names.fresh("k")
-    value = _index(indices, position)
-    outside = Binary("or", Binary("lt", value, index_imm(-size)),
-                     Binary("ge", value, index_imm(size)))
-    statements += [
-        Local(bad, imm(False, DType.BOOL)),
-        Loop(position, count, (Assign(bad, Binary("or", bad, outside)),)),
-        ctx.raise_if(bad, f"index out of range [-{size}, {size}) for axis {axis} of size {size}"),
-    ]
+    statements += index_check(ctx, indices, count, size, axis)
     if size == 0 or inner == 0 or outer == 0:
         return statements
 
     def row(r: Expr) -> list[Stmt]:
         def index_row(k: Expr) -> list[Stmt]:
             local: list[Stmt] = []
-            raw = let(local, ctx, _index(indices, k), "t")
+            raw = let(local, ctx, load_index(indices, k), "t")
             wrapped = let(local, ctx, Select(Binary("lt", raw, index_imm(0)),
                                              add(raw, index_imm(size)), raw), "t")
             inside = Binary("and", Binary("ge", wrapped, index_imm(0)),

@@ -384,19 +384,7 @@ def lower_gather(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     outer = math.prod(data_type.shape[:axis])
     inner = math.prod(data_type.shape[axis + 1 :])
     count = index_type.size
-    statements: list[Stmt] = []
-    if count:
-        bad = ctx.names.fresh("bad", DType.BOOL)
-        position = ctx.names.fresh("k")
-        value = _index(indices, position)
-        outside = Binary("or", Binary("lt", value, index_imm(-size)),
-                         Binary("ge", value, index_imm(size)))
-        statements += [
-            Local(bad, imm(False, DType.BOOL)),
-            Loop(position, count, (Assign(bad, Binary("or", bad, outside)),)),
-            ctx.raise_if(bad, f"index out of range [-{size}, {size}) for axis {axis} of size "
-                              f"{size}"),
-        ]
+    statements = index_check(ctx, indices, count, size, axis)
     if target.size == 0 or size == 0:
         return tuple(statements)
     position, lane = ctx.names.fresh("i"), ctx.names.fresh("i")
@@ -412,7 +400,7 @@ def lower_gather(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
                  Load(data, add(mul(source_row, index_imm(inner)), lane)))
     if inner == 1:  # one element per index: no row loop
         copy = Store(target, target_row, Load(data, source_row))
-    body: tuple[Stmt, ...] = (Let(value, _index(indices, position)), Let(wrapped, wrap),
+    body: tuple[Stmt, ...] = (Let(value, load_index(indices, position)), Let(wrapped, wrap),
                               Let(safe, clamped),
                               copy if inner == 1 else Loop(lane, inner, (copy,)))
     nest: tuple[Stmt, ...] = (Loop(position, count, body),)
@@ -421,7 +409,25 @@ def lower_gather(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     return (*statements, *nest)
 
 
-def _index(indices: Buffer, position: Expr) -> Expr:
+def index_check(ctx: LowerContext, indices: Buffer, count: int, size: int, axis: int
+                ) -> list[Stmt]:
+    """A loop over `count` indices that raises ExecutionError when any lies outside
+    [-size, size) (gather and its backward, scatter_add); nothing for no indices."""
+    if not count:
+        return []
+    bad = ctx.names.fresh("bad", DType.BOOL)
+    position = ctx.names.fresh("k")
+    value = load_index(indices, position)
+    outside = Binary("or", Binary("lt", value, index_imm(-size)),
+                     Binary("ge", value, index_imm(size)))
+    return [
+        Local(bad, imm(False, DType.BOOL)),
+        Loop(position, count, (Assign(bad, Binary("or", bad, outside)),)),
+        ctx.raise_if(bad, f"index out of range [-{size}, {size}) for axis {axis} of size {size}"),
+    ]
+
+
+def load_index(indices: Buffer, position: Expr) -> Expr:
     """indices[position] as an i64."""
     loaded = Load(indices, position)
     return loaded if indices.dtype is I64 else Cast(loaded, I64)
