@@ -200,3 +200,14 @@ def test_loop_width_defaults_per_cpu() -> None:
     assert Target.cpu("skylake-avx512").vector_bits == 512
     assert Target.cpu("x86-64-v3").prefer_vector_bits == 256
     assert Target.cpu("znver4", prefer_vector_bits=256).prefer_vector_bits == 256
+
+
+def test_a_client_core_name_with_amx_is_a_server_core():
+    """A hypervisor's client model number on a part with AMX gets the server's facts (two
+    FMA ports), and a real client core stays what LLVM says."""
+    from ember.target import _server_core
+
+    assert _server_core("rocketlake", {"avx512f", "amx-tile"}) == "sapphirerapids"
+    assert _server_core("rocketlake", {"avx512f"}) == "rocketlake"
+    assert _server_core("znver4", {"avx512f", "amx-tile"}) == "znver4"
+    assert Target.cpu("sapphirerapids").fma_per_cycle == 2
