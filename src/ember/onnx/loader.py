@@ -313,7 +313,16 @@ def _default_opset(proto: onnx.ModelProto, source: str) -> int:
 
 
 def check_supported(proto: onnx.ModelProto, opset: int, source: str = "<model>") -> None:
-    """One UnsupportedError naming every unsupported operator and its nodes, or nothing."""
+    """One UnsupportedError naming every unsupported operator and its nodes, or nothing.
+
+    An operator is supported when its converter implements the operator version in effect at
+    `opset`; an opset newer than the installed onnx package knows is refused as a whole.
+    """
+    newest = onnx.defs.onnx_opset_version()
+    if opset > newest:
+        raise UnsupportedError(f"{source}: the model imports opset {opset}, newer than the "
+                               f"installed onnx package knows ({newest}); upgrade onnx, or "
+                               f"export at opset {newest} or lower")
     missing: dict[str, list[str]] = {}
     for position, node in enumerate(proto.graph.node):
         op_type = node.op_type
@@ -322,8 +331,7 @@ def check_supported(proto: onnx.ModelProto, opset: int, source: str = "<model>")
         converter = CONVERTERS.get(op_type)
         if converter is not None and converter.supports(opset):
             continue
-        key = op_type if converter is None else (
-            f"{op_type} (opset {opset}; supported {converter.opsets[0]}-{converter.opsets[1]})")
+        key = op_type if converter is None else converter.refusal(opset)
         missing.setdefault(key, []).append(repr(node.name) if node.name else f"#{position}")
     if missing:
         listed = "; ".join(f"{op} (node{'s' if len(nodes) > 1 else ''} {', '.join(nodes)})"

@@ -2,9 +2,15 @@
 
 A converter turns one ONNX node into Ember ops on traced tensors:
 
-    @converter("Relu", opsets=(6, 21))
+    @converter("Relu", versions=(6, 13, 14))
     def relu(node: NodeContext) -> Outputs:
         return [node.tensor(0).relu()]
+
+`versions` are the ONNX operator versions (the schemas' `since_version`) the converter
+implements. A model at opset N uses the version in effect there
+(`onnx.defs.get_schema(op, N).since_version`); the converter accepts the node only if it
+implements that version, so an opset in which the operator did not change is accepted and one
+that changed it is refused by name.
 
 It returns one entry per ONNX output: a traced `Tensor`, or a numpy array when the value is
 known at import time (Shape, Constant, ConstantOfShape ...). Known values stay numpy until an op
@@ -29,9 +35,6 @@ from ember.ir.types import DType
 Output = Tensor | np.ndarray | None
 Outputs = Sequence[Output]
 ConvertFn = Callable[["NodeContext"], Outputs]
-
-FIRST_OPSET = 1
-LAST_OPSET = 21  # the newest opset each converter was checked against
 
 # The most bytes one value computed with numpy at import time may have; bigger known work
 # (a large ConstantOfShape) stays in the graph as an op, or is an error where it cannot.
@@ -79,30 +82,50 @@ def onnx_dtype(elem_type: int, what: str) -> DType:
 
 @dataclass(frozen=True)
 class Converter:
-    """One ONNX operator: its conversion function and the opsets it handles."""
+    """One ONNX operator: its conversion function and the operator versions it implements."""
 
     op_type: str
     convert: ConvertFn
-    opsets: tuple[int, int] = (FIRST_OPSET, LAST_OPSET)  # first and last supported opset
+    versions: tuple[int, ...]  # the schema since_versions it implements, ascending
     doc: str = ""
 
+    def version_at(self, opset: int) -> int | None:
+        """The operator's version in effect at `opset`; None when ONNX has none by then."""
+        try:
+            return int(onnx.defs.get_schema(self.op_type, opset, "").since_version)
+        except onnx.defs.SchemaError:
+            return None
+
     def supports(self, opset: int) -> bool:
-        return self.opsets[0] <= opset <= self.opsets[1]
+        return self.version_at(opset) in self.versions
+
+    def refusal(self, opset: int) -> str:
+        """Why a node at `opset` is refused: `Pad at opset 24 (version 24): Ember implements
+        versions 13, 18, 19, 21`."""
+        implemented = ", ".join(str(v) for v in self.versions)
+        version = self.version_at(opset)
+        if version is None:
+            return (f"{self.op_type} at opset {opset}: ONNX has no {self.op_type} there "
+                    f"(Ember implements version{'s' if len(self.versions) > 1 else ''} "
+                    f"{implemented})")
+        return (f"{self.op_type} at opset {opset} (version {version}): Ember implements "
+                f"version{'s' if len(self.versions) > 1 else ''} {implemented}")
 
 
 CONVERTERS: dict[str, Converter] = {}
 
 
-def converter(*op_types: str, opsets: tuple[int, int] = (FIRST_OPSET, LAST_OPSET)
-              ) -> Callable[[ConvertFn], ConvertFn]:
-    """Register a function as the converter of one or more ONNX op types."""
+def converter(*op_types: str, versions: tuple[int, ...]) -> Callable[[ConvertFn], ConvertFn]:
+    """Register a function as the converter of one or more ONNX op types, implementing the
+    given operator versions (schema since_versions)."""
 
     def register(fn: ConvertFn) -> ConvertFn:
         for op_type in op_types:
             if op_type in CONVERTERS:
                 raise ValueError(f"ONNX op {op_type!r} already has a converter")
             doc = (fn.__doc__ or "").strip().splitlines()
-            CONVERTERS[op_type] = Converter(op_type, fn, opsets, doc[0] if doc else "")
+            CONVERTERS[op_type] = Converter(op_type, fn, tuple(sorted(versions)),
+                                            doc[0] if doc else "")
         return fn
 
     return register

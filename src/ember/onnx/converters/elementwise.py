@@ -15,11 +15,25 @@ from ember.onnx.converters.base import NodeContext, Outputs, converter, onnx_dty
 
 # -- one-to-one unary ops -------------------------------------------------------------------------
 
-_UNARY = {
-    "Relu": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "Exp": "exp", "Log": "log",
-    "Sqrt": "sqrt", "Reciprocal": "reciprocal", "Neg": "neg", "Abs": "abs", "Sign": "sign",
-    "Floor": "floor", "Ceil": "ceil", "Round": "round", "Sin": "sin", "Cos": "cos", "Erf": "erf",
-    "Not": "logical_not",
+# ONNX op -> (Ember op, the ONNX operator versions it implements)
+_UNARY: dict[str, tuple[str, tuple[int, ...]]] = {
+    "Relu": ("relu", (1, 6, 13, 14)),
+    "Sigmoid": ("sigmoid", (1, 6, 13)),
+    "Tanh": ("tanh", (1, 6, 13)),
+    "Exp": ("exp", (1, 6, 13)),
+    "Log": ("log", (1, 6, 13)),
+    "Sqrt": ("sqrt", (1, 6, 13)),
+    "Reciprocal": ("reciprocal", (1, 6, 13)),
+    "Neg": ("neg", (1, 6, 13)),
+    "Abs": ("abs", (1, 6, 13)),
+    "Sign": ("sign", (9, 13)),
+    "Floor": ("floor", (1, 6, 13)),
+    "Ceil": ("ceil", (1, 6, 13)),
+    "Round": ("round", (11, 22)),
+    "Sin": ("sin", (7, 22)),
+    "Cos": ("cos", (7, 22)),
+    "Erf": ("erf", (9, 13)),
+    "Not": ("logical_not", (1,)),
 }
 
 
@@ -31,22 +45,22 @@ def _unary(op: str) -> Callable[[NodeContext], Outputs]:
     return convert
 
 
-for _onnx_name, _ember_name in _UNARY.items():
-    converter(_onnx_name)(_unary(_ember_name))
+for _onnx_name, (_ember_name, _versions) in _UNARY.items():
+    converter(_onnx_name, versions=_versions)(_unary(_ember_name))
 
 
 def _scalar(node: NodeContext, x: Tensor, value: float) -> Tensor:
     return node.const(value, like=x)
 
 
-@converter("Identity")
+@converter("Identity", versions=(1, 13, 14, 16, 19, 21, 23, 24, 25))
 def identity(node: NodeContext) -> Outputs:
     """The input itself (a known value stays known)."""
     known = node.known(0)
     return [known if known is not None else node.tensor(0)]
 
 
-@converter("LeakyRelu")
+@converter("LeakyRelu", versions=(1, 6, 16))
 def leaky_relu(node: NodeContext) -> Outputs:
     """`leaky_relu` with ONNX's default alpha 0.01."""
     return [node.emit("leaky_relu", node.tensor(0), alpha=float(node.attr("alpha", 0.01)))]
@@ -59,13 +73,13 @@ def _elu(node: NodeContext, x: Tensor, alpha: float) -> Tensor:
     return tracer.emit("where", x > zero, x, negative)
 
 
-@converter("Elu")
+@converter("Elu", versions=(1, 6, 22))
 def elu(node: NodeContext) -> Outputs:
     """where(x > 0, x, alpha * (exp(x) - 1))."""
     return [_elu(node, node.tensor(0), float(node.attr("alpha", 1.0)))]
 
 
-@converter("Selu")
+@converter("Selu", versions=(1, 6, 22))
 def selu(node: NodeContext) -> Outputs:
     """gamma * elu(x, alpha) with ONNX's default constants."""
     x = node.tensor(0)
@@ -74,7 +88,7 @@ def selu(node: NodeContext) -> Outputs:
     return [_elu(node, x, alpha) * _scalar(node, x, gamma)]
 
 
-@converter("Celu", opsets=(12, 21))
+@converter("Celu", versions=(12, 28))
 def celu(node: NodeContext) -> Outputs:
     """max(0, x) + min(0, alpha * (exp(x / alpha) - 1))."""
     x = node.tensor(0)
@@ -82,7 +96,7 @@ def celu(node: NodeContext) -> Outputs:
     return [_elu(node, x / _scalar(node, x, alpha), 1.0) * _scalar(node, x, alpha)]
 
 
-@converter("HardSigmoid")
+@converter("HardSigmoid", versions=(1, 6, 22))
 def hard_sigmoid(node: NodeContext) -> Outputs:
     """clip(alpha * x + beta, 0, 1)."""
     x = node.tensor(0)
@@ -90,7 +104,7 @@ def hard_sigmoid(node: NodeContext) -> Outputs:
     return [(x * _scalar(node, x, alpha) + _scalar(node, x, beta)).clip(0.0, 1.0)]
 
 
-@converter("HardSwish", opsets=(14, 21))
+@converter("HardSwish", versions=(14, 22))
 def hard_swish(node: NodeContext) -> Outputs:
     """x * clip(x / 6 + 1 / 2, 0, 1)."""
     x = node.tensor(0)
@@ -103,33 +117,33 @@ def _softplus(node: NodeContext, x: Tensor) -> Tensor:
     return node.emit("maximum", x, zero) + ((-x.abs()).exp() + 1.0).log()
 
 
-@converter("Softplus")
+@converter("Softplus", versions=(1, 22))
 def softplus(node: NodeContext) -> Outputs:
     """log(1 + exp(x)), computed without overflow."""
     return [_softplus(node, node.tensor(0))]
 
 
-@converter("Softsign")
+@converter("Softsign", versions=(1, 22))
 def softsign(node: NodeContext) -> Outputs:
     """x / (1 + |x|)."""
     x = node.tensor(0)
     return [node.emit("div", x, x.abs() + 1.0)]
 
 
-@converter("Mish", opsets=(18, 21))
+@converter("Mish", versions=(18, 22))
 def mish(node: NodeContext) -> Outputs:
     """x * tanh(softplus(x))."""
     x = node.tensor(0)
     return [x * _softplus(node, x).tanh()]
 
 
-@converter("Gelu", opsets=(20, 21))
+@converter("Gelu", versions=(20,))
 def gelu(node: NodeContext) -> Outputs:
     """`gelu`, exact or with the tanh approximation."""
     return [node.emit("gelu", node.tensor(0), approximate=node.attr("approximate", "none"))]
 
 
-@converter("ThresholdedRelu", opsets=(10, 21))
+@converter("ThresholdedRelu", versions=(10, 22))
 def thresholded_relu(node: NodeContext) -> Outputs:
     """where(x > alpha, x, 0)."""
     x = node.tensor(0)
@@ -137,7 +151,7 @@ def thresholded_relu(node: NodeContext) -> Outputs:
     return [tracer.emit("where", x > alpha, x, _scalar(node, x, 0.0))]
 
 
-@converter("PRelu")
+@converter("PRelu", versions=(1, 6, 7, 9, 16))
 def prelu(node: NodeContext) -> Outputs:
     """where(x < 0, slope * x, x), the slope broadcast to x (per channel before opset 7)."""
     x, slope = node.tensor(0), node.tensor(1)
@@ -146,21 +160,21 @@ def prelu(node: NodeContext) -> Outputs:
     return [tracer.emit("where", x < _scalar(node, x, 0.0), x * slope, x)]
 
 
-@converter("Tan", opsets=(7, 21))
+@converter("Tan", versions=(7, 22))
 def tan(node: NodeContext) -> Outputs:
     """sin(x) / cos(x)."""
     x = node.tensor(0)
     return [node.emit("div", node.emit("sin", x), node.emit("cos", x))]
 
 
-@converter("IsNaN", opsets=(9, 21))
+@converter("IsNaN", versions=(9, 13, 20))
 def is_nan(node: NodeContext) -> Outputs:
     """x != x."""
     x = node.tensor(0)
     return [node.emit("ne", x, x)]
 
 
-@converter("IsInf", opsets=(10, 21))
+@converter("IsInf", versions=(10, 20))
 def is_inf(node: NodeContext) -> Outputs:
     """|x| == inf, restricted to one sign by detect_positive / detect_negative."""
     x = node.tensor(0)
@@ -175,10 +189,19 @@ def is_inf(node: NodeContext) -> Outputs:
 
 # -- binary and variadic ops --------------------------------------------------------------------
 
-_BINARY = {
-    "Add": "add", "Sub": "sub", "Mul": "mul", "Div": "div", "Equal": "eq", "Less": "lt",
-    "LessOrEqual": "le", "Greater": "gt", "GreaterOrEqual": "ge", "And": "logical_and",
-    "Or": "logical_or", "Xor": "logical_xor",
+_BINARY: dict[str, tuple[str, tuple[int, ...]]] = {
+    "Add": ("add", (1, 6, 7, 13, 14)),
+    "Sub": ("sub", (1, 6, 7, 13, 14)),
+    "Mul": ("mul", (1, 6, 7, 13, 14)),
+    "Div": ("div", (1, 6, 7, 13, 14)),
+    "Equal": ("eq", (1, 7, 11, 13, 19)),
+    "Less": ("lt", (1, 7, 9, 13)),
+    "LessOrEqual": ("le", (12, 16)),
+    "Greater": ("gt", (1, 7, 9, 13)),
+    "GreaterOrEqual": ("ge", (12, 16)),
+    "And": ("logical_and", (1, 7)),
+    "Or": ("logical_or", (1, 7)),
+    "Xor": ("logical_xor", (1, 7)),
 }
 
 
@@ -209,11 +232,11 @@ def _binary(op: str) -> Callable[[NodeContext], Outputs]:
     return convert
 
 
-for _onnx_name, _ember_name in _BINARY.items():
-    converter(_onnx_name)(_binary(_ember_name))
+for _onnx_name, (_ember_name, _versions) in _BINARY.items():
+    converter(_onnx_name, versions=_versions)(_binary(_ember_name))
 
 
-@converter("Pow")
+@converter("Pow", versions=(1, 7, 12, 13, 15))
 def power(node: NodeContext) -> Outputs:
     """`pow`; the exponent is cast to the base's dtype, which is the result's dtype."""
     base, exponent = node.tensor(0), node.tensor(1)
@@ -234,20 +257,20 @@ def _variadic(op: str, average: bool = False) -> Callable[[NodeContext], Outputs
     return convert
 
 
-converter("Sum")(_variadic("add"))
-converter("Max")(_variadic("maximum"))
-converter("Min")(_variadic("minimum"))
-converter("Mean")(_variadic("add", average=True))
+converter("Sum", versions=(1, 6, 8, 13))(_variadic("add"))
+converter("Max", versions=(1, 6, 8, 12, 13))(_variadic("maximum"))
+converter("Min", versions=(1, 6, 8, 12, 13))(_variadic("minimum"))
+converter("Mean", versions=(1, 6, 8, 13))(_variadic("add", average=True))
 
 
-@converter("Where", opsets=(9, 21))
+@converter("Where", versions=(9, 16))
 def where(node: NodeContext) -> Outputs:
     """`where(condition, x, y)`."""
     x, y = binary_operands(node, 1, 2)
     return [node.emit("where", node.tensor(0), x, y)]
 
 
-@converter("Cast", opsets=(6, 21))
+@converter("Cast", versions=(6, 9, 13, 19, 21, 23, 24, 25, 28))
 def cast(node: NodeContext) -> Outputs:
     """`cast` to the `to` element type (a known value is cast at import time)."""
     dtype = onnx_dtype(int(node.attr("to")), node.label)
@@ -258,7 +281,7 @@ def cast(node: NodeContext) -> Outputs:
     return [x if x.dtype_ is dtype else node.emit("cast", x, dtype=dtype.value)]
 
 
-@converter("CastLike", opsets=(15, 21))
+@converter("CastLike", versions=(15, 19, 21, 23, 24, 25))
 def cast_like(node: NodeContext) -> Outputs:
     """`cast` to the dtype of the second input."""
     x, target = node.tensor(0), node.tensor(1)
@@ -272,7 +295,7 @@ def _clip_bound(node: NodeContext, index: int) -> float | Tensor | None:
     return float(known) if known is not None else node.tensor(index)
 
 
-@converter("Clip")
+@converter("Clip", versions=(1, 6, 11, 12, 13))
 def clip(node: NodeContext) -> Outputs:
     """`clip` with attribute bounds (before opset 11) or input bounds, constant or traced."""
     x = node.tensor(0)

@@ -18,13 +18,13 @@ from ember.ops.neural import window_out
 # -- matrix products ----------------------------------------------------------------------------
 
 
-@converter("MatMul")
+@converter("MatMul", versions=(1, 9, 13))
 def matmul(node: NodeContext) -> Outputs:
     """`matmul` with numpy's broadcasting of batch dimensions."""
     return [node.emit("matmul", *tracer.binary_operands(node.tensor(0), node.tensor(1)))]
 
 
-@converter("Gemm")
+@converter("Gemm", versions=(1, 6, 7, 9, 11, 13))
 def gemm(node: NodeContext) -> Outputs:
     """alpha * A' @ B' + beta * C, with A' and B' transposed as `transA` / `transB` say."""
     a, b = node.tensor(0), node.tensor(1)
@@ -146,7 +146,7 @@ def _conv3d(node: NodeContext, x: Tensor, w: Tensor, bias: Tensor | None,
     return total if bias is None else total + bias.reshape(-1, 1, 1, 1)
 
 
-@converter("Conv")
+@converter("Conv", versions=(1, 11, 22))
 def conv(node: NodeContext) -> Outputs:
     """1-D, 2-D and 3-D convolution with groups, dilation and auto_pad."""
     x, w = node.tensor(0), node.tensor(1)
@@ -224,7 +224,7 @@ def _conv_transpose2d(node: NodeContext, x: Tensor, w: Tensor, bias: Tensor | No
     return _conv2d(node, x, regrouped, bias, plane, groups)
 
 
-@converter("ConvTranspose")
+@converter("ConvTranspose", versions=(1, 11, 22))
 def conv_transpose(node: NodeContext) -> Outputs:
     """1-D and 2-D transposed convolution (pads, output_padding, output_shape, groups)."""
     x, w = node.tensor(0), node.tensor(1)
@@ -315,26 +315,26 @@ def _pool(node: NodeContext, op: str) -> Tensor:
     return _pool3d(node, op, x, kernel, g)
 
 
-@converter("MaxPool")
+@converter("MaxPool", versions=(1, 8, 10, 11, 12, 22))
 def max_pool(node: NodeContext) -> Outputs:
     """1-D, 2-D and 3-D max pooling (pads, auto_pad, dilations, ceil_mode)."""
     return [_pool(node, "max_pool2d")]
 
 
-@converter("AveragePool")
+@converter("AveragePool", versions=(1, 7, 10, 11, 19, 22))
 def average_pool(node: NodeContext) -> Outputs:
     """1-D, 2-D and 3-D average pooling (pads, auto_pad, ceil_mode, count_include_pad)."""
     return [_pool(node, "avg_pool2d")]
 
 
-@converter("GlobalAveragePool")
+@converter("GlobalAveragePool", versions=(1, 22))
 def global_average_pool(node: NodeContext) -> Outputs:
     """Mean over every spatial axis, kept as size 1."""
     x = node.tensor(0)
     return [node.emit("mean", x, axes=tuple(range(2, x.ndim)), keepdims=True)]
 
 
-@converter("GlobalMaxPool")
+@converter("GlobalMaxPool", versions=(1, 22))
 def global_max_pool(node: NodeContext) -> Outputs:
     """Max over every spatial axis, kept as size 1."""
     x = node.tensor(0)
@@ -344,7 +344,7 @@ def global_max_pool(node: NodeContext) -> Outputs:
 # -- normalization and softmax ------------------------------------------------------------------
 
 
-@converter("BatchNormalization")
+@converter("BatchNormalization", versions=(1, 6, 7, 9, 14, 15))
 def batch_normalization(node: NodeContext) -> Outputs:
     """Inference batch normalization with the running statistics."""
     if node.attr("training_mode", 0) or any(node.output_used(i) for i in range(1, 5)):
@@ -357,7 +357,7 @@ def batch_normalization(node: NodeContext) -> Outputs:
                       eps=float(node.attr("epsilon", 1e-5)))]
 
 
-@converter("InstanceNormalization")
+@converter("InstanceNormalization", versions=(1, 6, 22))
 def instance_normalization(node: NodeContext) -> Outputs:
     """(x - mean) / sqrt(var + eps) * scale + bias over each sample's spatial axes."""
     x, scale, bias = node.tensor(0), node.tensor(1), node.tensor(2)
@@ -369,7 +369,7 @@ def instance_normalization(node: NodeContext) -> Outputs:
     return [centered / (var + eps).sqrt() * scale.reshape(*shape) + bias.reshape(*shape)]
 
 
-@converter("LayerNormalization", opsets=(17, 21))
+@converter("LayerNormalization", versions=(17,))
 def layer_normalization(node: NodeContext) -> Outputs:
     """`layer_norm` over the axes from `axis` on (the Mean / InvStdDev outputs are not)."""
     if node.output_used(1) or node.output_used(2):
@@ -397,13 +397,13 @@ def _softmax(node: NodeContext, op: str) -> Tensor:
     return node.emit(op, flat, axis=1).reshape(*x.shape)
 
 
-@converter("Softmax")
+@converter("Softmax", versions=(1, 11, 13))
 def softmax(node: NodeContext) -> Outputs:
     """`softmax` (before opset 13 over the flattened axes from `axis` on)."""
     return [_softmax(node, "softmax")]
 
 
-@converter("LogSoftmax")
+@converter("LogSoftmax", versions=(1, 11, 13))
 def log_softmax(node: NodeContext) -> Outputs:
     """`log_softmax` (before opset 13 over the flattened axes from `axis` on)."""
     return [_softmax(node, "log_softmax")]
@@ -440,7 +440,7 @@ def _permute(node: NodeContext, x: Tensor, term: str, order: str) -> Tensor:
     return x if perm == tuple(range(len(perm))) else node.emit("transpose", x, perm=perm)
 
 
-@converter("Einsum", opsets=(12, 21))
+@converter("Einsum", versions=(12, 28))
 def einsum(node: NodeContext) -> Outputs:
     """One or two operands without ellipses or diagonals: sums, a transpose and a batched
     matmul over (shared, left-only, contracted, right-only) letters."""

@@ -11,7 +11,6 @@ from collections.abc import Callable
 from ember.frontend.tensor import Tensor
 from ember.onnx.converters.base import NodeContext, Outputs, converter, normalize_axis
 
-# ONNX op -> (last opset with `axes` as an attribute, how to reduce)
 Reducer = Callable[[NodeContext, Tensor, tuple[int, ...], bool], Tensor]
 
 
@@ -44,17 +43,19 @@ def _log_sum_exp(node: NodeContext, x: Tensor, axes: tuple[int, ...], keep: bool
     return total if keep else total.squeeze(axis=axes) if axes else total
 
 
-_REDUCERS: dict[str, tuple[int, Reducer]] = {
-    "ReduceSum": (12, _plain("sum")),
-    "ReduceMean": (17, _plain("mean")),
-    "ReduceMax": (17, _plain("max")),
-    "ReduceMin": (17, _plain("min")),
-    "ReduceProd": (17, _plain("prod")),
-    "ReduceL1": (17, _sum_of(lambda x: x.abs())),
-    "ReduceL2": (17, _l2),
-    "ReduceSumSquare": (17, _sum_of(lambda x: x * x)),
-    "ReduceLogSum": (17, _log_sum),
-    "ReduceLogSumExp": (17, _log_sum_exp),
+# ONNX op -> (last opset with `axes` as an attribute, how to reduce, the ONNX operator
+# versions it implements)
+_REDUCERS: dict[str, tuple[int, Reducer, tuple[int, ...]]] = {
+    "ReduceSum": (12, _plain("sum"), (1, 11, 13)),
+    "ReduceMean": (17, _plain("mean"), (1, 11, 13, 18)),
+    "ReduceMax": (17, _plain("max"), (1, 11, 12, 13, 18, 20)),
+    "ReduceMin": (17, _plain("min"), (1, 11, 12, 13, 18, 20)),
+    "ReduceProd": (17, _plain("prod"), (1, 11, 13, 18)),
+    "ReduceL1": (17, _sum_of(lambda x: x.abs()), (1, 11, 13, 18)),
+    "ReduceL2": (17, _l2, (1, 11, 13, 18)),
+    "ReduceSumSquare": (17, _sum_of(lambda x: x * x), (1, 11, 13, 18)),
+    "ReduceLogSum": (17, _log_sum, (1, 11, 13, 18, 28)),
+    "ReduceLogSumExp": (17, _log_sum_exp, (1, 11, 13, 18, 28)),
 }
 
 
@@ -83,8 +84,8 @@ def _reduction(attr_until: int, reducer: Reducer) -> Callable[[NodeContext], Out
     return convert
 
 
-for _name, (_until, _reducer) in _REDUCERS.items():
-    converter(_name)(_reduction(_until, _reducer))
+for _name, (_until, _reducer, _versions) in _REDUCERS.items():
+    converter(_name, versions=_versions)(_reduction(_until, _reducer))
 
 
 def _arg(op: str) -> Callable[[NodeContext], Outputs]:
@@ -107,5 +108,5 @@ def _arg(op: str) -> Callable[[NodeContext], Outputs]:
     return convert
 
 
-converter("ArgMax")(_arg("argmax"))
-converter("ArgMin")(_arg("argmin"))
+converter("ArgMax", versions=(1, 11, 12, 13))(_arg("argmax"))
+converter("ArgMin", versions=(1, 11, 12, 13))(_arg("argmin"))

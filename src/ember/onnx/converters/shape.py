@@ -25,7 +25,7 @@ from ember.onnx.converters.base import (
 # -- constants and shapes -----------------------------------------------------------------------
 
 
-@converter("Constant")
+@converter("Constant", versions=(1, 9, 11, 12, 13, 19, 21, 23, 24, 25))
 def constant(node: NodeContext) -> Outputs:
     """The value attribute, known at import time."""
     for name, dtype in (("value", None), ("value_float", np.float32),
@@ -37,7 +37,7 @@ def constant(node: NodeContext) -> Outputs:
     raise node.error(f"only numeric constants are supported (attributes: {given})")
 
 
-@converter("ConstantOfShape", opsets=(9, 21))
+@converter("ConstantOfShape", versions=(9, 20, 21, 23, 24, 25))
 def constant_of_shape(node: NodeContext) -> Outputs:
     """A tensor of the known shape filled with `value` (f32 zero by default)."""
     shape = node.static_ints(0, "shape")
@@ -48,7 +48,7 @@ def constant_of_shape(node: NodeContext) -> Outputs:
     return [node.full(shape, fill[0], fill.dtype)]
 
 
-@converter("Shape")
+@converter("Shape", versions=(1, 13, 15, 19, 21, 23, 24, 25))
 def shape(node: NodeContext) -> Outputs:
     """The input's static shape as a known i64 vector (`start`/`end` from opset 15)."""
     dims = node.shape(0)
@@ -59,13 +59,13 @@ def shape(node: NodeContext) -> Outputs:
     return [np.asarray(dims[start:end], dtype=np.int64)]
 
 
-@converter("Size")
+@converter("Size", versions=(1, 13, 19, 21, 23, 24, 25))
 def size(node: NodeContext) -> Outputs:
     """The input's element count as a known i64 scalar."""
     return [np.asarray(int(np.prod(node.shape(0))), dtype=np.int64)]
 
 
-@converter("Range", opsets=(11, 21))
+@converter("Range", versions=(11, 27))
 def range_(node: NodeContext) -> Outputs:
     """np.arange of known start, limit and delta."""
     start = node.static(0, "start")
@@ -79,10 +79,14 @@ def range_(node: NodeContext) -> Outputs:
     if size > FOLD_BYTES:
         raise node.error(f"{count} elements ({format_bytes(size)}) are more than the "
                          f"{format_bytes(FOLD_BYTES)} a value computed at import time may have")
+    if start.dtype == np.float16 and node.opset >= 27 and node.attr("stash_type", 1):
+        # version 27: count in f32, then round
+        return [np.arange(*(v.astype(np.float32) for v in (start, limit, delta)),
+                          dtype=np.float32).astype(np.float16)]
     return [np.arange(start, limit, delta, dtype=start.dtype)]
 
 
-@converter("Dropout")
+@converter("Dropout", versions=(1, 6, 7, 10, 12, 13, 22))
 def dropout(node: NodeContext) -> Outputs:
     """Inference: the input unchanged, and an all-true mask when asked for."""
     x = node.tensor(0)
@@ -120,7 +124,7 @@ def reshape_target(node: NodeContext, current: tuple[int, ...], target: list[int
     return tuple(dims)
 
 
-@converter("Reshape")
+@converter("Reshape", versions=(1, 5, 13, 14, 19, 21, 23, 24, 25))
 def reshape(node: NodeContext) -> Outputs:
     """`reshape` to a known target shape (an attribute before opset 5)."""
     x = node.tensor(0)
@@ -130,7 +134,7 @@ def reshape(node: NodeContext) -> Outputs:
     return [x if dims == x.shape else node.emit("reshape", x, shape=dims)]
 
 
-@converter("Flatten")
+@converter("Flatten", versions=(1, 9, 11, 13, 21, 23, 24, 25))
 def flatten(node: NodeContext) -> Outputs:
     """Reshape to 2-D: the dimensions before `axis`, and those from it."""
     x = node.tensor(0)
@@ -139,7 +143,7 @@ def flatten(node: NodeContext) -> Outputs:
     return [x if dims == x.shape else node.emit("reshape", x, shape=dims)]
 
 
-@converter("Transpose")
+@converter("Transpose", versions=(1, 13, 21, 23, 24, 25))
 def transpose(node: NodeContext) -> Outputs:
     """`transpose` by `perm` (reversed axes by default)."""
     x = node.tensor(0)
@@ -156,7 +160,7 @@ def _axes(node: NodeContext, attr_until: int, index: int) -> list[int] | None:
     return node.static_ints(index, "axes") if node.has(index) else None
 
 
-@converter("Squeeze")
+@converter("Squeeze", versions=(1, 11, 13, 21, 23, 24, 25))
 def squeeze(node: NodeContext) -> Outputs:
     """`squeeze` of the given axes (attribute before opset 13), or of every size-1 axis."""
     x = node.tensor(0)
@@ -171,7 +175,7 @@ def squeeze(node: NodeContext) -> Outputs:
     return [node.emit("squeeze", x, axes=tuple(axes)) if axes else x]
 
 
-@converter("Unsqueeze")
+@converter("Unsqueeze", versions=(1, 11, 13, 21, 23, 24, 25))
 def unsqueeze(node: NodeContext) -> Outputs:
     """`expand_dims`: axes index the output (attribute before opset 13)."""
     x = node.tensor(0)
@@ -183,7 +187,7 @@ def unsqueeze(node: NodeContext) -> Outputs:
     return [node.emit("expand_dims", x, axes=tuple(axes))]
 
 
-@converter("Concat")
+@converter("Concat", versions=(1, 4, 11, 13))
 def concat(node: NodeContext) -> Outputs:
     """`concat` along `axis`."""
     parts = [node.tensor(i) for i in range(node.input_count) if node.has(i)]
@@ -204,7 +208,7 @@ def _split_sizes(node: NodeContext, length: int) -> list[int]:
     return [min(chunk, length - i * chunk) for i in range(count)]
 
 
-@converter("Split")
+@converter("Split", versions=(1, 2, 11, 13, 18))
 def split(node: NodeContext) -> Outputs:
     """`split` by the given sizes, or into equal parts (the last smaller, from opset 18)."""
     x = node.tensor(0)
@@ -238,7 +242,7 @@ def _slice_arguments(node: NodeContext, rank: int) -> tuple[list[int], ...]:
     return starts, ends, axes, steps
 
 
-@converter("Slice")
+@converter("Slice", versions=(1, 10, 11, 13))
 def slice_(node: NodeContext) -> Outputs:
     """`slice` with ONNX's clamping of starts and ends."""
     x = node.tensor(0)
@@ -254,7 +258,7 @@ def slice_(node: NodeContext) -> Outputs:
     return [node.emit("slice", x, starts=tuple(starts), stops=tuple(stops), steps=tuple(steps))]
 
 
-@converter("Gather")
+@converter("Gather", versions=(1, 11, 13))
 def gather(node: NodeContext) -> Outputs:
     """`gather` along `axis`; known negative indices are made non-negative at import time."""
     data = node.tensor(0)
@@ -291,7 +295,7 @@ def _pad_arguments(node: NodeContext, rank: int) -> tuple[list[int], str, float]
     return pads, mode, 0.0 if value is None else float(value.reshape(-1)[0])
 
 
-@converter("Pad")
+@converter("Pad", versions=(1, 2, 11, 13, 18, 19, 21, 23, 24, 25))
 def pad(node: NodeContext) -> Outputs:
     """`pad` (constant, reflect, edge); negative pads crop."""
     x = node.tensor(0)
@@ -312,7 +316,7 @@ def pad(node: NodeContext) -> Outputs:
     return [node.emit("pad", x, pads=tuple(pads), mode=mode, value=value)]
 
 
-@converter("Expand", opsets=(8, 21))
+@converter("Expand", versions=(8, 13))
 def expand(node: NodeContext) -> Outputs:
     """`broadcast_to` the broadcast of the input's shape and the known target shape."""
     x = node.tensor(0)
@@ -328,7 +332,7 @@ def expand(node: NodeContext) -> Outputs:
     return [node.emit("broadcast_to", x, shape=shape)]
 
 
-@converter("Tile", opsets=(6, 21))
+@converter("Tile", versions=(6, 13))
 def tile(node: NodeContext) -> Outputs:
     """Repeat the whole tensor `repeats[i]` times along axis i (broadcast then reshape)."""
     x = node.tensor(0)
@@ -355,17 +359,21 @@ def _depth_space(node: NodeContext, x: Tensor, to_space: bool) -> Tensor:
         else:
             y = x.reshape(n, c // block**2, block, block, h, w).transpose(0, 1, 4, 2, 5, 3)
         return y.reshape(n, c // block**2, h * block, w * block)
-    y = x.reshape(n, c, h // block, block, w // block, block).transpose(0, 3, 5, 1, 2, 4)
+    y = x.reshape(n, c, h // block, block, w // block, block)
+    if node.attr("mode", "DCR") == "DCR":  # channel index (row, column, depth)
+        y = y.transpose(0, 3, 5, 1, 2, 4)
+    else:  # CRD (from version 28): channel index (depth, row, column)
+        y = y.transpose(0, 1, 3, 5, 2, 4)
     return y.reshape(n, c * block**2, h // block, w // block)
 
 
-@converter("DepthToSpace")
+@converter("DepthToSpace", versions=(1, 11, 13, 28))
 def depth_to_space(node: NodeContext) -> Outputs:
     """Channels to spatial blocks (DCR or CRD order), by reshape and transpose."""
     return [_depth_space(node, node.tensor(0), to_space=True)]
 
 
-@converter("SpaceToDepth")
+@converter("SpaceToDepth", versions=(1, 13, 28))
 def space_to_depth(node: NodeContext) -> Outputs:
-    """Spatial blocks to channels, by reshape and transpose."""
+    """Spatial blocks to channels (DCR or CRD order), by reshape and transpose."""
     return [_depth_space(node, node.tensor(0), to_space=False)]
