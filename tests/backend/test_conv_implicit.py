@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ember.backend.cpu import conv_pack
+from ember.backend.cpu.gemm import default_blocking
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import DType, TensorType
 from ember.runtime import compile_native
@@ -96,10 +97,16 @@ def test_narrow_images_take_im2col() -> None:
     assert "im2col" in text and "_img" not in text, text
 
 
-def test_depth_blocks_hold_whole_channels() -> None:
-    blocking = conv_pack.conv_blocking(64, 3136, 2304, 9, "f32", 16, 4)
-    assert blocking.kc % 9 == 0 and blocking.kc <= 1024
-    assert blocking.kc * blocking.nc * 4 <= conv_pack.l2_panel_bytes()
+@pytest.mark.parametrize("cpu", ["znver4", "sapphirerapids", "x86-64-v3"])
+def test_depth_blocks_hold_whole_channels(cpu: str) -> None:
+    """Depth blocks of whole 3x3 channels, no deeper than the GEMM's own depth limit (two of
+    the target's default KC), whose packed panel fits the share of L2 it is given."""
+    target = Target.cpu(cpu)
+    lanes = target.f32_lanes
+    blocking = conv_pack.conv_blocking(64, 3136, 2304, 9, "f32", lanes, 4, target)
+    assert blocking.kc % 9 == 0
+    assert blocking.kc <= 2 * default_blocking("f32", lanes, target).kc
+    assert blocking.kc * blocking.nc * 4 <= conv_pack.l2_panel_bytes(target)
 
 
 def test_compiling_prints_no_llvm_warning(monkeypatch, capfd) -> None:

@@ -19,9 +19,12 @@ from ember.backend.cpu.gemm import (
     extra_arguments,
     gemm_scratch_bytes,
     masked_load,
+    pack_b_transposed,
     splat,
+    transpose_vectors,
 )
 from ember.backend.llvm.jit import compile_ir, host_cpu
+from ember.target import Target
 
 # Small blocks make every loop level (several KC, MC and NC blocks) run on small shapes.
 TINY = GemmBlocking(mr=14, nr_vectors=2, kc=16, mc=28, nc=64)
@@ -125,6 +128,60 @@ def test_matches_float64_numpy(compiled, name: str) -> None:
     assert (scratch[scratch_bytes:] == 0x5A).all(), "wrote past gemm_scratch_bytes"
 
 
+# Kernels given B as its transpose (matmul_nt): depth blocks in whole register blocks (kc 16
+# with TINY, 64), under one block (5), with a tail (17, 47, 37 in f64), columns past N.
+TRANSPOSED = ("square64", "odd_7x13x5", "odd_33x65x17", "column_100x1x300", "past_kc_15x33x513",
+              "tiny_exact_28x64x32", "tiny_many_57x129x47", "f64_tiny_31x40x37", "avx2_17x19x21",
+              "avx2_tiny_25x41x19")
+
+
+@pytest.fixture(scope="module")
+def compiled_transposed():
+    module = ir.Module("test_gemm_nt")
+    for name in TRANSPOSED:
+        m, n, k, options = KERNELS[name]
+        emit_gemm(module, name, m, n, k, b_packer=pack_b_transposed, **options)
+    return compile_ir(module)
+
+
+@pytest.mark.parametrize("name", TRANSPOSED)
+def test_transposed_b_matches_float64_numpy(compiled_transposed, name: str) -> None:
+    """The transposing B packer (register-block transposes and the element tail) gives the
+    product of A with B read from Bt [n, k]."""
+    m, n, k, options = KERNELS[name]
+    dtype = np.float64 if options.get("dtype") == "f64" else np.float32
+    a, b = operands(m, n, k, dtype, seed=3)
+    c = np.full((m, n), np.nan, dtype)
+    scratch_bytes = gemm_scratch_bytes(m, n, k, **options)
+    scratch = aligned_scratch(scratch_bytes)
+    run(compiled_transposed, name, a, np.ascontiguousarray(b.T), c, 0, m, scratch)
+    assert_close(c, a, b, dtype)
+    assert (scratch[scratch_bytes:] == 0x5A).all(), "wrote past gemm_scratch_bytes"
+
+
+def test_transpose_vectors_is_a_transpose() -> None:
+    """The shuffle network alone, for every width the GEMM uses, through LLVM."""
+    module = ir.Module("transpose")
+    for count in (2, 4, 8, 16):
+        vector = ir.VectorType(ir.FloatType(), count)
+        function = ir.Function(module, ir.FunctionType(ir.VoidType(), [vector.as_pointer()] * 2),
+                               f"transpose{count}")
+        builder = ir.IRBuilder(function.append_basic_block())
+        source, target = function.args
+        rows = [builder.load(builder.gep(source, [ir.Constant(ir.IntType(64), i)]), align=4)
+                for i in range(count)]
+        for i, row in enumerate(transpose_vectors(builder, rows)):
+            builder.store(row, builder.gep(target, [ir.Constant(ir.IntType(64), i)]), align=4)
+        builder.ret_void()
+    engine = compile_ir(module)
+    for count in (2, 4, 8, 16):
+        block = np.arange(count * count, dtype=np.float32).reshape(count, count)
+        out = np.zeros_like(block)
+        engine.function(f"transpose{count}", None, [ctypes.c_void_p] * 2)(block.ctypes.data,
+                                                                          out.ctypes.data)
+        np.testing.assert_array_equal(out, block.T)
+
+
 @pytest.mark.parametrize("rows", [(0, 1), (5, 6), (3, 31), (14, 28), (50, 57), (0, 57), (9, 9)])
 def test_row_range_writes_only_those_rows(compiled, rows: tuple[int, int]) -> None:
     m, n, k, options = KERNELS["tiny_many_57x129x47"]
@@ -209,9 +266,8 @@ def test_invalid_arguments_are_named(call, message: str) -> None:
     (9, 20, 2100, 8, 2, 700),  # K above 1024: three equal blocks of at most 1024
 ])
 def test_blocking_fits_the_problem(m, n, k, mr, vectors, kc):
-    if host_cpu().vector_bits != 512:
-        pytest.skip("block sizes for AVX-512")
-    blocking = blocking_for(m, n, k, "f32")
+    """Zen 4's blocks (32 registers, one 512-bit FMA a cycle, 1 MiB L2), whatever the host."""
+    blocking = blocking_for(m, n, k, "f32", target=Target.cpu("znver4"))
     assert (blocking.mr, blocking.nr_vectors, blocking.kc) == (mr, vectors, kc)
     assert blocking.mr * blocking.nr_vectors <= 24  # accumulators fit the 32 registers
     assert blocking.mc % blocking.mr == 0 and blocking.nc % blocking.nr(16) == 0

@@ -1557,6 +1557,14 @@ case("matmul_nt", floats(33, 70), floats(45, 70), label="33x70-45x70",
      expected=lambda a, b: a.astype(np.float64) @ b.astype(np.float64).T)
 case("matmul_nt", floats(5, 3, dtype=np.float64), floats(1, 3, dtype=np.float64), label="f64-n1",
      expected=lambda a, b: a @ b.T)
+# Depth in whole register blocks only (64), under one block (5), and f64's narrower blocks
+# with a tail (37): the transposing B packer's block and element paths.
+case("matmul_nt", floats(20, 64), floats(70, 64), label="20x64-70x64",
+     expected=lambda a, b: a.astype(np.float64) @ b.astype(np.float64).T)
+case("matmul_nt", floats(9, 5), floats(33, 5), label="9x5-33x5",
+     expected=lambda a, b: a.astype(np.float64) @ b.astype(np.float64).T)
+case("matmul_nt", floats(7, 37, dtype=np.float64), floats(19, 37, dtype=np.float64),
+     label="f64-7x37-19x37", expected=lambda a, b: a @ b.T)
 
 # The backward ops of training, against torch.autograd of the forward ops.
 case(

@@ -288,26 +288,98 @@ def pack_b_constant(b: np.ndarray, m: int, *, lanes: int | None = None,
 def pack_b_transposed(emitter: GemmEmitter, jc: ir.Value, pc: ir.Value, nc: ir.Value,
                       kc: ir.Value) -> None:
     """A `BPacker` for a B given as its transpose Bt [n, k] (row-major): the panels `pack_b`
-    makes, `Bp[jr / NR][p][c] = Bt[jc + jr + c, pc + p]`, zero past column n. Each column of
-    a panel is one contiguous run of Bt's row, written at stride NR into the panel (which
-    stays in L1), so no transposed copy of B is ever made."""
+    makes, `Bp[jr / NR][p][c] = Bt[jc + jr + c, pc + p]`, zero past column n, so no
+    transposed copy of B is ever made.
+
+    Square blocks of `lanes` columns by `lanes` steps of depth move through registers: one
+    vector load from each of `lanes` rows of Bt, a transpose in `lanes * log2(lanes)` two-input
+    shuffles (`transpose_vectors`), one aligned store per depth step into the panel, where a
+    scalar copy would store each element alone at the panel's stride of NR elements (the
+    first layer of the MLP train step, x @ W.T with W [512, 1024]: 1.98 ms scalar). Depth past
+    the last whole block is copied element by element."""
     plan, builder = emitter.plan, emitter.builder
+    const, lanes = emitter.const, plan.lanes
     zero = ir.Constant(emitter.element, 0.0)
-    const = emitter.const
+    zero_vector = ir.Constant(emitter.vector, None)
+    whole = builder.mul(builder.udiv(kc, const(lanes)), const(lanes))  # depth in whole blocks
     with CountedLoop(builder, const(0), nc, plan.nr, "packt.jr") as jr:
         panel = builder.gep(emitter.packed_b, [builder.mul(jr, kc)], inbounds=True)
         first = builder.add(jc, jr)
+        rows = []  # per column of the panel: (column exists, its row of Bt from depth pc on)
         for c in range(plan.nr):
             column = builder.add(first, const(c))
             valid = builder.icmp_signed("<", column, const(plan.n))
             clamped = builder.select(valid, column, first)  # a column that exists
-            source = builder.gep(emitter.b, [builder.add(builder.mul(clamped, const(plan.k)),
-                                                         pc)], inbounds=True)
-            with CountedLoop(builder, const(0), kc, 1, f"packt.p{c}") as p:
-                value = builder.load(builder.gep(source, [p], inbounds=True))
+            rows.append((valid, builder.gep(emitter.b, [builder.add(
+                builder.mul(clamped, const(plan.k)), pc)], inbounds=True)))
+        with _When(builder, builder.icmp_signed(">", whole, const(0)), "packt.blocks"), \
+                CountedLoop(builder, const(0), whole, lanes, "packt.p") as p0:
+            for v in range(plan.nr // lanes):
+                loaded = []
+                for valid, row in rows[v * lanes:(v + 1) * lanes]:
+                    vector = emitter.load_vector(builder.gep(row, [p0], inbounds=True), align=4)
+                    loaded.append(builder.select(valid, vector, zero_vector))
+                for step, vector in enumerate(transpose_vectors(builder, loaded)):
+                    offset = builder.add(builder.mul(builder.add(p0, const(step)),
+                                                     const(plan.nr)), const(v * lanes))
+                    emitter.store_vector(vector, builder.gep(panel, [offset], inbounds=True),
+                                         align=64)
+        with _When(builder, builder.icmp_signed("<", whole, kc), "packt.tail"), \
+                CountedLoop(builder, whole, kc, 1, "packt.rest") as p:
+            for c, (valid, row) in enumerate(rows):
+                value = builder.load(builder.gep(row, [p], inbounds=True))
                 target = builder.gep(panel, [builder.add(builder.mul(p, const(plan.nr)),
                                                          const(c))], inbounds=True)
                 builder.store(builder.select(valid, value, zero), target)
+
+
+def transpose_vectors(builder: ir.IRBuilder, rows: Sequence[ir.Value]) -> list[ir.Value]:
+    """The transpose of a square block held as `len(rows)` vectors of as many elements (a
+    power of two): element j of result i is element i of `rows[j]`.
+
+    Each stage swaps one bit of the row index with the same bit of the column index, pairing
+    rows that differ in that bit: with b the bit's value, the lower row takes its own elements
+    where the column's bit is clear and its partner's element b columns to the left where it
+    is set; the upper row the partner's element b to the right, or its own. log2(n) stages of
+    n two-input shuffles, which x86 does as unpack or permute instructions."""
+    count = len(rows)
+    if count & (count - 1) or any(row.type.count != count for row in rows):
+        raise ValueError(f"transpose_vectors: need n vectors of n elements, n a power of two; "
+                         f"got {count} of {[row.type.count for row in rows]}")
+    rows = list(rows)
+    bit = 1
+    while bit < count:
+        low_mask = [j if not j & bit else count + j - bit for j in range(count)]
+        high_mask = [j + bit if not j & bit else count + j for j in range(count)]
+        for low in range(count):
+            if low & bit:
+                continue
+            high = low | bit
+            rows[low], rows[high] = (
+                builder.shuffle_vector(rows[low], rows[high],
+                                       ir.Constant(ir.VectorType(I32, count), low_mask)),
+                builder.shuffle_vector(rows[low], rows[high],
+                                       ir.Constant(ir.VectorType(I32, count), high_mask)))
+        bit *= 2
+    return rows
+
+
+class _When:
+    """`with _When(builder, condition, name):` builds its body only on the path where
+    `condition` holds; code after the block runs on both paths."""
+
+    def __init__(self, builder: ir.IRBuilder, condition: ir.Value, name: str) -> None:
+        self.builder, self.condition, self.name = builder, condition, name
+
+    def __enter__(self) -> None:
+        body = self.builder.append_basic_block(f"{self.name}.then")
+        self.after = self.builder.append_basic_block(f"{self.name}.after")
+        self.builder.cbranch(self.condition, body, self.after)
+        self.builder.position_at_end(body)
+
+    def __exit__(self, *exc: object) -> None:
+        self.builder.branch(self.after)
+        self.builder.position_at_end(self.after)
 
 
 def _dtype_name(array: np.ndarray) -> str:
