@@ -86,10 +86,32 @@ def range_(node: NodeContext) -> Outputs:
     return [np.arange(start, limit, delta, dtype=start.dtype)]
 
 
+def _dropout_is_random(node: NodeContext) -> bool:
+    """Whether the node drops elements: `is_test` 0 before version 7, a true `training_mode`
+    input from version 12 (its ratio, an attribute before version 12 and an input after,
+    defaulting to 0.5, nonzero)."""
+    if node.opset < 7:
+        training, ratio = not node.attr("is_test", 0), float(node.attr("ratio", 0.5))
+    elif node.opset < 12:
+        return False
+    else:
+        if not node.has(2):
+            return False
+        ratio = float(node.static(1, "ratio").reshape(-1)[0]) if node.has(1) else 0.5
+        if ratio == 0.0:  # nothing dropped, whatever the mode
+            return False
+        training = bool(node.static(2, "training_mode").reshape(-1)[0])
+    return training and ratio != 0.0
+
+
 @converter("Dropout", versions=(1, 6, 7, 10, 12, 13, 22))
 def dropout(node: NodeContext) -> Outputs:
-    """Inference: the input unchanged, and an all-true mask when asked for."""
+    """Inference: the input unchanged, and an all-true mask when asked for (training mode is
+    random, and refused unless its ratio is 0)."""
     x = node.tensor(0)
+    if _dropout_is_random(node):
+        raise node.error("training mode with a nonzero ratio drops random elements; Ember "
+                         "imports inference graphs (export the model in eval mode)")
     mask = node.full(x.shape, True, bool) if node.output_used(1) else None
     return [x, mask]
 
@@ -138,7 +160,10 @@ def reshape(node: NodeContext) -> Outputs:
 def flatten(node: NodeContext) -> Outputs:
     """Reshape to 2-D: the dimensions before `axis`, and those from it."""
     x = node.tensor(0)
-    axis = normalize_axis(node.attr("axis", 1), x.ndim + 1, node)
+    axis = int(node.attr("axis", 1))
+    if not -x.ndim <= axis <= x.ndim:  # ONNX allows [-r, r]: -1 counts from r, not r + 1
+        raise node.error(f"axis {axis} is out of range for rank {x.ndim}")
+    axis = axis + x.ndim if axis < 0 else axis
     dims = (int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
     return [x if dims == x.shape else node.emit("reshape", x, shape=dims)]
 
