@@ -7,6 +7,7 @@
     ember ir examples/cnn.py --diff             # what each pass changed
     ember ir examples/cnn.py --explain fusion   # why each fusion candidate was (not) fused
     ember ir examples/mlp.py --stage llvm --remarks  # and what the loop vectorizer did, per kernel
+    ember ir examples/mlp.py --target cuda:sm_90 --stage ptx  # PTX for an NVIDIA GPU
     ember passes                                # the passes and their options
     ember opt dump/002_cse.ir -p dce            # run passes on IR text, like mlir-opt
     ember bench examples/mlp.py --threads 1     # opt levels 0-3 and ONNX Runtime, timed
@@ -317,6 +318,12 @@ def _asm(target: ModelFile, args: argparse.Namespace) -> str:
     return native.native.module.asm() + _remarks_section(native, args, "#")
 
 
+def _ptx(target: ModelFile, args: argparse.Namespace) -> str:
+    if _compile_target(args).kind != "cuda":
+        raise UsageError("--stage ptx needs a CUDA target (--target cuda or cuda:ARCH)")
+    return _native(target, args).native.stage("ptx")
+
+
 # -- optimization remarks -------------------------------------------------------------------------
 
 # codegen's names for a kernel's outlined parallel loop and the loop nest inside it
@@ -422,6 +429,7 @@ STAGES: dict[str, Callable[[ModelFile, argparse.Namespace], Graph | str]] = {
     "loops": _loops,
     "llvm": _llvm,
     "asm": _asm,
+    "ptx": _ptx,
 }
 
 

@@ -213,7 +213,7 @@ def compile_graph(traced: Graph, *, target: Target, opt_level: int = 3, passes: 
 
         native = compile_cached(graph, opt_level, target)
         timings.update(native.timings)
-        if threads is not None:
+        if threads is not None and target.kind == "cpu":  # a GPU's threads are its grid
             native.set_threads(threads)
     single = len(graph.outputs) == 1
     return Executable(graph, traced, single, opt_level, target, timings, ledger, native)

@@ -1,40 +1,56 @@
-"""The CUDA backend's slot: NVIDIA GPUs through LLVM's NVPTX target.
+"""The CUDA backend: NVIDIA GPUs through LLVM's NVPTX target and the CUDA driver API.
 
-Lowering, the graph passes and the compile route already take a `Target.cuda(...)`; what this
-package will add is the GPU's schedules (loop nests bound to blocks and threads), PTX emission
-through the shared LLVM layer and the driver-API runtime. Until then compiling for a CUDA
-target stops with one UnsupportedError, before any work is done.
+    backend = CudaBackend(Target.cuda("sm_90"))
+    built = backend.build(backend.schedule(lower_graph(graph, {"opt_level": 3}, target)))
+    built.stage("ptx"); built.report(); built.run(inputs, outputs, arena)
+
+- `schedule.py`: each kernel's top-level loop nests become launches, independent loops a
+  grid-stride loop with the innermost dimension on threadIdx.x;
+- `codegen.py`: mapped loop IR -> LLVM IR (`ptx_kernel` functions) -> PTX for the arch;
+- `ptxas.py`: assembles the PTX with NVIDIA's ptxas when found (validity, registers, spills);
+- `runtime.py`: the driver API (`cuda-bindings`, optional): module, one device arena, copies
+  and launches. Without a device or the package, running raises one EmberError; compiling
+  needs neither.
+
+The CUDA backend has no target rules yet: every op lowers through the target-neutral rules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from ember.errors import UnsupportedError
 from ember.lower.program import Program
 from ember.lower.rules import TARGET_RULES, TargetRule
 from ember.target import Target
+
+if TYPE_CHECKING:
+    from ember.backend.cuda.build import CudaProgram
 
 
 @dataclass(frozen=True)
 class CudaBackend:
     target: Target
-    stages: tuple[str, ...] = ("ptx",)
+    stages: tuple[str, ...] = ("ptx",)  # exe.stages; the built program also has "llvm"
 
     @property
     def rules(self) -> Mapping[str, TargetRule]:
+        """The CUDA target's lowering rules (none yet: the target-neutral ones serve)."""
         return TARGET_RULES["cuda"]
 
-    def _unsupported(self) -> UnsupportedError:
-        return UnsupportedError(f"target {self.target}: CUDA code generation is not part of "
-                                "this build of Ember yet (compile for target='cpu')")
-
     def check(self) -> None:
-        raise self._unsupported()
+        """PTX for any known arch can be built here (running it is checked on the call)."""
 
     def schedule(self, program: Program) -> Program:
-        raise self._unsupported()
+        """Every call becomes one launch: independent loop nests as grids (`map_program`)."""
+        from ember.backend.cuda.schedule import map_program
 
-    def build(self, program: Program, opt_level: int = 3) -> object:
-        raise self._unsupported()
+        return replace(map_program(program), target=self.target)
+
+    def build(self, program: Program, opt_level: int = 3) -> CudaProgram:
+        """PTX for the program (mapped to launches first if the schedule did not run), checked
+        by ptxas when one is found; the result runs it on the first device."""
+        from ember.backend.cuda.build import build_program
+
+        return build_program(program, opt_level)

@@ -1,0 +1,301 @@
+"""Loop nests -> CUDA launches: which loops become the grid, and how many blocks and threads.
+
+    program = map_program(program)     # every call is one launch: kernel.attrs["launch"]
+
+A kernel's top-level statements run one after another; on a GPU each top-level loop becomes its
+own launch (launches on one stream run in order, so a later nest sees everything an earlier one
+wrote), and the kernel is split into several calls with the same buffers. Top-level statements
+that are not such loops (a scalar result, an accumulator over everything) run as a launch of one
+thread, correct and slow.
+
+A top-level loop whose iterations are independent becomes a grid-stride loop (`kind="grid"`)
+over a band of loops flattened into one index, the innermost loop of the band on the fastest
+threads, so that neighbouring threads touch neighbouring elements (coalesced accesses):
+
+    for (i0 < 64) for (i1 < 512) out[i0*512 + i1] = relu(in0[i0*512 + i1]);
+ -> for (g = tid; g < 32768; g += threads) {          // grid, 128 blocks x 256 threads
+      const int64_t i0 = g / 512; const int64_t i1 = g % 512;
+      out[i0*512 + i1] = relu(in0[i0*512 + i1]); }
+
+Lowering guarantees that iterations of a top-level loop that reads no outer variable touch
+disjoint outputs and scratch (the CPU's thread pool relies on the same promise); a loop nested
+inside joins the band only when `disjoint_band` proves it from the affine index expressions.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from ember.ir.types import DType
+from ember.lower.loops import (
+    Binary,
+    Buffer,
+    Cast,
+    Expr,
+    Imm,
+    Kernel,
+    Let,
+    Load,
+    Local,
+    Loop,
+    Stmt,
+    Store,
+    Var,
+    defined_vars,
+    map_loops,
+    stmt_exprs,
+    walk_expr,
+    walk_stmts,
+)
+from ember.lower.program import Call, Program
+from ember.lower.schedule import free_variables
+from ember.lower.transforms import _fresh
+
+BLOCK_THREADS = 256  # threads per block of a grid launch (8 warps)
+MAX_BLOCKS = 16384  # blocks of one launch; a grid-stride loop covers the rest
+I32_LIMIT = 2**31  # flat indices below this are split with 32-bit division
+SERIAL_LAUNCH = (1, 1)  # (blocks, threads) of a launch that runs its statements in order
+
+
+@dataclass(frozen=True)
+class Affine:
+    """sum(coefficient * var) + constant over loop indices."""
+
+    terms: tuple[tuple[Var, int], ...]
+    constant: int
+
+    def coefficient(self, var: Var) -> int:
+        return dict(self.terms).get(var, 0)
+
+
+def map_program(program: Program) -> Program:
+    """The program with every call a single launch (`launch` = (blocks, threads) in the
+    kernel's attrs); calls already mapped are kept."""
+    calls: list[Call] = []
+    for call in program.calls:
+        if "launch" in call.kernel.attrs:
+            calls.append(call)
+            continue
+        parts = split_kernel(call.kernel)
+        for kernel in parts:
+            calls.append(Call(kernel, call.slots, call.node))
+    return replace(program, calls=calls)
+
+
+def split_kernel(kernel: Kernel) -> list[Kernel]:
+    """One kernel per launch: each independent top-level loop as a grid, each run of other
+    statements as one thread. A kernel whose top-level statements share a scalar (a Let or
+    Local read by a later statement) stays one serial launch."""
+    kernel = replace(kernel, body=map_loops(kernel.body, _plain))
+    if _shares_scalars(kernel.body):
+        return [_launch(kernel, kernel.name, kernel.body, SERIAL_LAUNCH)]
+    segments: list[tuple[tuple[Stmt, ...], bool]] = []
+    pending: list[Stmt] = []
+    for stmt in kernel.body:
+        if isinstance(stmt, Loop) and stmt.extent >= 2 and not free_variables(stmt):
+            if pending:
+                segments.append((tuple(pending), False))
+                pending = []
+            segments.append(((stmt,), True))
+        else:
+            pending.append(stmt)
+    if pending:
+        segments.append((tuple(pending), False))
+    parts = []
+    for number, (body, parallel) in enumerate(segments):
+        name = kernel.name if len(segments) == 1 else f"{kernel.name}_{number}"
+        if parallel:
+            parts.append(_grid_kernel(kernel, name, body[0]))  # type: ignore[arg-type]
+        else:
+            parts.append(_launch(kernel, name, body, SERIAL_LAUNCH))
+    return parts
+
+
+def _plain(loop: Loop, depth: int) -> Loop:
+    """CPU marks mean nothing here: every loop a thread runs is a plain counted loop."""
+    return loop if loop.kind == "serial" else replace(loop, kind="serial")
+
+
+def _launch(kernel: Kernel, name: str, body: tuple[Stmt, ...],
+            launch: tuple[int, int]) -> Kernel:
+    return replace(kernel, name=name, body=body, attrs={**kernel.attrs, "launch": launch})
+
+
+def _shares_scalars(body: Sequence[Stmt]) -> bool:
+    """Whether a scalar defined by a top-level Let or Local is read by a later statement."""
+    defined: set[Var] = set()
+    for stmt in body:
+        used = {e for s in walk_stmts((stmt,)) for x in stmt_exprs(s) for e in walk_expr(x)
+                if isinstance(e, Var)}
+        if used & defined:
+            return True
+        if isinstance(stmt, (Let, Local)):
+            defined.add(stmt.var)
+    return False
+
+
+# -- the grid of one top-level loop -------------------------------------------------------------
+
+
+def _grid_kernel(kernel: Kernel, name: str, loop: Loop) -> Kernel:
+    """The launch of one independent top-level loop: its band flattened onto the grid."""
+    band, lets, inner = _band(kernel, loop)
+    total = math.prod(b.extent for b in band)
+    taken = {v.name for v in defined_vars(kernel.body)}
+    flat = _fresh("g", taken)
+    body = (*_unflatten(flat, band, total), *lets, *inner)
+    threads = min(BLOCK_THREADS, -(-total // 32) * 32)
+    blocks = min(-(-total // threads), MAX_BLOCKS)
+    grid = Loop(flat, total, body, "grid")
+    return _launch(kernel, name, (grid,), (blocks, threads))
+
+
+def _band(kernel: Kernel, loop: Loop) -> tuple[list[Loop], list[Stmt], tuple[Stmt, ...]]:
+    """The loops flattened onto the grid (outermost first), the Lets met between them, and the
+    body each thread runs."""
+    band, lets = [loop], []
+    body = loop.body
+    while True:
+        *head, last = body if body else (None,)
+        if not (isinstance(last, Loop) and all(isinstance(s, Let) for s in head)):
+            break
+        if last.extent < 1 or not disjoint_band(kernel, [*band, last],
+                                                (*lets, *head, *last.body)):
+            break
+        band.append(last)
+        lets += head
+        body = last.body
+    return band, lets, body
+
+
+def _unflatten(flat: Var, band: Sequence[Loop], total: int) -> list[Stmt]:
+    """Lets giving each band variable from the flat index (innermost = fastest)."""
+    narrow = total < I32_LIMIT
+    index: Expr = Cast(flat, DType.I32) if narrow else flat
+    dtype = DType.I32 if narrow else DType.I64
+    stmts: list[Stmt] = []
+    inner = 1
+    for loop in reversed(band):
+        value = index
+        if inner != 1:
+            value = Binary("udiv", value, Imm(inner, dtype))
+        if inner * loop.extent != total:
+            value = Binary("urem", value, Imm(loop.extent, dtype))
+        stmts.append(Let(loop.var, Cast(value, DType.I64) if narrow else value))
+        inner *= loop.extent
+    return list(reversed(stmts))
+
+
+# -- proof that a band's iterations touch disjoint memory ---------------------------------------
+
+
+def disjoint_band(kernel: Kernel, band: Sequence[Loop], body: Sequence[Stmt]) -> bool:
+    """True when distinct index tuples of `band` (loops, outermost first, `body` the innermost
+    one's) never touch the same element of a buffer that the band writes.
+
+    Every access of a written buffer must be affine in loop indices with the same coefficient of
+    each band variable (`body` holds the Lets met between the band's loops too). Sorted by
+    coefficient c_1 <= c_2 <= ..., the band's strides must nest (c_{j+1} >= c_j * extent_j)
+    and c_1 must cover the span the inner loops reach: then each index tuple owns a window of
+    the buffer that no other one touches.
+    """
+    lets = {s.var: s.value for s in walk_stmts(body) if isinstance(s, Let)}
+    extents = {s.var: s.extent for s in walk_stmts(body) if isinstance(s, Loop)}
+    accesses = _accesses(body)
+    for group in _written_groups(kernel, body):
+        forms = [affine(index, lets) for buffer, index in accesses if buffer.name in group]
+        if not _owns_windows([f for f in forms if f is not None], len(forms), band, extents):
+            return False
+    return True
+
+
+def _owns_windows(forms: list[Affine], count: int, band: Sequence[Loop],
+                  extents: dict[Var, int]) -> bool:
+    if len(forms) != count or not forms:
+        return False
+    coefficients = [forms[0].coefficient(loop.var) for loop in band]
+    if any(c <= 0 for c in coefficients):
+        return False
+    low, high = math.inf, -math.inf
+    band_vars = {loop.var for loop in band}
+    for form in forms:
+        if [form.coefficient(loop.var) for loop in band] != coefficients:
+            return False
+        lo = hi = form.constant
+        for var, coefficient in form.terms:
+            if var in band_vars:
+                continue
+            if var not in extents:
+                return False
+            reach = coefficient * (extents[var] - 1)
+            lo, hi = lo + min(reach, 0), hi + max(reach, 0)
+        low, high = min(low, lo), max(high, hi)
+    ordered = sorted(zip(coefficients, (loop.extent for loop in band), strict=True))
+    if ordered[0][0] < high - low + 1:
+        return False
+    return all(upper[0] >= lower[0] * lower[1] for lower, upper in itertools.pairwise(ordered))
+
+
+def _written_groups(kernel: Kernel, body: Sequence[Stmt]) -> list[set[str]]:
+    """Names of the buffers `body` stores to, buffers that may share memory in one group."""
+    written = {s.buffer.name for s in walk_stmts(body) if isinstance(s, Store)}
+    written.discard("status")  # every failing thread writes the same kind of code
+    alias = set(kernel.attrs.get("may_alias", ()))  # type: ignore[arg-type]
+    groups = [{name} for name in sorted(written - alias)]
+    if written & alias:
+        groups.append(alias)
+    return groups
+
+
+def _accesses(body: Sequence[Stmt]) -> list[tuple[Buffer, Expr]]:
+    """Every (buffer, index) that `body` loads or stores, at any depth."""
+    found: list[tuple[Buffer, Expr]] = []
+    for stmt in walk_stmts(body):
+        if isinstance(stmt, Store):
+            found.append((stmt.buffer, stmt.index))
+        for expr in stmt_exprs(stmt):
+            found += [(e.buffer, e.index) for e in walk_expr(expr) if isinstance(e, Load)]
+    return found
+
+
+def affine(expr: Expr, lets: dict[Var, Expr], depth: int = 0) -> Affine | None:
+    """`expr` as an affine form of loop variables (Lets expanded), or None when it is not one
+    (a load, a division, a float)."""
+    if depth > 64:
+        return None
+    if isinstance(expr, Imm) and isinstance(expr.value, int) and not isinstance(expr.value, bool):
+        return Affine((), expr.value)
+    if isinstance(expr, Var):
+        if expr in lets:
+            return affine(lets[expr], lets, depth + 1)
+        return Affine(((expr, 1),), 0) if expr.dtype is DType.I64 else None
+    if isinstance(expr, Cast) and expr.dtype is DType.I64 and expr.a.dtype is DType.I64:
+        return affine(expr.a, lets, depth + 1)
+    if not isinstance(expr, Binary) or expr.op not in ("add", "sub", "mul"):
+        return None
+    a, b = affine(expr.a, lets, depth + 1), affine(expr.b, lets, depth + 1)
+    if a is None or b is None:
+        return None
+    if expr.op == "mul":
+        if a.terms and b.terms:
+            return None
+        scale, form = (a.constant, b) if not a.terms else (b.constant, a)
+        return Affine(tuple((v, c * scale) for v, c in form.terms if c * scale), form.constant
+                      * scale)
+    sign = 1 if expr.op == "add" else -1
+    terms = dict(a.terms)
+    for var, coefficient in b.terms:
+        terms[var] = terms.get(var, 0) + sign * coefficient
+    return Affine(tuple((v, c) for v, c in terms.items() if c), a.constant + sign * b.constant)
+
+
+def launches(program: Program) -> list[tuple[str, tuple[int, int]]]:
+    """(kernel name, (blocks, threads)) of every launch of a mapped program, in order."""
+    return [(c.kernel.name, c.kernel.attrs["launch"]) for c in program.calls]  # type: ignore[misc]
+
+
+__all__ = ["BLOCK_THREADS", "MAX_BLOCKS", "Affine", "affine", "disjoint_band", "launches",
+           "map_program", "split_kernel"]

@@ -1,0 +1,63 @@
+"""What the CUDA tests share: the op cases of tests/numerics, the examples, and result checks.
+
+The op cases (one graph per case, each with an expected value computed independently of Ember)
+are those of `tests/numerics/test_ops.py`, loaded under a private module name, so the CUDA
+tests walk exactly the ops and shapes the CPU's numerical tests walk.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ("mlp", "cnn", "transformer")
+
+
+def _load(name: str, path: Path) -> ModuleType:
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it is executed
+    spec.loader.exec_module(module)
+    return module
+
+
+OPS = _load("_ember_cuda_op_cases", ROOT / "tests" / "numerics" / "test_ops.py")
+CHECKS = _load("_ember_cuda_op_checks", ROOT / "tests" / "numerics" / "conftest.py")
+CASES = OPS.CASES
+build_graph = OPS.build_graph
+
+
+def check_case(case: Any, actual: Sequence[np.ndarray]) -> None:
+    """`actual` against the case's independent expected value, as tests/numerics checks the
+    CPU: shape, dtype, then values within the dtype's tolerance (f32 dot products within
+    n * eps * the sum of the terms' magnitudes, whatever the accumulation order)."""
+    with np.errstate(all="ignore"):  # inf and nan are expected values in some cases
+        expected = OPS._as_tuple(case.expected(*case.inputs))
+    assert len(actual) == len(expected), f"{len(actual)} outputs, expected {len(expected)}"
+    f32 = case.result_dtype is OPS.F32
+    if case.op in ("conv2d", "matmul_nt") and f32 and not case.torch:
+        magnitude = case.expected(*(np.abs(a) for a in case.inputs))
+        terms = int(np.prod(case.inputs[1].shape[1:])) + 1
+        bound = terms * np.finfo(np.float32).eps * magnitude
+        error = np.abs(actual[0].astype(np.float64) - expected[0])
+        assert np.all(error <= bound), f"{case.id}: error {error.max()} above the bound"
+        return
+    for index, (got, want) in enumerate(zip(actual, expected, strict=True)):
+        CHECKS.assert_result(got, want, case.result_dtype,
+                             f"{case.id} output {index}")
+
+
+def example(name: str) -> ModuleType:
+    """examples/<name>.py as a module: `model`, `example_inputs` and `numpy_forward` (its
+    script part, under `if __name__ == "__main__"`, does not run)."""
+    return _load(f"_ember_cuda_example_{name}", ROOT / "examples" / f"{name}.py")

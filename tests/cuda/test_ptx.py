@@ -1,0 +1,116 @@
+"""PTX of every op case and every example, accepted by NVIDIA's ptxas for sm_80 and sm_90.
+
+No GPU is needed: the kernels of all cases go into one LLVM module per arch (names prefixed
+per case), LLVM's NVPTX backend prints it, and one ptxas run assembles it, which checks every
+kernel (skipped only when no ptxas is found, on PATH or in the nvidia-cuda-nvcc package).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+import pytest
+from cuda_cases import CASES, EXAMPLES, build_graph, example
+
+import ember
+from ember.backend.cuda import codegen, ptxas
+from ember.backend.cuda.schedule import map_program
+from ember.driver import optimize
+from ember.errors import UnsupportedError
+from ember.runtime.native import lower_native
+from ember.target import Target
+
+ARCHES = ("sm_80", "sm_90")
+LEVELS = {"sm_80": (3,), "sm_90": (3, 1)}  # level 1: the unscheduled lowerings (built mapped)
+
+
+@functools.cache
+def assembled(arch: str) -> tuple[dict[str, ptxas.KernelUsage], list[str], list[str], str]:
+    """ptxas's usage per kernel, the kernels emitted, the cases that could not emit, and the
+    PTX, for every op case (at each level of LEVELS) and every example."""
+    target = Target.cuda(arch)
+    module = codegen.new_module("cases", target)
+    kernels: list[str] = []
+    refused: list[str] = []
+    distinct: dict[tuple[object, ...], str] = {}  # equal kernels of several cases: assembled once
+    programs = [(f"c{number}l{level}_", case.id, build_graph(case), level)
+                for level in LEVELS[arch] for number, case in enumerate(CASES)]
+    for name in EXAMPLES:
+        loaded = example(name)
+        traced = ember.trace(loaded.model, *loaded.example_inputs)
+        programs.append((f"{name}_", name, optimize(traced, 3, target=target), 3))
+    for prefix, label, graph, level in programs:
+        try:
+            program = lower_native(graph, level, target)
+            kernels += codegen.add_program(module, map_program(program), prefix, distinct)
+        except UnsupportedError as err:
+            refused.append(f"{label}: {err}")
+    optimized = codegen.optimized_ir(module, arch, kernels)
+    text = codegen.compile_ptx(optimized, arch)
+    path = ptxas.find_ptxas()
+    usage = ptxas.check_ptx(text, arch, path) if path else {}
+    return usage, kernels, refused, text
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_every_op_case_and_example_emits_ptx(arch: str) -> None:
+    """Every case lowers and emits for the arch (an op that cannot would raise
+    UnsupportedError naming itself: none does)."""
+    _, kernels, refused, text = assembled(arch)
+    assert not refused, "\n".join(refused)
+    assert len(set(kernels)) > len(CASES) // 2
+    assert f".target {arch}" in text
+    entries = set(re.findall(r"\.visible \.entry (\w+)\(", text))
+    assert entries == set(kernels)
+
+
+@pytest.mark.parametrize("arch", ARCHES)
+def test_ptxas_accepts_every_kernel(arch: str) -> None:
+    """ptxas assembles the PTX of every case and example and reports every kernel."""
+    if ptxas.find_ptxas() is None:
+        pytest.skip("no ptxas on PATH or in the nvidia-cuda-nvcc package")
+    usage, kernels, _, _ = assembled(arch)
+    assert set(usage) == set(kernels)
+    assert all(0 < u.registers <= 255 for u in usage.values())
+
+
+def test_ptxas_rejection_is_an_ember_error() -> None:
+    """Bad PTX stops with an EmberError quoting ptxas, not a traceback from subprocess."""
+    if ptxas.find_ptxas() is None:
+        pytest.skip("no ptxas on PATH or in the nvidia-cuda-nvcc package")
+    bad = ".version 7.8\n.target sm_90\n.address_size 64\n.visible .entry k() { bogus; }\n"
+    with pytest.raises(ember.EmberError, match=r"ptxas -arch=sm_90 rejected the PTX"):
+        ptxas.check_ptx(bad, "sm_90")
+
+
+def test_report_parser_reads_registers_and_spills() -> None:
+    """The -v report of ptxas (format of CUDA 12 and 13) gives registers and spill bytes."""
+    output = """ptxas info    : 0 bytes gmem
+ptxas info    : Compiling entry function 'k1' for 'sm_90'
+ptxas info    : Function properties for k1
+    16 bytes stack frame, 8 bytes spill stores, 4 bytes spill loads
+ptxas info    : Used 40 registers, used 0 barriers, 1024 bytes smem
+ptxas info    : Compiling entry function 'k2' for 'sm_90'
+ptxas info    : Function properties for k2
+    0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads
+ptxas info    : Used 12 registers, used 0 barriers
+"""
+    usage = ptxas.parse_report(output)
+    assert usage == {"k1": ptxas.KernelUsage(40, 8, 4, 16, 1024),
+                     "k2": ptxas.KernelUsage(12, 0, 0, 0, 0)}
+
+
+def test_compile_for_cuda_gives_ptx_and_a_ptxas_report() -> None:
+    """ember.compile(target="cuda:sm_80") builds PTX for that arch; the built object's report
+    lists every launch with ptxas's register and spill counts when ptxas is there."""
+    loaded = example("mlp")
+    exe = ember.compile(loaded.model, *loaded.example_inputs, target="cuda:sm_80")
+    assert ".target sm_80" in exe.stages["ptx"]
+    built = exe.native.native
+    assert "ptx_kernel" in built.stage("llvm")
+    report = built.report()
+    assert report.startswith("cuda sm_80: ")
+    if built.ptxas_path:
+        assert f"{len(built.usage)} kernels accepted" in report
+        assert "registers" in report and "spill" in report
