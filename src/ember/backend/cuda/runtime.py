@@ -99,6 +99,25 @@ def device_name() -> str:
     return (name.split(b"\0")[0].decode() if isinstance(name, bytes) else str(name)).strip()
 
 
+def device_arch() -> str:
+    """The newest arch Ember knows that device 0 runs ("sm_90" on an H100 or H200): PTX for
+    it is JIT-compiled by the driver for the device itself."""
+    from ember.target import CUDA_ARCHES
+
+    cuda = driver()
+    device, _ = initialize(cuda)
+    attribute = cuda.CUdevice_attribute
+    major = check(cuda, cuda.cuDeviceGetAttribute(
+        attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device), "cuDeviceGetAttribute")
+    minor = check(cuda, cuda.cuDeviceGetAttribute(
+        attribute.CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, device), "cuDeviceGetAttribute")
+    known = [a for a in CUDA_ARCHES if not a.endswith("a") and int(a[3:]) <= major * 10 + minor]
+    if not known:
+        raise EmberError(f"CUDA device 0 has compute capability {major}.{minor}, older than "
+                         f"every arch Ember generates code for ({', '.join(CUDA_ARCHES)})")
+    return known[-1]
+
+
 class DeviceBuffer:
     """`nbytes` of device memory (at least one byte), freed with the object."""
 

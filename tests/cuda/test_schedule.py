@@ -1,0 +1,164 @@
+"""The CUDA schedule: which loops become the grid, and that the launches compute the op.
+
+The launches of every op case run on the CPU (each launch after the previous one, each grid
+loop's iterations last to first) and are checked against the case's independent expected
+value: a band that is not really independent, a wrong flat-index split, or a kernel split
+into launches in the wrong place shows up here, without a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cuda_cases import CASES, build_graph, check_case, run_launches_on_cpu
+
+from ember.backend.cuda.schedule import (
+    MAX_BLOCKS,
+    Affine,
+    affine,
+    disjoint_band,
+    map_program,
+    split_kernel,
+)
+from ember.ir.graph import GraphBuilder
+from ember.ir.types import DType, TensorType
+from ember.lower.loops import (
+    Assign,
+    Binary,
+    Buffer,
+    Kernel,
+    Let,
+    Load,
+    Local,
+    Loop,
+    Store,
+    Var,
+    imm,
+    index_imm,
+)
+from ember.runtime.native import lower_native
+from ember.target import Target
+
+F32 = DType.F32
+CUDA = Target.cuda("sm_90")
+
+
+def _program(build, *shapes):
+    builder = GraphBuilder("g")
+    values = [builder.input(TensorType(F32, shape), f"x{i}") for i, shape in enumerate(shapes)]
+    graph = builder.build([build(builder, *values)])
+    return map_program(lower_native(graph, 3, CUDA))
+
+
+def _grid(kernel: Kernel) -> Loop:
+    (loop,) = kernel.body
+    assert loop.kind == "grid"
+    return loop
+
+
+def test_elementwise_nest_is_one_grid_with_the_last_axis_fastest() -> None:
+    """A 2-D elementwise op is one grid over all elements; the row index is g / 512 and the
+    column g % 512, so neighbouring threads touch neighbouring elements."""
+    program = _program(lambda b, x: b.op("relu", x), (64, 512))
+    (call,) = program.calls
+    loop = _grid(call.kernel)
+    assert loop.extent == 64 * 512
+    assert call.kernel.attrs["launch"] == (128, 256)
+    row, column = loop.body[0], loop.body[1]
+    assert isinstance(row, Let) and "udiv" in repr(row.value) and "512" in repr(row.value)
+    assert isinstance(column, Let) and "urem" in repr(column.value)
+
+
+def test_large_elementwise_is_grid_stride() -> None:
+    """More elements than MAX_BLOCKS blocks of threads: the block count is capped and each
+    thread strides over the rest."""
+    program = _program(lambda b, x: b.op("exp", x), (1 << 23,))
+    (call,) = program.calls
+    assert _grid(call.kernel).extent == 1 << 23
+    assert call.kernel.attrs["launch"] == (MAX_BLOCKS, 256)
+
+
+def test_row_reduction_is_one_thread_per_row() -> None:
+    """sum over the last axis: one thread per output row, the row's loop inside it."""
+    program = _program(lambda b, x: b.op("sum", x, axes=(1,), keepdims=False), (300, 70))
+    (call,) = program.calls
+    loop = _grid(call.kernel)
+    assert loop.extent == 300 and call.kernel.attrs["launch"] == (2, 256)
+
+
+def test_full_reduction_runs_in_one_thread() -> None:
+    """A sum of everything into one scalar keeps its accumulator: one launch of one thread."""
+    program = _program(lambda b, x: b.op("sum", x, axes=(0, 1), keepdims=False), (30, 7))
+    assert [c.kernel.attrs["launch"] for c in program.calls][-1] == (1, 1)
+
+
+def _column_sum() -> tuple[Kernel, Loop, Loop]:
+    x, out = Buffer("in0", F32, 64 * 8), Buffer("out0", F32, 8)
+    r, j = Var("r"), Var("j")
+    index = Binary("add", Binary("mul", r, index_imm(8)), j)
+    update = Store(out, j, Binary("add", Load(out, j), Load(x, index)))
+    inner = Loop(j, 8, (update,))
+    outer = Loop(r, 64, (inner,))
+    return Kernel("k", (x, out), (outer,)), outer, inner
+
+
+def test_band_stops_where_iterations_share_an_output() -> None:
+    """`for r { for j: out[j] += x[r, j] }`: every r writes the same out[j], so (r, j) is not
+    a band; the inner loop alone would be."""
+    kernel, outer, inner = _column_sum()
+    assert not disjoint_band(kernel, [outer, inner], inner.body)
+    assert disjoint_band(kernel, [inner], inner.body)
+
+
+def test_band_needs_nested_strides() -> None:
+    """out[2*i + j] over i < 4, j < 3 overlaps (i=0, j=2 and i=1, j=0); out[3*i + j] does not."""
+    out = Buffer("out0", F32, 16)
+    i, j = Var("i"), Var("j")
+    for stride, expected in ((2, False), (3, True)):
+        store = Store(out, Binary("add", Binary("mul", i, index_imm(stride)), j), imm(1, F32))
+        inner = Loop(j, 3, (store,))
+        outer = Loop(i, 4, (inner,))
+        kernel = Kernel("k", (out,), (outer,))
+        assert disjoint_band(kernel, [outer, inner], inner.body) is expected
+
+
+def test_affine_forms_expand_lets_and_refuse_loads() -> None:
+    i, j, t = Var("i"), Var("j"), Var("t")
+    lets = {t: Binary("add", Binary("mul", i, index_imm(5)), index_imm(2))}
+    form = affine(Binary("sub", Binary("mul", t, index_imm(3)), j), lets)
+    assert form == Affine(((i, 15), (j, -1)), 6)
+    assert affine(Load(Buffer("idx", DType.I64, 4), i), {}) is None
+    assert affine(Binary("udiv", i, index_imm(2)), {}) is None
+
+
+def test_shared_top_level_scalar_keeps_the_kernel_whole() -> None:
+    """A top-level accumulator read by a later loop: one serial launch, never a split that
+    would lose the scalar."""
+    x, out = Buffer("in0", F32, 8), Buffer("out0", F32, 8)
+    acc, i, k = Var("acc", F32), Var("i"), Var("k")
+    body = (Local(acc, imm(0, F32)),
+            Loop(i, 8, (Assign(acc, Binary("add", acc, Load(x, i))),)),
+            Loop(k, 8, (Store(out, k, Binary("div", Load(x, k), acc)),)))
+    (kernel,) = split_kernel(Kernel("k", (x, out), body))
+    assert kernel.attrs["launch"] == (1, 1) and kernel.body == body
+
+
+def test_kernel_with_several_nests_becomes_several_launches() -> None:
+    """Independent top-level loops each get a launch, in order, with the same buffers."""
+    x, out, tmp = Buffer("in0", F32, 8), Buffer("out0", F32, 8), Buffer("tmp0", F32, 8)
+    i, k = Var("i"), Var("k")
+    body = (Loop(i, 8, (Store(tmp, i, Binary("mul", Load(x, i), imm(2, F32))),)),
+            Loop(k, 8, (Store(out, k, Load(tmp, Binary("sub", index_imm(7), k))),)))
+    parts = split_kernel(Kernel("k", (x, tmp, out), body))
+    assert [p.name for p in parts] == ["k_0", "k_1"]
+    assert all(p.buffers == (x, tmp, out) and p.attrs["launch"] == (1, 32) for p in parts)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_launches_compute_the_op_in_any_thread_order(case) -> None:
+    """Every op case: the CUDA launches, run on the CPU with each grid reversed, give the
+    case's independent expected value."""
+    if case.torch:
+        pytest.importorskip("torch")
+    graph = build_graph(case)
+    check_case(case, run_launches_on_cpu(graph, [np.asarray(a) for a in case.inputs]))
