@@ -162,3 +162,32 @@ def test_launches_compute_the_op_in_any_thread_order(case) -> None:
         pytest.importorskip("torch")
     graph = build_graph(case)
     check_case(case, run_launches_on_cpu(graph, [np.asarray(a) for a in case.inputs]))
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_gemm_with_its_fused_chain_in_any_thread_order(batched: bool) -> None:
+    """matmul + bias (per column) + gelu + residual (a full array) after fusion: the CUDA
+    GEMM rule's one launch, run on the CPU with its grid reversed, against float64 numpy."""
+    import ember
+    from ember.driver import optimize
+
+    rng = np.random.default_rng(7)
+    shape = (3, 17, 24) if batched else (17, 24)
+    x = rng.standard_normal(shape).astype(np.float32)
+    w = rng.standard_normal((24, 33)).astype(np.float32)
+    bias = rng.standard_normal(33).astype(np.float32)
+    residual = rng.standard_normal((*shape[:-1], 33)).astype(np.float32)
+
+    def chain(a, b, c, r):
+        return ember.nn.functional.gelu(a @ b + c) + r
+
+    graph = optimize(ember.trace(chain, x, w, bias, residual), 3, target=CUDA)
+    assert any(n.op == "fused" for n in graph.nodes)
+    (actual,) = run_launches_on_cpu(graph, [x, w, bias, residual])
+    from math import erf
+
+    h = x.astype(np.float64) @ w + bias
+    expected = 0.5 * h * (1 + np.vectorize(erf)(h / np.sqrt(2))) + residual
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
+    program = map_program(lower_native(graph, 3, CUDA))
+    assert len(program.calls) == 1 and program.calls[0].kernel.body[0].kind == "grid"

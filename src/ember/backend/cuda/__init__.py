@@ -12,7 +12,9 @@
   and launches. Without a device or the package, running raises one EmberError; compiling
   needs neither.
 
-The CUDA backend has no target rules yet: every op lowers through the target-neutral rules.
+Importing this package registers the CUDA target rules (`lower_gemm`: matmul and matmul_nt as
+one thread per output element, with a fused elementwise chain in the store); every other op
+lowers through the target-neutral rules.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
+from ember.backend.cuda import lower_gemm  # noqa: F401  (registers the CUDA target rules)
 from ember.lower.program import Program
 from ember.lower.rules import TARGET_RULES, TargetRule
 from ember.target import Target
@@ -36,7 +39,7 @@ class CudaBackend:
 
     @property
     def rules(self) -> Mapping[str, TargetRule]:
-        """The CUDA target's lowering rules (none yet: the target-neutral ones serve)."""
+        """The CUDA target's lowering rules (op -> rule), as lowering finds them."""
         return TARGET_RULES["cuda"]
 
     def check(self) -> None:
