@@ -122,6 +122,22 @@ class FakeDriver:
     def cuCtxSynchronize(self) -> tuple[CUresult]:
         return self._result("cuCtxSynchronize")
 
+    def cuEventCreate(self, flags: int) -> tuple[CUresult, list[int]]:
+        return self._result("cuEventCreate", [0])
+
+    def cuEventRecord(self, event: list[int], stream: int) -> tuple[CUresult]:
+        event[0] = len(self.calls)  # "time" counts the calls made so far
+        return self._result("cuEventRecord")
+
+    def cuEventSynchronize(self, event: list[int]) -> tuple[CUresult]:
+        return self._result("cuEventSynchronize")
+
+    def cuEventElapsedTime(self, start: list[int], end: list[int]) -> tuple[CUresult, float]:
+        return self._result("cuEventElapsedTime", float(end[0] - start[0]))
+
+    def cuEventDestroy(self, event: list[int]) -> tuple[CUresult]:
+        return (OK,)
+
     def _cpu_function(self, name: str, kernel: Kernel) -> Any:
         """The launch's kernel compiled for the host: a grid loop runs all its iterations."""
         if name not in self._compiled:

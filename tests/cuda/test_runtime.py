@@ -120,3 +120,15 @@ def test_driver_errors_name_the_call(monkeypatch: pytest.MonkeyPatch, call: str)
 def test_device_name(monkeypatch: pytest.MonkeyPatch) -> None:
     _use(monkeypatch, FakeDriver({}))
     assert runtime.device_name() == "Fake GPU"
+
+
+def test_launches_are_timed_with_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """time_launches records an event pair around each execution of all the launches and
+    returns the elapsed times in seconds (the stand-in's clock counts calls: one launch and
+    the first event record between the two records)."""
+    x = np.ones((8,), dtype=np.float32)
+    exe, built, kernels = _compile(lambda a: a * 3.0, x)
+    _use(monkeypatch, FakeDriver(kernels))
+    exe(x)
+    times = built.device().time_launches(runs=4, warmup=1)
+    assert times == [2e-3] * 4

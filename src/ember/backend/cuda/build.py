@@ -65,12 +65,16 @@ class CudaProgram:
             lines.append(line)
         return "\n".join(lines)
 
-    def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
-            arena: np.ndarray) -> None:
-        """Run the whole graph once on CUDA device 0 (set up on the first call)."""
+    def device(self) -> DeviceProgram:
+        """The program loaded on CUDA device 0 (on first use; NoDeviceError without one)."""
         if self._device is None:
             self._device = DeviceProgram(self.program, self.ptx, self.functions)
-        self._device.run(inputs, outputs, arena)
+        return self._device
+
+    def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
+            arena: np.ndarray) -> None:
+        """Run the whole graph once on CUDA device 0."""
+        self.device().run(inputs, outputs, arena)
 
 
 def build_program(program: Program, opt_level: int = 3, check: bool = True) -> CudaProgram:

@@ -191,29 +191,51 @@ class DeviceProgram:
             host_arena: np.ndarray) -> None:
         """Copy the inputs in, launch every kernel in order, copy the outputs out; a kernel
         that detected bad data (an index out of range) makes this raise ExecutionError."""
-        cuda = self.cuda
-        check(cuda, cuda.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
+        self.upload(inputs)
+        self.launch()
+        check(self.cuda, self.cuda.cuCtxSynchronize(), "cuCtxSynchronize (after the kernels)")
+        self.download(outputs, host_arena)
+
+    def upload(self, inputs: Sequence[np.ndarray]) -> None:
+        """Copy the graph inputs to the device and clear the status word."""
+        check(self.cuda, self.cuda.cuCtxSetCurrent(self.context), "cuCtxSetCurrent")
         for buffer, array in zip(self.inputs, inputs, strict=True):
             buffer.upload(array)
         self.status.upload(np.zeros(1, dtype=np.int64))
+
+    def launch(self) -> None:
+        """Launch every kernel of the program in order on the default stream (returns before
+        they finish)."""
+        cuda = self.cuda
         for call, name, (_, pointers) in zip(self.program.calls, self.order, self._parameters,
                                               strict=True):
             blocks, threads = call.kernel.attrs["launch"]  # type: ignore[misc]
             check(cuda, cuda.cuLaunchKernel(self.functions[name], blocks, 1, 1, threads, 1, 1,
                                             0, 0, pointers.ctypes.data, 0),
                   f"cuLaunchKernel({name}, {blocks}x{threads})")
-        check(cuda, cuda.cuCtxSynchronize(), "cuCtxSynchronize (after the kernels)")
+
+    def download(self, outputs: Sequence[np.ndarray], host_arena: np.ndarray) -> None:
+        """Copy the outputs (and arena bytes the host reads outputs from) back; raise
+        ExecutionError when a kernel set the status word."""
         for buffer, array in zip(self.outputs, outputs, strict=True):
             buffer.download(array)
         for index, slot in self.program.output_copies:
             if slot.kind == "arena":
-                nbytes = outputs[index].nbytes
-                view = host_arena[slot.index : slot.index + nbytes]
+                view = host_arena[slot.index : slot.index + outputs[index].nbytes]
                 self.arena.download(view, slot.index)
         status = np.zeros(1, dtype=np.int64)
         self.status.download(status)
         if status[0]:
             raise ExecutionError(self.program.errors[int(status[0]) - 1])
+
+    def time_launches(self, runs: int = 20, warmup: int = 3) -> list[float]:
+        """Seconds of each of `runs` executions of all the program's launches (the data
+        already on the device), timed with CUDA events around each execution."""
+        cuda = self.cuda
+        for _ in range(warmup):
+            self.launch()
+        check(cuda, cuda.cuCtxSynchronize(), "cuCtxSynchronize")
+        return time_on_device(cuda, self.launch, runs)
 
     def close(self) -> None:
         """Unload the module (buffers are freed with this object)."""
@@ -221,3 +243,22 @@ class DeviceProgram:
             self.cuda.cuModuleUnload(self.module)
             self.module = None
 
+
+def time_on_device(cuda: Any, work: Any, runs: int) -> list[float]:
+    """Seconds of each of `runs` calls of `work()` (which enqueues device work on the default
+    stream), measured with a pair of CUDA events around each call."""
+    start = check(cuda, cuda.cuEventCreate(0), "cuEventCreate")
+    end = check(cuda, cuda.cuEventCreate(0), "cuEventCreate")
+    times = []
+    try:
+        for _ in range(runs):
+            check(cuda, cuda.cuEventRecord(start, 0), "cuEventRecord")
+            work()
+            check(cuda, cuda.cuEventRecord(end, 0), "cuEventRecord")
+            check(cuda, cuda.cuEventSynchronize(end), "cuEventSynchronize")
+            times.append(check(cuda, cuda.cuEventElapsedTime(start, end),
+                               "cuEventElapsedTime") / 1e3)
+    finally:
+        cuda.cuEventDestroy(start)
+        cuda.cuEventDestroy(end)
+    return times
