@@ -63,9 +63,11 @@ class _Planner:
     """Greedy producer-consumer grouping over one graph (see the module docstring)."""
 
     def __init__(self, graph: Graph, max_ops: int,
-                 limits: dict[int, frozenset[int]] | None = None) -> None:
+                 limits: dict[int, frozenset[int]] | None = None, phases: bool = False) -> None:
         self.graph = graph
         self.max_ops = max_ops
+        # with phases: the nodes graph output 0 (a train step's loss) depends on
+        self.forward = _loss_ancestors(graph) if phases else None
         # anchor index -> the only nodes its group may hold (see `epilogue_limits`)
         self.limits = limits or {}
         self.names = value_names(graph)
@@ -172,6 +174,10 @@ class _Planner:
         reason = kind_conflict(self.graph, index, first, second)
         if reason is not None:
             return reason
+        if self.forward is not None and index not in self.forward and any(
+                member in self.forward for member in second.members):
+            return ("the backward part joins no kernel of the forward part (what it "
+                    "recomputes stays with its reader, and nothing more is kept)")
         for anchored, other in ((first, second), (second, first)):
             allowed = self.limits.get(anchored.anchor) if anchored.anchor is not None else None
             if allowed is not None and not set(other.members) - allowed <= self.dead():
@@ -334,15 +340,31 @@ class _Planner:
                                           "of the fused node")
 
 
-def plan_fusion(graph: Graph, max_ops: int = 16) -> FusionPlan:
-    """The fusion groups of `graph` and the decisions that formed them.
+def _loss_ancestors(graph: Graph) -> set[int]:
+    """Indices of the nodes graph output 0 depends on, its producer included."""
+    index = {node: i for i, node in enumerate(graph.nodes)}
+    found: set[int] = set()
+    stack = list(graph.outputs[:1])
+    while stack:
+        producer = graph.producer(stack.pop())
+        if producer is None or index[producer] in found:
+            continue
+        found.add(index[producer])
+        stack.extend(producer.inputs)
+    return found
+
+
+def plan_fusion(graph: Graph, max_ops: int = 16, phases: bool = False) -> FusionPlan:
+    """The fusion groups of `graph` and the decisions that formed them. With `phases`, graph
+    output 0 (a train step's loss) splits the graph: a node it does not depend on never joins
+    a group of nodes it depends on.
 
     A plan whose GEMM epilogues have several results is made again with those epilogues cut
     to one result (`_Planner.epilogue_limits`); limits only shrink groups, so a few rounds
     settle, and a group still left with several results lowers correctly, only slower."""
     limits: dict[int, frozenset[int]] = {}
     for _ in range(4):
-        planner = _Planner(graph, max_ops, limits)
+        planner = _Planner(graph, max_ops, limits, phases)
         plan = planner.plan()
         more = planner.epilogue_limits()
         if not more:
@@ -354,7 +376,8 @@ def plan_fusion(graph: Graph, max_ops: int = 16) -> FusionPlan:
 def explain_fusion(graph: Graph, options: dict[str, object] | None = None) -> list[Decision]:
     """For each candidate node and edge, whether it was fused and why (options as the pass's)."""
     options = {key.replace("-", "_"): value for key, value in (options or {}).items()}
-    return plan_fusion(graph, int(options.get("max_ops", 16))).decisions  # type: ignore[arg-type]
+    return plan_fusion(graph, int(options.get("max_ops", 16)),  # type: ignore[arg-type]
+                       bool(options.get("phases", False))).decisions
 
 
 def format_decisions(decisions: Sequence[Decision]) -> str:

@@ -54,14 +54,16 @@ class FuseOperators(Pass):
 
     name: ClassVar[str] = "fuse"
     max_ops: int = 16  # the most nodes (constants not counted) one fused node may hold
+    # a train step: nodes after the loss (graph output 0) never join the forward's kernels
+    phases: bool = False
 
     def run(self, graph: Graph) -> Graph:
-        plan = plan_fusion(graph, self.max_ops)
+        plan = plan_fusion(graph, self.max_ops, self.phases)
         return build_fused_graph(graph, plan.groups)  # the same graph when no group formed
 
     def explain(self, graph: Graph) -> list[Decision]:
         """Why each candidate node was or was not fused, with this pass's options."""
-        return plan_fusion(graph, self.max_ops).decisions
+        return plan_fusion(graph, self.max_ops, self.phases).decisions
 
 
 def explain(graph: Graph, **options: object) -> str:

@@ -36,7 +36,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ember.passes._liveness import Slot, align, arena_values, build_slots, pack, peak_live_bytes
+from ember.passes._liveness import (
+    Slot,
+    align,
+    arena_values,
+    build_slots,
+    live_intervals,
+    pack,
+    peak_live_bytes,
+)
 
 from ember.ir.graph import Graph, Node, Value
 from ember.pipeline import Pass
@@ -132,6 +140,19 @@ def memory_report(graph: Graph, alignment: int = 64) -> MemoryReport:
         inplace_count=inplace_count,
         intermediates=len(values),
     )
+
+
+def kept_across(graph: Graph, boundary: Value) -> list[Value]:
+    """Arena values defined before the node that computes `boundary` and read after it,
+    largest first. In a train step whose boundary is the loss these are the activations
+    kept for the backward pass (what PyTorch's autograd saves), and, conservatively, any
+    other value the schedule happens to compute early and keep across the loss."""
+    index = next((i for i, node in enumerate(graph.nodes) if boundary in node.outputs), None)
+    if index is None:
+        return []
+    kept = [value for value, interval in live_intervals(graph).items()
+            if interval.start < index < interval.end]
+    return sorted(kept, key=lambda value: -value.type.nbytes)
 
 
 def is_planned(graph: Graph) -> bool:

@@ -203,7 +203,7 @@ class TrainStep:
             self.exe = Executable(graph, graph, False, 0, self._target)
             return
         self.exe = compile_graph(graph, target=self._target, opt_level=self._opt_level,
-                                 threads=self._threads)
+                                 passes=_train_pipeline(self._opt_level), threads=self._threads)
         self._trace = traced
         self._trainable = trainable
         self._slots = slots
@@ -326,11 +326,42 @@ class TrainStep:
         return float(results[0])
 
     def report(self) -> str:
-        """The executable's report, with what the step writes in place."""
+        """The executable's report, with what the step writes in place and what it keeps
+        for the backward pass."""
         assert self.exe is not None
         inplace = sum(self._aliases)
-        return (self.exe.report() + f"\n  train step: {len(self._slots)} state arrays "
-                f"({inplace} updated in place, {len(self._slots) - inplace} copied back)")
+        lines = [self.exe.report(),
+                 f"  train step: {len(self._slots)} state arrays ({inplace} updated in place, "
+                 f"{len(self._slots) - inplace} copied back)"]
+        kept = self.kept_for_backward()
+        lines.append(f"  kept for backward: {len(kept)} values, {_kib(self.kept_bytes)} (arena "
+                     "values live while the loss is computed, largest first)")
+        producer = {v: node for node in self.exe.graph.nodes for v in node.outputs}
+        for value in kept[:12]:
+            node = producer[value]
+            kind = node.attrs.get("kind")
+            op = f"{node.op}[{kind}]" if kind is not None else node.op
+            lines.append(f"    {_kib(value.type.nbytes):>12}  {op} -> {value.type}"
+                         f"{'  ' + node.loc if node.loc else ''}")
+        if len(kept) > 12:
+            lines.append(f"    ... and {len(kept) - 12} smaller")
+        return "\n".join(lines)
+
+    def kept_for_backward(self) -> list[Value]:
+        """The values the compiled step keeps from its forward pass for its backward pass:
+        arena values computed before the loss and read after it (largest first). Their bytes
+        (`kept_bytes`) compare with the activations PyTorch's autograd saves for the same
+        step; the step's peak is the whole arena (`exe.arena_bytes`), which also holds the
+        gradients and the backward's temporaries."""
+        from ember.passes.plan_memory import kept_across
+
+        if self.exe is None or self.exe.native is None:
+            raise EmberError("kept_for_backward needs a compiled step (opt_level >= 1)")
+        return kept_across(self.exe.graph, self.exe.graph.outputs[0])
+
+    @property
+    def kept_bytes(self) -> int:
+        return sum(value.type.nbytes for value in self.kept_for_backward())
 
 
 def train_step(model: Any, loss_fn: Callable[..., Any], optimizer: Any, *example_batch: Any,
@@ -357,6 +388,27 @@ def train_graph(model: Any, loss_fn: Callable[..., Any], optimizer: Any, *exampl
     step = TrainStep(model, loss_fn, optimizer, *example_batch, targets=targets, opt_level=0,
                      compile=False)
     return step.traced_graph()
+
+
+def _train_pipeline(opt_level: int) -> list[Any]:
+    """The default pipeline of `opt_level` with `rematerialize` before fusion (elementwise
+    activations the backward pass can recompute from what it keeps anyway are not kept) and
+    fusion in phases (the backward's kernels stay apart from the forward's, so recomputed
+    values are computed where they are read)."""
+    from ember.passes import default_pipeline
+    from ember.passes.fuse import FuseOperators
+    from ember.passes.rematerialize import Rematerialize
+
+    pipeline = default_pipeline(opt_level)
+    names = [p.name for p in pipeline]
+    if "fuse" in names:
+        at = names.index("fuse")
+        pipeline[at:at + 1] = [Rematerialize(), FuseOperators(phases=True)]
+    return pipeline
+
+
+def _kib(count: int) -> str:
+    return f"{count / 1024:.1f} KiB"
 
 
 def _name_of(model: Any) -> str:

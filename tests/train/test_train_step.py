@@ -131,3 +131,70 @@ def test_dropout_draws_a_fresh_mask_each_step() -> None:
     assert len(set(losses)) == 4
     again = ember.train_step(model, F.mse_loss, opt, x, y, seed=5)
     assert [again(x, y) for _ in range(4)] == losses
+
+
+def torch_saved_bytes(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Bytes of the unique tensors PyTorch's autograd saves for backward, the parameters and
+    the batch aside (`saved_tensors_hooks` sees every tensor a backward function keeps)."""
+    excluded = {t.untyped_storage().data_ptr() for t in (*module.parameters(), x, y)}
+    saved: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in excluded:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        loss = torch.nn.functional.cross_entropy(module(x), y)
+    loss.backward()
+    return sum(saved.values())
+
+
+def test_kept_activations_are_no_more_than_pytorch_saves() -> None:
+    """The BatchNorm CNN keeps across the loss no more bytes than PyTorch's autograd saves:
+    BatchNorm's centred, normalized and activated values are recomputed in the backward pass
+    from the convolution's output (`rematerialize`); the report lists what is kept."""
+    ember.manual_seed(3)
+    model = Net()
+    reference = torch_net()
+    reference.load_state_dict({k: torch.tensor(v) for k, v in model.state_dict().items()})
+    x, y = batches(1)[0]
+    step = ember.train_step(model, F.cross_entropy, ember.optim.SGD(model.parameters(), lr=0.1),
+                            x, y)
+    saved = torch_saved_bytes(reference, torch.tensor(x), torch.tensor(y))
+    kept = step.kept_for_backward()
+    assert 0 < step.kept_bytes <= saved, (step.kept_bytes, saved)
+    # the first convolution's output, which BatchNorm's backward reads, is among them
+    assert any(value.type.shape == (6, 8, 16, 16) for value in kept)
+    report = step.report()
+    assert "kept for backward" in report and f"{len(kept)} values" in report
+
+
+def test_rematerialize_lowers_what_is_kept() -> None:
+    """Without the pass (the default pipeline alone) the same step keeps BatchNorm's
+    intermediates too: the pass is what brings the bytes down, and the step still equals
+    PyTorch's."""
+    from ember.passes import default_pipeline
+    from ember.passes.plan_memory import kept_across
+
+    ember.manual_seed(3)
+    x, y = batches(1)[0]
+    model = Net()
+    reference = torch_net()
+    reference.load_state_dict({k: torch.tensor(v) for k, v in model.state_dict().items()})
+    step = ember.train_step(model, F.cross_entropy, ember.optim.SGD(model.parameters(), lr=0.1),
+                            x, y)
+    plain = ember.driver.compile_graph(step.traced_graph(), target=ember.Target.host(),
+                                       passes=default_pipeline(3))
+    kept_plain = sum(v.type.nbytes for v in kept_across(plain.graph, plain.graph.outputs[0]))
+    assert step.kept_bytes * 2 < kept_plain, (step.kept_bytes, kept_plain)
+    loss = step(x, y)
+    topt = torch.optim.SGD(reference.parameters(), lr=0.1)
+    expected = torch.nn.functional.cross_entropy(reference(torch.tensor(x)), torch.tensor(y))
+    expected.backward()
+    topt.step()
+    assert abs(loss - expected.item()) <= 1e-4 * max(1.0, abs(loss))
+    for key, value in reference.state_dict().items():
+        np.testing.assert_allclose(model.state_dict()[key], value.numpy(), rtol=1e-3,
+                                   atol=1e-5, err_msg=key)
