@@ -114,3 +114,19 @@ def test_compile_for_cuda_gives_ptx_and_a_ptxas_report() -> None:
     if built.ptxas_path:
         assert f"{len(built.usage)} kernels accepted" in report
         assert "registers" in report and "spill" in report
+
+
+def test_what_cannot_emit_is_an_unsupported_error_naming_it() -> None:
+    """A math function Ember has no device version of, and a kernel with more pointer
+    parameters than CUDA passes, stop at compile time with UnsupportedError (no bad PTX)."""
+    from ember.ir.types import DType
+    from ember.lower.loops import Buffer, Kernel, Load, Store, Unary, index_imm
+
+    module = codegen.new_module("m", Target.cuda("sm_90"))
+    x, out = Buffer("in0", DType.F32, 1), Buffer("out0", DType.F32, 1)
+    body = (Store(out, index_imm(0), Unary("atan", Load(x, index_imm(0)))),)
+    with pytest.raises(UnsupportedError, match=r"k_atan.*math function 'atan'"):
+        codegen.emit_kernel(module, Kernel("k_atan", (x, out), body))
+    many = tuple(Buffer(f"in{i}", DType.F32, 1) for i in range(codegen.MAX_PARAMETERS + 1))
+    with pytest.raises(UnsupportedError, match=r"513 buffers"):
+        codegen.emit_kernel(module, Kernel("k_many", many, ()))

@@ -37,6 +37,7 @@ from ember.target import NVPTX_TRIPLE, Target
 
 _LOCK = threading.Lock()  # LLVM's global state is not safe to build from several threads
 _SREG = ir.FunctionType(I32, [])
+MAX_PARAMETERS = 512  # 8-byte pointers in the 4 KiB of kernel parameters every arch accepts
 
 
 class CudaKernelEmitter(KernelEmitter):
@@ -95,6 +96,10 @@ class CudaKernelEmitter(KernelEmitter):
 
 def emit_kernel(module: ir.Module, kernel: Kernel, name: str | None = None) -> ir.Function:
     """Add the kernel as a `ptx_kernel` function called `name` (default: the kernel's)."""
+    if len(kernel.buffers) > MAX_PARAMETERS:
+        raise UnsupportedError(f"{kernel.source or kernel.name}: {len(kernel.buffers)} buffers, "
+                               f"more than the {MAX_PARAMETERS} pointer parameters a CUDA "
+                               "kernel may take (fuse less: passes='...' without fuse)")
     types = [MEMORY_TYPES[b.dtype].as_pointer() for b in kernel.buffers]
     function = ir.Function(module, ir.FunctionType(ir.VoidType(), types), name or kernel.name)
     function.calling_convention = "ptx_kernel"
