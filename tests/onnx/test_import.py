@@ -237,6 +237,23 @@ CASES = [
     case("ArgMin", TIES, axis=1, keepdims=0),
     case("ArgMax", TIES, axis=1, select_last_index=1, id="ArgMax-last"),
     case("ArgMin", TIES, axis=0, select_last_index=1, keepdims=0, id="ArgMin-last"),
+    case("Mod", INTS, Init(np.array([3, -2, 4, -5], np.int64)), id="Mod-python"),
+    case("Mod", INTS, Init(np.array([3, -2, 4, -5], np.int64)), fmod=1, id="Mod-fmod"),
+    case("GatherElements", X, np.array([[[0, 3], [-1, 2]], [[1, 1], [2, -4]]], np.int64),
+         axis=2),
+    case("GatherElements", X, np.array([[[1, 0, 1, 0]], [[0, 0, 1, 1]]], np.int64), axis=0,
+         id="GatherElements-axis0"),
+    case("Trilu", X, Init(np.array(1, np.int64)), opset=14),
+    case("Trilu", X, Init(np.array(-1, np.int64)), upper=0, opset=14, id="Trilu-lower"),
+    case("CumSum", X, Init(np.array(1, np.int64)), exclusive=1, reverse=1, opset=14),
+    case("CumProd", INTS, Init(np.array(2, np.int64)), reverse=1, opset=26),
+    case("OneHot", np.array([[1, -1], [3, 7]], np.int64), Init(np.array(4, np.int64)),
+         Init(np.array([0.5, 2.0], F32)), axis=1, opset=11),
+    case("EyeLike", randn(3, 5), k=2, dtype=TensorProto.INT64, opset=9),
+    case("Hardmax", TIES, axis=1),
+    case("Hardmax", X, axis=1, opset=11, id="Hardmax-flattened"),
+    case("LpNormalization", np.array([[3.0, 0.0], [-4.0, 0.0]], F32), axis=0, p=1, opset=1),
+    case("LpNormalization", X, axis=-1, p=2, opset=1, id="LpNormalization-l2"),
 ]
 
 

@@ -36,8 +36,15 @@ from ember.errors import EmberError, UnsupportedError
 from ember.frontend import tracer
 from ember.frontend.tensor import Tensor
 from ember.ir.types import DType
+from ember.onnx import functions
 from ember.onnx.converters import CONVERTERS, NodeContext, Slot, onnx_dtype
-from ember.onnx.converters.base import FOLD_BYTES, TENSOR_BYTES, format_bytes, shape_bytes
+from ember.onnx.converters.base import (
+    FOLD_BYTES,
+    TENSOR_BYTES,
+    ByFunction,
+    format_bytes,
+    shape_bytes,
+)
 
 # A node whose inputs are all known is evaluated at import time when they hold at most this
 # many elements in all; bigger constant work (a transposed weight) stays in the graph, where
@@ -141,10 +148,17 @@ class OnnxModel:
         outputs = [slots[name].as_tensor() for name in self.output_names]
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
-    def _convert(self, node: onnx.NodeProto, slots: dict[str, Slot]) -> None:
+    def _convert(self, node: onnx.NodeProto, slots: dict[str, Slot],
+                 opset: int | None = None) -> None:
+        """Convert one node (at `opset`, the model's by default) into `slots`."""
+        opset = self.opset if opset is None else opset
+        converter = CONVERTERS.get(_op_key(node))
+        if converter is None or not converter.supports(opset):
+            self._expand(node, slots, opset)
+            return
         inputs = [slots[name] if name else None for name in node.input]
         try:
-            context = NodeContext(node, self.opset, inputs)
+            context = NodeContext(node, opset, inputs)
         except EmberError as err:
             raise EmberError(f"{self.source}: {err}") from None
         given = [s for s in inputs if s is not None]
@@ -154,6 +168,9 @@ class OnnxModel:
             outputs = self._fold(context) if foldable else None
             if outputs is None:
                 outputs = self._emit(context)
+        except ByFunction:
+            self._expand(node, slots, opset)
+            return
         except EmberError as err:
             shapes = ", ".join(_describe(s) for s in inputs)
             raise EmberError(f"{self.source}: cannot convert {context.label} (inputs: "
@@ -175,6 +192,25 @@ class OnnxModel:
                 slots[name] = Slot(name, tensor=value)
             else:
                 slots[name] = Slot(name, known=np.asarray(value))
+
+    def _expand(self, node: onnx.NodeProto, slots: dict[str, Slot], opset: int) -> None:
+        """Convert `node` through its ONNX function body (see `ember.onnx.functions`)."""
+        label = f"{node.op_type} {node.name!r}" if node.name else node.op_type
+        if not functions.has_function(node, opset):
+            raise UnsupportedError(f"{self.source}: 1 unsupported ONNX operator at opset "
+                                   f"{opset}: {_unsupported_key(node, opset)}")
+        types = [_type_proto(slots[name]) if name else None for name in node.input]
+        try:
+            body = functions.function_body(node, opset, types)
+            inner_opset = functions.body_opset(body, opset)
+            for inner in functions.expand(node, opset, body):
+                self._convert(inner, slots, inner_opset)
+        except UnsupportedError as err:
+            raise UnsupportedError(f"{label} at opset {opset}, expanded by its ONNX function: "
+                                   f"{err}") from None
+        except EmberError as err:
+            raise EmberError(f"{label} at opset {opset}, expanded by its ONNX function: "
+                             f"{err}") from None
 
     def _emit(self, context: NodeContext) -> Sequence[Any]:
         """Run the converter in the model's trace; its nodes carry the ONNX node as location."""
@@ -325,19 +361,41 @@ def check_supported(proto: onnx.ModelProto, opset: int, source: str = "<model>")
                                f"export at opset {newest} or lower")
     missing: dict[str, list[str]] = {}
     for position, node in enumerate(proto.graph.node):
-        op_type = node.op_type
-        if node.domain not in ("", "ai.onnx"):
-            op_type = f"{node.domain}.{node.op_type}"
-        converter = CONVERTERS.get(op_type)
+        converter = CONVERTERS.get(_op_key(node))
         if converter is not None and converter.supports(opset):
             continue
-        key = op_type if converter is None else converter.refusal(opset)
+        if functions.has_function(node, opset):  # expanded by its ONNX function body
+            continue
+        key = _unsupported_key(node, opset)
         missing.setdefault(key, []).append(repr(node.name) if node.name else f"#{position}")
     if missing:
         listed = "; ".join(f"{op} (node{'s' if len(nodes) > 1 else ''} {', '.join(nodes)})"
                            for op, nodes in sorted(missing.items()))
         raise UnsupportedError(f"{source}: {len(missing)} unsupported ONNX operator"
                                f"{'s' if len(missing) > 1 else ''} at opset {opset}: {listed}")
+
+
+def _op_key(node: onnx.NodeProto) -> str:
+    """The converter registry's key: the op type, prefixed by a domain other than ONNX's."""
+    if node.domain not in ("", "ai.onnx"):
+        return f"{node.domain}.{node.op_type}"
+    return node.op_type
+
+
+def _unsupported_key(node: onnx.NodeProto, opset: int) -> str:
+    converter = CONVERTERS.get(_op_key(node))
+    return _op_key(node) if converter is None else converter.refusal(opset)
+
+
+def _type_proto(slot: Slot) -> onnx.TypeProto:
+    """The ONNX tensor type of a value (for building context-dependent function bodies)."""
+    if slot.known is not None:
+        dtype, shape = slot.known.dtype, slot.known.shape
+    else:
+        tensor = slot.as_tensor()
+        dtype, shape = tensor.dtype, tensor.shape
+    elem_type = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
+    return onnx.helper.make_tensor_type_proto(elem_type, list(shape))
 
 
 def check_schemas(proto: onnx.ModelProto, opset: int, source: str = "<model>") -> None:

@@ -1,10 +1,10 @@
 """One converter per ONNX operator, registered in `CONVERTERS` with the opsets it supports.
 
 Importing this package registers every converter; the families live in `elementwise`, `shape`,
-`reduce` and `nn`.
+`indexing`, `reduce` and `nn`.
 """
 
-from ember.onnx.converters import elementwise, nn, reduce, shape
+from ember.onnx.converters import elementwise, indexing, nn, reduce, shape
 from ember.onnx.converters.base import (
     CONVERTERS,
     Converter,
@@ -16,6 +16,6 @@ from ember.onnx.converters.base import (
 )
 
 __all__ = [
-    "CONVERTERS", "Converter", "NodeContext", "Slot", "converter", "elementwise", "materialize",
-    "nn", "onnx_dtype", "reduce", "shape",
+    "CONVERTERS", "Converter", "NodeContext", "Slot", "converter", "elementwise", "indexing",
+    "materialize", "nn", "onnx_dtype", "reduce", "shape",
 ]

@@ -115,6 +115,11 @@ class Converter:
 CONVERTERS: dict[str, Converter] = {}
 
 
+class ByFunction(Exception):
+    """Raised by a converter for a form of its node it leaves to the operator's ONNX function
+    body (LayerNormalization's Mean and InvStdDev outputs ...)."""
+
+
 def converter(*op_types: str, versions: tuple[int, ...]) -> Callable[[ConvertFn], ConvertFn]:
     """Register a function as the converter of one or more ONNX op types, implementing the
     given operator versions (schema since_versions)."""

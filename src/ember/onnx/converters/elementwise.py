@@ -244,6 +244,32 @@ def power(node: NodeContext) -> Outputs:
     return [node.emit("pow", base, exponent.astype(base.dtype_))]
 
 
+@converter("Mod", versions=(10, 13, 28))
+def mod(node: NodeContext) -> Outputs:
+    """Remainder with the dividend's sign (`fmod` 1, C's fmod) or the divisor's (`fmod` 0,
+    Python's %): exact integer arithmetic on tensors; float remainders of known values only."""
+    fmod = bool(node.attr("fmod", 0))
+    a_known, b_known = node.known(0), node.known(1)
+    if a_known is not None and b_known is not None:
+        if a_known.dtype.kind in "iu" and not np.all(b_known):
+            raise node.error("integer division by zero")
+        with np.errstate(all="ignore"):
+            return [(np.fmod if fmod else np.mod)(a_known, b_known)]
+    a, b = binary_operands(node)
+    if a.dtype_.is_float:
+        # a - trunc(a / b) * b rounds twice in floating point: not the exact remainder.
+        raise node.error(f"the remainder of {a.dtype_.value} tensors computed at run time is "
+                         "not supported (only integers, or values known at import time)")
+    remainder = a - node.emit("div", a, b) * b  # div truncates toward zero: C's fmod
+    if fmod:
+        return [remainder]
+    # Python's %: a nonzero remainder takes the divisor's sign.
+    zero = node.const(0, like=remainder)
+    flip = node.emit("logical_and", node.emit("ne", remainder, zero),
+                     node.emit("ne", remainder < zero, b < zero))
+    return [tracer.emit("where", flip, remainder + b, remainder)]
+
+
 def _variadic(op: str, average: bool = False) -> Callable[[NodeContext], Outputs]:
     def convert(node: NodeContext) -> Outputs:
         tensors = [node.tensor(i) for i in range(node.input_count) if node.has(i)]

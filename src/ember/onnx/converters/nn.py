@@ -12,7 +12,13 @@ import numpy as np
 
 from ember.frontend import tracer
 from ember.frontend.tensor import Tensor
-from ember.onnx.converters.base import NodeContext, Outputs, converter, normalize_axis
+from ember.onnx.converters.base import (
+    ByFunction,
+    NodeContext,
+    Outputs,
+    converter,
+    normalize_axis,
+)
 from ember.ops.neural import window_out
 
 # -- matrix products ----------------------------------------------------------------------------
@@ -371,9 +377,10 @@ def instance_normalization(node: NodeContext) -> Outputs:
 
 @converter("LayerNormalization", versions=(17,))
 def layer_normalization(node: NodeContext) -> Outputs:
-    """`layer_norm` over the axes from `axis` on (the Mean / InvStdDev outputs are not)."""
+    """`layer_norm` over the axes from `axis` on (with the Mean / InvStdDev outputs: the ONNX
+    function body)."""
     if node.output_used(1) or node.output_used(2):
-        raise node.error("the Mean and InvStdDev outputs are not supported")
+        raise ByFunction
     x = node.tensor(0)
     axis = normalize_axis(node.attr("axis", -1), x.ndim, node)
     normalized = x.shape[axis:]
@@ -407,6 +414,44 @@ def softmax(node: NodeContext) -> Outputs:
 def log_softmax(node: NodeContext) -> Outputs:
     """`log_softmax` (before opset 13 over the flattened axes from `axis` on)."""
     return [_softmax(node, "log_softmax")]
+
+
+@converter("Hardmax", versions=(1, 11, 13))
+def hardmax(node: NodeContext) -> Outputs:
+    """1 at the first maximum along `axis` (before version 13: of the flattened axes from
+    `axis` on), 0 elsewhere: `argmax` compared with a known range."""
+    x = node.tensor(0)
+    if node.opset >= 13:
+        axis = normalize_axis(node.attr("axis", -1), x.ndim, node)
+        flat = x
+    else:
+        axis = normalize_axis(node.attr("axis", 1), x.ndim, node)
+        flat = x.reshape(int(np.prod(x.shape[:axis])), int(np.prod(x.shape[axis:])))
+        axis = 1
+    if flat.size == 0:
+        return [x]
+    first = node.emit("argmax", flat, axis=axis, keepdims=True)
+    shape = [1] * flat.ndim
+    shape[axis] = flat.shape[axis]
+    positions = node.const(np.arange(flat.shape[axis]).reshape(shape), like=first)
+    ones = node.emit("eq", first, positions).astype(x.dtype_)
+    return [ones.reshape(*x.shape)]
+
+
+@converter("LpNormalization", versions=(1, 22))
+def lp_normalization(node: NodeContext) -> Outputs:
+    """x / ||x||_p along `axis` (p 1 or 2), 0 where the norm is 0."""
+    x = node.tensor(0)
+    axis = normalize_axis(node.attr("axis", -1), x.ndim, node)
+    p = int(node.attr("p", 2))
+    if p not in (1, 2):
+        raise node.error(f"p = {p}; the norm is L1 or L2")
+    if p == 1:
+        norm = node.emit("sum", x.abs(), axes=(axis,), keepdims=True)
+    else:
+        norm = node.emit("sum", x * x, axes=(axis,), keepdims=True).sqrt()
+    zero = node.const(0, like=x)
+    return [tracer.emit("where", node.emit("eq", norm, zero), zero, x / norm)]
 
 
 # -- einsum --------------------------------------------------------------------------------------

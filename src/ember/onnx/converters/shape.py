@@ -7,6 +7,7 @@ starts, a Pad's pads ...) must be known at import time; `NodeContext.static` say
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -302,21 +303,28 @@ def gather(node: NodeContext) -> Outputs:
 # -- padding, broadcasting, repetition ----------------------------------------------------------
 
 
-def _pad_arguments(node: NodeContext, rank: int) -> tuple[list[int], str, float]:
+def _pad_arguments(node: NodeContext, rank: int) -> tuple[list[int], str, float | Tensor]:
+    """(pads, mode, value): the value is a traced scalar when only known at run time."""
     mode = node.attr("mode", "constant")
     if node.opset < 11:
         pads = list(node.attr("pads", node.attr("paddings", [])))
         return pads, mode, float(node.attr("value", 0.0))
     pads = node.static_ints(1, "pads")
-    value = node.known(2) if node.has(2) else None
+    value: Any = node.known(2) if node.has(2) else None
     if node.has(2) and value is None:
-        raise node.error("input 2 (constant_value) must be known at import time")
+        value = node.tensor(2)
+        if value.size != 1:
+            raise node.error(f"constant_value must hold one element, got shape "
+                             f"{list(value.shape)}")
+        value = value.reshape()
     if node.has(3):
         axes = [normalize_axis(a, rank, node) for a in node.static_ints(3, "axes")]
         full = [0] * (2 * rank)
         for i, axis in enumerate(axes):
             full[axis], full[rank + axis] = pads[i], pads[len(axes) + i]
         pads = full
+    if isinstance(value, Tensor):
+        return pads, mode, value
     return pads, mode, 0.0 if value is None else float(value.reshape(-1)[0])
 
 
@@ -338,6 +346,13 @@ def pad(node: NodeContext) -> Outputs:
         pads = [max(p, 0) for p in pads]
     if not any(pads):
         return [x]
+    if isinstance(value, Tensor):  # pad with zeros, then put the run-time value around x
+        padded = node.emit("pad", x, pads=tuple(pads), mode=mode, value=0.0)
+        if mode != "constant":
+            return [padded]
+        widths = list(zip(pads[: x.ndim], pads[x.ndim :], strict=True))
+        inside = node.const(np.pad(np.ones(x.shape, dtype=bool), widths))
+        return [tracer.emit("where", inside, padded, value.astype(x.dtype_))]
     return [node.emit("pad", x, pads=tuple(pads), mode=mode, value=value)]
 
 

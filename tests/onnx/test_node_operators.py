@@ -1,0 +1,141 @@
+"""Operators added for the ONNX node test suite: converters (Mod, GatherElements, Trilu, CumSum,
+CumProd, OneHot, EyeLike, Hardmax, LpNormalization, Pad with a run-time value) and operators
+imported through their ONNX function bodies (Attention, NegativeLogLikelihoodLoss,
+SoftmaxCrossEntropyLoss, RMSNormalization, LayerNormalization's extra outputs, Shrink, ...).
+
+Each is checked at opt levels 0 and 3 against the node suite's expected outputs (computed by
+onnx's numpy implementation) or, where the suite gives an operator's parameter as a run-time
+input that Ember needs at import time, against `onnx.reference.ReferenceEvaluator` on a model
+that makes it a constant.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx.reference import ReferenceEvaluator  # noqa: E402
+
+import ember  # noqa: E402
+import ember.onnx  # noqa: E402
+from ember.onnx import conformance  # noqa: E402
+
+LEVELS = (0, 3)
+# Node-suite cases that exercise each addition (a few per operator, both forms of a function).
+SUITE_CASES = [
+    "test_mod_mixed_sign_int64", "test_mod_int64_fmod", "test_mod_broadcast",
+    "test_gather_elements_0", "test_gather_elements_negative_indices",
+    "test_tril_neg", "test_triu_one_row", "test_tril_out_pos",
+    "test_eyelike_with_dtype", "test_eyelike_populate_off_main_diagonal",
+    "test_hardmax_axis_0", "test_hardmax_one_hot",
+    "test_l1normalization_axis_last", "test_l2normalization_axis_0",
+    "test_attention_4d", "test_attention_4d_expanded", "test_attention_3d_gqa",
+    "test_attention_4d_with_past_and_present",
+    "test_nllloss_NCd1d2_with_weight_reduction_sum_ii", "test_nllloss_NC_expanded",
+    "test_sce_mean_weight_ii_4d_log_prob", "test_sce_none",
+    "test_rms_normalization_3d_axis_negative_1_epsilon", "test_layer_normalization_4d_axis1",
+    "test_group_normalization_example", "test_mvn", "test_shrink_soft", "test_swish",
+    "test_rotary_embedding", "test_swiglu_alpha",
+]
+
+
+@pytest.mark.parametrize("name", SUITE_CASES)
+def test_node_suite_case_passes(name: str) -> None:
+    case = next(c for c in conformance.node_cases() if c.name == name)
+    for outcome in conformance.run_case(case, LEVELS):
+        assert outcome.status == "pass", (outcome.level, outcome.detail)
+
+
+def _model(node: onnx.NodeProto, inputs: list[tuple[str, np.ndarray]],
+           constants: dict[str, np.ndarray], opset: int) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info(name, helper.np_dtype_to_tensor_dtype(value.dtype),
+                                       value.shape) for name, value in inputs],
+        [helper.make_tensor_value_info(name, TensorProto.UNDEFINED, None)
+         for name in node.output],
+        [numpy_helper.from_array(value, name) for name, value in constants.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+
+
+def _check(model: onnx.ModelProto, inputs: list[tuple[str, np.ndarray]]) -> None:
+    feeds = dict(inputs)
+    expected = ReferenceEvaluator(model).run(None, feeds)
+    loaded = ember.onnx.load(model)
+    arrays = [value for _, value in inputs]
+    for level in LEVELS:
+        got = ember.compile(loaded, *arrays, opt_level=level)(*arrays)
+        got = got if isinstance(got, tuple) else (got,)
+        assert conformance.compare(list(got), expected, 1e-5, 1e-6) == "", level
+
+
+@pytest.mark.parametrize("op_type", ["CumSum", "CumProd"])
+@pytest.mark.parametrize(("exclusive", "reverse"), [(0, 0), (1, 0), (0, 1), (1, 1)])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_running_sums_and_products(op_type: str, exclusive: int, reverse: int,
+                                   dtype: type) -> None:
+    """Along a known axis of length 7 (three doubling steps), against the reference."""
+    rng = np.random.default_rng(0)
+    x = rng.integers(-3, 4, size=(3, 7, 2)).astype(dtype)
+    node = helper.make_node(op_type, ["x", "axis"], ["y"], exclusive=exclusive, reverse=reverse)
+    _check(_model(node, [("x", x)], {"axis": np.array(-2, np.int64)}, 26), [("x", x)])
+
+
+@pytest.mark.parametrize("axis", [-1, 0, 1])
+def test_one_hot_with_known_depth(axis: int) -> None:
+    """Negative indices count from the end; out-of-range ones give all off_value."""
+    indices = np.array([[0, 3, -1], [5, -6, 2]], np.int64)
+    node = helper.make_node("OneHot", ["indices", "depth", "values"], ["y"], axis=axis)
+    constants = {"depth": np.array(4, np.int64), "values": np.array([-2.0, 3.0], np.float32)}
+    _check(_model(node, [("indices", indices)], constants, 11), [("indices", indices)])
+
+
+def test_pad_with_a_run_time_value() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    value = np.array(-7.5, np.float32)
+    node = helper.make_node("Pad", ["x", "pads", "value"], ["y"], mode="constant")
+    model = _model(node, [("x", x), ("value", value)],
+                   {"pads": np.array([1, 0, 0, 2], np.int64)}, 21)
+    _check(model, [("x", x), ("value", value)])
+
+
+def test_trilu_with_a_run_time_k() -> None:
+    x = np.arange(20, dtype=np.float32).reshape(4, 5)
+    k = np.array(-1, np.int64)
+    node = helper.make_node("Trilu", ["x", "k"], ["y"], upper=0)
+    _check(_model(node, [("x", x), ("k", k)], {}, 14), [("x", x), ("k", k)])
+
+
+def test_mod_of_run_time_floats_is_refused_by_name() -> None:
+    """a - trunc(a / b) * b is not the exact float remainder: refused, not approximated."""
+    x = np.array([5.5, -3.25], np.float32)
+    node = helper.make_node("Mod", ["x", "y"], ["z"], fmod=1)
+    model = _model(node, [("x", x), ("y", x)], {}, 13)
+    with pytest.raises(ember.EmberError, match=r"Mod.*remainder of f32 tensors computed at run "
+                                               r"time is not supported"):
+        ember.compile(ember.onnx.load(model), x, x, opt_level=0)
+
+
+def test_mod_of_known_floats_is_computed_at_import() -> None:
+    x = np.array([5.5, -3.25, 7.0], np.float32)
+    node = helper.make_node("Mod", ["a", "b"], ["m"], fmod=1)
+    shrink = helper.make_node("Add", ["x", "m"], ["y"])
+    graph = helper.make_graph(
+        [node, shrink], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [numpy_helper.from_array(x, "a"), numpy_helper.from_array(-x[::-1].copy(), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    _check(model, [("x", x)])
+
+
+def test_function_body_with_a_subgraph_is_refused_by_name() -> None:
+    """LinearAttention's body loops with Scan: one UnsupportedError naming both."""
+    case = next(c for c in conformance.node_cases() if c.name == "test_linear_attention_delta")
+    outcome = conformance.run_case(case, (0,))[0]
+    assert outcome.status == "refused"
+    assert "LinearAttention at opset" in outcome.detail
+    assert "expanded by its ONNX function" in outcome.detail
+    assert "uses Scan with subgraphs" in outcome.detail
