@@ -48,6 +48,7 @@ class FakeDriver:
         self.fail = fail or {}
         self.calls: list[tuple[Any, ...]] = []
         self.memory: dict[int, np.ndarray] = {}
+        self.sizes: dict[int, int] = {}  # bytes asked for, per allocation
         self._compiled: dict[str, Any] = {}
 
     def _result(self, name: str, *values: Any) -> tuple[Any, ...]:
@@ -93,6 +94,7 @@ class FakeDriver:
         block = np.zeros(nbytes + 256, dtype=np.uint8)
         address = block.ctypes.data + (-block.ctypes.data) % 256
         self.memory[address] = block
+        self.sizes[address] = nbytes
         return self._result("cuMemAlloc", address)
 
     def cuMemFree(self, address: int) -> tuple[CUresult]:

@@ -132,3 +132,19 @@ def test_launches_are_timed_with_events(monkeypatch: pytest.MonkeyPatch) -> None
     exe(x)
     times = built.device().time_launches(runs=4, warmup=1)
     assert times == [2e-3] * 4
+
+
+@pytest.mark.parametrize("level", [3, 1])
+def test_split_reduction_uses_its_arena_slot(monkeypatch: pytest.MonkeyPatch, level: int
+                                             ) -> None:
+    """A mean of everything runs as partials in the device arena, then one thread (at level
+    1 the build maps the unscheduled program itself)."""
+    x = np.random.default_rng(5).standard_normal((300, 70)).astype(np.float32)
+    exe = ember.compile(lambda a: a.mean(), x, target="cuda", opt_level=level)
+    built = exe.native.native
+    assert [c.kernel.attrs["launch"][1] for c in built.program.calls] == [256, 1]
+    fake = FakeDriver(kernels_of(built.functions, [c.kernel for c in built.program.calls]))
+    _use(monkeypatch, fake)
+    np.testing.assert_allclose(exe(x), x.astype(np.float64).mean(), rtol=1e-5, atol=1e-6)
+    assert built.program.arena_bytes >= 328 * 4  # 328 partials of 64 terms
+    assert built.program.arena_bytes in fake.sizes.values()  # the one device arena

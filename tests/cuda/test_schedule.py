@@ -191,3 +191,33 @@ def test_gemm_with_its_fused_chain_in_any_thread_order(batched: bool) -> None:
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
     program = map_program(lower_native(graph, 3, CUDA))
     assert len(program.calls) == 1 and program.calls[0].kernel.body[0].kind == "grid"
+
+
+@pytest.mark.parametrize("op", ["sum", "mean", "max", "min", "prod", "int sum"])
+def test_whole_reduction_is_partials_then_one_thread(op: str) -> None:
+    """A reduction of everything (104927 terms) is two launches, partial results on a grid
+    (neighbouring threads reading neighbouring elements) and one thread folding them; run on
+    the CPU with the grid reversed it matches float64 numpy (exactly for integers)."""
+    import ember
+    from ember.driver import optimize
+
+    rng = np.random.default_rng(11)
+    if op == "int sum":
+        x = rng.integers(-1000, 1000, size=(317, 331)).astype(np.int32)
+    elif op == "prod":  # (in float32 the 104927 roundings alone drift by 1e-3: float64)
+        x = rng.uniform(0.9999, 1.0001, size=(317, 331))
+    else:
+        x = rng.standard_normal((317, 331)).astype(np.float32)
+    name = "sum" if op == "int sum" else op
+    graph = optimize(ember.trace(lambda a: getattr(a, name)(), x), 3, target=CUDA)
+    program = map_program(lower_native(graph, 3, CUDA))
+    launches = [c.kernel.attrs["launch"] for c in program.calls]
+    assert launches == [(7, 256), (1, 1)]  # 1639 threads of 64 terms, then one
+    assert program.arena_bytes >= 1639 * x.itemsize  # the partials' slot
+    (actual,) = run_launches_on_cpu(graph, [x])
+    expected = getattr(x.astype(np.int64 if op == "int sum" else np.float64), name)()
+    if op == "int sum":
+        assert actual == expected
+    else:
+        tolerance = 1e-10 if x.dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance)

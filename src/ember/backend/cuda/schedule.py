@@ -31,10 +31,12 @@ from dataclasses import dataclass, replace
 
 from ember.ir.types import DType
 from ember.lower.loops import (
+    Assign,
     Binary,
     Buffer,
     Cast,
     Expr,
+    If,
     Imm,
     Kernel,
     Let,
@@ -50,7 +52,7 @@ from ember.lower.loops import (
     walk_expr,
     walk_stmts,
 )
-from ember.lower.program import Call, Program
+from ember.lower.program import Call, Program, Slot
 from ember.lower.schedule import free_variables
 from ember.lower.transforms import _fresh
 
@@ -58,6 +60,13 @@ BLOCK_THREADS = 256  # threads per block of a grid launch (8 warps)
 MAX_BLOCKS = 16384  # blocks of one launch; a grid-stride loop covers the rest
 I32_LIMIT = 2**31  # flat indices below this are split with 32-bit division
 SERIAL_LAUNCH = (1, 1)  # (blocks, threads) of a launch that runs its statements in order
+# A reduction of everything into one value over at least MIN_SPLIT_REDUCTION terms is folded
+# by up to MAX_PARTIALS threads of at least MIN_PARTIAL_TERMS terms each, then by one thread.
+MIN_SPLIT_REDUCTION = 4096
+MIN_PARTIAL_TERMS = 64
+MAX_PARTIALS = 8192
+SCRATCH_ALIGNMENT = 256  # bytes
+_FOLDS = frozenset({"add", "mul", "max", "min"})
 
 
 @dataclass(frozen=True)
@@ -75,14 +84,91 @@ def map_program(program: Program) -> Program:
     """The program with every call a single launch (`launch` = (blocks, threads) in the
     kernel's attrs); calls already mapped are kept."""
     calls: list[Call] = []
+    arena = program.arena_bytes
     for call in program.calls:
         if "launch" in call.kernel.attrs:
             calls.append(call)
             continue
+        split = split_reduction(call.kernel)
+        if split is not None:  # partial results in a scratch slot of the arena's end
+            offset = -(-arena // SCRATCH_ALIGNMENT) * SCRATCH_ALIGNMENT
+            partials = split[0].buffers[-1]
+            arena = offset + partials.size * partials.dtype.itemsize
+            slots = [*call.slots, Slot("arena", offset)]
+            calls += [Call(kernel, slots, call.node) for kernel in split]
+            continue
         parts = split_kernel(call.kernel)
         for kernel in parts:
             calls.append(Call(kernel, call.slots, call.node))
-    return replace(program, calls=calls)
+    return replace(program, calls=calls, arena_bytes=arena)
+
+
+# -- a whole-buffer reduction in two launches ---------------------------------------------------
+
+
+def split_reduction(kernel: Kernel) -> list[Kernel] | None:
+    """A kernel that folds one long loop into one accumulator (a sum, max, mean of everything)
+    as two launches, or None when the kernel is not one:
+
+        [Let...] acc = init; for (r < R) acc = acc op e(r); out[k] = f(acc);
+     -> grid p < P:  part = init; for (q < ceil(R / P)) { r = q * P + p;
+                                     if (r < R) part = part op e(r); }  partials[p] = part;
+        one thread:  acc = init; for (p < P) acc = acc op partials[p]; out[k] = f(acc);
+
+    `op` is add, mul, max or min (reassociated, as the CPU's vectorized reductions are);
+    neighbouring threads read neighbouring elements. The partials are a new last buffer of
+    both kernels (an arena slot that `map_program` adds)."""
+    body = map_loops(kernel.body, _plain)
+    *lets, local, loop, store = body if len(body) >= 3 else (None, None, None)
+    if not (isinstance(local, Local) and isinstance(loop, Loop) and isinstance(store, Store)
+            and all(isinstance(s, Let) for s in lets) and loop.extent >= MIN_SPLIT_REDUCTION
+            and len(loop.body) == 1):
+        return None
+    (update,) = loop.body
+    acc = local.var
+    if not (isinstance(update, Assign) and update.var == acc
+            and isinstance(update.value, Binary) and update.value.op in _FOLDS
+            and update.value.a == acc and acc not in _vars(update.value.b)):
+        return None
+    op, term = update.value.op, update.value.b
+    count = min(MAX_PARTIALS, loop.extent // MIN_PARTIAL_TERMS)
+    steps = -(-loop.extent // count)
+    partials = Buffer(_fresh_name("partials", kernel), acc.dtype, count)
+    taken = {v.name for v in defined_vars(body)}
+    thread, step, part = _fresh("p", taken), _fresh("q", taken), _fresh("part", taken, acc.dtype)
+    index = Binary("add", Binary("mul", step, Imm(count, DType.I64)), thread)
+    fold: Stmt = Assign(part, Binary(op, part, term))
+    inner: tuple[Stmt, ...] = (Let(loop.var, index), fold)
+    if steps * count != loop.extent:
+        inner = (Let(loop.var, index), If(Binary("lt", loop.var, Imm(loop.extent, DType.I64)),
+                                          (fold,)))
+    grid = Loop(thread, count, (*lets, Local(part, local.init), Loop(step, steps, inner),
+                                Store(partials, thread, part)), "grid")
+    first = replace(kernel, name=f"{kernel.name}_partials", buffers=(*kernel.buffers, partials),
+                    body=(grid,), attrs={**kernel.attrs, "launch": _grid_launch(count)})
+    total = Loop(thread, count, (Assign(acc, Binary(op, acc, Load(partials, thread))),))
+    second = replace(kernel, buffers=(*kernel.buffers, partials),
+                     body=(*lets, local, total, store), attrs={**kernel.attrs,
+                                                              "launch": SERIAL_LAUNCH})
+    return [first, second]
+
+
+def _vars(expr: Expr) -> set[Var]:
+    return {e for e in walk_expr(expr) if isinstance(e, Var)}
+
+
+def _fresh_name(base: str, kernel: Kernel) -> str:
+    names = {b.name for b in kernel.buffers}
+    name, count = base, 0
+    while name in names:
+        count += 1
+        name = f"{base}{count}"
+    return name
+
+
+def _grid_launch(total: int) -> tuple[int, int]:
+    threads = min(BLOCK_THREADS, -(-total // 32) * 32)
+    return min(-(-total // threads), MAX_BLOCKS), threads
 
 
 def split_kernel(kernel: Kernel) -> list[Kernel]:
@@ -147,10 +233,8 @@ def _grid_kernel(kernel: Kernel, name: str, loop: Loop) -> Kernel:
     taken = {v.name for v in defined_vars(kernel.body)}
     flat = _fresh("g", taken)
     body = (*_unflatten(flat, band, total), *lets, *inner)
-    threads = min(BLOCK_THREADS, -(-total // 32) * 32)
-    blocks = min(-(-total // threads), MAX_BLOCKS)
     grid = Loop(flat, total, body, "grid")
-    return _launch(kernel, name, (grid,), (blocks, threads))
+    return _launch(kernel, name, (grid,), _grid_launch(total))
 
 
 def _band(kernel: Kernel, loop: Loop) -> tuple[list[Loop], list[Stmt], tuple[Stmt, ...]]:
