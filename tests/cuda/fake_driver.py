@@ -80,8 +80,8 @@ class FakeDriver:
     def cuCtxSetCurrent(self, context: str) -> tuple[CUresult]:
         return self._result("cuCtxSetCurrent")
 
-    def cuModuleLoadData(self, image: bytes) -> tuple[CUresult, str]:
-        assert image.endswith(b"\0") and b".entry" in image
+    def cuModuleLoadData(self, image: int) -> tuple[CUresult, str]:
+        assert b".entry" in ctypes.string_at(image)  # a NUL-terminated PTX text
         return self._result("cuModuleLoadData", "module")
 
     def cuModuleGetFunction(self, module: str, name: bytes) -> tuple[CUresult, str]:
@@ -101,12 +101,12 @@ class FakeDriver:
         self.memory.pop(address, None)
         return (OK,)
 
-    def cuMemcpyHtoD(self, device: int, host: np.ndarray, nbytes: int) -> tuple[CUresult]:
-        ctypes.memmove(device, host.ctypes.data, nbytes)
+    def cuMemcpyHtoD(self, device: int, host: int, nbytes: int) -> tuple[CUresult]:
+        ctypes.memmove(device, host, nbytes)
         return self._result("cuMemcpyHtoD", nbytes)
 
-    def cuMemcpyDtoH(self, host: np.ndarray, device: int, nbytes: int) -> tuple[CUresult]:
-        ctypes.memmove(host.ctypes.data, device, nbytes)
+    def cuMemcpyDtoH(self, host: int, device: int, nbytes: int) -> tuple[CUresult]:
+        ctypes.memmove(host, device, nbytes)
         return self._result("cuMemcpyDtoH", nbytes)
 
     def cuLaunchKernel(self, function: str, gx: int, gy: int, gz: int, bx: int, by: int,

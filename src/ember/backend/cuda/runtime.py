@@ -126,15 +126,19 @@ class DeviceBuffer:
         self.handle = check(cuda, cuda.cuMemAlloc(max(nbytes, 1)), f"cuMemAlloc({nbytes})")
         self.address = int(self.handle)
 
+    # NOTE: host memory is passed as an integer address, which every cuda-bindings version
+    # accepts; `array` must be C-contiguous.
     def upload(self, array: np.ndarray, offset: int = 0) -> None:
         data = np.ascontiguousarray(array)
         if data.nbytes:
-            check(self.cuda, self.cuda.cuMemcpyHtoD(self.address + offset, data, data.nbytes),
-                  "cuMemcpyHtoD")
+            check(self.cuda, self.cuda.cuMemcpyHtoD(self.address + offset, data.ctypes.data,
+                                                    data.nbytes), "cuMemcpyHtoD")
 
     def download(self, array: np.ndarray, offset: int = 0) -> None:
+        if not array.flags.c_contiguous:
+            raise EmberError("internal: a download needs a C-contiguous array")
         if array.nbytes:
-            check(self.cuda, self.cuda.cuMemcpyDtoH(array, self.address + offset,
+            check(self.cuda, self.cuda.cuMemcpyDtoH(array.ctypes.data, self.address + offset,
                                                     array.nbytes), "cuMemcpyDtoH")
 
     def __del__(self) -> None:
@@ -149,8 +153,10 @@ class DeviceProgram:
         self.cuda = cuda = driver()
         self.device, self.context = initialize(cuda)
         self.program = program
-        self._image = ptx.encode() + b"\0"  # the driver reads it as a C string
-        self.module = check(cuda, cuda.cuModuleLoadData(self._image), "cuModuleLoadData")
+        # the driver reads the image as a C string; kept alive with the module
+        self._image = np.frombuffer(ptx.encode() + b"\0", dtype=np.uint8)
+        self.module = check(cuda, cuda.cuModuleLoadData(self._image.ctypes.data),
+                            "cuModuleLoadData")
         self.functions = {name: check(cuda, cuda.cuModuleGetFunction(self.module,
                                                                      name.encode()),
                                       f"cuModuleGetFunction({name})")
