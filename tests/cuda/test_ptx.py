@@ -130,3 +130,18 @@ def test_what_cannot_emit_is_an_unsupported_error_naming_it() -> None:
     many = tuple(Buffer(f"in{i}", DType.F32, 1) for i in range(codegen.MAX_PARAMETERS + 1))
     with pytest.raises(UnsupportedError, match=r"513 buffers"):
         codegen.emit_kernel(module, Kernel("k_many", many, ()))
+
+
+def test_ember_ir_prints_ptx_for_a_cuda_target(capsys: pytest.CaptureFixture[str]) -> None:
+    """`ember ir FILE --target cuda:sm_90 --stage ptx` prints the PTX; the stage on a CPU
+    target is a usage error naming what to do."""
+    from cuda_cases import ROOT
+
+    from ember.cli import main
+
+    path = str(ROOT / "examples" / "mlp.py")
+    assert main(["ir", path, "--target", "cuda:sm_90", "--stage", "ptx"]) == 0
+    out = capsys.readouterr().out
+    assert ".target sm_90" in out and ".visible .entry" in out
+    assert main(["ir", path, "--stage", "ptx"]) == 2
+    assert "--stage ptx needs a CUDA target" in capsys.readouterr().err
