@@ -1,5 +1,6 @@
-"""Operators added for the ONNX node test suite: converters (Mod, GatherElements, Trilu, CumSum,
-CumProd, OneHot, EyeLike, Hardmax, LpNormalization, Pad with a run-time value) and operators
+"""Operators added for the ONNX node test suite: converters (Mod, GatherElements, GatherND,
+ScatterElements, ScatterND, Trilu, CumSum, CumProd, OneHot, EyeLike, Hardmax, LpNormalization,
+Pad with a run-time value) and operators
 imported through their ONNX function bodies (Attention, NegativeLogLikelihoodLoss,
 SoftmaxCrossEntropyLoss, RMSNormalization, LayerNormalization's extra outputs, Shrink, ...).
 
@@ -28,6 +29,8 @@ LEVELS = (0, 3)
 SUITE_CASES = [
     "test_mod_mixed_sign_int64", "test_mod_int64_fmod", "test_mod_broadcast",
     "test_gather_elements_0", "test_gather_elements_negative_indices",
+    "test_gathernd_example_int32_batch_dim1", "test_scatter_elements_with_duplicate_indices",
+    "test_scatter_elements_with_negative_indices", "test_scatternd_add", "test_scatter_with_axis",
     "test_tril_neg", "test_triu_one_row", "test_tril_out_pos",
     "test_eyelike_with_dtype", "test_eyelike_populate_off_main_diagonal",
     "test_hardmax_axis_0", "test_hardmax_one_hot",
@@ -139,3 +142,14 @@ def test_function_body_with_a_subgraph_is_refused_by_name() -> None:
     assert "LinearAttention at opset" in outcome.detail
     assert "expanded by its ONNX function" in outcome.detail
     assert "uses Scan with subgraphs" in outcome.detail
+
+
+def test_out_of_range_gather_elements_index_is_an_error_at_run_time() -> None:
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    indices = np.array([[0, 4]], np.int64)
+    node = helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1)
+    loaded = ember.onnx.load(_model(node, [("x", x), ("i", indices)], {}, 13))
+    for level in LEVELS:
+        executable = ember.compile(loaded, x, indices, opt_level=level)
+        with pytest.raises(ember.EmberError, match=r"(?s)(GatherElements.*out of range|out of range.*GatherElements)"):
+            executable(x, indices)

@@ -1,5 +1,6 @@
 """Converters of ONNX indexing and scan operators built from Ember's gather, where and slices:
-GatherElements, Trilu, CumSum, CumProd, OneHot, EyeLike.
+GatherElements, GatherND, ScatterElements (and Scatter), ScatterND, Trilu, CumSum, CumProd, OneHot,
+EyeLike.
 """
 
 from __future__ import annotations
@@ -18,37 +19,145 @@ from ember.onnx.converters.base import (
 )
 
 
+def _strides(shape: tuple[int, ...]) -> list[int]:
+    """Row-major element strides of `shape`."""
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= size
+    return strides[::-1]
+
+
+def _checked(node: NodeContext, index: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """(index made non-negative, where it is out of range for an axis of `dim`)."""
+    index = index.astype(DType.I64)
+    index = tracer.emit("where", index < 0, index + dim, index)  # negative: from the end
+    return index, node.emit("logical_or", index < 0, index >= dim)
+
+
+def _element_offsets(node: NodeContext, data: Tensor, indices: Tensor, axis: int) -> Tensor:
+    """The flat offsets into `data` that GatherElements and ScatterElements address: the
+    index along `axis`, each element's own position on the other axes. An out-of-range index
+    gets offset data.size, which gather's and scatter_add's range checks reject."""
+    if indices.ndim != data.ndim:
+        raise node.error(f"indices of rank {indices.ndim} for data of rank {data.ndim}; "
+                         f"{node.op_type} takes equal ranks")
+    if any(i > d for k, (i, d) in enumerate(zip(indices.shape, data.shape, strict=True))
+           if k != axis):
+        raise node.error(f"indices shape {list(indices.shape)} exceeds data shape "
+                         f"{list(data.shape)} off axis {axis}")
+    strides = _strides(data.shape)
+    index, bad = _checked(node, indices, data.shape[axis])
+    offset = index * node.const(np.int64(strides[axis]))
+    for k, size in enumerate(indices.shape):
+        if k != axis:
+            shape = [1] * indices.ndim
+            shape[k] = size
+            position = np.arange(size, dtype=np.int64).reshape(shape) * strides[k]
+            offset = offset + node.const(position)
+    return tracer.emit("where", bad, node.const(np.int64(data.size)), offset)
+
+
+def _tuple_offsets(node: NodeContext, data: Tensor, indices: Tensor, batch: int) -> Tensor:
+    """GatherND's and ScatterND's flat offsets: indices[..., k] index data's axes from `batch`
+    on, the leading `batch` axes are shared; the result has indices.shape[:-1] plus the
+    addressed slice's element count as its last axis."""
+    count = indices.shape[-1] if indices.ndim else 0
+    if indices.ndim < 1 or batch + count > data.ndim:
+        raise node.error(f"indices of shape {list(indices.shape)} index more than the "
+                         f"{data.ndim - batch} axes of data {list(data.shape)}")
+    if indices.shape[:batch] != data.shape[:batch]:
+        raise node.error(f"the {batch} batch axes of indices {list(indices.shape)} and data "
+                         f"{list(data.shape)} differ")
+    strides = _strides(data.shape)
+    lead = indices.shape[:-1]
+    offset: Tensor = node.const(np.zeros([1] * len(lead), np.int64))
+    bad: Tensor = node.const(np.zeros([1] * len(lead), bool))
+    for k in range(batch):
+        shape = [1] * len(lead)
+        shape[k] = lead[k]
+        offset = offset + node.const(np.arange(lead[k], dtype=np.int64).reshape(shape)
+                                     * strides[k])
+    for j in range(count):
+        part = node.emit("slice", indices, starts=(0,) * (indices.ndim - 1) + (j,),
+                         stops=(*lead, j + 1), steps=(1,) * indices.ndim).reshape(*lead)
+        index, out_of_range = _checked(node, part, data.shape[batch + j])
+        offset = offset + index * node.const(np.int64(strides[batch + j]))
+        bad = node.emit("logical_or", bad, out_of_range)
+    offset = tracer.emit("where", bad, node.const(np.int64(data.size)), offset)
+    inner = int(np.prod(data.shape[batch + count:], dtype=np.int64))
+    return offset.expand_dims(len(lead)) + node.const(np.arange(inner, dtype=np.int64))
+
+
 @converter("GatherElements", versions=(11, 13))
 def gather_elements(node: NodeContext) -> Outputs:
     """out[i, j, k] = data[indices[i, j, k], j, k] (for axis 0): one `gather` from the flattened
     data at the row-major offsets of (index along `axis`, own position on the other axes)."""
     data, indices = node.tensor(0), node.tensor(1)
     axis = normalize_axis(node.attr("axis", 0), data.ndim, node)
-    if indices.ndim != data.ndim:
-        raise node.error(f"indices of rank {indices.ndim} for data of rank {data.ndim}; "
-                         "GatherElements takes equal ranks")
-    if any(i > d for k, (i, d) in enumerate(zip(indices.shape, data.shape, strict=True))
-           if k != axis):
-        raise node.error(f"indices shape {list(indices.shape)} exceeds data shape "
-                         f"{list(data.shape)} off axis {axis}")
-    dim = data.shape[axis]
-    index = indices.astype(DType.I64)
-    index = tracer.emit("where", index < 0, index + dim, index)  # negative: from the end
-    strides = np.cumprod((1, *data.shape[::-1]))[-2::-1]  # row-major strides of data
-    offset = index * node.const(np.int64(strides[axis]))
-    for k, size in enumerate(indices.shape):
-        if k == axis:
-            continue
-        position = np.arange(size, dtype=np.int64) * strides[k]
-        shape = [1] * indices.ndim
-        shape[k] = size
-        offset = offset + node.const(position.reshape(shape))
-    if indices.size:
-        # An out-of-range index along `axis` must not land on a neighbouring row: clamp it
-        # there, and let gather's own range check reject it through an impossible offset.
-        bad = node.emit("logical_or", index < 0, index >= dim)
-        offset = tracer.emit("where", bad, node.const(np.int64(data.size)), offset)
-    return [node.emit("gather", data.reshape(-1), offset, axis=0)]
+    offsets = _element_offsets(node, data, indices, axis)
+    return [node.emit("gather", data.reshape(-1), offsets, axis=0)]
+
+
+@converter("GatherND", versions=(11, 12, 13))
+def gather_nd(node: NodeContext) -> Outputs:
+    """Slices of data at the index tuples of indices' last axis (after `batch_dims` shared
+    axes): one `gather` from the flattened data."""
+    data, indices = node.tensor(0), node.tensor(1)
+    batch = int(node.attr("batch_dims", 0))
+    offsets = _tuple_offsets(node, data, indices, batch)
+    gathered = node.emit("gather", data.reshape(-1), offsets, axis=0)
+    shape = indices.shape[:-1] + data.shape[batch + indices.shape[-1]:]
+    return [gathered.reshape(*shape)]
+
+
+def _scatter(node: NodeContext, data: Tensor, offsets: Tensor, updates: Tensor) -> Tensor:
+    """data with the updates written (reduction none) or added (add) at flat `offsets`:
+    `scatter_add` of the updates, and of ones to mark which elements were hit."""
+    reduction = node.attr("reduction", "none")
+    if reduction not in ("none", "add"):
+        raise node.error(f"reduction {reduction!r} is not supported (none, add)")
+    if data.dtype_ is DType.BOOL:
+        raise node.error("bool data is not supported")
+    flat_offsets = offsets.reshape(-1)
+    size = int(data.size)
+    sums = node.emit("scatter_add", updates.astype(data.dtype_).reshape(-1), flat_offsets,
+                     axis=0, size=size)
+    flat = data.reshape(-1)
+    if reduction == "add":
+        return (flat + sums).reshape(*data.shape)
+    # NOTE: ONNX leaves repeated indices undefined without a reduction; here they add up.
+    ones = node.const(np.ones(flat_offsets.shape, np.float32))
+    hits = node.emit("scatter_add", ones, flat_offsets, axis=0, size=size)
+    written = node.emit("gt", hits, node.const(np.float32(0)))
+    return tracer.emit("where", written, sums, flat).reshape(*data.shape)
+
+
+@converter("ScatterElements", versions=(11, 13, 16, 18))
+def scatter_elements(node: NodeContext) -> Outputs:
+    """data with updates written (or added: `reduction` add) at the elements GatherElements
+    would read."""
+    data, indices, updates = node.tensor(0), node.tensor(1), node.tensor(2)
+    if updates.shape != indices.shape:
+        raise node.error(f"updates {list(updates.shape)} and indices {list(indices.shape)} "
+                         "differ in shape")
+    axis = normalize_axis(node.attr("axis", 0), data.ndim, node)
+    return [_scatter(node, data, _element_offsets(node, data, indices, axis), updates)]
+
+
+converter("Scatter", versions=(9, 11))(scatter_elements)
+
+
+@converter("ScatterND", versions=(11, 13, 16, 18))
+def scatter_nd(node: NodeContext) -> Outputs:
+    """data with updates written (or added: `reduction` add) at the slices GatherND would
+    read."""
+    data, indices, updates = node.tensor(0), node.tensor(1), node.tensor(2)
+    offsets = _tuple_offsets(node, data, indices, 0)
+    if updates.size != offsets.size:
+        raise node.error(f"updates of shape {list(updates.shape)} for {offsets.size} "
+                         "addressed elements")
+    return [_scatter(node, data, offsets, updates)]
 
 
 @converter("Trilu", versions=(14,))
