@@ -59,22 +59,34 @@ class Rematerialize(Pass):
     name: ClassVar[str] = "rematerialize"
 
     def run(self, graph: Graph) -> Graph:
-        if not graph.outputs or graph.outputs[0] in graph.inputs:
-            return graph
-        forward = _ancestors(graph, graph.outputs[0])
-        copies: dict[Value, Node] = {}  # forward value -> its copy in the backward part
-        while True:
-            chosen = _candidates(graph, forward, copies)
-            if not chosen:
-                break
-            for node in chosen:  # in forward order, so a chain's copies read each other
-                renamed = node.with_inputs_renamed({v: c.output for v, c in copies.items()})
-                copies[node.output] = renamed.replace(outputs=(Value(node.output.type,
-                                                                     node.output.hint),))
-            graph = _rewire(graph, forward, copies)
-        if not copies:
-            return graph
-        return _schedule(graph, copies)
+        graph, copies = _rematerialize(graph)
+        return _schedule(graph, copies) if copies else graph
+
+
+def recomputed(graph: Graph) -> list[Node]:
+    """The forward nodes whose results `rematerialize` would recompute in the backward pass
+    of `graph` (what `ember.train_step`'s report lists), in graph order."""
+    _, copies = _rematerialize(graph)
+    producers = graph.producers
+    return [producers[value] for value in copies]
+
+
+def _rematerialize(graph: Graph) -> tuple[Graph, dict[Value, Node]]:
+    """The graph with its backward part reading copies (not yet placed), and the copies by
+    the forward value each replaces."""
+    copies: dict[Value, Node] = {}  # forward value -> its copy in the backward part
+    if not graph.outputs or graph.outputs[0] in graph.inputs:
+        return graph, copies
+    forward = _ancestors(graph, graph.outputs[0])
+    while True:
+        chosen = _candidates(graph, forward, copies)
+        if not chosen:
+            return graph, copies
+        for node in chosen:  # in forward order, so a chain's copies read each other
+            renamed = node.with_inputs_renamed({v: c.output for v, c in copies.items()})
+            copies[node.output] = renamed.replace(outputs=(Value(node.output.type,
+                                                                 node.output.hint),))
+        graph = _rewire(graph, forward, copies)
 
 
 def _ancestors(graph: Graph, value: Value) -> set[Node]:

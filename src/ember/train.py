@@ -345,7 +345,27 @@ class TrainStep:
                          f"{'  ' + node.loc if node.loc else ''}")
         if len(kept) > 12:
             lines.append(f"    ... and {len(kept) - 12} smaller")
+        again = self.recomputed()
+        lines.append(f"  recomputed in the backward pass instead of kept: {len(again)} values, "
+                     f"{_kib(sum(node.output.type.nbytes for node in again))}")
+        for node in sorted(again, key=lambda n: -n.output.type.nbytes)[:12]:
+            lines.append(f"    {_kib(node.output.type.nbytes):>12}  {node.op} -> "
+                         f"{node.output.type}{'  ' + node.loc if node.loc else ''}")
         return "\n".join(lines)
+
+    def recomputed(self) -> list[Node]:
+        """The forward nodes whose results the backward pass recomputes rather than keeps
+        (`rematerialize`, on the graph as the passes before fusion leave it)."""
+        from ember.driver import optimize
+        from ember.passes.rematerialize import Rematerialize, recomputed
+
+        assert self.exe is not None
+        pipeline = _train_pipeline(self._opt_level)
+        at = next((i for i, p in enumerate(pipeline) if isinstance(p, Rematerialize)), None)
+        if at is None:
+            return []
+        return recomputed(optimize(self.exe.traced, self._opt_level, pipeline[:at],
+                                   target=self._target))
 
     def kept_for_backward(self) -> list[Value]:
         """The values the compiled step keeps from its forward pass for its backward pass:

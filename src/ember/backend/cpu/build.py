@@ -17,8 +17,10 @@ layer's repeated norm) become one LLVM function that every such call uses, so LL
 follows the distinct kernels, not the calls. A program of more than MAX_INLINED_CALLS calls
 keeps its kernels out of line: inlined into one entry, LLVM's time grows much faster than the
 program (a 300-op level-1 chain: 51 s inlined, 7 s out of line, 0.3 s with one function per
-distinct kernel). For the same reason a long entry calls its kernels through parts of at most
-ENTRY_PART_CALLS calls (`<entry>.part<k>`, out of line): no LLVM function grows with the graph.
+distinct kernel). So does a kernel of more than MAX_INLINED_SIZE instructions in any program
+(a fused BatchNorm backward). For the same reason a long entry calls its kernels through
+parts of at most ENTRY_PART_CALLS calls (`<entry>.part<k>`, out of line): no LLVM function
+grows with the graph.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ from ember.lower.program import Call, Program, Slot
 
 I8P = ir.IntType(8).as_pointer()
 MAX_INLINED_CALLS = 64
+# Kernels of more instructions stay calls: inlined into the entry, they make one function that
+# LLVM optimizes in more than linear time (a BatchNorm CNN train step: 28 s to compile with
+# every kernel inlined, 9 s with these kept out, the step as fast).
+MAX_INLINED_SIZE = 200
 ENTRY_PART_CALLS = 256
 
 
@@ -58,8 +64,9 @@ def emit_program(program: Program, profile: bool = False) -> ir.Module:
         if key not in distinct:
             distinct[key] = emit_kernel(module, call.kernel, CpuKernelEmitter)
         kernels[call.kernel.name] = distinct[key]
-    if profile or len(program.calls) > MAX_INLINED_CALLS:
-        for function in distinct.values():
+    for function in distinct.values():
+        size = sum(len(block.instructions) for block in function.blocks)
+        if profile or len(program.calls) > MAX_INLINED_CALLS or size > MAX_INLINED_SIZE:
             function.attributes.add("noinline")
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [I8P.as_pointer()]),
                         entry_name(program))
