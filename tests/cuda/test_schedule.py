@@ -164,19 +164,21 @@ def test_launches_compute_the_op_in_any_thread_order(case) -> None:
     check_case(case, run_launches_on_cpu(graph, [np.asarray(a) for a in case.inputs]))
 
 
-@pytest.mark.parametrize("batched", [False, True])
-def test_gemm_with_its_fused_chain_in_any_thread_order(batched: bool) -> None:
+@pytest.mark.parametrize(("shape", "columns"), [((17, 24), 33), ((3, 17, 24), 33),
+                                               ((64, 40), 32), ((3, 32, 24), 36)])
+def test_gemm_with_its_fused_chain_in_any_thread_order(shape: tuple[int, ...], columns: int
+                                                       ) -> None:
     """matmul + bias (per column) + gelu + residual (a full array) after fusion: the CUDA
-    GEMM rule's one launch, run on the CPU with its grid reversed, against float64 numpy."""
+    GEMM rule's one launch (an element per thread, or 4x4 tiles from 32 rows and columns on),
+    run on the CPU with its grid reversed, against float64 numpy."""
     import ember
     from ember.driver import optimize
 
     rng = np.random.default_rng(7)
-    shape = (3, 17, 24) if batched else (17, 24)
     x = rng.standard_normal(shape).astype(np.float32)
-    w = rng.standard_normal((24, 33)).astype(np.float32)
-    bias = rng.standard_normal(33).astype(np.float32)
-    residual = rng.standard_normal((*shape[:-1], 33)).astype(np.float32)
+    w = rng.standard_normal((shape[-1], columns)).astype(np.float32)
+    bias = rng.standard_normal(columns).astype(np.float32)
+    residual = rng.standard_normal((*shape[:-1], columns)).astype(np.float32)
 
     def chain(a, b, c, r):
         return ember.nn.functional.gelu(a @ b + c) + r
@@ -190,7 +192,28 @@ def test_gemm_with_its_fused_chain_in_any_thread_order(batched: bool) -> None:
     expected = 0.5 * h * (1 + np.vectorize(erf)(h / np.sqrt(2))) + residual
     np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4)
     program = map_program(lower_native(graph, 3, CUDA))
-    assert len(program.calls) == 1 and program.calls[0].kernel.body[0].kind == "grid"
+    (call,) = program.calls
+    elements = int(np.prod(shape[:-1])) * columns
+    tiled = shape[-2] % 4 == 0 and columns % 4 == 0
+    assert call.kernel.body[0].kind == "grid"
+    assert call.kernel.body[0].extent == (elements // 16 if tiled else elements)
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_tiled_gemm_without_a_chain(transposed: bool) -> None:
+    """matmul and matmul_nt in 4x4 tiles (96 x 40 @ 40 x 64) match float64 numpy, with the
+    grid reversed."""
+    builder = GraphBuilder("g")
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((96, 40)).astype(np.float32)
+    b = rng.standard_normal((64, 40) if transposed else (40, 64)).astype(np.float32)
+    values = [builder.input(TensorType.of(a), "a"), builder.input(TensorType.of(b), "b")]
+    graph = builder.build([builder.op("matmul_nt" if transposed else "matmul", *values)])
+    program = map_program(lower_native(graph, 3, CUDA))
+    assert program.calls[0].kernel.body[0].extent == 96 * 64 // 16
+    (actual,) = run_launches_on_cpu(graph, [a, b])
+    expected = a.astype(np.float64) @ (b.T if transposed else b)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-4)
 
 
 @pytest.mark.parametrize("op", ["sum", "mean", "max", "min", "prod", "int sum"])
