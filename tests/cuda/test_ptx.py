@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import re
 
+import numpy as np
 import pytest
 from cuda_cases import CASES, EXAMPLES, build_graph, example
 
@@ -145,3 +146,19 @@ def test_ember_ir_prints_ptx_for_a_cuda_target(capsys: pytest.CaptureFixture[str
     assert ".target sm_90" in out and ".visible .entry" in out
     assert main(["ir", path, "--stage", "ptx"]) == 2
     assert "--stage ptx needs a CUDA target" in capsys.readouterr().err
+
+
+def test_aligned_parameters_give_vector_accesses() -> None:
+    """Buffer parameters carry the alignment their slots guarantee (cuMemAlloc's 256 bytes,
+    plus the arena offset), capped at 16: the tiled GEMM then reads B and writes C with
+    128-bit accesses."""
+    from ember.lower.program import Slot
+
+    assert [codegen.slot_alignment(Slot(kind, index)) for kind, index in (
+        ("input", 0), ("arena", 0), ("arena", 64), ("arena", 8), ("arena", 4), ("arena", 2))
+    ] == [16, 16, 16, 8, 4, 2]
+    a = np.ones((64, 64), dtype=np.float32)
+    exe = ember.compile(lambda x, y: x @ y, a, a, target="cuda:sm_80")
+    ptx = exe.stages["ptx"]
+    assert "ld.global.nc.v4.b32" in ptx or "ld.global.nc.v4.f32" in ptx
+    assert "st.global.v4" in ptx

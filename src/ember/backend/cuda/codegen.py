@@ -32,11 +32,12 @@ from ember.backend.llvm.vecmath import SUPPORTED_FUNCTIONS, for_target
 from ember.errors import EmberError, LoweringError, UnsupportedError
 from ember.ir.types import DType
 from ember.lower.loops import ExternCall, Kernel, Loop
-from ember.lower.program import Program
+from ember.lower.program import Program, Slot
 from ember.target import NVPTX_TRIPLE, Target
 
 _LOCK = threading.Lock()  # LLVM's global state is not safe to build from several threads
 _SREG = ir.FunctionType(I32, [])
+VECTOR_ALIGNMENT = 16  # bytes: the widest vector access (ld.global.v4.f32)
 MAX_PARAMETERS = 512  # 8-byte pointers in the 4 KiB of kernel parameters every arch accepts
 
 
@@ -94,8 +95,11 @@ class CudaKernelEmitter(KernelEmitter):
         return super().math_call(name, args, dtype)
 
 
-def emit_kernel(module: ir.Module, kernel: Kernel, name: str | None = None) -> ir.Function:
-    """Add the kernel as a `ptx_kernel` function called `name` (default: the kernel's)."""
+def emit_kernel(module: ir.Module, kernel: Kernel, name: str | None = None,
+                alignments: Sequence[int] = ()) -> ir.Function:
+    """Add the kernel as a `ptx_kernel` function called `name` (default: the kernel's);
+    `alignments[k]`: bytes buffer k's address is known to be a multiple of (`align`, which
+    lets LLVM merge neighbouring loads and stores into vector accesses)."""
     if len(kernel.buffers) > MAX_PARAMETERS:
         raise UnsupportedError(f"{kernel.source or kernel.name}: {len(kernel.buffers)} buffers, "
                                f"more than the {MAX_PARAMETERS} pointer parameters a CUDA "
@@ -108,6 +112,9 @@ def emit_kernel(module: ir.Module, kernel: Kernel, name: str | None = None) -> i
         argument.name = buffer.name
         if buffer.name not in shared:
             argument.add_attribute("noalias")
+    for argument, alignment in zip(function.args, alignments, strict=False):
+        if alignment > 1:
+            argument.attributes.align = alignment
     body = CudaKernelEmitter(module, kernel, function)
     body.emit_body(kernel.body)
     body.builder.ret_void()
@@ -142,11 +149,21 @@ def add_program(module: ir.Module, program: Program, prefix: str = "",
     distinct = {} if distinct is None else distinct
     names = []
     for call in program.calls:
-        key = kernel_key(call.kernel)
+        alignments = tuple(slot_alignment(slot) for slot in call.slots)
+        key = (*kernel_key(call.kernel), alignments)
         if key not in distinct:
-            distinct[key] = emit_kernel(module, call.kernel, prefix + call.kernel.name).name
+            distinct[key] = emit_kernel(module, call.kernel, prefix + call.kernel.name,
+                                        alignments).name
         names.append(distinct[key])
     return names
+
+
+def slot_alignment(slot: Slot) -> int:
+    """Bytes the device address of `slot` is a multiple of, up to VECTOR_ALIGNMENT: the
+    runtime's buffers come from cuMemAlloc (256-byte aligned), arena slots add their offset."""
+    if slot.kind != "arena" or slot.index == 0:
+        return VECTOR_ALIGNMENT
+    return min(slot.index & -slot.index, VECTOR_ALIGNMENT)
 
 
 @functools.cache
