@@ -199,7 +199,7 @@ def bench_gemm(arch: str, runs: int, torch: Any) -> None:
     error = _error(exe(a, b)[check], a[check].astype(np.float64) @ b)
     seconds = _time_ember(device, max(3, runs // 4))
     ember_rate = flops / seconds / 1e12
-    _row("gemm", "ember f32 (one thread per element)", seconds,
+    _row("gemm", "ember f32 (4x4 tile per thread)", seconds,
          f"{ember_rate:6.2f} TFLOP/s  {error}")
     for precision in ("tf32", "bf16"):
         print(f"  gemm       ember {precision:<29} not implemented (tensor cores: later work)")
