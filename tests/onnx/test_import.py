@@ -255,6 +255,7 @@ CASES = [
     case("ScatterND", INTS, np.array([[1], [1]], np.int64),
          RNG.integers(-5, 6, size=(2, 3, 4)).astype(np.int64), reduction="add", opset=16,
          id="ScatterND-add"),
+    case("LRN", IMAGE, size=3, alpha=0.02, beta=0.6, bias=2.0),
     case("Trilu", X, Init(np.array(1, np.int64)), opset=14),
     case("Trilu", X, Init(np.array(-1, np.int64)), upper=0, opset=14, id="Trilu-lower"),
     case("CumSum", X, Init(np.array(1, np.int64)), exclusive=1, reverse=1, opset=14),

@@ -1,6 +1,6 @@
 """Operators added for the ONNX node test suite: converters (Mod, GatherElements, GatherND,
 ScatterElements, ScatterND, Trilu, CumSum, CumProd, OneHot, EyeLike, Hardmax, LpNormalization,
-Pad with a run-time value) and operators
+Pad with a run-time value, LRN, BatchNormalization in training mode) and operators
 imported through their ONNX function bodies (Attention, NegativeLogLikelihoodLoss,
 SoftmaxCrossEntropyLoss, RMSNormalization, LayerNormalization's extra outputs, Shrink, ...).
 
@@ -40,7 +40,9 @@ SUITE_CASES = [
     "test_nllloss_NCd1d2_with_weight_reduction_sum_ii", "test_nllloss_NC_expanded",
     "test_sce_mean_weight_ii_4d_log_prob", "test_sce_none",
     "test_rms_normalization_3d_axis_negative_1_epsilon", "test_layer_normalization_4d_axis1",
-    "test_group_normalization_example", "test_mvn", "test_shrink_soft", "test_swish",
+    "test_group_normalization_example", "test_mvn", "test_lrn", "test_lrn_default",
+    "test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode",
+    "test_shrink_soft", "test_swish",
     "test_rotary_embedding", "test_swiglu_alpha",
 ]
 
@@ -94,6 +96,20 @@ def test_one_hot_with_known_depth(axis: int) -> None:
     node = helper.make_node("OneHot", ["indices", "depth", "values"], ["y"], axis=axis)
     constants = {"depth": np.array(4, np.int64), "values": np.array([-2.0, 3.0], np.float32)}
     _check(_model(node, [("indices", indices)], constants, 11), [("indices", indices)])
+
+
+def test_lrn_with_an_even_size() -> None:
+    """The window, channels c - 1 to c + 2 for size 4, against the formula in float64 (ONNX
+    Runtime takes odd sizes only; onnx's reference evaluator windows the wrong axis)."""
+    x = np.random.default_rng(1).standard_normal((2, 5, 3, 2)).astype(np.float32)
+    node = helper.make_node("LRN", ["x"], ["y"], size=4, alpha=0.3, beta=0.6, bias=1.5)
+    squares = x.astype(np.float64) ** 2
+    window = np.stack([squares[:, max(c - 1, 0):c + 3].sum(axis=1) for c in range(5)], axis=1)
+    expected = x / (1.5 + 0.3 / 4 * window) ** 0.6
+    loaded = ember.onnx.load(_model(node, [("x", x)], {}, 13))
+    for level in LEVELS:
+        got = ember.compile(loaded, x, opt_level=level)(x)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_pad_with_a_run_time_value() -> None:
@@ -151,5 +167,6 @@ def test_out_of_range_gather_elements_index_is_an_error_at_run_time() -> None:
     loaded = ember.onnx.load(_model(node, [("x", x), ("i", indices)], {}, 13))
     for level in LEVELS:
         executable = ember.compile(loaded, x, indices, opt_level=level)
-        with pytest.raises(ember.EmberError, match=r"(?s)(GatherElements.*out of range|out of range.*GatherElements)"):
+        with pytest.raises(ember.EmberError, match=r"(?s)(GatherElements.*out of range|"
+                                                   r"out of range.*GatherElements)"):
             executable(x, indices)

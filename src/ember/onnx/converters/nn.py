@@ -352,15 +352,61 @@ def global_max_pool(node: NodeContext) -> Outputs:
 
 @converter("BatchNormalization", versions=(1, 6, 7, 9, 14, 15))
 def batch_normalization(node: NodeContext) -> Outputs:
-    """Inference batch normalization with the running statistics."""
+    """Inference batch normalization with the running statistics; from version 14, training
+    mode with the batch's statistics and the updated running ones."""
+    if node.opset >= 14 and node.attr("training_mode", 0):
+        return _batch_norm_training(node)
     if node.attr("training_mode", 0) or any(node.output_used(i) for i in range(1, 5)):
-        raise node.error("training mode (batch statistics outputs) is not supported")
+        raise node.error("training mode (batch statistics outputs) is not supported before "
+                         "version 14")
     if not node.attr("spatial", 1):
         raise node.error("spatial=0 is not supported")
     x = node.tensor(0)
     scale, bias, mean, var = (node.tensor(i).astype(x.dtype_) for i in range(1, 5))
     return [node.emit("batch_norm", x, mean, var, scale, bias,
                       eps=float(node.attr("epsilon", 1e-5)))]
+
+
+def _batch_norm_training(node: NodeContext) -> Outputs:
+    """Normalize by the batch's mean and (population) variance over every axis but 1; the
+    running statistics move toward them by 1 - momentum."""
+    x = node.tensor(0)
+    scale, bias, mean, var = (node.tensor(i).astype(x.dtype_) for i in range(1, 5))
+    axes = tuple(a for a in range(x.ndim) if a != 1)
+    shape = (-1,) + (1,) * (x.ndim - 2)
+    batch_mean = node.emit("mean", x, axes=axes, keepdims=True)
+    centered = x - batch_mean
+    batch_var = node.emit("mean", centered * centered, axes=axes, keepdims=True)
+    eps = node.const(float(node.attr("epsilon", 1e-5)), like=x)
+    y = centered / (batch_var + eps).sqrt() * scale.reshape(*shape) + bias.reshape(*shape)
+    momentum = float(node.attr("momentum", 0.9))
+    keep, take = node.const(momentum, like=x), node.const(1.0 - momentum, like=x)
+    running_mean = mean * keep + batch_mean.reshape(-1) * take
+    running_var = var * keep + batch_var.reshape(-1) * take
+    return [y, running_mean, running_var]
+
+
+@converter("LRN", versions=(1, 13))
+def lrn(node: NodeContext) -> Outputs:
+    """x / (bias + alpha / size * sum of squares over `size` neighbouring channels) ** beta,
+    the window a sum of shifted slices of the zero-padded squares."""
+    x = node.tensor(0)
+    if x.ndim < 3:
+        raise node.error(f"input of shape {list(x.shape)}; LRN takes (N, C, D1, ...)")
+    size = int(node.attr("size"))
+    if size < 1:
+        raise node.error(f"size {size} must be positive")
+    alpha, beta = float(node.attr("alpha", 1e-4)), float(node.attr("beta", 0.75))
+    bias = float(node.attr("bias", 1.0))
+    channels = x.shape[1]
+    squares = pad_axis(node, x * x, 1, (size - 1) // 2, size // 2)
+    total = None
+    for start in range(size):
+        part = _take(node, squares, 1, start, channels, 1)
+        total = part if total is None else total + part
+    assert total is not None
+    base = total * node.const(alpha / size, like=x) + node.const(bias, like=x)
+    return [x / node.emit("pow", base, node.const(beta, like=x))]
 
 
 @converter("InstanceNormalization", versions=(1, 6, 22))
