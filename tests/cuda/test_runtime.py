@@ -148,3 +148,19 @@ def test_split_reduction_uses_its_arena_slot(monkeypatch: pytest.MonkeyPatch, le
     np.testing.assert_allclose(exe(x), x.astype(np.float64).mean(), rtol=1e-5, atol=1e-6)
     assert built.program.arena_bytes >= 328 * 4  # 328 partials of 64 terms
     assert built.program.arena_bytes in fake.sizes.values()  # the one device arena
+
+
+def test_calls_from_several_threads_each_get_their_own_result(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device buffers are shared, so concurrent calls run one at a time: each thread gets
+    the result of its own input."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    x = np.ones((64, 33), dtype=np.float32)
+    exe, _, kernels = _compile(lambda a: np.tanh(a) * 2.0, x)
+    _use(monkeypatch, FakeDriver(kernels))
+    inputs = [x * (k / 8) for k in range(16)]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda a: exe(a).copy(), inputs))
+    for given, result in zip(inputs, results, strict=True):
+        np.testing.assert_allclose(result, np.tanh(given.astype(np.float64)) * 2, rtol=1e-6)

@@ -12,6 +12,7 @@ first `run` (`runtime.DeviceProgram`).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from ember.backend.cuda import codegen, ptxas
 from ember.backend.cuda.runtime import DeviceProgram
 from ember.backend.cuda.schedule import map_program
 from ember.lower.program import Program
+
+_LOADING = threading.Lock()  # one thread loads a program on the device
 
 
 @dataclass
@@ -67,8 +70,9 @@ class CudaProgram:
 
     def device(self) -> DeviceProgram:
         """The program loaded on CUDA device 0 (on first use; NoDeviceError without one)."""
-        if self._device is None:
-            self._device = DeviceProgram(self.program, self.ptx, self.functions)
+        with _LOADING:
+            if self._device is None:
+                self._device = DeviceProgram(self.program, self.ptx, self.functions)
         return self._device
 
     def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray],

@@ -16,6 +16,7 @@ Without the `cuda-bindings` package (`pip install "ember[cuda]"`) or without a d
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,6 +151,7 @@ class DeviceProgram:
     """A loaded module and its buffers: `run` executes the program once."""
 
     def __init__(self, program: Program, ptx: str, functions: Sequence[str]) -> None:
+        self._lock = threading.Lock()
         self.cuda = cuda = driver()
         self.device, self.context = initialize(cuda)
         self.program = program
@@ -196,11 +198,14 @@ class DeviceProgram:
     def run(self, inputs: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
             host_arena: np.ndarray) -> None:
         """Copy the inputs in, launch every kernel in order, copy the outputs out; a kernel
-        that detected bad data (an index out of range) makes this raise ExecutionError."""
-        self.upload(inputs)
-        self.launch()
-        check(self.cuda, self.cuda.cuCtxSynchronize(), "cuCtxSynchronize (after the kernels)")
-        self.download(outputs, host_arena)
+        that detected bad data (an index out of range) makes this raise ExecutionError. Calls
+        from several threads run one at a time (they share the device buffers)."""
+        with self._lock:
+            self.upload(inputs)
+            self.launch()
+            check(self.cuda, self.cuda.cuCtxSynchronize(),
+                  "cuCtxSynchronize (after the kernels)")
+            self.download(outputs, host_arena)
 
     def upload(self, inputs: Sequence[np.ndarray]) -> None:
         """Copy the graph inputs to the device and clear the status word."""
