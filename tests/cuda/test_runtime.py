@@ -164,3 +164,32 @@ def test_calls_from_several_threads_each_get_their_own_result(
         results = list(pool.map(lambda a: exe(a).copy(), inputs))
     for given, result in zip(inputs, results, strict=True):
         np.testing.assert_allclose(result, np.tanh(given.astype(np.float64)) * 2, rtol=1e-6)
+
+
+def test_train_step_for_cuda_matches_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ember.train_step(target="cuda") (forward, loss, backward, Adam, in place) through the
+    stand-in driver gives the CPU's losses and parameters, step after step."""
+    from ember import nn
+    from ember.nn import functional as F
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((32, 8)).astype(np.float32)
+    y = np.arange(32) % 4
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    start = [p.data.copy() for p in model.parameters()]
+    results = {}
+    for target in ("cpu", "cuda"):
+        for parameter, value in zip(model.parameters(), start, strict=True):
+            parameter.data[...] = value
+        optimizer = ember.optim.Adam(model.parameters(), lr=1e-2)
+        step = ember.train_step(model, F.cross_entropy, optimizer, x, y, target=target)
+        if target == "cuda":
+            built = step.exe.native.native
+            _use(monkeypatch, FakeDriver(kernels_of(built.functions,
+                                                    [c.kernel for c in built.program.calls])))
+        losses = [float(step(x, y)) for _ in range(4)]
+        results[target] = losses, [p.data.copy() for p in model.parameters()]
+    np.testing.assert_allclose(results["cuda"][0], results["cpu"][0], rtol=1e-5)
+    assert results["cuda"][0][-1] < results["cuda"][0][0]
+    for got, want in zip(results["cuda"][1], results["cpu"][1], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
