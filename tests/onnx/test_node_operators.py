@@ -1,6 +1,7 @@
 """Operators added for the ONNX node test suite: converters (Mod, GatherElements, GatherND,
 ScatterElements, ScatterND, Trilu, CumSum, CumProd, OneHot, EyeLike, Hardmax, LpNormalization,
-Pad with a run-time value, LRN, BatchNormalization in training mode) and operators
+Pad with a run-time value, LRN, LpPool, pools with dilations or wide pads, BatchNormalization
+in training mode) and operators
 imported through their ONNX function bodies (Attention, NegativeLogLikelihoodLoss,
 SoftmaxCrossEntropyLoss, RMSNormalization, LayerNormalization's extra outputs, Shrink, ...).
 
@@ -42,7 +43,8 @@ SUITE_CASES = [
     "test_rms_normalization_3d_axis_negative_1_epsilon", "test_layer_normalization_4d_axis1",
     "test_group_normalization_example", "test_mvn", "test_lrn", "test_lrn_default",
     "test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode",
-    "test_shrink_soft", "test_swish",
+    "test_averagepool_2d_dilations", "test_averagepool_2d_pads", "test_maxpool_2d_pads",
+    "test_lppool_2d_pads", "test_lppool_3d_default", "test_shrink_soft", "test_swish",
     "test_rotary_embedding", "test_swiglu_alpha",
 ]
 

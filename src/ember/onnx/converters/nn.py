@@ -8,6 +8,8 @@ depth, summed) or into the channels (pooling: a 2-D pool, then a window over dep
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from ember.frontend import tracer
@@ -305,14 +307,86 @@ def _pool3d(node: NodeContext, op: str, x: Tensor, kernel: tuple[int, ...],
     return total / node.const(divisors.reshape(-1, 1, 1), like=total)
 
 
+def _window_sum(node: NodeContext, x: Tensor | np.ndarray, kernel: tuple[int, ...],
+                g: dict[str, list[int]], combine: str, fill: float,
+                out: list[int]) -> Tensor | np.ndarray:
+    """Combine (add or maximum) every kernel tap's strided slice of x padded with `fill`: a
+    window op over any number of spatial axes, dilation and padding. A numpy x (a mask of
+    counts) is combined with numpy."""
+    spatial = range(2, 2 + len(kernel))
+    for i, axis in enumerate(spatial):
+        reach = (out[i] - 1) * g["strides"][i] + g["dilations"][i] * (kernel[i] - 1) + 1
+        after = max(reach - x.shape[axis] - g["befores"][i], 0)  # ceil_mode reaches further
+        if isinstance(x, np.ndarray):
+            widths = [(0, 0)] * x.ndim
+            widths[axis] = (g["befores"][i], after)
+            x = np.pad(x, widths, constant_values=fill)
+        else:
+            x = pad_axis(node, x, axis, g["befores"][i], after, fill)
+    total: Tensor | np.ndarray | None = None
+    for taps in itertools.product(*(range(k) for k in kernel)):
+        index = [slice(None)] * x.ndim
+        for i, (axis, tap) in enumerate(zip(spatial, taps, strict=True)):
+            start = tap * g["dilations"][i]
+            index[axis] = slice(start, start + (out[i] - 1) * g["strides"][i] + 1,
+                                g["strides"][i])
+        if isinstance(x, np.ndarray):
+            part = x[tuple(index)]
+            total = part if total is None else total + part
+            continue
+        starts = tuple(0 if s.start is None else s.start for s in index)
+        stops = tuple(x.shape[a] if s.stop is None else s.stop for a, s in enumerate(index))
+        steps = tuple(1 if s.step is None else s.step for s in index)
+        part = node.emit("slice", x, starts=starts, stops=stops, steps=steps)
+        total = part if total is None else node.emit(combine, total, part)
+    assert total is not None
+    return total
+
+
+def _pool_by_slices(node: NodeContext, op: str, x: Tensor, kernel: tuple[int, ...],
+                    g: dict[str, list[int]], include_pad: bool) -> Tensor:
+    """A max, average or Lp (sum) pool as a window of slices: for the forms the pool ops do
+    not take (average pooling with dilations, pads beyond half the kernel, LpPool)."""
+    ceil_mode = bool(node.attr("ceil_mode", 0))
+    out = [window_out(size, k, s, before, after, d, ceil_mode) for size, k, s, before, after, d
+           in zip(x.shape[2:], kernel, g["strides"], g["befores"], g["afters"],
+                  g["dilations"], strict=True)]
+    if op == "max":
+        return _window_sum(node, x, kernel, g, "maximum", float(np.finfo(x.dtype).min), out)
+    total = _window_sum(node, x, kernel, g, "add", 0.0, out)
+    if op == "sum":
+        return total
+    # Divisors: the taps inside the input, or inside the padded extent `pads` gives.
+    ones = np.ones((1, 1, *x.shape[2:]))
+    if include_pad:
+        widths = [(0, 0), (0, 0), *zip(g["befores"], g["afters"], strict=True)]
+        ones = np.pad(ones, widths, constant_values=1.0)
+        shifted = {**g, "befores": [0] * len(kernel)}
+        counts = _window_sum(node, ones, kernel, shifted, "add", 0.0, out)
+    else:
+        counts = _window_sum(node, ones, kernel, g, "add", 0.0, out)
+    return total / node.const(np.maximum(counts, 1.0).reshape(counts.shape[2:]), like=total)
+
+
+def _fits_pool_op(kernel: tuple[int, ...], g: dict[str, list[int]], op: str) -> bool:
+    """Whether Ember's pool ops take this geometry (pads at most half the kernel; no
+    dilations for average pooling)."""
+    if op == "avg_pool2d" and any(d != 1 for d in g["dilations"]):
+        return False
+    return all(max(before, after) <= k // 2 for k, before, after
+               in zip(kernel, g["befores"], g["afters"], strict=True))
+
+
 def _pool(node: NodeContext, op: str) -> Tensor:
     x = node.tensor(0)
     kernel = tuple(node.attr("kernel_shape"))
     g = _geometry(node, x, kernel)
-    if op == "avg_pool2d" and any(d != 1 for d in g["dilations"]):
-        raise node.error(f"dilations {g['dilations']} are not supported for average pooling")
     if node.output_used(1):
         raise node.error("the Indices output is not supported")
+    if not _fits_pool_op(kernel, g, op):
+        include_pad = bool(node.attr("count_include_pad", 0))
+        return _pool_by_slices(node, "max" if op == "max_pool2d" else "avg", x, kernel, g,
+                               include_pad)
     if x.ndim == 4:
         return _pool2d(node, op, x, kernel, g)
     if x.ndim == 3:
@@ -331,6 +405,23 @@ def max_pool(node: NodeContext) -> Outputs:
 def average_pool(node: NodeContext) -> Outputs:
     """1-D, 2-D and 3-D average pooling (pads, auto_pad, ceil_mode, count_include_pad)."""
     return [_pool(node, "avg_pool2d")]
+
+
+@converter("LpPool", versions=(2, 11, 18, 22))
+def lp_pool(node: NodeContext) -> Outputs:
+    """(sum of |x| ** p over each window, zero padding) ** (1 / p), as a window of slices."""
+    x = node.tensor(0)
+    kernel = tuple(node.attr("kernel_shape"))
+    g = _geometry(node, x, kernel)
+    p = int(node.attr("p", 2))
+    if p < 1:
+        raise node.error(f"p = {p} must be positive")
+    magnitude = x.abs()
+    powered = magnitude if p == 1 else node.emit("pow", magnitude, node.const(p, like=x))
+    total = _pool_by_slices(node, "sum", powered, kernel, g, include_pad=True)
+    if p == 1:
+        return [total]
+    return [node.emit("pow", total, node.const(1.0 / p, like=x))]
 
 
 @converter("GlobalAveragePool", versions=(1, 22))
