@@ -244,3 +244,29 @@ def test_whole_reduction_is_partials_then_one_thread(op: str) -> None:
     else:
         tolerance = 1e-10 if x.dtype == np.float64 else 1e-5
         np.testing.assert_allclose(actual, expected, rtol=tolerance, atol=tolerance)
+
+
+@pytest.mark.parametrize(("op", "shape", "axes"), [
+    ("sum", (300, 70), (0,)), ("mean", (4096, 96), (0,)), ("max", (5, 6, 7, 8), (0, 2)),
+    ("min", (6, 50, 70), (1,)), ("sum", (2000, 3), (0,))])
+def test_kept_last_axis_reduction_is_one_thread_per_output(op: str, shape: tuple[int, ...],
+                                                          axes: tuple[int, ...]) -> None:
+    """A reduction that keeps the last axis (lowered as rows accumulated into the output)
+    becomes one accumulator per output element on a grid over all outputs, each element folded
+    in the lowering's row order; run on the CPU with the grid reversed it matches float64
+    numpy."""
+    import ember
+    from ember.driver import optimize
+
+    x = np.random.default_rng(13).standard_normal(shape).astype(np.float32)
+
+    def reduce(a):
+        return getattr(a, op)(axis=axes)
+
+    graph = optimize(ember.trace(reduce, x), 3, target=CUDA)
+    (call,) = map_program(lower_native(graph, 3, CUDA)).calls
+    outputs = int(np.prod([d for i, d in enumerate(shape) if i not in axes]))
+    assert _grid(call.kernel).extent == outputs
+    (actual,) = run_launches_on_cpu(graph, [x])
+    expected = getattr(x.astype(np.float64), op)(axis=axes)
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5)

@@ -43,12 +43,15 @@ from ember.lower.loops import (
     Load,
     Local,
     Loop,
+    Select,
     Stmt,
     Store,
+    Unary,
     Var,
     defined_vars,
     map_loops,
     stmt_exprs,
+    substitute_expr,
     walk_expr,
     walk_stmts,
 )
@@ -175,13 +178,15 @@ def split_kernel(kernel: Kernel) -> list[Kernel]:
     """One kernel per launch: each independent top-level loop as a grid, each run of other
     statements as one thread. A kernel whose top-level statements share a scalar (a Let or
     Local read by a later statement) stays one serial launch."""
-    kernel = replace(kernel, body=map_loops(kernel.body, _plain))
+    body = map_loops(kernel.body, _plain)
+    taken = {v.name for v in defined_vars(body)}
+    kernel = replace(kernel, body=tuple(_rows_into_columns(s, taken) or s for s in body))
     if _shares_scalars(kernel.body):
         return [_launch(kernel, kernel.name, kernel.body, SERIAL_LAUNCH)]
     segments: list[tuple[tuple[Stmt, ...], bool]] = []
     pending: list[Stmt] = []
     for stmt in kernel.body:
-        if isinstance(stmt, Loop) and stmt.extent >= 2 and not free_variables(stmt):
+        if isinstance(stmt, Loop) and stmt.extent >= 1 and not free_variables(stmt):
             if pending:
                 segments.append((tuple(pending), False))
                 pending = []
@@ -198,6 +203,96 @@ def split_kernel(kernel: Kernel) -> list[Kernel]:
         else:
             parts.append(_launch(kernel, name, body, SERIAL_LAUNCH))
     return parts
+
+
+def _rows_into_columns(stmt: Stmt, taken: set[str]) -> Loop | None:
+    """A reduction that accumulates whole rows into an output block (the CPU's loop order for
+    a kept last axis) as one accumulator per output element, or None when `stmt` is not one:
+
+        for (b) { Let...; for (j0 < W) out[f(j0)] = init;
+                  for (r...) { Let...; for (j1 < W) out[f(j1)] = out[f(j1)] op e(j1); }
+                  [for (j2 < W) out[f(j2)] = g(out[f(j2)]);] }
+     -> for (b) { Let...; for (j < W) { acc = init;
+                  for (r...) { Let...; acc = acc op e(j); }  out[f(j)] = g(acc); } }
+
+    Each element is folded in the order the loop nest folds it, and (b, j) is a band of
+    disjoint outputs: a grid whose neighbouring threads read neighbouring elements of every
+    row."""
+    if not isinstance(stmt, Loop):
+        return None
+    *head, init, nest = stmt.body if len(stmt.body) >= 2 else (None, None)
+    finish = None
+    if isinstance(nest, Loop) and isinstance(init, Loop) and head and isinstance(head[-1], Loop):
+        *head, init, nest, finish = stmt.body
+    if not (all(isinstance(s, Let) for s in head) and _is_fill(init)):
+        return None
+    store = init.body[0]  # type: ignore[union-attr]
+    column = _fresh(f"{init.var.name}_c", taken)  # type: ignore[union-attr]
+    target = _at(store.buffer, store.index, init.var, column)  # type: ignore[union-attr]
+    acc = _fresh(f"{init.var.name}_acc", taken, store.buffer.dtype)  # type: ignore[union-attr]
+    folded = _fold_rows(nest, target, column, acc)
+    if folded is None:
+        return None
+    result: Expr = acc
+    if finish is not None:
+        if not (isinstance(finish, Loop) and finish.extent == init.extent  # type: ignore[union-attr]
+                and len(finish.body) == 1 and isinstance(finish.body[0], Store)):
+            return None
+        last = finish.body[0]
+        if _at(last.buffer, last.index, finish.var, column) != target:
+            return None
+        result = _replace_load(substitute_expr(last.value, {finish.var: column}), target, acc)
+        if target in _loads(result):
+            return None
+    element = (Local(acc, store.value), folded, Store(target.buffer, target.index, result))  # type: ignore[union-attr]
+    return replace(stmt, body=(*head, Loop(column, init.extent, element)))  # type: ignore[union-attr]
+
+
+def _is_fill(stmt: Stmt | None) -> bool:
+    """`for (j < W) out[f(j)] = constant`."""
+    return (isinstance(stmt, Loop) and len(stmt.body) == 1 and isinstance(stmt.body[0], Store)
+            and isinstance(stmt.body[0].value, Imm))
+
+
+def _at(buffer: Buffer, index: Expr, var: Var, column: Var) -> Load:
+    return Load(buffer, substitute_expr(index, {var: column}))
+
+
+def _fold_rows(nest: Stmt | None, target: Load, column: Var, acc: Var) -> Stmt | None:
+    """The reduction loops (each body: Lets, then the next loop) with the innermost column
+    loop replaced by `acc = acc op e`, or None when they are not of that form."""
+    if not isinstance(nest, Loop) or not nest.body:
+        return None
+    *lets, last = nest.body
+    if not (isinstance(last, Loop) and all(isinstance(s, Let) for s in lets)):
+        return None
+    if not (len(last.body) == 1 and isinstance(last.body[0], Store)):
+        inner = _fold_rows(last, target, column, acc)  # another reduced dimension
+        return None if inner is None else replace(nest, body=(*lets, inner))
+    update = last.body[0]
+    value = substitute_expr(update.value, {last.var: column})
+    if (_at(update.buffer, update.index, last.var, column) != target
+            or not isinstance(value, Binary) or value.op not in _FOLDS or value.a != target
+            or target.buffer in {load.buffer for load in _loads(value.b)}):
+        return None
+    return replace(nest, body=(*lets, Assign(acc, Binary(value.op, acc, value.b))))
+
+
+def _loads(expr: Expr) -> list[Load]:
+    return [e for e in walk_expr(expr) if isinstance(e, Load)]
+
+
+def _replace_load(expr: Expr, load: Load, var: Var) -> Expr:
+    """`expr` with every occurrence of `load` replaced by `var`."""
+    if expr == load:
+        return var
+    if isinstance(expr, Binary):
+        return Binary(expr.op, _replace_load(expr.a, load, var), _replace_load(expr.b, load, var))
+    if isinstance(expr, (Unary, Cast)):
+        return replace(expr, a=_replace_load(expr.a, load, var))
+    if isinstance(expr, Select):
+        return Select(*(_replace_load(e, load, var) for e in (expr.cond, expr.a, expr.b)))
+    return expr
 
 
 def _plain(loop: Loop, depth: int) -> Loop:
