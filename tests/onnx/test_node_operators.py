@@ -1,6 +1,6 @@
 """Operators added for the ONNX node test suite: converters (Mod, GatherElements, GatherND,
 ScatterElements, ScatterND, Trilu, CumSum, CumProd, OneHot, EyeLike, Hardmax, LpNormalization,
-Pad with a run-time value, LRN, LpPool, pools with dilations or wide pads, BatchNormalization
+Pad with a run-time value, DFT, LRN, LpPool, pools with dilations or wide pads, BatchNormalization
 in training mode) and operators
 imported through their ONNX function bodies (Attention, NegativeLogLikelihoodLoss,
 SoftmaxCrossEntropyLoss, RMSNormalization, LayerNormalization's extra outputs, Shrink, ...).
@@ -44,7 +44,8 @@ SUITE_CASES = [
     "test_group_normalization_example", "test_mvn", "test_lrn", "test_lrn_default",
     "test_batchnorm_epsilon_training_mode", "test_batchnorm_example_training_mode",
     "test_averagepool_2d_dilations", "test_averagepool_2d_pads", "test_maxpool_2d_pads",
-    "test_lppool_2d_pads", "test_lppool_3d_default", "test_shrink_soft", "test_swish",
+    "test_lppool_2d_pads", "test_lppool_3d_default", "test_dft_opset19", "test_dft_irfft_opset19",
+    "test_shrink_soft", "test_swish",
     "test_rotary_embedding", "test_swiglu_alpha",
 ]
 
@@ -98,6 +99,29 @@ def test_one_hot_with_known_depth(axis: int) -> None:
     node = helper.make_node("OneHot", ["indices", "depth", "values"], ["y"], axis=axis)
     constants = {"depth": np.array(4, np.int64), "values": np.array([-2.0, 3.0], np.float32)}
     _check(_model(node, [("indices", indices)], constants, 11), [("indices", indices)])
+
+
+@pytest.mark.parametrize(("inverse", "onesided", "parts", "length"), [
+    (0, 0, 2, 7), (0, 1, 1, 6), (1, 0, 2, 5), (1, 1, 2, 8), (0, 0, 1, 4)])
+def test_dft_with_known_axis_and_length(inverse: int, onesided: int, parts: int,
+                                        length: int) -> None:
+    """Against numpy's float64 FFT: axis 2 of [2, 3, 5, parts], padded or cropped to
+    `length`."""
+    x = np.random.default_rng(2).standard_normal((2, 3, 5, parts)).astype(np.float32)
+    node = helper.make_node("DFT", ["x", "length", "axis"], ["y"], inverse=inverse,
+                            onesided=onesided)
+    constants = {"length": np.array(length, np.int64), "axis": np.array(2, np.int64)}
+    signal = x.astype(np.float64)[..., 0] + (1j * x[..., 1] if parts == 2 else 0)
+    if inverse and onesided:
+        expected = np.fft.irfft(signal, n=length, axis=2)[..., None]
+    else:
+        spectrum = (np.fft.ifft if inverse else np.fft.fft)(signal, n=length, axis=2)
+        spectrum = spectrum[:, :, : length // 2 + 1] if onesided else spectrum
+        expected = np.stack([spectrum.real, spectrum.imag], axis=-1)
+    loaded = ember.onnx.load(_model(node, [("x", x)], constants, 20))
+    for level in LEVELS:
+        got = ember.compile(loaded, x, opt_level=level)(x)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
 def test_lrn_with_an_even_size() -> None:

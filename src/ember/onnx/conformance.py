@@ -41,7 +41,12 @@ from ember.errors import EmberError, LoweringError, UnsupportedError
 LEVELS = (0, 3)
 # Cases whose expected outputs need a looser tolerance than the case's own: name -> (rtol,
 # atol). Each entry says why.
-TOLERANCES: dict[str, tuple[float, float]] = {}
+TOLERANCES: dict[str, tuple[float, float]] = {
+    # The expected output comes from numpy's single-precision FFT: its outputs near zero carry
+    # about 1.5e-6 of absolute error against a float64 FFT (Ember's, computed in f64: 4.4e-7,
+    # its f32 rounding of values up to 54), beyond the case's atol of 1e-7.
+    "test_dft_inverse_opset19": (1e-3, 5e-6),
+}
 
 STATUSES = ("pass", "wrong", "refused", "error")
 # The test runs level 3 (a native compile per case) on every SAMPLE-th case by a hash of its
