@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from ember.ir.graph import Graph, Node, Value
-from ember.ir.ops import OPS
+from ember.ir.ops import OPS, VIEW_OPS
 
 
 @dataclass(frozen=True)
@@ -104,6 +104,22 @@ def inplace_input(node: Node, index: int, intervals: dict[Value, Interval]) -> i
     return None
 
 
+def view_input(node: Node, index: int, intervals: dict[Value, Interval]) -> int | None:
+    """0 when the node is a reshape whose input dies here, in the arena, with the output's byte
+    size and the plain layout: the output is the same bytes, so it takes over the storage and
+    the reshape costs no copy (the lowering emits none); None otherwise."""
+    if node.op not in VIEW_OPS or len(node.outputs) != 1 or node.output not in intervals:
+        return None
+    value = node.inputs[0]
+    interval = intervals.get(value)
+    if interval is None or interval.end != index:
+        return None
+    source, output = value.type, node.output.type
+    if source.nbytes != output.nbytes or source.layout or output.layout:
+        return None
+    return 0
+
+
 def build_slots(graph: Graph, alignment: int, inplace: bool
                 ) -> tuple[list[Slot], dict[Value, Slot], dict[Node, int]]:
     """Storage slots, the slot of each arena value, and the in-place input of each node."""
@@ -112,6 +128,8 @@ def build_slots(graph: Graph, alignment: int, inplace: bool
     reuses: dict[Node, int] = {}
     for index, node in enumerate(graph.nodes):
         position = inplace_input(node, index, intervals) if inplace else None
+        if position is None and inplace:
+            position = view_input(node, index, intervals)
         if position is not None:
             slot = slot_of[node.inputs[position]]  # before -> after: the output takes it over
             slot.values.append(node.output)

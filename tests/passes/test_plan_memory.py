@@ -367,3 +367,32 @@ def test_memory_report_text_and_unplanned_graphs() -> None:
     assert str(report) == (
         "memory: arena 4.00 KiB for 3 intermediates (33% of naive 12.00 KiB; "
         "lower bound 4.00 KiB), 2 in place, outputs 4 B")
+
+
+def test_a_reshape_whose_input_dies_there_is_a_view_and_runs_no_code() -> None:
+    """The result of a reshape takes its dying input's storage: no copy is lowered for it,
+    and the compiled graph still computes numpy's result. A reshape whose input is read
+    later, or whose input is the caller's, copies."""
+    from ember.lower.program import lower_graph
+    from ember.runtime import compile_native
+
+    b = GraphBuilder("views")
+    x = b.input(f32(8, 6), "x")
+    flat = b.reshape(b.exp(x), shape=(48,))  # exp's result dies here: a view
+    kept = b.neg(x)
+    again = b.reshape(kept, shape=(6, 8))  # kept is read below: a copy
+    caller = b.reshape(x, shape=(4, 12))  # the caller's array: a copy
+    graph = b.build([b.sin(flat), b.exp(again), b.cos(caller), b.sum(kept, axes=(0, 1))])
+    planned = PlanMemory().run(graph)
+    check_plan(planned)
+    reshapes = [n for n in planned.nodes if n.op == "reshape"]
+    assert reshapes[0].attrs.get("inplace") == 0
+    assert all("inplace" not in n.attrs for n in reshapes[1:])
+    lowered = [call.node for call in lower_graph(planned).calls]
+    assert reshapes[0] not in lowered and all(n in lowered for n in reshapes[1:])
+    data = np.random.default_rng(0).standard_normal((8, 6)).astype(np.float32)
+    results = compile_native(planned, opt_level=3)(data)
+    np.testing.assert_allclose(results[0], np.sin(np.exp(data).reshape(48)), rtol=1e-5)
+    np.testing.assert_allclose(results[1], np.exp(-data.reshape(6, 8)), rtol=1e-5)
+    np.testing.assert_allclose(results[2], np.cos(data.reshape(4, 12)), rtol=1e-5)
+    np.testing.assert_allclose(results[3], -data.astype(np.float64).sum(), rtol=1e-5)

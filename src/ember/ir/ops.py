@@ -185,6 +185,10 @@ COMMON_ATTRS: dict[str, Attr] = {
     "offsets": Attr("ints", None),  # arena offsets of a multi-result node (-1: graph output)
 }
 
+# Ops whose result is their input's bytes under another shape: with `inplace = 0` (the memory
+# plan gave the result the input's storage) they run no code at all.
+VIEW_OPS = frozenset({"reshape", "flatten", "squeeze", "expand_dims"})
+
 OPS: dict[str, OpDef] = {}
 
 

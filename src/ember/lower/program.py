@@ -19,7 +19,7 @@ import numpy as np
 
 from ember.errors import LoweringError
 from ember.ir.graph import Graph, Node, Value
-from ember.ir.ops import OPS
+from ember.ir.ops import OPS, VIEW_OPS
 from ember.lower.loops import Buffer, Kernel, Names, Stmt, format_kernel
 from ember.lower.ops_elementwise import is_elementwise_region, region_statements
 from ember.lower.rules import LowerContext, lowering_for, scheduled_lowering_for
@@ -139,6 +139,9 @@ def lower_graph(graph: Graph, options: dict[str, Any] | None = None,
     for number, node in enumerate(graph.nodes):
         if node.op == "const":
             continue
+        if (node.op in VIEW_OPS and node.attrs.get("inplace") == 0
+                and layout.slots[node.inputs[0]] == layout.slots[node.outputs[0]]):
+            continue  # the same bytes under another shape: nothing to run
         known = {i: layout.constants[layout.slots[v].index] for i, v in enumerate(node.inputs)
                  if layout.slots[v].kind == "const"}
         kernel, scratch, made = _lower_node(node, f"k{number}_{node.op}", options or {},
