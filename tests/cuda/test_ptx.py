@@ -135,7 +135,8 @@ def test_what_cannot_emit_is_an_unsupported_error_naming_it() -> None:
 
 def test_ember_ir_prints_ptx_for_a_cuda_target(capsys: pytest.CaptureFixture[str]) -> None:
     """`ember ir FILE --target cuda:sm_90 --stage ptx` prints the PTX; the stage on a CPU
-    target is a usage error naming what to do."""
+    target is a usage error naming what to do; --stage llvm and asm on a CUDA target give
+    the NVPTX LLVM IR and the PTX."""
     from cuda_cases import ROOT
 
     from ember.cli import main
@@ -146,6 +147,18 @@ def test_ember_ir_prints_ptx_for_a_cuda_target(capsys: pytest.CaptureFixture[str
     assert ".target sm_90" in out and ".visible .entry" in out
     assert main(["ir", path, "--stage", "ptx"]) == 2
     assert "--stage ptx needs a CUDA target" in capsys.readouterr().err
+    assert main(["ir", path, "--target", "cuda:sm_80", "--stage", "llvm"]) == 0
+    assert "define ptx_kernel void" in capsys.readouterr().out
+    assert main(["ir", path, "--target", "cuda:sm_80", "--stage", "asm"]) == 0
+    assert ".target sm_80" in capsys.readouterr().out
+
+
+def test_threads_mean_nothing_on_a_gpu() -> None:
+    """set_threads on a CUDA executable is a no-op that says 1 (the grid is the GPU's
+    parallelism), and threads= does not stop a CUDA compile."""
+    x = np.ones((8, 8), dtype=np.float32)
+    exe = ember.compile(lambda a: a + 1.0, x, target="cuda", threads=2)
+    assert exe.native.set_threads(4) == 1
 
 
 def test_aligned_parameters_give_vector_accesses() -> None:

@@ -27,6 +27,26 @@ from ember.lower.program import Program
 _LOADING = threading.Lock()  # one thread loads a program on the device
 
 
+@dataclass(frozen=True)
+class CudaModule:
+    """The code of a CudaProgram in the shape tools expect of a compiled module (`llvm_ir`,
+    `asm()`: the PTX); it is not loaded into this process (`runnable` is False)."""
+
+    llvm_ir: str
+    ptx: str
+    runnable: bool = False
+
+    def asm(self) -> str:
+        return self.ptx
+
+    def defines(self, name: str) -> bool:
+        return False
+
+    def remarks(self) -> list[object]:
+        """No loop-vectorizer remarks: GPU threads run scalar code."""
+        return []
+
+
 @dataclass
 class CudaProgram:
     """A program compiled to PTX: `functions[k]` is the entry the k-th call launches."""
@@ -39,6 +59,11 @@ class CudaProgram:
     ptxas_path: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     _device: DeviceProgram | None = field(default=None, repr=False)
+
+    @property
+    def module(self) -> CudaModule:
+        """The optimized LLVM IR and the PTX as a module view (`ember ir --stage llvm|asm`)."""
+        return CudaModule(self.llvm_ir, self.ptx)
 
     @property
     def arch(self) -> str:
