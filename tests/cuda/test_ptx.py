@@ -153,12 +153,15 @@ def test_ember_ir_prints_ptx_for_a_cuda_target(capsys: pytest.CaptureFixture[str
     assert ".target sm_80" in capsys.readouterr().out
 
 
-def test_threads_mean_nothing_on_a_gpu() -> None:
+def test_threads_and_profiles_on_a_gpu() -> None:
     """set_threads on a CUDA executable is a no-op that says 1 (the grid is the GPU's
-    parallelism), and threads= does not stop a CUDA compile."""
+    parallelism), threads= does not stop a CUDA compile, and the CPU's per-kernel profile is
+    an UnsupportedError that says what to use instead."""
     x = np.ones((8, 8), dtype=np.float32)
     exe = ember.compile(lambda a: a + 1.0, x, target="cuda", threads=2)
     assert exe.native.set_threads(4) == 1
+    with pytest.raises(UnsupportedError, match=r"profiling is not implemented for CUDA"):
+        exe.native.profile(x)
 
 
 def test_aligned_parameters_give_vector_accesses() -> None:

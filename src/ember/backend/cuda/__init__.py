@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from ember.backend.cuda import lower_gemm  # noqa: F401  (registers the CUDA target rules)
+from ember.errors import UnsupportedError
 from ember.lower.program import Program
 from ember.lower.rules import TARGET_RULES, TargetRule
 from ember.target import Target
@@ -51,9 +52,16 @@ class CudaBackend:
 
         return replace(map_program(program), target=self.target)
 
-    def build(self, program: Program, opt_level: int = 3) -> CudaProgram:
+    def build(self, program: Program, opt_level: int = 3, profile: bool = False
+              ) -> CudaProgram:
         """PTX for the program (mapped to launches first if the schedule did not run), checked
-        by ptxas when one is found; the result runs it on the first device."""
+        by ptxas when one is found; the result runs it on the first device. A profiling build
+        (per-kernel cycle counters, as the CPU's) does not exist for CUDA yet."""
         from ember.backend.cuda.build import build_program
+
+        if profile:
+            raise UnsupportedError(f"target {self.target}: per-kernel profiling is not "
+                                   "implemented for CUDA; time all launches with "
+                                   "exe.native.native.device().time_launches()")
 
         return build_program(program, opt_level)
