@@ -71,6 +71,10 @@ MAX_CASES = {
     "asymmetric-pad": ((2, 2, 7, 7), (3, 3), (2, 1), (0, 1, 1, 0), (1, 1), False),
     "odd-1x1": ((1, 1, 5, 3), (1, 1), (2, 2), (0, 0, 0, 0), (1, 1), True),
     "kernel-is-input": ((2, 1, 4, 5), (4, 5), (1, 1), (0, 0, 0, 0), (1, 1), False),
+    # windows that tile the input (the lowering's scatter-free path), with rows and columns
+    # past the last window
+    "2x2-s2-leftover": ((2, 3, 9, 7), (2, 2), (2, 2), (0, 0, 0, 0), (1, 1), False),
+    "3x2-tiled-leftover": ((1, 2, 10, 11), (3, 2), (3, 2), (0, 0, 0, 0), (1, 1), False),
 }
 
 
@@ -114,7 +118,8 @@ def test_max_pool2d_grad_compiled(opt_level: int) -> None:
     """Every case in f64 (against torch) and f32 (against the reference), with NaNs in two."""
     problems, expected = [], []
     for case in sorted(MAX_CASES):
-        x, gy, dx, attrs = _max_problem(case, nan=case in ("3x3-s1-overlap", "dilated-ceil"))
+        x, gy, dx, attrs = _max_problem(case, nan=case in ("3x3-s1-overlap", "dilated-ceil",
+                                                           "2x2-s2", "3x2-tiled-leftover"))
         small = as_f32((x, gy))
         problems += [((x, gy), attrs), (small, attrs)]
         expected += [(case, dx), (f"{case} f32", reference("max_pool2d_grad", *small, **attrs))]
@@ -145,6 +150,17 @@ def test_max_pool2d_grad_on_threads() -> None:
     got = compiled("max_pool2d_grad", x, gy, opt_level=3, kernel=(3, 3), stride=(1, 1),
                    padding=(1, 1, 1, 1))
     np.testing.assert_allclose(got, dx, rtol=1e-12, atol=1e-12)
+
+
+def test_tiled_max_pool2d_grad_on_threads_with_nans() -> None:
+    """The CNN's 2x2 pool backward on enough planes for threads, NaNs and ties included."""
+    x = ties((8, 32, 40, 40), 13)
+    x.reshape(-1)[np.random.default_rng(14).choice(x.size, size=500, replace=False)] = np.nan
+    gy, dx = torch_vjp(lambda t: F.max_pool2d(t, 2, 2), x, 15)
+    for dtype, tolerance in ((np.float64, 1e-12), (np.float32, 1e-6)):
+        got = compiled("max_pool2d_grad", x.astype(dtype), gy.astype(dtype), opt_level=3,
+                       kernel=(2, 2), stride=(2, 2))
+        np.testing.assert_allclose(got, dx.astype(dtype), rtol=tolerance, atol=tolerance)
 
 
 # -- avg_pool2d_grad ----------------------------------------------------------------------------

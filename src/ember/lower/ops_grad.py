@@ -106,6 +106,10 @@ def lower_max_pool2d_grad(node: Node, ctx: LowerContext) -> list[Stmt]:
     kernel, stride = node.attrs["kernel"], node.attrs["stride"]
     padding, dilation = node.attrs["padding"], node.attrs["dilation"]
     planes = batch * channels
+    if (tuple(stride) == tuple(kernel) and not any(padding) and tuple(dilation) == (1, 1)
+            and out_h * kernel[0] <= height and out_w * kernel[1] <= width):
+        return _tiled_max_pool2d_grad(ctx, planes, (height, width), (out_h, out_w),
+                                      tuple(kernel))
     may_be_empty = (_empty_windows(height, out_h, kernel[0], stride[0], padding[0], dilation[0])
                     or _empty_windows(width, out_w, kernel[1], stride[1], padding[1],
                                       dilation[1]))
@@ -169,6 +173,66 @@ def lower_max_pool2d_grad(node: Node, ctx: LowerContext) -> list[Stmt]:
             return local + scatter_loop(ctx, out_w, scatter)
 
         return statements + loop(ctx, out_h, output_row)
+
+    return outer_loop(ctx, planes, plane)
+
+
+def _tiled_max_pool2d_grad(ctx: LowerContext, planes: int, size: tuple[int, int],
+                           out: tuple[int, int], kernel: tuple[int, int]) -> list[Stmt]:
+    """Windows that tile the input (stride = kernel, no padding, no dilation: 2x2 pools):
+    every dx element is in one window at most, so each window writes its own taps once, its
+    cotangent at the chosen tap and zero at the others, with no zeroing pass and no scatter.
+    The choice is the general rule's scan (row-major taps; a tap is taken when not <= the best
+    so far, so the first tap and NaN win; a NaN is kept as +inf), done in registers. The loop
+    over a row's windows reads and writes x and dx at the kernel's stride, which the loop
+    vectorizer handles as interleaved accesses. Rows and columns past the last whole window
+    are zero."""
+    x_buffer, gy_buffer = ctx.inputs
+    dx = ctx.outputs[0]
+    dtype, (height, width), (out_h, out_w), (kh, kw) = dx.dtype, size, out, kernel
+    unset, infinity = imm(float("nan"), dtype), imm(float("inf"), dtype)
+    zero = imm(0, dtype)
+
+    def plane(p: Expr) -> list[Stmt]:
+        statements: list[Stmt] = []
+        x_plane = let(statements, ctx, mul(p, index_imm(height * width)), "x")
+        g_plane = let(statements, ctx, mul(p, index_imm(out_h * out_w)), "g")
+
+        def output_row(oh: Expr) -> list[Stmt]:
+            local: list[Stmt] = []
+            top = let(local, ctx, add(x_plane, mul(oh, index_imm(kh * width))), "xt")
+            g_row = let(local, ctx, add(g_plane, mul(oh, index_imm(out_w))), "gr")
+
+            def window(ow: Expr) -> list[Stmt]:
+                body: list[Stmt] = []
+                left = let(body, ctx, add(top, mul(ow, index_imm(kw))), "xl")
+                best: Expr = unset
+                chosen: Expr = imm(-1, DType.I32)
+                taps = [add(left, index_imm(a * width + b)) for a in range(kh) for b in range(kw)]
+                for number, tap in enumerate(taps):
+                    value = let(body, ctx, Load(x_buffer, tap), "v")
+                    take = let(body, ctx, Unary("not", Binary("le", value, best)), "take")
+                    kept = Select(Binary("ne", value, value), infinity, value)
+                    best = let(body, ctx, Select(take, kept, best), "b")
+                    chosen = let(body, ctx, Select(take, imm(number, DType.I32), chosen), "c")
+                gradient = let(body, ctx, Load(gy_buffer, add(g_row, ow)), "gv")
+                for number, tap in enumerate(taps):
+                    hit = Binary("eq", chosen, imm(number, DType.I32))
+                    body.append(Store(dx, tap, Select(hit, gradient, zero)))
+                return body
+
+            local += loop(ctx, out_w, window)
+            if width > out_w * kw:  # columns past the last window
+                for a in range(kh):
+                    start = add(top, index_imm(a * width + out_w * kw))
+                    local += _zero(ctx, dx, start, width - out_w * kw)
+            return local
+
+        statements += loop(ctx, out_h, output_row)
+        if height > out_h * kh:  # rows past the last window
+            statements += _zero(ctx, dx, add(x_plane, index_imm(out_h * kh * width)),
+                                (height - out_h * kh) * width)
+        return statements
 
     return outer_loop(ctx, planes, plane)
 
