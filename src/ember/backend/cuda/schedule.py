@@ -61,6 +61,7 @@ from ember.lower.transforms import _fresh
 
 BLOCK_THREADS = 256  # threads per block of a grid launch (8 warps)
 MAX_BLOCKS = 16384  # blocks of one launch; a grid-stride loop covers the rest
+MIN_BLOCKS = 256  # blocks a launch has when it has enough threads (about 2 per SM of an H100)
 I32_LIMIT = 2**31  # flat indices below this are split with 32-bit division
 SERIAL_LAUNCH = (1, 1)  # (blocks, threads) of a launch that runs its statements in order
 # A reduction of everything into one value over at least MIN_SPLIT_REDUCTION terms is folded
@@ -170,7 +171,10 @@ def _fresh_name(base: str, kernel: Kernel) -> str:
 
 
 def _grid_launch(total: int) -> tuple[int, int]:
-    threads = min(BLOCK_THREADS, -(-total // 32) * 32)
+    """(blocks, threads) for `total` iterations: BLOCK_THREADS per block, fewer (whole warps)
+    when that would give under MIN_BLOCKS blocks, so that a small launch (one thread per row
+    of a norm) still spreads over the multiprocessors."""
+    threads = min(BLOCK_THREADS, max(32, -(-total // MIN_BLOCKS // 32) * 32))
     return min(-(-total // threads), MAX_BLOCKS), threads
 
 
