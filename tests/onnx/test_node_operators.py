@@ -1,14 +1,14 @@
 """Operators added for the ONNX node test suite: converters (Mod, GatherElements, GatherND,
 ScatterElements, ScatterND, Trilu, CumSum, CumProd, OneHot, EyeLike, Hardmax, LpNormalization,
-Pad with a run-time value, DFT, RNN, GRU, LSTM, LRN, LpPool, pools with dilations or wide pads, BatchNormalization
-in training mode) and operators
-imported through their ONNX function bodies (Attention, NegativeLogLikelihoodLoss,
-SoftmaxCrossEntropyLoss, RMSNormalization, LayerNormalization's extra outputs, Shrink, ...).
+Pad with a run-time value, DFT, RNN, GRU, LSTM, LRN, LpPool, pools with dilations or wide pads,
+BatchNormalization in training mode) and operators imported through their ONNX function bodies
+(Attention, NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, RMSNormalization,
+LayerNormalization's extra outputs, Shrink, ...).
 
 Each is checked at opt levels 0 and 3 against the node suite's expected outputs (computed by
 onnx's numpy implementation) or, where the suite gives an operator's parameter as a run-time
-input that Ember needs at import time, against `onnx.reference.ReferenceEvaluator` on a model
-that makes it a constant.
+input that Ember needs at import time, against `onnx.reference.ReferenceEvaluator` or float64
+numpy on a model that makes it a constant.
 """
 
 from __future__ import annotations
