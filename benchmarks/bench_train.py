@@ -40,11 +40,14 @@ excluded), and PyTorch's parameter gradients (which Ember keeps in its arena).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -275,9 +278,11 @@ def bench_case(case: Case, threads: int, rounds: int, block: int, warmup: int,
     print(f"  floor {floor * 1e3:.3f} ms = compute {compute * 1e3:.3f} ms ({rate_text}) + "
           f"Adam update {memory * 1e3:.3f} ms ({params * ADAM_BYTES_PER_PARAM / 1e6:.1f} MB "
           f"at {MEMORY_BANDWIDTH / 1e9:.0f} GB/s)")
-    print(f"  memory: ember arena {step.exe.arena_bytes / 1024:.1f} KiB (compiled in "
-          f"{compile_seconds:.1f} s); torch saves {saved / 1024:.1f} KiB for backward, "
-          f"plus {params * 4 / 1024:.1f} KiB of parameter gradients")
+    print(f"  memory: ember keeps {step.kept_bytes / 1024:.1f} KiB for backward "
+          f"({len(step.kept_for_backward())} values live across the loss) in an arena of "
+          f"{step.exe.arena_bytes / 1024:.1f} KiB (compiled in {compile_seconds:.1f} s); torch "
+          f"saves {saved / 1024:.1f} KiB for backward, plus {params * 4 / 1024:.1f} KiB of "
+          "parameter gradients")
     if profile:
         print(profile_top(step, case, profile))
     return ok
@@ -293,16 +298,58 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="print Ember's N slowest kernels per model")
-    args = parser.parse_args(argv)
+    parser.add_argument("--readme", action="store_true",
+                        help=f"also write the output into {README.name}'s training table")
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
     ok = True
-    for threads in (int(t) for t in args.threads.split(",")):
-        print(f"== {threads} thread(s) ==\n{machine_info(threads).line()}")
-        for name in args.only.split(","):
-            ember.manual_seed(0)
-            case = CASES[name](np.random.default_rng(0))
-            ok &= bench_case(case, threads, args.rounds, args.block, args.warmup,
-                             not args.no_compile, args.profile)
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        for threads in (int(t) for t in args.threads.split(",")):
+            print(f"== {threads} thread(s) ==\n{machine_info(threads).line()}")
+            for name in args.only.split(","):
+                ember.manual_seed(0)
+                case = CASES[name](np.random.default_rng(0))
+                ok &= bench_case(case, threads, args.rounds, args.block, args.warmup,
+                                 not args.no_compile, args.profile)
+    if args.readme and ok:
+        command = " ".join(["python benchmarks/bench_train.py",
+                            *(argv if argv is not None else sys.argv[1:])])
+        write_readme(command, tee.text())
     return 0 if ok else 1
+
+
+README = Path(__file__).with_name("README.md")
+BEGIN, END = "<!-- bench_train: begin -->", "<!-- bench_train: end -->"
+
+
+class _Tee(io.TextIOBase):
+    """Writes through to `stream` and keeps a copy."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.parts = stream, []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def write_readme(command: str, output: str) -> None:
+    """Put this run's output between the README's bench_train markers."""
+    text = README.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{README}: no {BEGIN} ... {END} section to write into")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    lines = [line for line in output.splitlines() if "loop not vectorized" not in line]
+    block = f"{BEGIN}\n```\n$ {command}\n" + "\n".join(lines).strip() + f"\n```\n{END}"
+    README.write_text(head + block + tail)
+    print(f"wrote the table into {README}")
 
 
 if __name__ == "__main__":
