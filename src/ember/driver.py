@@ -130,6 +130,9 @@ class Executable:
             lines.append(f"  {stage:<10} {seconds * 1e3:9.2f} ms")
         if self.ledger.records:
             lines += ["", self.ledger.report()]
+        built = getattr(self.native, "native", None)
+        if callable(getattr(built, "report", None)):  # a GPU build: launches, ptxas's counts
+            lines += ["", built.report()]
         memory = _memory_report(self.graph)
         if memory:
             traced = graph_bytes(self.traced)

@@ -112,6 +112,7 @@ def test_compile_for_cuda_gives_ptx_and_a_ptxas_report() -> None:
     assert "ptx_kernel" in built.stage("llvm")
     report = built.report()
     assert report.startswith("cuda sm_80: ")
+    assert report in exe.report()  # the executable's report carries it
     if built.ptxas_path:
         assert f"{len(built.usage)} kernels accepted" in report
         assert "registers" in report and "spill" in report
