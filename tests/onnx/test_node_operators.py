@@ -1,9 +1,9 @@
 """Operators added for the ONNX node test suite: converters (Mod, GatherElements, GatherND,
 ScatterElements, ScatterND, Trilu, CumSum, CumProd, OneHot, EyeLike, Hardmax, LpNormalization,
 Pad with a run-time value, DFT, RNN, GRU, LSTM, LRN, LpPool, pools with dilations or wide pads,
-BatchNormalization in training mode) and operators imported through their ONNX function bodies
-(Attention, NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss, RMSNormalization,
-LayerNormalization's extra outputs, Shrink, ...).
+BatchNormalization in training mode, ReverseSequence, MaxUnpool) and operators imported
+through their ONNX function bodies (Attention, NegativeLogLikelihoodLoss,
+SoftmaxCrossEntropyLoss, RMSNormalization, LayerNormalization's extra outputs, Shrink, ...).
 
 Each is checked at opt levels 0 and 3 against the node suite's expected outputs (computed by
 onnx's numpy implementation) or, where the suite gives an operator's parameter as a run-time
@@ -46,6 +46,7 @@ SUITE_CASES = [
     "test_averagepool_2d_dilations", "test_averagepool_2d_pads", "test_maxpool_2d_pads",
     "test_lppool_2d_pads", "test_lppool_3d_default", "test_dft_opset19", "test_dft_irfft_opset19",
     "test_lstm_with_peepholes", "test_gru_bidirectional", "test_simple_rnn_batchwise",
+    "test_reversesequence_time", "test_maxunpool_export_without_output_shape",
     "test_shrink_soft", "test_swish",
     "test_rotary_embedding", "test_swiglu_alpha",
 ]

@@ -1,6 +1,6 @@
 """Converters of ONNX indexing and scan operators built from Ember's gather, where and slices:
 GatherElements, GatherND, ScatterElements (and Scatter), ScatterND, Trilu, CumSum, CumProd, OneHot,
-EyeLike.
+EyeLike, ReverseSequence, MaxUnpool.
 """
 
 from __future__ import annotations
@@ -265,3 +265,51 @@ def eye_like(node: NodeContext) -> Outputs:
                    else node.tensor(0).dtype)
     node.check_dims(shape, numpy_dtype, "shape")
     return [np.eye(*shape, k=int(node.attr("k", 0)), dtype=numpy_dtype)]
+
+
+@converter("ReverseSequence", versions=(10, 28))
+def reverse_sequence(node: NodeContext) -> Outputs:
+    """The first sequence_lens[b] steps of each batch entry reversed along `time_axis`, the
+    rest kept: GatherElements with the index len - 1 - t (t < len) or t."""
+    x, lengths = node.tensor(0), node.tensor(1).astype(DType.I64)
+    time_axis = normalize_axis(node.attr("time_axis", 0), x.ndim, node)
+    batch_axis = normalize_axis(node.attr("batch_axis", 1), x.ndim, node)
+    if {time_axis, batch_axis} != {0, 1}:
+        raise node.error(f"time_axis {time_axis} and batch_axis {batch_axis} must be 0 and 1")
+    if lengths.shape != (x.shape[batch_axis],):
+        raise node.error(f"sequence_lens of shape {list(lengths.shape)} for batch size "
+                         f"{x.shape[batch_axis]}")
+    shape = [1] * x.ndim
+    shape[time_axis] = x.shape[time_axis]
+    steps = node.const(np.arange(x.shape[time_axis], dtype=np.int64).reshape(shape))
+    shape = [1] * x.ndim
+    shape[batch_axis] = x.shape[batch_axis]
+    length = lengths.reshape(*shape)
+    index = tracer.emit("where", steps < length, length - node.const(np.int64(1)) - steps,
+                        steps)
+    index = node.emit("broadcast_to", index, shape=x.shape)
+    offsets = _element_offsets(node, x, index, time_axis)
+    return [node.emit("gather", x.reshape(-1), offsets, axis=0).reshape(*x.shape)]
+
+
+@converter("MaxUnpool", versions=(9, 11, 22))
+def max_unpool(node: NodeContext) -> Outputs:
+    """Zeros with each value written at its flat index (MaxPool's Indices) into the output,
+    of the known `output_shape` or the pool's inverse size."""
+    x, indices = node.tensor(0), node.tensor(1)
+    if x.shape != indices.shape:
+        raise node.error(f"X {list(x.shape)} and I {list(indices.shape)} differ in shape")
+    kernel = list(node.attr("kernel_shape"))
+    count = x.ndim - 2
+    strides = list(node.attr("strides", [1] * count))
+    pads = list(node.attr("pads", [0] * (2 * count)))
+    if node.has(2):
+        shape = tuple(node.static_ints(2, "output_shape"))
+    else:
+        shape = (*x.shape[:2], *((size - 1) * s - pads[i] - pads[i + count] + k for i, (size, s, k)
+                                 in enumerate(zip(x.shape[2:], strides, kernel, strict=True))))
+    shape = node.check_dims(shape, x.dtype, "output shape")
+    zeros = node.const(np.zeros(shape), like=x)
+    index, bad = _checked(node, indices, int(np.prod(shape)))
+    offsets = tracer.emit("where", bad, node.const(np.int64(np.prod(shape))), index)
+    return [_scatter(node, zeros, offsets, x)]
