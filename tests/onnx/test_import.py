@@ -283,6 +283,8 @@ CASES = [
     case("MaxUnpool", randn(1, 2, 2, 2), np.array([[[[0, 3], [9, 14]], [[17, 18], [28, 31]]]],
                                                   np.int64),
          Init(np.array([1, 2, 4, 4], np.int64)), kernel_shape=[2, 2], strides=[2, 2], opset=11),
+    case("Sinh", X * 3, opset=9),
+    case("Cosh", X * 3, opset=9),
     case("LRN", IMAGE, size=3, alpha=0.02, beta=0.6, bias=2.0),
     case("Trilu", X, Init(np.array(1, np.int64)), opset=14),
     case("Trilu", X, Init(np.array(-1, np.int64)), upper=0, opset=14, id="Trilu-lower"),

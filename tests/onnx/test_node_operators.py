@@ -1,8 +1,8 @@
 """Operators added for the ONNX node test suite: converters (Mod, GatherElements, GatherND,
 ScatterElements, ScatterND, Trilu, CumSum, CumProd, OneHot, EyeLike, Hardmax, LpNormalization,
 Pad with a run-time value, DFT, RNN, GRU, LSTM, LRN, LpPool, pools with dilations or wide pads,
-BatchNormalization in training mode, ReverseSequence, MaxUnpool) and operators imported
-through their ONNX function bodies (Attention, NegativeLogLikelihoodLoss,
+BatchNormalization in training mode, ReverseSequence, MaxUnpool, Sinh, Cosh) and operators
+imported through their ONNX function bodies (Attention, NegativeLogLikelihoodLoss,
 SoftmaxCrossEntropyLoss, RMSNormalization, LayerNormalization's extra outputs, Shrink, ...).
 
 Each is checked at opt levels 0 and 3 against the node suite's expected outputs (computed by
@@ -47,7 +47,7 @@ SUITE_CASES = [
     "test_lppool_2d_pads", "test_lppool_3d_default", "test_dft_opset19", "test_dft_irfft_opset19",
     "test_lstm_with_peepholes", "test_gru_bidirectional", "test_simple_rnn_batchwise",
     "test_reversesequence_time", "test_maxunpool_export_without_output_shape",
-    "test_shrink_soft", "test_swish",
+    "test_sinh", "test_cosh_example", "test_shrink_soft", "test_swish",
     "test_rotary_embedding", "test_swiglu_alpha",
 ]
 
@@ -124,6 +124,20 @@ def test_dft_with_known_axis_and_length(inverse: int, onesided: int, parts: int,
     for level in LEVELS:
         got = ember.compile(loaded, x, opt_level=level)(x)
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op_type", ["Sinh", "Cosh"])
+def test_hyperbolic_functions_against_float64(op_type: str) -> None:
+    """Tiny, moderate and large inputs, up to where the f32 result itself overflows."""
+    x = np.array([0.0, 1e-6, -3e-4, 0.1, -0.49, 0.5, 0.51, -2.0, 10.0, -60.0, 88.9, 89.5],
+                 np.float32)
+    node = helper.make_node(op_type, ["x"], ["y"])
+    loaded = ember.onnx.load(_model(node, [("x", x)], {}, 22))
+    with np.errstate(over="ignore"):
+        expected = getattr(np, op_type.lower())(x.astype(np.float64)).astype(np.float32)
+    for level in LEVELS:
+        got = ember.compile(loaded, x, opt_level=level)(x)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=0)
 
 
 def test_lrn_with_an_even_size() -> None:

@@ -167,6 +167,35 @@ def tan(node: NodeContext) -> Outputs:
     return [node.emit("div", node.emit("sin", x), node.emit("cos", x))]
 
 
+def _half_exp(node: NodeContext, x: Tensor) -> Tensor:
+    """exp(x) / 2 as exp(x - ln 2): finite wherever the result is (exp(x) alone overflows
+    first)."""
+    return (x - node.const(math.log(2.0), like=x)).exp()
+
+
+@converter("Cosh", versions=(9, 22))
+def cosh(node: NodeContext) -> Outputs:
+    """exp(|x|) / 2 + exp(-|x|) / 2, without overflow before the result's."""
+    magnitude = node.tensor(0).abs()
+    return [_half_exp(node, magnitude) + (-magnitude).exp() * node.const(0.5, like=magnitude)]
+
+
+@converter("Sinh", versions=(9, 22))
+def sinh(node: NodeContext) -> Outputs:
+    """sign(x) (exp(|x|) / 2 - exp(-|x|) / 2); below |x| = 0.5, where that difference
+    cancels, the Taylor series to x^9 (its remainder under 3e-11 relative)."""
+    x = node.tensor(0)
+    magnitude = x.abs()
+    large = node.emit("sign", x) * (_half_exp(node, magnitude)
+                                    - (-magnitude).exp() * node.const(0.5, like=x))
+    square = x * x
+    series = node.const(1.0 / 362880.0, like=x)
+    for factorial in (5040.0, 120.0, 6.0, 1.0):  # Horner: 1 + x²/6 + x⁴/120 + ...
+        series = series * square + node.const(1.0 / factorial, like=x)
+    small = x * series
+    return [tracer.emit("where", magnitude < node.const(0.5, like=x), small, large)]
+
+
 @converter("IsNaN", versions=(9, 13, 20))
 def is_nan(node: NodeContext) -> Outputs:
     """x != x."""
