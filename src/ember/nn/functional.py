@@ -715,3 +715,439 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None
     if weight is not None:
         loss = loss * _broadcast_weight(weight, x, op)
     return _reduce(loss, reduction)
+
+
+# -- more activations ---------------------------------------------------------------------------
+
+
+def _expm1(x: Tensor) -> Tensor:
+    """exp(x) - 1, accurate near 0 where exp(x) rounds (there is no expm1 op).
+
+    Kahan's form (u - 1) * x / log(u) with u = exp(x) cancels the rounding of u; where u rounds
+    to 1 the result is x, and where u - 1 is -1 (x below about -17 in f32) it is -1. The
+    divisor log(u) is replaced by 1 there, so the unused branch holds no 0/0.
+    """
+    u = x.exp()
+    exact = (u == 1.0) | (u - 1.0 == -1.0) | (u == np.inf)
+    log_u = where(exact, 1.0, u.log())
+    kahan = (u - 1.0) * (x / log_u)
+    return where(u == 1.0, x, where(exact, u - 1.0, kahan))
+
+
+def _non_positive(x: Tensor) -> Tensor:
+    """x where x <= 0 (keeping -0.0 and NaN), else 0: the argument of the exponential branch,
+    kept from overflowing where the other branch is taken."""
+    return where(x > 0.0, 0.0, x)
+
+
+def _stable_softplus(z: Tensor) -> Tensor:
+    """log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)): finite for every finite z."""
+    return tracer.binary("maximum", z, 0.0) + _log1p((-abs(z)).exp())
+
+
+def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
+    """log(1 + exp(beta x)) / beta, and x itself where beta x > threshold (as PyTorch)."""
+    x = _t(input)
+    z = x * beta if beta != 1.0 else x
+    soft = _stable_softplus(z)
+    return where(z > threshold, x, soft / beta if beta != 1.0 else soft)
+
+
+def elu(input: Any, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """x where x > 0, else alpha (exp(x) - 1)."""
+    x = _t(input)
+    return where(x > 0.0, x, _expm1(_non_positive(x)) * alpha)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(input: Any, inplace: bool = False) -> Tensor:
+    """scale * elu(x, alpha) with the self-normalizing constants of Klambauer et al."""
+    return elu(input, _SELU_ALPHA) * _SELU_SCALE
+
+
+def celu(input: Any, alpha: float = 1.0, inplace: bool = False) -> Tensor:
+    """x where x > 0, else alpha (exp(x / alpha) - 1)."""
+    if alpha == 0:
+        raise tracer._fail("celu: alpha must not be 0 (ZeroDivisionError in PyTorch too)")
+    x = _t(input)
+    return where(x > 0.0, x, _expm1(_non_positive(x) / alpha) * alpha)
+
+
+def hardtanh(input: Any, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False
+             ) -> Tensor:
+    """x clamped to [min_val, max_val] (NaN stays NaN)."""
+    if min_val > max_val:
+        raise tracer._fail(f"hardtanh: min_val {min_val} must not exceed max_val {max_val}")
+    return _t(input).clip(min_val, max_val)
+
+
+def relu6(input: Any, inplace: bool = False) -> Tensor:
+    """min(max(x, 0), 6)."""
+    return hardtanh(input, 0.0, 6.0)
+
+
+def hardsigmoid(input: Any, inplace: bool = False) -> Tensor:
+    """relu6(x + 3) / 6."""
+    return relu6(_t(input) + 3.0) / 6.0
+
+
+def hardswish(input: Any, inplace: bool = False) -> Tensor:
+    """x * relu6(x + 3) / 6."""
+    x = _t(input)
+    return x * relu6(x + 3.0) / 6.0
+
+
+def mish(input: Any, inplace: bool = False) -> Tensor:
+    """x * tanh(softplus(x)), with the softplus finite for every finite x."""
+    x = _t(input)
+    return x * _stable_softplus(x).tanh()
+
+
+def logsigmoid(input: Any) -> Tensor:
+    """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), finite for every finite x."""
+    return _log_sigmoid(_t(input))
+
+
+def softsign(input: Any) -> Tensor:
+    """x / (1 + |x|)."""
+    x = _t(input)
+    return x / (abs(x) + 1.0)
+
+
+# -- normalization by statistics of the input ---------------------------------------------------
+
+
+def normalize(input: Any, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out: Any = None
+              ) -> Tensor:
+    """x / max(||x||_p, eps), the p-norm taken along `dim`."""
+    if out is not None:
+        raise tracer._fail("normalize(out=...) is not supported (traced code returns results)")
+    x = _t(input)
+    axis = _softmax_dim(x, dim, "normalize")
+    magnitude = abs(x)
+    if p == np.inf:
+        norm = magnitude.max(axis=axis, keepdims=True)
+    elif p == 1:
+        norm = magnitude.sum(axis=axis, keepdims=True)
+    elif p == 2:
+        norm = (x * x).sum(axis=axis, keepdims=True).sqrt()
+    elif p > 0:
+        norm = (magnitude ** float(p)).sum(axis=axis, keepdims=True) ** (1.0 / float(p))
+    else:
+        raise tracer._fail(f"normalize: p={p} is not supported (a positive p or inf)")
+    return x / tracer.binary("maximum", norm, float(eps))
+
+
+def _affine_channels(x: Tensor, weight: Any, bias: Any, op: str) -> Tensor:
+    """x * weight[c] + bias[c] over the channel axis 1; either may be None."""
+    channels = x.shape[1]
+    shape = (1, channels) + (1,) * (x.ndim - 2)
+    for name, value in (("weight", weight), ("bias", bias)):
+        if value is None:
+            continue
+        param = tracer.as_tensor(value, x.dtype_)
+        if param.shape != (channels,):
+            raise tracer._fail(f"{op}: {name} has shape {list(param.shape)} but the input "
+                               f"{x.value.type} has {channels} channels")
+        x = x * param.reshape(shape) if name == "weight" else x + param.reshape(shape)
+    return x
+
+
+def _normalize_last(x: Tensor, eps: float) -> Tensor:
+    """(x - mean) / sqrt(var + eps) over the last axis, with the biased variance."""
+    mean = x.mean(axis=-1, keepdims=True)
+    centered = x - mean
+    var = (centered * centered).mean(axis=-1, keepdims=True)
+    return centered / (var + eps).sqrt()
+
+
+def group_norm(input: Any, num_groups: int, weight: Any = None, bias: Any = None,
+               eps: float = 1e-5) -> Tensor:
+    """Normalize each sample's channels in `num_groups` groups (over the group's channels and
+    all spatial positions), then scale and shift per channel."""
+    x = _t(input)
+    if x.ndim < 2:
+        raise tracer._fail(f"group_norm: expected an input of rank >= 2 (N, C, ...), got "
+                           f"{x.value.type}")
+    channels = x.shape[1]
+    if num_groups <= 0 or channels % num_groups:
+        raise tracer._fail(f"group_norm: {channels} channels of {x.value.type} do not split into "
+                           f"num_groups={num_groups} equal groups")
+    grouped = _normalize_last(x.reshape(x.shape[0], num_groups, -1), eps)
+    return _affine_channels(grouped.reshape(x.shape), weight, bias, "group_norm")
+
+
+def instance_norm(input: Any, running_mean: Any = None, running_var: Any = None,
+                  weight: Any = None, bias: Any = None, use_input_stats: bool = True,
+                  momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
+    """Normalize each sample's channels separately over their spatial positions.
+
+    With use_input_stats=False the running statistics normalize instead (as batch_norm in
+    eval mode). Updating running statistics from the input is not supported: a traced graph
+    holds no state between calls.
+    """
+    x = _t(input)
+    if x.ndim < 3:
+        raise tracer._fail(f"instance_norm: expected an input of rank >= 3 (N, C, ...), got "
+                           f"{x.value.type}")
+    if not use_input_stats:
+        if running_mean is None or running_var is None:
+            raise tracer._fail("instance_norm: use_input_stats=False needs running_mean and "
+                               "running_var")
+        return batch_norm(x, running_mean, running_var, weight, bias, False, momentum, eps)
+    if running_mean is not None or running_var is not None:
+        raise tracer._fail("instance_norm: updating running_mean / running_var from the input "
+                           "is not supported; pass None (track_running_stats=False)")
+    flat = _normalize_last(x.reshape(x.shape[0], x.shape[1], -1), eps)
+    return _affine_channels(flat.reshape(x.shape), weight, bias, "instance_norm")
+
+
+# -- more convolutions --------------------------------------------------------------------------
+
+
+def _single(value: Any, name: str) -> int:
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    items = tuple(int(v) for v in value)
+    if len(items) != 1:
+        raise tracer._fail(f"conv1d: {name} must be an int or a 1-tuple, got {value!r}")
+    return items[0]
+
+
+def conv1d(input: Any, weight: Any, bias: Any = None, stride: Any = 1, padding: Any = 0,
+           dilation: Any = 1, groups: int = 1) -> Tensor:
+    """1-D convolution of an NCL (or CL) input with an OIK weight: conv2d with a unit height."""
+    x, w = tracer.binary_operands(input, weight)
+    if w.ndim != 3 or x.ndim not in (2, 3):
+        raise tracer._fail(f"conv1d: expected an NCL or CL input and an OIK weight, got "
+                           f"{x.value.type} and {w.value.type}")
+    pad = padding if isinstance(padding, str) else (0, _single(padding, "padding"))
+    out = conv2d(x.expand_dims(-2), w.expand_dims(-2), bias, (1, _single(stride, "stride")),
+                 pad, (1, _single(dilation, "dilation")), groups)
+    return out.squeeze(-2)
+
+
+def _spread_axis(x: Tensor, axis: int, stride: int) -> Tensor:
+    """x with stride - 1 zeros between consecutive elements of `axis`: length (L - 1) s + 1."""
+    if stride == 1:
+        return x
+    shape = x.shape
+    cells = x.expand_dims(axis + 1)
+    pads = [0] * (2 * cells.ndim)
+    pads[cells.ndim + axis + 1] = stride - 1
+    cells = x.ctx.emit("pad", cells, pads=tuple(pads), mode="constant", value=0.0)
+    spread = cells.reshape(*shape[:axis], shape[axis] * stride, *shape[axis + 1:])
+    index = (slice(None),) * axis + (slice(0, (shape[axis] - 1) * stride + 1),)
+    return spread[index]
+
+
+def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
+                     padding: Any = 0, output_padding: Any = 0, groups: int = 1,
+                     dilation: Any = 1) -> Tensor:
+    """Transposed 2-D convolution (the gradient of conv2d with respect to its input) of an
+    NCHW (or CHW) input with a weight [C_in, C_out / groups, kH, kW].
+
+    Computed as a stride-1 conv2d of the input spread by the stride (stride - 1 zeros between
+    elements), padded by dilation (k - 1) - padding before and that plus output_padding after
+    (cropped where negative), with the spatially flipped weight whose channel axes are swapped
+    per group. Output extent: (H - 1) stride - 2 padding + dilation (k - 1) + output_padding + 1.
+    """
+    x, w = tracer.binary_operands(input, weight)
+    if w.ndim != 4 or x.ndim not in (3, 4):
+        raise tracer._fail(f"conv_transpose2d: expected an NCHW or CHW input and a weight "
+                           f"[C_in, C_out/groups, kH, kW], got {x.value.type} and "
+                           f"{w.value.type}")
+    unbatched = x.ndim == 3
+    if unbatched:
+        x = x.expand_dims(0)
+    strides, pads = _pair(stride, "stride"), _pair(padding, "padding")
+    extra, dilations = _pair(output_padding, "output_padding"), _pair(dilation, "dilation")
+    in_channels, group_out, kh, kw = w.shape
+    if groups <= 0 or in_channels % groups or x.shape[1] != in_channels:
+        raise tracer._fail(f"conv_transpose2d: input {x.value.type} and weight {w.value.type} "
+                           f"do not fit groups={groups} (the input needs weight.shape[0] "
+                           "channels, divisible by groups)")
+    for axis in range(2):
+        if not 0 <= extra[axis] < max(strides[axis], dilations[axis]) or min(strides) < 1:
+            raise tracer._fail(f"conv_transpose2d: output_padding {extra} must be smaller than "
+                               f"the stride {strides} or the dilation {dilations}")
+    for axis in range(2):
+        x = _spread_axis(x, 2 + axis, strides[axis])
+    befores, afters = [], []
+    for axis, k in enumerate((kh, kw)):
+        reach = dilations[axis] * (k - 1)
+        befores.append(reach - pads[axis])
+        afters.append(reach - pads[axis] + extra[axis])
+        if x.shape[2 + axis] + befores[-1] + afters[-1] < reach + 1:
+            raise tracer._fail(f"conv_transpose2d: padding {pads} leaves no output for input "
+                               f"{x.value.type} and kernel {(kh, kw)}")
+    x = pad(x, [befores[1], afters[1], befores[0], afters[0]])
+    split = w.reshape(groups, in_channels // groups, group_out, kh, kw)
+    swapped = split.transpose((0, 2, 1, 3, 4)).reshape(groups * group_out, in_channels // groups,
+                                                       kh, kw)
+    flipped = swapped[:, :, ::-1, ::-1]
+    out = conv2d(x, flipped, bias, 1, 0, dilations, groups)
+    return out.squeeze(0) if unbatched else out
+
+
+# -- rearrangement and resampling ---------------------------------------------------------------
+
+
+def pixel_shuffle(input: Any, upscale_factor: int) -> Tensor:
+    """[*, C r^2, H, W] -> [*, C, H r, W r]: each group of r^2 channels becomes an r x r block."""
+    x, r = _t(input), int(upscale_factor)
+    if x.ndim < 3 or r <= 0 or x.shape[-3] % (r * r):
+        raise tracer._fail(f"pixel_shuffle: input {x.value.type} needs rank >= 3 and a channel "
+                           f"count divisible by upscale_factor^2 = {r * r}")
+    *lead, c, h, w = x.shape
+    cells = x.reshape(*lead, c // (r * r), r, r, h, w)
+    n = len(lead)
+    cells = cells.transpose((*range(n), n, n + 3, n + 1, n + 4, n + 2))
+    return cells.reshape(*lead, c // (r * r), h * r, w * r)
+
+
+def pixel_unshuffle(input: Any, downscale_factor: int) -> Tensor:
+    """[*, C, H r, W r] -> [*, C r^2, H, W], the inverse of pixel_shuffle."""
+    x, r = _t(input), int(downscale_factor)
+    if x.ndim < 3 or r <= 0 or x.shape[-2] % r or x.shape[-1] % r:
+        raise tracer._fail(f"pixel_unshuffle: input {x.value.type} needs rank >= 3 and height "
+                           f"and width divisible by downscale_factor = {r}")
+    *lead, c, h, w = x.shape
+    cells = x.reshape(*lead, c, h // r, r, w // r, r)
+    n = len(lead)
+    cells = cells.transpose((*range(n), n, n + 2, n + 4, n + 1, n + 3))
+    return cells.reshape(*lead, c * r * r, h // r, w // r)
+
+
+_INTERPOLATE_MODES = ("nearest", "nearest-exact", "bilinear")
+
+
+def _output_sizes(x: Tensor, size: Any, scale_factor: Any, recompute: bool | None
+                  ) -> tuple[tuple[int, int], tuple[float | None, float | None]]:
+    """The output (H, W) and the scales PyTorch's kernels use (None: input / output size)."""
+    if (size is None) == (scale_factor is None):
+        raise tracer._fail("interpolate: give exactly one of size and scale_factor")
+    if size is not None:
+        sizes = _pair(size, "size")
+        return sizes, (None, None)
+    factors = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor,) * 2
+    if len(factors) != 2 or min(float(f) for f in factors) <= 0:
+        raise tracer._fail(f"interpolate: scale_factor {scale_factor!r} must be a positive "
+                           "number or a pair of them")
+    sizes = tuple(int(np.floor(float(n) * float(f)))
+                  for n, f in zip(x.shape[2:], factors, strict=True))
+    scales = (None, None) if recompute else tuple(float(f) for f in factors)
+    return sizes, scales  # type: ignore[return-value]
+
+
+def _nearest_indices(size: int, out: int, scale: float | None, exact: bool) -> np.ndarray:
+    """Source index of each output position, in PyTorch's float32 arithmetic. Its "nearest"
+    copies when the size stays and halves the index when it doubles, whatever the scale."""
+    if not exact and out in (size, 2 * size):
+        return np.arange(out, dtype=np.int64) // (out // size)
+    ratio = np.float32(1.0 / scale) if scale is not None else np.float32(size) / np.float32(out)
+    positions = np.arange(out, dtype=np.float32) + (np.float32(0.5) if exact else np.float32(0))
+    return np.minimum(np.floor(positions * ratio).astype(np.int64), size - 1)
+
+
+def _linear_weights(size: int, out: int, scale: float | None, align_corners: bool
+                    ) -> np.ndarray:
+    """[out, size] matrix of PyTorch's linear interpolation weights along one axis."""
+    if align_corners:
+        ratio = (size - 1) / (out - 1) if out > 1 else 0.0
+        source = ratio * np.arange(out, dtype=np.float64)
+    else:
+        ratio = 1.0 / scale if scale is not None else size / out
+        source = np.maximum(ratio * (np.arange(out, dtype=np.float64) + 0.5) - 0.5, 0.0)
+    low = np.minimum(np.floor(source).astype(np.int64), size - 1)
+    high = np.minimum(low + 1, size - 1)
+    frac = source - low
+    matrix = np.zeros((out, size))
+    np.add.at(matrix, (np.arange(out), low), 1.0 - frac)
+    np.add.at(matrix, (np.arange(out), high), frac)
+    return matrix
+
+
+def interpolate(input: Any, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
+                align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
+                antialias: bool = False) -> Tensor:
+    """Resize the H and W axes of an NCHW input: "nearest" and "nearest-exact" gather rows
+    and columns, "bilinear" applies two constant interpolation matrices by matmul."""
+    x = _t(input)
+    if mode not in _INTERPOLATE_MODES:
+        raise tracer._fail(f"interpolate: mode {mode!r} is not supported (one of "
+                           f"{', '.join(_INTERPOLATE_MODES)})")
+    if x.ndim != 4:
+        raise tracer._fail(f"interpolate: mode {mode!r} needs a 4-D (NCHW) input, got "
+                           f"{x.value.type}")
+    if antialias:
+        raise tracer._fail("interpolate: antialias=True is not supported")
+    if mode != "bilinear" and align_corners is not None:
+        raise tracer._fail(f"interpolate: align_corners can only be set with mode 'bilinear', "
+                           f"not {mode!r}")
+    sizes, scales = _output_sizes(x, size, scale_factor, recompute_scale_factor)
+    if min(sizes) <= 0:
+        raise tracer._fail(f"interpolate: the output size {list(sizes)} of input "
+                           f"{x.value.type} must be positive")
+    if mode == "bilinear":
+        if not x.dtype_.is_float:
+            raise tracer._fail(f"interpolate: bilinear needs a float input, got {x.value.type}")
+        # PyTorch copies an axis whose size stays, whatever the scale factor.
+        if sizes[1] != x.shape[3]:
+            cols = _linear_weights(x.shape[3], sizes[1], scales[1], bool(align_corners))
+            x = x @ x.ctx.constant(cols.T.astype(x.dtype))
+        if sizes[0] != x.shape[2]:
+            rows = _linear_weights(x.shape[2], sizes[0], scales[0], bool(align_corners))
+            x = x.ctx.constant(rows.astype(x.dtype)) @ x
+        return x
+    for axis in range(2):
+        if sizes[axis] == x.shape[2 + axis] and (mode == "nearest" or scales[axis] is None):
+            continue
+        index = _nearest_indices(x.shape[2 + axis], sizes[axis], scales[axis],
+                                 mode == "nearest-exact")
+        x = x.ctx.emit("gather", x, x.ctx.constant(index), axis=2 + axis)
+    return x
+
+
+# -- attention ----------------------------------------------------------------------------------
+
+
+def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: Any = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale: float | None = None, enable_gqa: bool = False
+                                 ) -> Tensor:
+    """softmax(q k^T * scale + mask) v over [..., L, E] queries and [..., S, E] keys.
+
+    A boolean mask keeps the positions where it is True (the others get -inf); a float mask
+    is added to the scores; is_causal keeps key positions at or before each query's.
+    """
+    q, k, v = _t(query), _t(key), _t(value)
+    if dropout_p:
+        raise tracer._fail(f"scaled_dot_product_attention: dropout_p={dropout_p} is not "
+                           "supported (use dropout_p=0.0, or F.dropout on the weights)")
+    if enable_gqa:
+        raise tracer._fail("scaled_dot_product_attention: enable_gqa=True is not supported")
+    if min(q.ndim, k.ndim, v.ndim) < 2 or q.shape[-1] != k.shape[-1] or \
+            k.shape[-2] != v.shape[-2]:
+        raise tracer._fail(f"scaled_dot_product_attention: query {q.value.type}, key "
+                           f"{k.value.type} and value {v.value.type} must be [..., L, E], "
+                           "[..., S, E] and [..., S, Ev]")
+    if is_causal and attn_mask is not None:
+        raise tracer._fail("scaled_dot_product_attention: give attn_mask or is_causal, not both")
+    factor = 1.0 / float(np.sqrt(q.shape[-1])) if scale is None else float(scale)
+    key_t = k.transpose((*range(k.ndim - 2), k.ndim - 1, k.ndim - 2))
+    scores = (q @ key_t) * factor
+    length, source = q.shape[-2], k.shape[-2]
+    if is_causal:
+        attn_mask = q.ctx.constant(np.tril(np.ones((length, source), dtype=bool)))
+    if attn_mask is not None:
+        mask = _t(attn_mask)
+        if mask.dtype_ is DType.BOOL:
+            scores = where(mask, scores, -np.inf)
+        else:
+            scores = scores + (mask if mask.dtype_ is scores.dtype_ else mask.astype(
+                scores.dtype_))
+    return scores.softmax(-1) @ v

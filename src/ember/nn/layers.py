@@ -1,9 +1,12 @@
 """The layers, with PyTorch's names, argument order, defaults and initialization.
 
     input        Identity, Flatten, Embedding
-    learnable    Linear, Conv2d, BatchNorm2d, LayerNorm
-    activation   ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh
+    learnable    Linear, Conv1d, Conv2d, ConvTranspose2d, BatchNorm2d, LayerNorm, GroupNorm,
+                 InstanceNorm2d
+    activation   ReLU, LeakyReLU, GELU, SiLU, Sigmoid, Tanh, Softplus, ELU, SELU, CELU, ReLU6,
+                 Hardtanh, Hardswish, Hardsigmoid, Mish, LogSigmoid, Softsign
     pooling      MaxPool2d, AvgPool2d, AdaptiveAvgPool2d
+    resampling   PixelShuffle, PixelUnshuffle, Upsample
     combination  Sequential, Dropout
     output       Softmax, LogSoftmax
 """
@@ -115,6 +118,96 @@ class Conv2d(Module):
                 f"stride={self.stride}, padding={self.padding}")
 
 
+class Conv1d(Module):
+    """1-D convolution over NCL inputs; weight [out, in/groups, k]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True,
+                 padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        dtype = _factory_dtype(device, dtype)
+        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+            raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or "
+                             f"'circular', got {padding_mode!r}")
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        if isinstance(padding, str) and padding not in ("same", "valid"):
+            raise ValueError(f"invalid padding string {padding!r}, should be one of "
+                             "{'valid', 'same'}")
+        if padding_mode != "zeros" and isinstance(padding, str):
+            raise UnsupportedError(f"Conv1d: padding={padding!r} with padding_mode="
+                                   f"{padding_mode!r}; give the padding as an int")
+        kernel = F._single(kernel_size, "kernel_size")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.padding_mode = padding_mode
+        bound = 1 / math.sqrt(in_channels // groups * kernel)
+        self.weight = _uniform((out_channels, in_channels // groups, kernel), bound, dtype)
+        self.bias = _uniform((out_channels,), bound, dtype) if bias else None
+
+    def forward(self, input: Any) -> Any:
+        if self.padding_mode == "zeros":
+            return F.conv1d(input, self.weight, self.bias, self.stride, self.padding,
+                            self.dilation, self.groups)
+        amount = F._single(self.padding, "padding")
+        padded = F.pad(input, (amount, amount), mode=self.padding_mode)
+        return F.conv1d(padded, self.weight, self.bias, self.stride, 0, self.dilation,
+                        self.groups)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
+class ConvTranspose2d(Module):
+    """Transposed 2-D convolution over NCHW inputs; weight [in, out/groups, kh, kw]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1,
+                 padding: Any = 0, output_padding: Any = 0, groups: int = 1, bias: bool = True,
+                 dilation: Any = 1, padding_mode: str = "zeros", device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__()
+        dtype = _factory_dtype(device, dtype)
+        if padding_mode != "zeros":
+            raise ValueError(f"Only \"zeros\" padding mode is supported for ConvTranspose2d, "
+                             f"got {padding_mode!r}")
+        if groups < 1 or in_channels % groups or out_channels % groups:
+            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                             f"out_channels={out_channels}")
+        kernel = F._pair(kernel_size, "kernel_size")
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        self.groups, self.dilation = groups, dilation
+        # PyTorch's fan-in of this weight is its axis 1 (out_channels / groups) times the kernel.
+        bound = 1 / math.sqrt(out_channels // groups * kernel[0] * kernel[1])
+        self.weight = _uniform((in_channels, out_channels // groups, *kernel), bound, dtype)
+        self.bias = _uniform((out_channels,), bound, dtype) if bias else None
+
+    def forward(self, input: Any, output_size: Any = None) -> Any:
+        output_padding = self.output_padding
+        if output_size is not None:
+            output_padding = self._output_padding(tracer.as_tensor(input), output_size)
+        return F.conv_transpose2d(input, self.weight, self.bias, self.stride, self.padding,
+                                  output_padding, self.groups, self.dilation)
+
+    def _output_padding(self, x: Any, output_size: Any) -> tuple[int, int]:
+        """The output_padding that makes the output spatially `output_size`."""
+        sizes = tuple(int(v) for v in output_size)[-2:]
+        stride, padding = F._pair(self.stride, "stride"), F._pair(self.padding, "padding")
+        dilation = F._pair(self.dilation, "dilation")
+        extra = []
+        for axis in range(2):
+            least = ((x.shape[-2 + axis] - 1) * stride[axis] - 2 * padding[axis]
+                     + dilation[axis] * (self.kernel_size[axis] - 1) + 1)
+            extra.append(sizes[axis] - least)
+        return extra[0], extra[1]
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}")
+
+
 class BatchNorm2d(Module):
     """Batch normalization over channels of NCHW input; running statistics in eval mode."""
 
@@ -168,6 +261,65 @@ class LayerNorm(Module):
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}"
+
+
+class GroupNorm(Module):
+    """Normalization over groups of channels of each sample; weight 1 and bias 0 per channel."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 device: Any = None, dtype: Any = None) -> None:
+        super().__init__()
+        dtype = _factory_dtype(device, dtype)
+        if num_groups <= 0 or num_channels % num_groups:
+            raise ValueError(f"num_channels={num_channels} must be divisible by "
+                             f"num_groups={num_groups}")
+        self.num_groups, self.num_channels, self.eps, self.affine = (num_groups, num_channels,
+                                                                     eps, affine)
+        self.weight = Parameter(np.ones(num_channels, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_channels, dtype)) if affine else None
+
+    def forward(self, input: Any) -> Any:
+        return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class InstanceNorm2d(Module):
+    """Normalization of each sample's channels over H and W (NCHW or CHW input).
+
+    With track_running_stats=True the running statistics normalize in eval mode; a training
+    forward pass that would update them is refused (a traced graph holds no state)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1,
+                 affine: bool = False, track_running_stats: bool = False, device: Any = None,
+                 dtype: Any = None) -> None:
+        super().__init__()
+        dtype = _factory_dtype(device, dtype)
+        self.num_features, self.eps, self.momentum = num_features, eps, momentum
+        self.affine, self.track_running_stats = affine, track_running_stats
+        self.weight = Parameter(np.ones(num_features, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(num_features, dtype)) if affine else None
+        if track_running_stats:
+            self.register_buffer("running_mean", np.zeros(num_features, dtype))
+            self.register_buffer("running_var", np.ones(num_features, dtype))
+        else:
+            self.running_mean = self.running_var = None
+
+    def forward(self, input: Any) -> Any:
+        x = tracer.as_tensor(input)
+        if x.ndim not in (3, 4):
+            raise tracer._fail(f"InstanceNorm2d: expected a 3-D (CHW) or 4-D (NCHW) input, got "
+                               f"{x.value.type}")
+        batched = x if x.ndim == 4 else x.expand_dims(0)
+        out = F.instance_norm(batched, self.running_mean, self.running_var, self.weight,
+                              self.bias, self.training or not self.track_running_stats,
+                              self.momentum, self.eps)
+        return out if x.ndim == 4 else out.squeeze(0)
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
 
 
 class Embedding(Module):
@@ -321,6 +473,104 @@ class SiLU(Module):
         return F.silu(input)
 
 
+class Softplus(Module):
+    def __init__(self, beta: float = 1.0, threshold: float = 20.0) -> None:
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, input: Any) -> Any:
+        return F.softplus(input, self.beta, self.threshold)
+
+    def extra_repr(self) -> str:
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class ELU(Module):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, input: Any) -> Any:
+        return F.elu(input, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class SELU(Module):
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+
+    def forward(self, input: Any) -> Any:
+        return F.selu(input)
+
+
+class CELU(Module):
+    def __init__(self, alpha: float = 1.0, inplace: bool = False) -> None:
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, input: Any) -> Any:
+        return F.celu(input, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class Hardtanh(Module):
+    def __init__(self, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False
+                 ) -> None:
+        super().__init__()
+        if min_val > max_val:
+            raise ValueError(f"min_val {min_val} must not exceed max_val {max_val}")
+        self.min_val, self.max_val = min_val, max_val
+
+    def forward(self, input: Any) -> Any:
+        return F.hardtanh(input, self.min_val, self.max_val)
+
+    def extra_repr(self) -> str:
+        return f"min_val={self.min_val}, max_val={self.max_val}"
+
+
+class ReLU6(Hardtanh):
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__(0.0, 6.0)
+
+
+class Hardswish(Module):
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+
+    def forward(self, input: Any) -> Any:
+        return F.hardswish(input)
+
+
+class Hardsigmoid(Module):
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+
+    def forward(self, input: Any) -> Any:
+        return F.hardsigmoid(input)
+
+
+class Mish(Module):
+    def __init__(self, inplace: bool = False) -> None:
+        super().__init__()
+
+    def forward(self, input: Any) -> Any:
+        return F.mish(input)
+
+
+class LogSigmoid(Module):
+    def forward(self, input: Any) -> Any:
+        return F.logsigmoid(input)
+
+
+class Softsign(Module):
+    def forward(self, input: Any) -> Any:
+        return F.softsign(input)
+
+
 class Sigmoid(Module):
     def forward(self, input: Any) -> Any:
         return F.sigmoid(input)
@@ -353,6 +603,50 @@ class LogSoftmax(Module):
 
     def extra_repr(self) -> str:
         return f"dim={self.dim}"
+
+
+class PixelShuffle(Module):
+    def __init__(self, upscale_factor: int) -> None:
+        super().__init__()
+        self.upscale_factor = upscale_factor
+
+    def forward(self, input: Any) -> Any:
+        return F.pixel_shuffle(input, self.upscale_factor)
+
+    def extra_repr(self) -> str:
+        return f"upscale_factor={self.upscale_factor}"
+
+
+class PixelUnshuffle(Module):
+    def __init__(self, downscale_factor: int) -> None:
+        super().__init__()
+        self.downscale_factor = downscale_factor
+
+    def forward(self, input: Any) -> Any:
+        return F.pixel_unshuffle(input, self.downscale_factor)
+
+    def extra_repr(self) -> str:
+        return f"downscale_factor={self.downscale_factor}"
+
+
+class Upsample(Module):
+    """F.interpolate as a layer: modes "nearest", "nearest-exact" and "bilinear"."""
+
+    def __init__(self, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
+                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None
+                 ) -> None:
+        super().__init__()
+        self.size, self.scale_factor, self.mode = size, scale_factor, mode
+        self.align_corners, self.recompute_scale_factor = align_corners, recompute_scale_factor
+
+    def forward(self, input: Any) -> Any:
+        return F.interpolate(input, self.size, self.scale_factor, self.mode, self.align_corners,
+                             self.recompute_scale_factor)
+
+    def extra_repr(self) -> str:
+        target = f"size={self.size}" if self.size is not None else (
+            f"scale_factor={self.scale_factor}")
+        return f"{target}, mode={self.mode!r}"
 
 
 class Sequential(Module):
