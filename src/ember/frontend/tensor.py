@@ -6,6 +6,7 @@ are known while tracing (`x.shape`, `x.dtype`, `len(x)`), so Python may branch o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -189,10 +190,22 @@ class Tensor:
         return tracer.binary("ge", self, other)
 
     def __floordiv__(self, other: Any) -> Tensor:
-        raise tracer._fail("// is not supported yet; use (a / b) and floor()")
+        return floor_divide(self, other)
+
+    def __rfloordiv__(self, other: Any) -> Tensor:
+        return floor_divide(other, self)
 
     def __mod__(self, other: Any) -> Tensor:
-        raise tracer._fail("% is not supported yet")
+        return remainder(self, other)
+
+    def __rmod__(self, other: Any) -> Tensor:
+        return remainder(other, self)
+
+    def __divmod__(self, other: Any) -> tuple[Tensor, Tensor]:
+        return divmod_(self, other)
+
+    def __rdivmod__(self, other: Any) -> tuple[Tensor, Tensor]:
+        return divmod_(other, self)
 
     # -- methods (numpy names; PyTorch's dim=/keepdim= accepted as aliases) ----------------------
 
@@ -341,6 +354,126 @@ class Tensor:
 
     def softmax(self, dim: int = -1) -> Tensor:
         return self.ctx.emit("softmax", self, axis=dim)
+
+    # numpy math (see the decompositions below the class); PyTorch's names where they differ.
+
+    def sin(self) -> Tensor:
+        return self.ctx.emit("sin", _float_tensor(self))
+
+    def cos(self) -> Tensor:
+        return self.ctx.emit("cos", _float_tensor(self))
+
+    def sign(self) -> Tensor:
+        return self.ctx.emit("sign", self)
+
+    def erf(self) -> Tensor:
+        return erf(self)
+
+    def rsqrt(self) -> Tensor:
+        return rsqrt(self)
+
+    def square(self) -> Tensor:
+        return square(self)
+
+    def log1p(self) -> Tensor:
+        return log1p(self)
+
+    def expm1(self) -> Tensor:
+        return expm1(self)
+
+    def log2(self) -> Tensor:
+        return log2(self)
+
+    def log10(self) -> Tensor:
+        return log10(self)
+
+    def tan(self) -> Tensor:
+        return tan(self)
+
+    def sinh(self) -> Tensor:
+        return sinh(self)
+
+    def cosh(self) -> Tensor:
+        return cosh(self)
+
+    def arctan(self) -> Tensor:
+        return arctan(self)
+
+    def arcsin(self) -> Tensor:
+        return arcsin(self)
+
+    def arccos(self) -> Tensor:
+        return arccos(self)
+
+    atan, asin, acos = arctan, arcsin, arccos
+
+    def isnan(self) -> Tensor:
+        return isnan(self)
+
+    def isinf(self) -> Tensor:
+        return isinf(self)
+
+    def isfinite(self) -> Tensor:
+        return isfinite(self)
+
+    def floor(self) -> Tensor:
+        return floor(self)
+
+    def ceil(self) -> Tensor:
+        return ceil(self)
+
+    def round(self, decimals: int = 0) -> Tensor:
+        return around(self, decimals)
+
+    def floor_divide(self, other: Any) -> Tensor:
+        return floor_divide(self, other)
+
+    def remainder(self, other: Any) -> Tensor:
+        return remainder(self, other)
+
+    def std(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
+            keepdim: Any = None, ddof: int = 0, correction: Any = None,
+            unbiased: Any = None) -> Tensor:
+        return std(self, axis, ddof=ddof, keepdims=keepdims, dim=dim, keepdim=keepdim,
+                   correction=correction, unbiased=unbiased)
+
+    def any(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
+            keepdim: Any = None) -> Tensor:
+        return any_(self, axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
+
+    def all(self, axis: Any = None, keepdims: bool = False, *, dim: Any = None,
+            keepdim: Any = None) -> Tensor:
+        return all_(self, axis, keepdims=keepdims, dim=dim, keepdim=keepdim)
+
+    def flip(self, *axes: Any, axis: Any = None, dims: Any = None) -> Tensor:
+        """Reverse along axes: PyTorch's flip(0, 1) / flip(dims=...), numpy's axis=."""
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        return flip(self, axes if axes else (dims if dims is not None else axis))
+
+    def tile(self, *reps: Any) -> Tensor:
+        if len(reps) == 1 and isinstance(reps[0], (tuple, list)):
+            reps = tuple(reps[0])
+        return tile(self, reps)
+
+    def repeat(self, repeats: Any, axis: Any = None) -> Tensor:
+        """numpy's ndarray.repeat (PyTorch's repeat_interleave; PyTorch's repeat is tile)."""
+        return repeat(self, repeats, axis)
+
+    def repeat_interleave(self, repeats: Any, dim: Any = None) -> Tensor:
+        return repeat(self, repeats, dim)
+
+    def take(self, indices: Any, axis: Any = None) -> Tensor:
+        return take(self, indices, axis)
+
+    def cumsum(self, axis: Any = None, dtype: Any = None, *, dim: Any = None) -> Tensor:
+        return cumsum(self, axis, dtype, dim=dim)
+
+    def sort(self, *args: Any, **kwargs: Any) -> Tensor:
+        raise tracer._fail(f"sort is not traceable: {_NO_SORT}")
+
+    def argsort(self, *args: Any, **kwargs: Any) -> Tensor:
+        raise tracer._fail(f"argsort is not traceable: {_NO_SORT}")
 
     # -- indexing ------------------------------------------------------------------------------
 
@@ -558,6 +691,519 @@ def power(base: Any, exponent: Any) -> Tensor:
     return tracer.binary("pow", base, exponent)
 
 
+# ---------------------------------------------------------------------------------------------
+# numpy math that the registry has no op for, as decompositions into ops it has. Inputs that
+# are not floats become f32 (as `/` makes them). f32 inputs are computed in f64 and rounded
+# once at the end, so their results are the correctly rounded ones but for rare near-ties; f64
+# inputs carry the error bounds stated per function (tests/frontend/test_numpy_surface.py
+# measures them against numpy). Piecewise formulas see each input only where their piece
+# applies (elsewhere a harmless stand-in), so no branch that `where` discards can put a NaN
+# into the gradient.
+
+_INV_LN2 = 1.0 / math.log(2.0)
+_INV_LN10 = 1.0 / math.log(10.0)
+# Cephes' atan: atan(x) = x + x^3 P(x^2) / Q(x^2) on [0, 0.66] (peak relative error 2.6e-18),
+# with Q's leading coefficient 1; pi/2 as a double plus the double of its remainder.
+_ATAN_P = (-8.750608600031904122785e-1, -1.615753718733365076637e1,
+           -7.500855792314704667340e1, -1.228866684490136173410e2,
+           -6.485021904942025371773e1)
+_ATAN_Q = (2.485846490142306297962e1, 1.650270098316988542046e2, 4.328810604912902668951e2,
+           4.853903996359136964868e2, 1.945506571482613964425e2)
+_TAN_3PI_8 = 2.41421356237309504880
+_PI_2_LOW = 6.123233995736765886130e-17
+
+
+def _float_tensor(x: Any) -> Tensor:
+    """x as a float tensor: integers and bools become f32."""
+    t = tracer.as_tensor(x)
+    return t if t.dtype_.is_float else t.astype(DType.F32)
+
+
+def _in_f64(formula: Callable[[Tensor], Tensor]) -> Callable[[Any], Tensor]:
+    """`formula` (written for f64) applied to x in f64, returned in x's float dtype."""
+
+    def apply(x: Any) -> Tensor:
+        t = _float_tensor(x)
+        return formula(t.astype(DType.F64)).astype(t.dtype_)
+
+    apply.__doc__ = formula.__doc__
+    return apply
+
+
+def _piece(condition: Tensor, t: Tensor, formula: Callable[[Tensor], Tensor],
+           stand_in: float) -> Tensor:
+    """formula(t) where `condition` holds; formula(stand_in) elsewhere, to be discarded."""
+    return formula(where(condition, t, stand_in))
+
+
+def _horner(t: Tensor, coefficients: Sequence[float]) -> Tensor:
+    """c0 t^n + c1 t^(n-1) + ... + cn, coefficients from the highest power."""
+    result = t * coefficients[0] + coefficients[1]
+    for c in coefficients[2:]:
+        result = result * t + c
+    return result
+
+
+def _signed_zero(t: Tensor, result: Tensor) -> Tensor:
+    """`result`, but t itself where t is zero: an odd function keeps the sign of -0.0."""
+    return where(t == 0.0, t, result)
+
+
+@_in_f64
+def log1p(t: Tensor) -> Tensor:
+    """log(1 + x) without the cancellation of 1 + x: below |x| = 1e-4 its Taylor series to
+    x^4 (remainder under 2e-17 relative), below |x| = 1 Goldberg's log(u) x / (u - 1) with
+    u = 1 + x (a few ulp), else log(1 + x)."""
+    magnitude = abs(t)
+    series = t * _horner(t, (-0.25, 1 / 3, -0.5, 1.0))
+
+    def goldberg(s: Tensor) -> Tensor:
+        u = s + 1.0
+        return u.log() * (s / (u - 1.0))
+
+    near = _piece((magnitude >= 1e-4) & (magnitude < 1.0), t, goldberg, 0.5)
+    result = where(magnitude < 1.0, near, (t + 1.0).log())
+    return where(magnitude < 1e-4, series, result)
+
+
+@_in_f64
+def expm1(t: Tensor) -> Tensor:
+    """exp(x) - 1 without its cancellation: below |x| = 1e-4 its Taylor series to x^5
+    (remainder under 1e-22 relative), below |x| = 1 Kahan's (u - 1) x / log(u) with
+    u = exp(x) (a few ulp), else exp(x) - 1."""
+    magnitude = abs(t)
+    series = t * _horner(t, (1 / 120, 1 / 24, 1 / 6, 0.5, 1.0))
+
+    def kahan(s: Tensor) -> Tensor:
+        u = s.exp()
+        return (u - 1.0) * (s / u.log())
+
+    near = _piece((magnitude >= 1e-4) & (magnitude < 1.0), t, kahan, 0.5)
+    result = where(magnitude < 1.0, near, t.exp() - 1.0)
+    return where(magnitude < 1e-4, series, result)
+
+
+@_in_f64
+def log2(t: Tensor) -> Tensor:
+    """log(x) / ln 2: for f64 input within 4 ulp (powers of two may miss by an ulp); f32
+    input (computed in f64) is exact at powers of two."""
+    return t.log() * _INV_LN2
+
+
+@_in_f64
+def log10(t: Tensor) -> Tensor:
+    """log(x) / ln 10, within 2 ulp (for f64 input; powers of ten may be off by one ulp)."""
+    return t.log() * _INV_LN10
+
+
+@_in_f64
+def tan(t: Tensor) -> Tensor:
+    """sin(x) / cos(x), within 3 ulp for f64 input."""
+    return t.sin() / t.cos()
+
+
+def _exp_half_squared(magnitude: Tensor) -> Tensor:
+    """exp(a) / 2 as (exp(a / 2) / 2) exp(a / 2): finite wherever the result is."""
+    half = (magnitude * 0.5).exp()
+    return (half * 0.5) * half
+
+
+@_in_f64
+def sinh(t: Tensor) -> Tensor:
+    """sign(x) (E + E / (E + 1)) / 2 with E = expm1(|x|) below |x| = 20, exp(|x|) / 2 above
+    (exp(-|x|) is below an ulp there); a few ulp for f64 input."""
+    magnitude = abs(t)
+
+    def small(a: Tensor) -> Tensor:
+        e = expm1(a)
+        return (e + e / (e + 1.0)) * 0.5
+
+    value = where(magnitude < 20.0, _piece(magnitude < 20.0, magnitude, small, 1.0),
+                  _exp_half_squared(magnitude))
+    return _signed_zero(t, where(t < 0.0, -value, value))
+
+
+@_in_f64
+def cosh(t: Tensor) -> Tensor:
+    """(exp(|x|) + exp(-|x|)) / 2 below |x| = 20, exp(|x|) / 2 above; within 2 ulp for f64."""
+    magnitude = abs(t)
+
+    def small(a: Tensor) -> Tensor:
+        e = a.exp()
+        return (e + 1.0 / e) * 0.5
+
+    return where(magnitude < 20.0, _piece(magnitude < 20.0, magnitude, small, 1.0),
+                 _exp_half_squared(magnitude))
+
+
+def _atan(t: Tensor) -> Tensor:
+    """Cephes' atan on f64: reduced to [0, 0.66] through atan(x) = pi/2 - atan(1/x) above
+    tan(3 pi/8) and pi/4 + atan((x - 1) / (x + 1)) above 0.66; within 2 ulp."""
+    a = abs(t)
+    big = a > _TAN_3PI_8
+    middle = (a > 0.66) & ~big
+    reduced = where(big, -1.0 / where(big, a, 1.0), where(middle, (a - 1.0) / (a + 1.0), a))
+    zero = tracer.as_tensor(0.0, like=a.dtype_)
+    offset = where(big, math.pi / 2, where(middle, math.pi / 4, zero))
+    low = where(big, _PI_2_LOW, where(middle, 0.5 * _PI_2_LOW, zero))
+    z = reduced * reduced
+    ratio = z * _horner(z, _ATAN_P) / _horner(z, (1.0, *_ATAN_Q))
+    value = offset + (reduced * ratio + reduced + low)
+    return _signed_zero(t, where(t < 0.0, -value, value))
+
+
+@_in_f64
+def arctan(t: Tensor) -> Tensor:
+    """atan(x) by Cephes' rational approximation (see `_atan`)."""
+    return _atan(t)
+
+
+@_in_f64
+def arcsin(t: Tensor) -> Tensor:
+    """atan(x / sqrt((1 - x)(1 + x))): within 4 ulp for f64; nan outside [-1, 1]."""
+    return _atan(t / ((1.0 - t) * (t + 1.0)).sqrt())
+
+
+@_in_f64
+def arccos(t: Tensor) -> Tensor:
+    """2 atan(sqrt((1 - x) / (1 + x))): within 4 ulp for f64; nan outside [-1, 1]."""
+    return _atan(((1.0 - t) / (t + 1.0)).sqrt()) * 2.0
+
+
+def erf(x: Any) -> Tensor:
+    """The error function (the `erf` op)."""
+    return tracer.emit("erf", _float_tensor(x))
+
+
+def rsqrt(x: Any) -> Tensor:
+    """1 / sqrt(x) (the `rsqrt` op)."""
+    return tracer.emit("rsqrt", _float_tensor(x))
+
+
+def square(x: Any) -> Tensor:
+    """x * x, in x's dtype (a bool stays itself, as in numpy)."""
+    t = tracer.as_tensor(x)
+    return t if t.dtype_ is DType.BOOL else t * t
+
+
+def isnan(x: Any) -> Tensor:
+    """x != x: true only at NaN (never for integers)."""
+    t = tracer.as_tensor(x)
+    return t != t
+
+
+def isinf(x: Any) -> Tensor:
+    """|x| == inf (never for integers)."""
+    t = tracer.as_tensor(x)
+    return abs(t) == math.inf if t.dtype_.is_float else t != t
+
+
+def isfinite(x: Any) -> Tensor:
+    """|x| < inf, false at NaN (always true for integers)."""
+    t = tracer.as_tensor(x)
+    return abs(t) < math.inf if t.dtype_.is_float else t == t
+
+
+def _rounding(op: str) -> Callable[[Any], Tensor]:
+    """floor / ceil / rint: integers are their own result (numpy 2 keeps their dtype)."""
+
+    def apply(x: Any) -> Tensor:
+        t = tracer.as_tensor(x)
+        return t.ctx.emit(op, t) if t.dtype_.is_float else t
+
+    return apply
+
+
+floor, ceil, rint = _rounding("floor"), _rounding("ceil"), _rounding("round")
+
+
+def around(x: Any, decimals: int = 0) -> Tensor:
+    """numpy's round: half to even; for decimals != 0 numpy's own steps, x * 10^d rounded and
+    divided by 10^d (x / 10^-d rounded and multiplied for d < 0), in x's dtype."""
+    t = tracer.as_tensor(x)
+    decimals = int(decimals)
+    if not t.dtype_.is_float:
+        if decimals < 0:
+            raise tracer._fail(f"round of an integer tensor {t.value.type} to decimals="
+                               f"{decimals} is not supported; cast to float first")
+        return t
+    if decimals == 0:
+        return rint(t)
+    scale = 10.0 ** abs(decimals)
+    if decimals > 0:
+        return rint(t * scale) / scale
+    return rint(t / scale) * scale
+
+
+def _integer_operands(a: Any, b: Any, name: str) -> tuple[Tensor, Tensor]:
+    """Both operands of // or % as one integer dtype; floats and bools are refused."""
+    left, right = tracer.binary_operands(a, b)
+    if not left.dtype_.is_int:
+        raise tracer._fail(
+            f"{name} of {left.value.type} and {right.value.type} is not supported: it works on "
+            "integer tensors; numpy's float floor_divide and remainder need an exact fmod, "
+            "which Ember has no op for (floor(a / b) is close, but not numpy's result where "
+            "a / b rounds)")
+    return left, right
+
+
+def _floor_divmod(a: Any, b: Any, name: str) -> tuple[Tensor, Tensor]:
+    """numpy's integer floor division and remainder (the remainder takes the divisor's sign;
+    a zero divisor gives 0 for both, as numpy gives)."""
+    left, right = _integer_operands(a, b, name)
+    zero = right == 0
+    divisor = where(zero, 1, right)
+    quotient = left.ctx.emit("div", left, divisor)  # truncates toward zero
+    remainder = left - quotient * divisor
+    # A nonzero remainder of the other sign than the divisor: floor is one below trunc.
+    adjust = (remainder != 0) & ((remainder < 0) ^ (divisor < 0))
+    quotient = where(adjust, quotient - 1, quotient)
+    remainder = where(adjust, remainder + divisor, remainder)
+    return where(zero, 0, quotient), where(zero, 0, remainder)
+
+
+def floor_divide(a: Any, b: Any) -> Tensor:
+    """numpy's `a // b` for integer tensors (floor of the quotient; 0 for a zero divisor)."""
+    return _floor_divmod(a, b, "//")[0]
+
+
+def remainder(a: Any, b: Any) -> Tensor:
+    """numpy's `a % b` for integer tensors (the sign of b; 0 for a zero divisor)."""
+    return _floor_divmod(a, b, "%")[1]
+
+
+def divmod_(a: Any, b: Any) -> tuple[Tensor, Tensor]:
+    """numpy's divmod for integer tensors: (a // b, a % b)."""
+    return _floor_divmod(a, b, "divmod")
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy functions over axes, as shape ops, reductions and gathers.
+
+
+def _axis_arg(axis: Any, dim: Any) -> Any:
+    return dim if dim is not None else axis
+
+
+def std(x: Any, axis: Any = None, dtype: Any = None, out: Any = None, ddof: int = 0,
+        keepdims: bool = False, *, dim: Any = None, keepdim: Any = None,
+        correction: Any = None, unbiased: Any = None) -> Tensor:
+    """numpy's std: sqrt of `var` with `ddof` (PyTorch's correction= or unbiased= too)."""
+    if dtype is not None or out is not None:
+        raise tracer._fail("np.std with dtype= or out= is not supported")
+    if correction is not None:
+        ddof = int(correction)
+    elif unbiased is not None:
+        ddof = int(bool(unbiased))
+    return _float_tensor(x).var(axis, keepdims, dim=dim, keepdim=keepdim, ddof=ddof).sqrt()
+
+
+def _truth(x: Any, op: str, axis: Any, keepdims: bool, dim: Any, keepdim: Any) -> Tensor:
+    """any (op "max") or all ("min") of x != 0 over axes; over an empty axis, by counting."""
+    t = tracer.as_tensor(x)
+    truth = t if t.dtype_ is DType.BOOL else t != 0
+    axes = tracer.normalize_axes_arg(axis, t.ndim, dim)
+    keep = bool(keepdim) if keepdim is not None else bool(keepdims)
+    if all(t.shape[a] for a in axes):
+        return truth.ctx.emit(op, truth, axes=axes, keepdims=keep)
+    if op == "min":
+        truth = ~truth
+    count = truth.astype(DType.I64).sum(axis=axes, keepdims=keep)
+    return count > 0 if op == "max" else count == 0
+
+
+def any_(x: Any, axis: Any = None, out: Any = None, keepdims: bool = False, *,
+         dim: Any = None, keepdim: Any = None) -> Tensor:
+    """numpy's any: some element nonzero (NaN counts as nonzero) over the axes."""
+    return _truth(x, "max", axis, keepdims, dim, keepdim)
+
+
+def all_(x: Any, axis: Any = None, out: Any = None, keepdims: bool = False, *,
+         dim: Any = None, keepdim: Any = None) -> Tensor:
+    """numpy's all: every element nonzero over the axes (true over an empty axis)."""
+    return _truth(x, "min", axis, keepdims, dim, keepdim)
+
+
+def flip(x: Any, axis: Any = None, *, dims: Any = None) -> Tensor:
+    """numpy's flip (PyTorch's dims=): reverse the order along the axes (all when None)."""
+    t = tracer.as_tensor(x)
+    axes = tracer.normalize_axes_arg(_axis_arg(axis, dims), t.ndim)
+    if not axes:
+        return t
+    return index(t, tuple(slice(None, None, -1) if a in axes else slice(None)
+                          for a in range(t.ndim)))
+
+
+def tile(x: Any, reps: Any) -> Tensor:
+    """numpy's tile (PyTorch's tile): x repeated `reps` times along each axis, reps and x's
+    shape lined up from the right."""
+    t = tracer.as_tensor(x)
+    reps = (int(reps),) if isinstance(reps, (int, np.integer)) else tuple(int(r) for r in reps)
+    if min(reps, default=0) < 0:
+        raise tracer._fail(f"tile reps {list(reps)} must not be negative")
+    rank = max(t.ndim, len(reps))
+    shape = (1,) * (rank - t.ndim) + t.shape
+    reps = (1,) * (rank - len(reps)) + reps
+    if all(r == 1 for r in reps):
+        return t.reshape(shape)
+    # (d0, d1) -> (1, d0, 1, d1) -> (r0, d0, r1, d1) -> (r0 d0, r1 d1)
+    interleaved = t.reshape(tuple(n for d in shape for n in (1, d)))
+    spread = interleaved.broadcast_to(
+        tuple(n for pair in zip(reps, shape, strict=True) for n in pair))
+    return spread.reshape(tuple(r * d for r, d in zip(reps, shape, strict=True)))
+
+
+def repeat(x: Any, repeats: Any, axis: Any = None, *, dim: Any = None) -> Tensor:
+    """numpy's repeat (PyTorch's repeat_interleave): each element `repeats` times in a row
+    along the axis (x flattened when None); `repeats` is an int or one count per element."""
+    t = tracer.as_tensor(x)
+    axis = _axis_arg(axis, dim)
+    if axis is None:
+        t, axis = t.reshape(-1), 0
+    axis = tracer.normalize_axes_arg(axis, t.ndim)[0]
+    size = t.shape[axis]
+    counts = np.asarray(repeats)
+    if isinstance(repeats, Tensor) or counts.dtype.kind not in "iu" or counts.ndim > 1:
+        raise tracer._fail("repeat needs `repeats` as an int or a list of ints known while "
+                           "tracing (the result's shape depends on them)")
+    if counts.ndim == 0:
+        count = int(counts)
+        if count < 0:
+            raise tracer._fail(f"repeat count {count} must not be negative")
+        shape = t.shape
+        expanded = t.expand_dims(axis + 1).broadcast_to(
+            (*shape[:axis + 1], count, *shape[axis + 1:]))
+        return expanded.reshape((*shape[:axis], size * count, *shape[axis + 1:]))
+    if counts.shape != (size,) or counts.min(initial=0) < 0:
+        raise tracer._fail(f"repeat counts of shape {list(counts.shape)} do not match axis "
+                           f"{axis} of size {size} (one non-negative count per element)")
+    positions = np.repeat(np.arange(size, dtype=np.int64), counts)
+    return t.ctx.emit("gather", t, tracer.as_tensor(positions), axis=axis)
+
+
+def take(x: Any, indices: Any, axis: Any = None, out: Any = None, mode: str = "raise") -> Tensor:
+    """numpy's take: the elements at `indices` along the axis (of x flattened when None);
+    constant indices are checked and may be negative."""
+    if out is not None or mode != "raise":
+        raise tracer._fail("np.take with out= or a mode other than 'raise' is not supported")
+    t = tracer.as_tensor(x)
+    if axis is None:
+        t, axis = t.reshape(-1), 0
+    axis = tracer.normalize_axes_arg(axis, t.ndim)[0]
+    positions = _index_array(indices, axis, t.shape)
+    return t.ctx.emit("gather", t, positions, axis=axis)
+
+
+def cumsum(x: Any, axis: Any = None, dtype: Any = None, out: Any = None, *,
+           dim: Any = None) -> Tensor:
+    """numpy's cumsum: running sums along the axis (of x flattened when None). Integers and
+    bools sum in i64 (numpy's default), exactly; floats sum as a log-depth tree (Hillis and
+    Steele), which may round differently from numpy's left-to-right sum (at most about
+    log2(n) ulp of the running sum of |x| more)."""
+    if out is not None:
+        raise tracer._fail("np.cumsum with out= is not supported")
+    t = tracer.as_tensor(x)
+    if dtype is not None:
+        t = t.astype(dtype)
+    elif not t.dtype_.is_float:
+        t = t.astype(DType.I64)
+    axis = _axis_arg(axis, dim)
+    if axis is None:
+        t, axis = t.reshape(-1), 0
+    axis = tracer.normalize_axes_arg(axis, t.ndim)[0]
+    size = t.shape[axis]
+    result, shift = t, 1
+    while shift < size:  # result[i] += result[i - shift], with zeros shifted in
+        zeros_shape = (*t.shape[:axis], shift, *t.shape[axis + 1:])
+        zeros = tracer.as_tensor(np.zeros((), t.dtype)).broadcast_to(zeros_shape)
+        kept = index(result, (slice(None),) * axis + (slice(0, size - shift),))
+        result = result + concatenate([zeros, kept], axis=axis)
+        shift *= 2
+    return result
+
+
+def _einsum_spec(subscripts: str, count: int) -> tuple[list[str], str]:
+    """The operands' letters and the output's, numpy's implicit output when there is no ->."""
+    spec = subscripts.replace(" ", "")
+    if "." in spec:
+        raise tracer._fail(f"einsum {subscripts!r}: ellipses are not supported")
+    inputs, arrow, output = spec.partition("->")
+    terms = inputs.split(",")
+    if len(terms) != count or not all(term.isalpha() for term in terms if term):
+        raise tracer._fail(f"einsum {subscripts!r} does not fit {count} operand(s)")
+    if not arrow:
+        letters = "".join(terms)
+        output = "".join(sorted(c for c in set(letters) if letters.count(c) == 1))
+    for term in [*terms, output]:
+        if len(set(term)) != len(term):
+            raise tracer._fail(f"einsum {subscripts!r}: a letter repeated within one operand "
+                               "(a diagonal) is not supported")
+    if set(output) - set("".join(terms)):
+        raise tracer._fail(f"einsum {subscripts!r}: output letters must appear in an input")
+    return terms, output
+
+
+def _sum_letters(t: Tensor, term: str, keep: set[str]) -> tuple[Tensor, str]:
+    """Sum t over the letters of `term` not in `keep`."""
+    axes = tuple(i for i, c in enumerate(term) if c not in keep)
+    if not axes:
+        return t, term
+    return t.sum(axis=axes), "".join(c for c in term if c in keep)
+
+
+def _arrange(t: Tensor, term: str, order: str) -> Tensor:
+    """t (with letters `term`) transposed to the letter order `order`."""
+    return t.transpose(tuple(term.index(c) for c in order)) if order else t
+
+
+def einsum(subscripts: str, *operands: Any) -> Tensor:
+    """numpy's einsum of one or two operands, without ellipses or diagonals: sums, a
+    transpose, and for two operands one batched matmul."""
+    if not isinstance(subscripts, str) or len(operands) not in (1, 2):
+        raise tracer._fail("einsum is supported with a subscript string and one or two "
+                           "operands")
+    terms, output = _einsum_spec(subscripts, len(operands))
+    tensors = [tracer.as_tensor(o) for o in operands]
+    for tensor, term in zip(tensors, terms, strict=True):
+        if tensor.ndim != len(term):
+            raise tracer._fail(f"einsum {subscripts!r}: operand {term!r} has shape "
+                               f"{list(tensor.shape)}")
+    if len(tensors) == 1:
+        summed, term = _sum_letters(tensors[0], terms[0], set(output))
+        return _arrange(summed, term, output)
+    a, b = tracer.binary_operands(*tensors)
+    (ta, tb), out = terms, set(output)
+    a, ta = _sum_letters(a, ta, out | set(tb))
+    b, tb = _sum_letters(b, tb, out | set(ta))
+    size = {**dict(zip(tb, b.shape, strict=True)), **dict(zip(ta, a.shape, strict=True))}
+    for c in set(ta) & set(tb):
+        if a.shape[ta.index(c)] != b.shape[tb.index(c)]:
+            raise tracer._fail(f"einsum {subscripts!r}: letter {c!r} has sizes "
+                               f"{a.shape[ta.index(c)]} and {b.shape[tb.index(c)]}")
+    batch = "".join(c for c in output if c in ta and c in tb)
+    contract = "".join(c for c in ta if c in tb and c not in out)
+    a_free = "".join(c for c in ta if c not in tb)
+    b_free = "".join(c for c in tb if c not in ta)
+    dims = lambda letters: int(np.prod([size[c] for c in letters]))  # noqa: E731
+    left = _arrange(a, ta, batch + a_free + contract).reshape(
+        dims(batch), dims(a_free), dims(contract))
+    right = _arrange(b, tb, batch + contract + b_free).reshape(
+        dims(batch), dims(contract), dims(b_free))
+    product = (left @ right).reshape(tuple(size[c] for c in batch + a_free + b_free))
+    return _arrange(product, batch + a_free + b_free, output)
+
+
+def _untraceable(name: str, why: str) -> Callable[..., Any]:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise tracer._fail(f"np.{name} is not traceable: {why}")
+
+    return refuse
+
+
+_NO_SORT = ("Ember has no sort op; sort outside the traced function, or use max / argmax "
+            "for the extremes")
+
+
 _UFUNCS: dict[str, Callable[..., Tensor]] = {
     "add": _binary("add"), "subtract": _binary("sub"), "multiply": _binary("mul"),
     "true_divide": true_divide, "divide": true_divide, "power": lambda a, b: power(a, b),
@@ -568,8 +1214,12 @@ _UFUNCS: dict[str, Callable[..., Tensor]] = {
     "logical_xor": _binary("logical_xor"), "logical_not": _unary("logical_not"),
     "negative": _unary("neg"), "absolute": _unary("abs"), "sign": _unary("sign"),
     "exp": _unary("exp"), "log": _unary("log"), "sqrt": _unary("sqrt"), "tanh": _unary("tanh"),
-    "sin": _unary("sin"), "cos": _unary("cos"), "floor": _unary("floor"), "ceil": _unary("ceil"),
-    "reciprocal": _unary("reciprocal"), "rint": _unary("round"),
+    "sin": _unary("sin"), "cos": _unary("cos"), "floor": floor, "ceil": ceil,
+    "reciprocal": _unary("reciprocal"), "rint": rint, "square": square, "log1p": log1p,
+    "expm1": expm1, "log2": log2, "log10": log10, "tan": tan, "sinh": sinh, "cosh": cosh,
+    "arctan": arctan, "arcsin": arcsin, "arccos": arccos, "isnan": isnan, "isinf": isinf,
+    "isfinite": isfinite, "erf": erf, "floor_divide": floor_divide, "remainder": remainder,
+    "divmod": divmod_,
 }
 
 
@@ -641,6 +1291,9 @@ _ARRAY_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "clip": _method("clip"), "broadcast_to": _method("broadcast_to"),
     "concatenate": concatenate, "stack": stack, "split": split, "where": where, "pad": pad,
     "matmul": _binary("matmul"), "dot": _binary("matmul"),
+    "round": around, "around": around, "std": std, "any": any_, "all": all_, "flip": flip,
+    "tile": tile, "repeat": repeat, "take": take, "cumsum": cumsum, "einsum": einsum,
+    "sort": _untraceable("sort", _NO_SORT), "argsort": _untraceable("argsort", _NO_SORT),
 }
 
 
