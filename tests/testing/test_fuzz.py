@@ -140,3 +140,23 @@ def test_a_hanging_program_is_reported_as_a_timeout(tmp_path) -> None:
     assert summary.programs == 2
     kinds = [(f.kind, f.levels) for _, f, _ in summary.findings]
     assert kinds == [("timeout", (1,)), ("timeout", (1,))]
+
+
+def test_an_underflowed_probability_is_judged_neither_way_after_log() -> None:
+    """log(softmax(x)) where the softmax underflows is -inf op by op and finite through
+    log_softmax (what `simplify` makes of it): the oracle's noisy trials keep such a
+    probability at zero in even trials and at twice the smallest normal in odd ones, so the
+    log is not judged there; probabilities in range are judged as before."""
+    x = np.array([[0.0, -200.0, -1.0]])
+    with O.noise(None):
+        exact = np.log(O.rnd(O.softmax(x, 1, "f32"), "f32"))
+    trials = []
+    for seed in range(4):
+        with O.noise(seed):
+            trials.append(np.log(O.rnd(O.softmax(x, 1, "f32"), "f32")))
+    assert np.isneginf(exact[0, 1]) and np.isfinite(trials[1][0, 1])
+    finite = np.log(np.exp(x - np.log(np.exp(x).sum()))).astype(np.float32)  # log_softmax
+    assert O.compare(finite, exact, trials, "f32", signed_zeros=False) == ""
+    wrong = finite.copy()
+    wrong[0, 2] += 0.5  # an in-range element is still judged
+    assert "1 of 3 elements differ" in O.compare(wrong, exact, trials, "f32", signed_zeros=False)
