@@ -296,7 +296,9 @@ def test_scaled_dot_product_attention(dtype: type) -> None:
     v = randn(2, 3, 7, 4, seed=30, dtype=dtype)
     float_mask = randn(5, 7, seed=31, dtype=dtype)
     bool_mask = np.random.default_rng(32).random((2, 1, 5, 7)) < 0.7
-    bool_mask[..., 0] = True  # every query keeps a key (a fully masked row is NaN in both)
+    bool_mask[0, 0, 1] = False  # a query with every key masked out: zeros in PyTorch
+    float_mask[3] = -np.inf
+    float_mask[1, 2:4] = -np.inf
     square_k, square_v = k[:, :, :5], v[:, :, :5]
 
     def run(module: object, qt: object, kt: object, vt: object, fm: object, bm: object,
@@ -333,6 +335,23 @@ def test_gradients_against_torch_autograd() -> None:
     loss(TF, *tensors).backward()
     for ours, tensor in zip(grads, tensors[:3], strict=True):
         np.testing.assert_allclose(ours, tensor.grad.numpy(), rtol=1e-9, atol=1e-11)
+
+
+GRAD_ACTIVATIONS = ["softplus", "mish", "elu", "selu", "celu", "logsigmoid", "hardswish",
+                    "hardsigmoid", "relu6", "hardtanh", "softsign"]
+
+
+def test_activation_gradients_against_torch_autograd() -> None:
+    """Finite gradients where exp overflows or underflows in the unused branch, and PyTorch's
+    choice at the kinks (0 at the bounds of hardtanh and relu6, hardswish's 0 at -3)."""
+    x = np.array([-1e30, -200.0, -30.0, -5.0, -3.0, -1.0, -1e-6, 0.0, 1e-6, 0.5, 1.0, 3.0, 6.0,
+                  19.0, 21.0, 50.0, 200.0, 1e30], dtype=np.float64)
+    for name in GRAD_ACTIVATIONS:
+        ours = ember.grad(lambda t, n=name: getattr(F, n)(t).sum())(x)
+        tensor = torch.from_numpy(x.copy()).requires_grad_(True)
+        getattr(TF, name)(tensor).sum().backward()
+        np.testing.assert_allclose(ours, tensor.grad.numpy(), rtol=1e-12, atol=1e-8,
+                                   err_msg=name)
 
 
 # -- errors ------------------------------------------------------------------------------------

@@ -18,10 +18,13 @@ from ember.ir.types import DType
 
 __all__ = [
     "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "binary_cross_entropy",
-    "binary_cross_entropy_with_logits", "conv2d", "cross_entropy", "dropout", "embedding", "gelu",
-    "huber_loss", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax", "max_pool2d",
-    "mse_loss", "nll_loss", "one_hot", "pad", "relu", "sigmoid", "silu", "smooth_l1_loss",
-    "softmax", "tanh",
+    "binary_cross_entropy_with_logits", "celu", "conv1d", "conv2d", "conv_transpose2d",
+    "cross_entropy", "dropout", "elu", "embedding", "gelu", "group_norm", "hardsigmoid",
+    "hardswish", "hardtanh", "huber_loss", "instance_norm", "interpolate", "l1_loss",
+    "layer_norm", "leaky_relu", "linear", "log_softmax", "logsigmoid", "max_pool2d", "mish",
+    "mse_loss", "nll_loss", "normalize", "one_hot", "pad", "pixel_shuffle", "pixel_unshuffle",
+    "relu", "relu6", "scaled_dot_product_attention", "selu", "sigmoid", "silu", "smooth_l1_loss",
+    "softmax", "softplus", "softsign", "tanh",
 ]
 
 
@@ -725,12 +728,12 @@ def _expm1(x: Tensor) -> Tensor:
 
     Kahan's form (u - 1) * x / log(u) with u = exp(x) cancels the rounding of u; where u rounds
     to 1 the result is x, and where u - 1 is -1 (x below about -17 in f32) it is -1. The
-    divisor log(u) is replaced by 1 there, so the unused branch holds no 0/0.
+    unused Kahan branch reads u = 2 there, so it holds no 0/0 or log(0) whose gradient is nan.
     """
     u = x.exp()
     exact = (u == 1.0) | (u - 1.0 == -1.0) | (u == np.inf)
-    log_u = where(exact, 1.0, u.log())
-    kahan = (u - 1.0) * (x / log_u)
+    safe = where(exact, 2.0, u)
+    kahan = (safe - 1.0) * (x / safe.log())
     return where(u == 1.0, x, where(exact, u - 1.0, kahan))
 
 
@@ -778,10 +781,17 @@ def celu(input: Any, alpha: float = 1.0, inplace: bool = False) -> Tensor:
 
 def hardtanh(input: Any, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False
              ) -> Tensor:
-    """x clamped to [min_val, max_val] (NaN stays NaN)."""
+    """x clamped to [min_val, max_val] (NaN and -0.0 stay), with PyTorch's gradient: 1
+    strictly inside the bounds, 0 at and beyond them."""
     if min_val > max_val:
         raise tracer._fail(f"hardtanh: min_val {min_val} must not exceed max_val {max_val}")
-    return _t(input).clip(min_val, max_val)
+    x = _t(input)
+    out = where(x < min_val, min_val, where(x > max_val, max_val, x))
+    for bound in (min_val, max_val):
+        if np.isfinite(bound):  # x * 0 (+ bound) is x at the bound, without a gradient
+            at_bound = x * 0.0 if bound == 0 else x * 0.0 + bound
+            out = where(x == bound, at_bound, out)
+    return out
 
 
 def relu6(input: Any, inplace: bool = False) -> Tensor:
@@ -1122,7 +1132,8 @@ def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: An
     """softmax(q k^T * scale + mask) v over [..., L, E] queries and [..., S, E] keys.
 
     A boolean mask keeps the positions where it is True (the others get -inf); a float mask
-    is added to the scores; is_causal keeps key positions at or before each query's.
+    is added to the scores; is_causal keeps key positions at or before each query's. A query
+    with every key masked out gives zeros, as PyTorch's.
     """
     q, k, v = _t(query), _t(key), _t(value)
     if dropout_p:
@@ -1141,13 +1152,18 @@ def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: An
     key_t = k.transpose((*range(k.ndim - 2), k.ndim - 1, k.ndim - 2))
     scores = (q @ key_t) * factor
     length, source = q.shape[-2], k.shape[-2]
-    if is_causal:
-        attn_mask = q.ctx.constant(np.tril(np.ones((length, source), dtype=bool)))
-    if attn_mask is not None:
-        mask = _t(attn_mask)
-        if mask.dtype_ is DType.BOOL:
-            scores = where(mask, scores, -np.inf)
-        else:
-            scores = scores + (mask if mask.dtype_ is scores.dtype_ else mask.astype(
-                scores.dtype_))
-    return scores.softmax(-1) @ v
+    if is_causal:  # every query keeps at least key 0
+        causal = q.ctx.constant(np.tril(np.ones((length, source), dtype=bool)))
+        return where(causal, scores, -np.inf).softmax(-1) @ v
+    if attn_mask is None:
+        return scores.softmax(-1) @ v
+    mask = _t(attn_mask)
+    if mask.dtype_ is DType.BOOL:
+        scores = where(mask, scores, -np.inf)
+    else:
+        scores = scores + (mask if mask.dtype_ is scores.dtype_ else mask.astype(scores.dtype_))
+    # A query whose keys are all masked out attends to nothing: PyTorch gives 0 there, not
+    # the 0/0 of the softmax. Such rows are softmaxed as zeros and their weights zeroed.
+    masked = scores.max(axis=-1, keepdims=True) == -np.inf
+    weights = where(masked, 0.0, where(masked, 0.0, scores).softmax(-1))
+    return weights @ v
