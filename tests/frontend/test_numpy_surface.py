@@ -4,6 +4,8 @@ integers), error bounds of the decompositions, refusals, and gradients against t
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -161,6 +163,28 @@ def test_float_floor_divide_is_refused_by_name() -> None:
         ember.trace(lambda a: a.argsort(), x)
     with pytest.raises(EmberError, match="ellipses are not supported"):
         ember.trace(lambda a: np.einsum("...i->i", a), x)
+    with pytest.raises(EmberError, match=r"einsum 'ij,jk': letter 'j' has sizes 3 and 2"):
+        ember.trace(lambda a: np.einsum("ij,jk", a.reshape(1, 3), a[:2].reshape(2, 1)), x)
+    with pytest.raises(EmberError, match=r"repeat counts of shape \[2\] do not match axis 0 of "
+                                         "size 3"):
+        ember.trace(lambda a: np.repeat(a, [1, 2]), x)
+    with pytest.raises(EmberError, match="index 3 is out of bounds for axis 0 with size 3"):
+        ember.trace(lambda a: np.take(a, [0, 3]), x)
+
+
+@pytest.mark.parametrize("level", LEVELS)
+def test_integer_inputs_to_float_math_become_f32(level: int) -> None:
+    """As with `/`, integer tensors become f32 (numpy would give f64)."""
+    ints = np.array([0, 1, -1, 7, 1000], np.int64)
+    got = compiled(lambda i: (np.log1p(i), np.tan(i), i.erf(), np.arctan(i), round(i * 1.5),
+                              np.std(i)), ints, level=level)
+    f = ints.astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        expected = (np.log1p(f), np.tan(f), [math.erf(v) for v in f], np.arctan(f),
+                    np.round(f * 1.5), np.std(f))
+    for result, ref in zip(got, expected, strict=True):
+        assert result.dtype == np.float32
+        np.testing.assert_allclose(result, np.asarray(ref, np.float32), rtol=1e-6)
 
 
 @pytest.mark.parametrize("level", LEVELS)

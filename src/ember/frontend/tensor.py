@@ -425,6 +425,9 @@ class Tensor:
     def round(self, decimals: int = 0) -> Tensor:
         return around(self, decimals)
 
+    def __round__(self, ndigits: int | None = None) -> Tensor:
+        return around(self, ndigits or 0)
+
     def floor_divide(self, other: Any) -> Tensor:
         return floor_divide(self, other)
 
