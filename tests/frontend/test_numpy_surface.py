@@ -1,4 +1,4 @@
-"""numpy's math, reductions and shape functions on traced tensors, at opt levels 0 and 3, against
+"""numpy's math, reductions and shape functions on traced tensors, at every opt level, against
 numpy (float64 where rounding matters) and PyTorch: edge values (NaN, inf, -0.0, negatives,
 integers), error bounds of the decompositions, refusals, and gradients against torch.autograd."""
 
@@ -13,7 +13,7 @@ import torch
 import ember
 from ember.errors import EmberError
 
-LEVELS = (0, 3)
+LEVELS = (0, 1, 2, 3)
 RNG = np.random.default_rng(13)
 
 # Edge values, tiny magnitudes (log1p / expm1 must not cancel), the decompositions' branch
@@ -283,7 +283,8 @@ def test_einsum_of_one_and_two_operands(level: int) -> None:
         np.testing.assert_allclose(result, torch_ref, rtol=1e-12, atol=1e-12, err_msg=spec)
 
 
-def test_gradients_flow_through_the_decompositions() -> None:
+@pytest.mark.parametrize("level", [0, 3])
+def test_gradients_flow_through_the_decompositions(level: int) -> None:
     x = RNG.uniform(-0.9, 0.9, (4, 6))
     x[0, :3] = (0.0, 1e-6, -3e-5)  # the series pieces of log1p, expm1, sinh
 
@@ -296,7 +297,7 @@ def test_gradients_flow_through_the_decompositions() -> None:
         total = sum((term * (i + 1)).sum() for i, term in enumerate(terms))
         return total + (a.std(1, correction=1) if lib is torch else a.std(1, ddof=1)).sum()
 
-    got = ember.grad(lambda a: loss(a, np))(x)
+    got = ember.grad(lambda a: loss(a, np), opt_level=level)(x)
     t = torch.from_numpy(x).requires_grad_()
     loss(t, torch).backward()
     np.testing.assert_allclose(got, t.grad.numpy(), rtol=1e-9, atol=1e-9)
