@@ -172,8 +172,9 @@ def test_norm_modules() -> None:
             value = rng.standard_normal(6).astype(np.float32)
             getattr(ours, name).data[...] = value
             getattr(theirs, name).data = torch.from_numpy(value.copy())
-    compare(lambda t: (group(t), instance(t), enn.InstanceNorm2d(6)(t)),
-            lambda t: (tgroup(t), tinstance(t), torch.nn.InstanceNorm2d(6)(t)), x)
+    compare(lambda t: (group(t), instance(t), enn.InstanceNorm2d(6)(t), instance(t[0])),
+            lambda t: (tgroup(t), tinstance(t), torch.nn.InstanceNorm2d(6)(t), tinstance(t[0])),
+            x)
 
 
 # -- convolutions ------------------------------------------------------------------------------
@@ -232,7 +233,9 @@ def test_conv_modules() -> None:
     for mine, torch_layer in ((ours, theirs), (ours1, theirs1)):
         torch_layer.weight.data = torch.from_numpy(np.asarray(mine.weight.data).copy())
         torch_layer.bias.data = torch.from_numpy(np.asarray(mine.bias.data).copy())
-    compare(lambda t, t1: (ours(t), ours1(t1)), lambda t, t1: (theirs(t), theirs1(t1)), x, x1)
+    size = (11, 9)  # output_padding 0 for the rows, 1 for the columns (not the layer's 1, 1)
+    compare(lambda t, t1: (ours(t), ours1(t1), ours(t, output_size=size)),
+            lambda t, t1: (theirs(t), theirs1(t1), theirs(t, output_size=size)), x, x1)
 
 
 # -- rearrangement and resampling --------------------------------------------------------------
