@@ -85,6 +85,11 @@ def batch_norm_affine(graph: Graph, node: Node) -> Affine | None:
         return None
     mean, var, gamma, beta = (np.asarray(a, dtype=np.float64) for a in arrays)  # type: ignore[arg-type]
     scale = gamma / np.sqrt(var + float(node.attrs["eps"]))  # type: ignore[arg-type]
+    narrow = scale.astype(node.output.type.dtype.numpy)
+    if np.any((narrow == 0) & (gamma != 0)):
+        # A scale below the dtype's range would turn an infinite input into inf * 0 = NaN;
+        # batch_norm's own lowering takes such channels in the unfolded order.
+        return None
     return Affine(scale, beta - mean * scale)
 
 

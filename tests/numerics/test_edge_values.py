@@ -283,3 +283,28 @@ def test_power_one_half_is_sqrt_as_numpy_and_pytorch_at_every_level(level: int,
         got = ember.compile(fn, x, opt_level=level)(x)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+@pytest.mark.parametrize("level", [0, 1, 3])
+@pytest.mark.parametrize("rank", [2, 4])
+def test_batch_norm_with_an_underflowing_scale_keeps_infinities(level: int, rank: int) -> None:
+    """weight / sqrt(var + eps) below float32's range (a subnormal weight over a huge
+    variance): an infinite input still gives the formula's infinity (float64 numpy), not
+    inf * 0 = NaN; finite inputs give the bias, and ordinary channels are unchanged. PyTorch
+    agrees on 2-D inputs; its 4-D CPU kernel folds the scale to float32 and gives NaN."""
+    shape = (2, 3) if rank == 2 else (2, 3, 2, 2)
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    x[0, 1] = np.inf
+    x[1, 1] = -np.inf
+    mean = np.array([0.5, 1.0, -1.0], np.float32)
+    var = np.array([2.0, 3e38, 0.5], np.float32)
+    weight = np.array([1.5, -1e-40, 0.0], np.float32)
+    bias = np.array([0.25, 1.0, -2.0], np.float32)
+    view = (1, 3) + (1,) * (rank - 2)
+    wide = [a.astype(np.float64).reshape(view) for a in (mean, var, weight, bias)]
+    with np.errstate(invalid="ignore"):
+        want = ((x - wide[0]) / np.sqrt(wide[1] + 1e-5) * wide[2] + wide[3]).astype(np.float32)
+    assert np.isneginf(want[0, 1]).all() and np.isposinf(want[1, 1]).all()
+    fn = lambda a: F.batch_norm(a, mean, var, weight, bias, eps=1e-5)  # noqa: E731
+    got = ember.compile(fn, x, opt_level=level)(x)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)

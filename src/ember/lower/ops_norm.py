@@ -242,7 +242,12 @@ def lower_batch_norm(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     scale = weight / sqrt(var + eps) and shift = bias - mean * scale (in f64, stored in scratch
     in the input dtype); then one elementwise pass out = x * scale[c] + shift[c], a loop over
     the N * C planes (parallel) around a contiguous loop over each plane. Rank 2 inputs have
-    planes of one element: the pass is then N rows of C contiguous channels."""
+    planes of one element: the pass is then N rows of C contiguous channels.
+
+    A channel whose scale rounds to zero in the input dtype while its weight is not zero (a
+    subnormal weight over a huge variance) takes PyTorch's order instead,
+    ((x - mean) * invstd) * weight + bias, so that an infinite x gives an infinity, not
+    inf * 0 = NaN; the test is one branch per plane."""
     x_type = ctx.input_types[0]
     source, mean, var, weight, bias = ctx.inputs
     target = ctx.outputs[0]
@@ -253,36 +258,52 @@ def lower_batch_norm(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     plane = math.prod(x_type.shape[2:])
     scale = ctx.scratch(dtype, channels, "scale")
     shift = ctx.scratch(dtype, channels, "shift")
+    inverse = ctx.scratch(dtype, channels, "invstd")
     names = ctx.names
     c = names.fresh("c")
-    wide = names.fresh("w", DType.F64)
+    wide, root = names.fresh("w", DType.F64), names.fresh("r", DType.F64)
 
     def f64(buffer: Buffer) -> Expr:
         return Cast(Load(buffer, c), DType.F64)
 
     eps = imm(float(node.attrs["eps"]), DType.F64)  # type: ignore[arg-type]
     prepare = _loop(c, channels,
-                    Let(wide, Binary("div", f64(weight), Unary("sqrt", Binary("add", f64(var),
-                                                                               eps)))),
+                    Let(root, Unary("sqrt", Binary("add", f64(var), eps))),
+                    Let(wide, Binary("div", f64(weight), root)),
                     Store(scale, c, Cast(wide, dtype)),
+                    Store(inverse, c, Cast(Binary("div", imm(1.0, DType.F64), root), dtype)),
                     Store(shift, c, Cast(Binary("sub", f64(bias), Binary("mul", f64(mean), wide)),
                                          dtype)))
+    zero = imm(0.0, dtype)
+
+    def underflowed(channel: Expr) -> Expr:
+        return Binary("and", Binary("eq", Load(scale, channel), zero),
+                      Binary("ne", Load(weight, channel), zero))
+
+    def ordered(x: Expr, channel: Expr) -> Expr:  # PyTorch's order, for underflowed scales
+        centred = Binary("sub", x, Load(mean, channel))
+        return Binary("add", Binary("mul", Binary("mul", centred, Load(inverse, channel)),
+                                    Load(weight, channel)), Load(bias, channel))
+
     if plane == 1:
         n, k = names.fresh("i"), names.fresh("j")
         index = add(mul(n, index_imm(channels)), k)
-        apply = _loop(n, batch, _loop(k, channels, Store(target, index, _affine(
-            Load(source, index), Load(scale, k), Load(shift, k)))))
+        x = Load(source, index)
+        apply = _loop(n, batch, _loop(k, channels, Store(target, index, Select(
+            underflowed(k), ordered(x, k), _affine(x, Load(scale, k), Load(shift, k))))))
         return (prepare, apply)
-    p, k = names.fresh("i"), names.fresh("j")
+    p, k, slow = names.fresh("i"), names.fresh("j"), names.fresh("j")
     channel, factor, offset, base = (names.fresh("ch"), names.fresh("a", dtype),
                                      names.fresh("b", dtype), names.fresh("base"))
-    index = add(base, k)
     apply = _loop(p, batch * channels,
                   Let(channel, Binary("rem", p, index_imm(channels))),
                   Let(factor, Load(scale, channel)), Let(offset, Load(shift, channel)),
                   Let(base, mul(p, index_imm(plane))),
-                  _loop(k, plane, Store(target, index, _affine(Load(source, index), factor,
-                                                               offset))))
+                  If(underflowed(channel),
+                     (_loop(slow, plane, Store(target, add(base, slow), ordered(
+                         Load(source, add(base, slow)), channel))),),
+                     (_loop(k, plane, Store(target, add(base, k), _affine(
+                         Load(source, add(base, k)), factor, offset))),)))
     return (prepare, apply)
 
 
