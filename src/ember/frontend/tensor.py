@@ -753,38 +753,60 @@ def _signed_zero(t: Tensor, result: Tensor) -> Tensor:
     return where(t == 0.0, t, result)
 
 
-@_in_f64
-def log1p(t: Tensor) -> Tensor:
+def _in_f64_from(formula: Callable[[Tensor, bool], Tensor]) -> Callable[[Any], Tensor]:
+    """`_in_f64`, telling `formula` whether x was f32 (its 24-bit values often allow a shorter
+    formula in f64)."""
+
+    def apply(x: Any) -> Tensor:
+        t = _float_tensor(x)
+        return formula(t.astype(DType.F64), t.dtype_ is DType.F32).astype(t.dtype_)
+
+    apply.__doc__ = formula.__doc__
+    return apply
+
+
+def _log1p(t: Tensor, from_f32: bool) -> Tensor:
     """log(1 + x) without the cancellation of 1 + x: below |x| = 1e-4 its Taylor series to
-    x^4 (remainder under 2e-17 relative), below |x| = 1 Goldberg's log(u) x / (u - 1) with
-    u = 1 + x, else log(1 + x); f64: 2.2 eps."""
+    x^4 (remainder under 2e-17 relative); below |x| = 1 Goldberg's log(u) x / (u - 1) with
+    u = 1 + x; else log(1 + x); f64: 2.3 eps. For f32 input 1 + x is exact in f64 from
+    |x| = 2^-29 on, so log(1 + x) serves down to the series."""
     magnitude = abs(t)
-    series = t * _horner(t, (-0.25, 1 / 3, -0.5, 1.0))
+    small = magnitude < 1e-4
+    series = _piece(small, t, lambda s: s * _horner(s, (-0.25, 1 / 3, -0.5, 1.0)), 0.0)
+    result = (t + 1.0).log()
+    if not from_f32:
 
-    def goldberg(s: Tensor) -> Tensor:
-        u = s + 1.0
-        return u.log() * (s / (u - 1.0))
+        def goldberg(s: Tensor) -> Tensor:
+            u = s + 1.0
+            return u.log() * (s / (u - 1.0))
 
-    near = _piece((magnitude >= 1e-4) & (magnitude < 1.0), t, goldberg, 0.5)
-    result = where(magnitude < 1.0, near, (t + 1.0).log())
-    return where(magnitude < 1e-4, series, result)
+        near = ~small & (magnitude < 1.0)
+        result = where(near, _piece(near, t, goldberg, 0.5), result)
+    return where(small, series, result)
 
 
-@_in_f64
-def expm1(t: Tensor) -> Tensor:
+def _expm1(t: Tensor, from_f32: bool) -> Tensor:
     """exp(x) - 1 without its cancellation: below |x| = 1e-4 its Taylor series to x^5
-    (remainder under 1e-22 relative), below |x| = 1 Kahan's (u - 1) x / log(u) with
-    u = exp(x), else exp(x) - 1; f64: 2.3 eps."""
+    (remainder under 1e-22 relative); below |x| = 1 Kahan's (u - 1) x / log(u) with
+    u = exp(x); else exp(x) - 1; f64: 2.3 eps. For f32 input exp(x) - 1 in f64 is within
+    5e-12 relative down to the series, so it serves there."""
     magnitude = abs(t)
-    series = t * _horner(t, (1 / 120, 1 / 24, 1 / 6, 0.5, 1.0))
+    small = magnitude < 1e-4
+    series = _piece(small, t, lambda s: s * _horner(s, (1 / 120, 1 / 24, 1 / 6, 0.5, 1.0)),
+                    0.0)
+    result = t.exp() - 1.0
+    if not from_f32:
 
-    def kahan(s: Tensor) -> Tensor:
-        u = s.exp()
-        return (u - 1.0) * (s / u.log())
+        def kahan(s: Tensor) -> Tensor:
+            u = s.exp()
+            return (u - 1.0) * (s / u.log())
 
-    near = _piece((magnitude >= 1e-4) & (magnitude < 1.0), t, kahan, 0.5)
-    result = where(magnitude < 1.0, near, t.exp() - 1.0)
-    return where(magnitude < 1e-4, series, result)
+        near = ~small & (magnitude < 1.0)
+        result = where(near, _piece(near, t, kahan, 0.5), result)
+    return where(small, series, result)
+
+
+log1p, expm1 = _in_f64_from(_log1p), _in_f64_from(_expm1)
 
 
 @_in_f64
@@ -812,14 +834,14 @@ def _exp_half_squared(magnitude: Tensor) -> Tensor:
     return (half * 0.5) * half
 
 
-@_in_f64
-def sinh(t: Tensor) -> Tensor:
+@_in_f64_from
+def sinh(t: Tensor, from_f32: bool) -> Tensor:
     """sign(x) (E + E / (E + 1)) / 2 with E = expm1(|x|) below |x| = 20, exp(|x|) / 2 above
     (exp(-|x|) is below an ulp there); f64: 2.9 eps."""
     magnitude = abs(t)
 
     def small(a: Tensor) -> Tensor:
-        e = expm1(a)
+        e = _expm1(a, from_f32)
         return (e + e / (e + 1.0)) * 0.5
 
     value = where(magnitude < 20.0, _piece(magnitude < 20.0, magnitude, small, 1.0),
