@@ -301,3 +301,16 @@ def test_gradients_flow_through_the_decompositions(level: int) -> None:
     t = torch.from_numpy(x).requires_grad_()
     loss(t, torch).backward()
     np.testing.assert_allclose(got, t.grad.numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_gradients_stay_finite_where_a_discarded_piece_would_overflow() -> None:
+    """Each piece of a piecewise formula sees only its own inputs: huge x (whose x^4 in the
+    series piece would overflow) and x = 0 (where Goldberg's u - 1 is 0) give torch's
+    gradients, not NaN."""
+    x = np.array([1e100, 1e80, 0.0, -0.5, 5e3, 1e-9])
+    fn = lambda a, lib: (lib.log1p(a) + lib.expm1(-a) + lib.sinh(-a / 1e80)  # noqa: E731
+                         + lib.arctan(a)).sum()
+    got = ember.grad(lambda a: fn(a, np))(x)
+    t = torch.from_numpy(x).requires_grad_()
+    fn(t, torch).backward()
+    np.testing.assert_allclose(got, t.grad.numpy(), rtol=1e-12, atol=0)
