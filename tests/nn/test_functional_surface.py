@@ -155,6 +155,25 @@ def test_group_and_instance_norm(dtype: type) -> None:
     compare(lambda *a: run(F, *a), lambda *a: run(TF, *a), x, x1, w, b)
 
 
+def test_norms_of_extreme_values() -> None:
+    """Values whose squares overflow or underflow float32: Ember's results are those of
+    PyTorch in float64 (PyTorch's own float32 norms overflow to 0 or NaN here)."""
+    x = np.array([[1e20, 2e20, 1.0, -3e19], [1e-30, 3e-30, 0.0, -2e-30],
+                  [1e38, 1e38, 1.0, -1e38], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    x4 = x.reshape(1, 4, 2, 2)
+
+    def run(module: object, t: object, t4: object) -> tuple:
+        return (module.normalize(t, dim=1), module.normalize(t, p=3.0, dim=1),
+                module.normalize(t, p=1.0, dim=1), module.group_norm(t4, 2),
+                module.instance_norm(t4))
+
+    wide = torch_run(lambda *a: run(TF, *a), x.astype(np.float64), x4.astype(np.float64))
+    for level in LEVELS:
+        outs = ember.compile(lambda *a: run(F, *a), x, x4, opt_level=level)(x, x4)
+        for a, e in zip(outs, wide, strict=True):
+            assert_close(a, e.astype(np.float32), 2e-6)
+
+
 def test_instance_norm_with_running_statistics() -> None:
     x = randn(2, 3, 4, 5, seed=8)
     mean, var = randn(3, seed=9), np.abs(randn(3, seed=10)) + 0.5

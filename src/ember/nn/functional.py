@@ -837,18 +837,23 @@ def normalize(input: Any, p: float = 2.0, dim: int = 1, eps: float = 1e-12, out:
         raise tracer._fail("normalize(out=...) is not supported (traced code returns results)")
     x = _t(input)
     axis = _softmax_dim(x, dim, "normalize")
-    magnitude = abs(x)
-    if p == np.inf:
-        norm = magnitude.max(axis=axis, keepdims=True)
-    elif p == 1:
-        norm = magnitude.sum(axis=axis, keepdims=True)
-    elif p == 2:
-        norm = (x * x).sum(axis=axis, keepdims=True).sqrt()
-    elif p > 0:
-        norm = (magnitude ** float(p)).sum(axis=axis, keepdims=True) ** (1.0 / float(p))
-    else:
+    if not p > 0:
         raise tracer._fail(f"normalize: p={p} is not supported (a positive p or inf)")
-    return x / tracer.binary("maximum", norm, float(eps))
+    magnitude = abs(x)
+    peak = magnitude.max(axis=axis, keepdims=True)
+    if p == np.inf:
+        return x / tracer.binary("maximum", peak, float(eps))
+    # x / max(||x||, eps) = (x / m) / max(||x / m||, eps / m) for the largest |x| = m, whose
+    # powers neither overflow nor underflow (m = 1 for a zero or non-finite vector).
+    m = where((peak > 0.0) & (peak < np.inf), peak, 1.0)
+    scaled = x / m
+    if p == 1:
+        norm = abs(scaled).sum(axis=axis, keepdims=True)
+    elif p == 2:
+        norm = (scaled * scaled).sum(axis=axis, keepdims=True).sqrt()
+    else:
+        norm = (abs(scaled) ** float(p)).sum(axis=axis, keepdims=True) ** (1.0 / float(p))
+    return scaled / tracer.binary("maximum", norm, float(eps) / m)
 
 
 def _affine_channels(x: Tensor, weight: Any, bias: Any, op: str) -> Tensor:
@@ -867,11 +872,23 @@ def _affine_channels(x: Tensor, weight: Any, bias: Any, op: str) -> Tensor:
 
 
 def _normalize_last(x: Tensor, eps: float) -> Tensor:
-    """(x - mean) / sqrt(var + eps) over the last axis, with the biased variance."""
+    """(x - mean) / sqrt(var + eps) over the last axis, with the biased variance.
+
+    As in batch_norm, a row whose squares could overflow is normalized as x / max |x| with
+    eps / max |x|^2 (the same value), its variance kept from 0 where that eps underflows.
+    """
+    scale: Any = 1.0
+    if x.dtype_.is_float:
+        limit = 1e15 if x.dtype_ is DType.F32 else 1e150
+        peak = abs(x).max(axis=-1, keepdims=True)
+        scale = where((peak > limit) & (peak < np.inf), 1.0 / peak, 1.0)
+        x = x * scale
     mean = x.mean(axis=-1, keepdims=True)
     centered = x - mean
-    var = (centered * centered).mean(axis=-1, keepdims=True)
-    return centered / (var + eps).sqrt()
+    var = (centered * centered).mean(axis=-1, keepdims=True) + eps * scale * scale
+    if x.dtype_.is_float:
+        var = tracer.binary("maximum", var, float(np.finfo(x.dtype_.numpy).tiny))
+    return centered / var.sqrt()
 
 
 def group_norm(input: Any, num_groups: int, weight: Any = None, bias: Any = None,
