@@ -359,6 +359,27 @@ def test_gradients_against_torch_autograd() -> None:
         np.testing.assert_allclose(ours, tensor.grad.numpy(), rtol=1e-9, atol=1e-11)
 
 
+def test_attention_gradients_against_torch_autograd() -> None:
+    """Through a boolean mask with a fully masked query (whose zeros have no gradient) and
+    through is_causal."""
+    rng = np.random.default_rng(38)
+    q, k, v = (rng.standard_normal(s) for s in ((2, 4, 3), (2, 5, 3), (2, 5, 2)))
+    mask = rng.random((4, 5)) < 0.6
+    mask[1] = False
+
+    def loss(module: object, qt: object, kt: object, vt: object, m: object) -> object:
+        sdpa = module.scaled_dot_product_attention
+        return ((sdpa(qt, kt, vt, attn_mask=m) ** 2).sum()
+                + (sdpa(qt, kt, vt, is_causal=True) ** 2).sum())
+
+    grads = ember.grad(lambda *a: loss(F, *a), argnums=(0, 1, 2))(q, k, v, mask)
+    tensors = [torch.from_numpy(a.copy()).requires_grad_(i < 3)
+               for i, a in enumerate((q, k, v, mask))]
+    loss(TF, *tensors).backward()
+    for ours, tensor in zip(grads, tensors[:3], strict=True):
+        np.testing.assert_allclose(ours, tensor.grad.numpy(), rtol=1e-10, atol=1e-12)
+
+
 GRAD_ACTIVATIONS = ["softplus", "mish", "elu", "selu", "celu", "logsigmoid", "hardswish",
                     "hardsigmoid", "relu6", "hardtanh", "softsign"]
 
