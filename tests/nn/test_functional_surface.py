@@ -410,6 +410,7 @@ ERRORS = [
     (lambda t: F.conv_transpose2d(t, np.ones((3, 1, 2, 2), np.float32), stride=2,
                                   output_padding=2), "output_padding"),
     (lambda t: F.conv_transpose2d(t, np.ones((2, 1, 2, 2), np.float32)), "groups=1"),
+    (lambda t: F.conv_transpose2d(t, np.ones((3, 1, 2, 2), np.float32), stride=0), "positive"),
     (lambda t: F.instance_norm(t, np.zeros(3, np.float32), np.ones(3, np.float32)), "running"),
 ]
 

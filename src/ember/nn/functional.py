@@ -997,8 +997,11 @@ def conv_transpose2d(input: Any, weight: Any, bias: Any = None, stride: Any = 1,
         raise tracer._fail(f"conv_transpose2d: input {x.value.type} and weight {w.value.type} "
                            f"do not fit groups={groups} (the input needs weight.shape[0] "
                            "channels, divisible by groups)")
+    if min(strides) < 1 or min(dilations) < 1 or min(pads) < 0:
+        raise tracer._fail(f"conv_transpose2d: stride {strides} and dilation {dilations} must "
+                           f"be positive and padding {pads} non-negative")
     for axis in range(2):
-        if not 0 <= extra[axis] < max(strides[axis], dilations[axis]) or min(strides) < 1:
+        if not 0 <= extra[axis] < max(strides[axis], dilations[axis]):
             raise tracer._fail(f"conv_transpose2d: output_padding {extra} must be smaller than "
                                f"the stride {strides} or the dilation {dilations}")
     for axis in range(2):
