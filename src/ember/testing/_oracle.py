@@ -320,14 +320,18 @@ def log_softmax(x: np.ndarray, axis: int, dt: str) -> np.ndarray:
     return shifted - np.log(total)
 
 
-def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
+def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float, dt: str) -> np.ndarray:
     """(x - mean) / sqrt(var + eps) over `axes`, scaled by a power of two first so that the
-    squares cannot overflow even in float64."""
+    squares cannot overflow even in float64. Under noise the mean is perturbed by an ulp of
+    `dt`, as a kernel holding it in `dt` rounds it: centring cancels, so a row of close values
+    far from zero (-86.58 and -87.63) loses |mean| / |x - mean| ulps to it."""
     with np.errstate(all="ignore"):
         top = np.max(fin(x), axis=axes, keepdims=True) if x.size else np.ones(())
         scale = np.where(top > 1, np.ldexp(1.0, np.frexp(np.maximum(top, 1))[1] - 1), 1.0)
         xs = x / scale
         mean = xs.mean(axis=axes, keepdims=True)
+        if _state["noise"] is not None and dt in _EPS:
+            mean = rnd(mean, dt, 1)
         centered = xs - mean
         variance = (centered**2).mean(axis=axes, keepdims=True)
         # eps / scale**2 may underflow to 0: a row of equal values still normalizes to 0.
@@ -335,7 +339,7 @@ def _normalize(x: np.ndarray, axes: tuple[int, ...], eps: float) -> np.ndarray:
 
 
 def layer_norm(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float, dt: str) -> np.ndarray:
-    normalized = _normalize(x, tuple(range(x.ndim - w.ndim, x.ndim)), eps)
+    normalized = _normalize(x, tuple(range(x.ndim - w.ndim, x.ndim)), eps, dt)
     return rnd(normalized, dt, 8) * w + b
 
 
@@ -376,7 +380,7 @@ def batch_norm_train(x: np.ndarray, w: np.ndarray, b: np.ndarray, eps: float, dt
                      ) -> np.ndarray:
     axes = tuple(a for a in range(x.ndim) if a != 1)
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    return rnd(_normalize(x, axes, eps), dt, 8) * w.reshape(shape) + b.reshape(shape)
+    return rnd(_normalize(x, axes, eps, dt), dt, 8) * w.reshape(shape) + b.reshape(shape)
 
 
 def _reduce_loss(loss: np.ndarray, reduction: str, dt: str) -> np.ndarray:
