@@ -60,6 +60,7 @@ import ember
 from ember import nn
 from ember.bench import machine_info
 from ember.nn import functional as F
+from ember.testing.torch_memory import torch_saved_bytes
 
 ADAM_BYTES_PER_PARAM = 28  # read p, g, m, v; write p, m, v (float32)
 MEMORY_BANDWIDTH = 18e9  # bytes/s, one socket's DRAM bandwidth as measured for a stream
@@ -143,24 +144,6 @@ def torch_step(module: torch.nn.Module, forward: Callable[..., Any], **adam: Any
         return loss.item()
 
     return step
-
-
-def torch_saved_bytes(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Bytes of the unique tensors autograd saves for backward (parameters and batch aside)."""
-    excluded = {t.untyped_storage().data_ptr() for t in (*module.parameters(), x, y)}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in excluded:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = torch.nn.functional.cross_entropy(module(x), y)
-    loss.backward()
-    module.zero_grad(set_to_none=True)
-    return sum(saved.values())
 
 
 def agreement(case: Case, step: Any, threads: int) -> float:

@@ -35,6 +35,7 @@ from ._fusion_rules import (
     role,
     unfusible_reason,
 )
+from ._liveness import ancestors
 
 _CANDIDATE_ORDER = {"matmul": 0, "conv": 0, "reduction": 1, "elementwise": 2}
 
@@ -66,12 +67,13 @@ class _Planner:
                  limits: dict[int, frozenset[int]] | None = None, phases: bool = False) -> None:
         self.graph = graph
         self.max_ops = max_ops
-        # with phases: the nodes graph output 0 (a train step's loss) depends on
-        self.forward = _loss_ancestors(graph) if phases else None
         # anchor index -> the only nodes its group may hold (see `epilogue_limits`)
         self.limits = limits or {}
         self.names = value_names(graph)
         self.index = {node: i for i, node in enumerate(graph.nodes)}
+        # with phases: the nodes graph output 0 (a train step's loss) depends on
+        self.forward = ({self.index[n] for n in ancestors(graph, graph.outputs[:1])}
+                        if phases else None)
         self.group_of = {i: i for i in range(len(graph.nodes))}  # node index -> group id
         self.groups: dict[int, Group] = {}
         self.decisions: list[Decision] = []
@@ -338,20 +340,6 @@ class _Planner:
                                           f"group has a user outside the group "
                                           f"({', '.join(readers)}): it becomes an extra output "
                                           "of the fused node")
-
-
-def _loss_ancestors(graph: Graph) -> set[int]:
-    """Indices of the nodes graph output 0 depends on, its producer included."""
-    index = {node: i for i, node in enumerate(graph.nodes)}
-    found: set[int] = set()
-    stack = list(graph.outputs[:1])
-    while stack:
-        producer = graph.producer(stack.pop())
-        if producer is None or index[producer] in found:
-            continue
-        found.add(index[producer])
-        stack.extend(producer.inputs)
-    return found
 
 
 def plan_fusion(graph: Graph, max_ops: int = 16, phases: bool = False) -> FusionPlan:

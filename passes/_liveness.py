@@ -62,6 +62,21 @@ def arena_values(graph: Graph) -> list[Value]:
     ]
 
 
+def ancestors(graph: Graph, values: Iterable[Value]) -> set[Node]:
+    """The nodes `values` depend on, their own producers included (a train step's forward
+    part: the ancestors of its loss)."""
+    producers = graph.producers
+    found: set[Node] = set()
+    stack = list(values)
+    while stack:
+        node = producers.get(stack.pop())
+        if node is None or node in found:
+            continue
+        found.add(node)
+        stack.extend(node.inputs)
+    return found
+
+
 def live_intervals(graph: Graph) -> dict[Value, Interval]:
     """The live interval of every arena value. A value nobody reads lives at its node only."""
     defined = {value: index for index, node in enumerate(graph.nodes) for value in node.outputs}

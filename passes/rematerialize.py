@@ -42,6 +42,8 @@ import heapq
 from dataclasses import dataclass
 from typing import ClassVar
 
+from ember.passes._liveness import ancestors
+
 from ember.ir.graph import Graph, Node, Value
 from ember.ir.ops import OPS
 from ember.pipeline import Pass
@@ -77,7 +79,7 @@ def _rematerialize(graph: Graph) -> tuple[Graph, dict[Value, Node]]:
     copies: dict[Value, Node] = {}  # forward value -> its copy in the backward part
     if not graph.outputs or graph.outputs[0] in graph.inputs:
         return graph, copies
-    forward = _ancestors(graph, graph.outputs[0])
+    forward = ancestors(graph, graph.outputs[:1])
     while True:
         chosen = _candidates(graph, forward, copies)
         if not chosen:
@@ -87,20 +89,6 @@ def _rematerialize(graph: Graph) -> tuple[Graph, dict[Value, Node]]:
             copies[node.output] = renamed.replace(outputs=(Value(node.output.type,
                                                                  node.output.hint),))
         graph = _rewire(graph, forward, copies)
-
-
-def _ancestors(graph: Graph, value: Value) -> set[Node]:
-    """The nodes `value` depends on, its own producer included."""
-    producers = graph.producers
-    found: set[Node] = set()
-    stack = [value]
-    while stack:
-        node = producers.get(stack.pop())
-        if node is None or node in found:
-            continue
-        found.add(node)
-        stack.extend(node.inputs)
-    return found
 
 
 def _after_loss(graph: Graph) -> set[Node]:

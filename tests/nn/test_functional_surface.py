@@ -337,6 +337,17 @@ def test_scaled_dot_product_attention(dtype: type) -> None:
 # -- gradients ---------------------------------------------------------------------------------
 
 
+def assert_grads_match_torch(loss: Callable[..., object], arrays: tuple[np.ndarray, ...],
+                             count: int, rtol: float, atol: float) -> None:
+    """`loss(module, *arrays)` differentiated in its first `count` arguments by ember.grad
+    (module = ember.nn.functional) and by torch.autograd (torch.nn.functional)."""
+    grads = ember.grad(lambda *a: loss(F, *a), argnums=tuple(range(count)))(*arrays)
+    tensors = [torch.from_numpy(a.copy()).requires_grad_(i < count)
+               for i, a in enumerate(arrays)]
+    loss(TF, *tensors).backward()
+    for ours, tensor in zip(grads, tensors[:count], strict=True):
+        np.testing.assert_allclose(ours, tensor.grad.numpy(), rtol=rtol, atol=atol)
+
 def test_gradients_against_torch_autograd() -> None:
     """ember.grad of conv_transpose2d, group_norm and bilinear interpolate against autograd."""
     x = randn(2, 4, 5, 3, seed=33, dtype=np.float64)
@@ -351,12 +362,7 @@ def test_gradients_against_torch_autograd() -> None:
         y = module.interpolate(y, size=(7, 10), mode="bilinear", align_corners=False)
         return (y * y * p).sum()
 
-    grads = ember.grad(lambda *a: loss(F, *a), argnums=(0, 1, 2))(x, w, gw, probe)
-    tensors = [torch.from_numpy(a.copy()).requires_grad_(i < 3)
-               for i, a in enumerate((x, w, gw, probe))]
-    loss(TF, *tensors).backward()
-    for ours, tensor in zip(grads, tensors[:3], strict=True):
-        np.testing.assert_allclose(ours, tensor.grad.numpy(), rtol=1e-9, atol=1e-11)
+    assert_grads_match_torch(loss, (x, w, gw, probe), 3, rtol=1e-9, atol=1e-11)
 
 
 def test_attention_gradients_against_torch_autograd() -> None:
@@ -372,12 +378,7 @@ def test_attention_gradients_against_torch_autograd() -> None:
         return ((sdpa(qt, kt, vt, attn_mask=m) ** 2).sum()
                 + (sdpa(qt, kt, vt, is_causal=True) ** 2).sum())
 
-    grads = ember.grad(lambda *a: loss(F, *a), argnums=(0, 1, 2))(q, k, v, mask)
-    tensors = [torch.from_numpy(a.copy()).requires_grad_(i < 3)
-               for i, a in enumerate((q, k, v, mask))]
-    loss(TF, *tensors).backward()
-    for ours, tensor in zip(grads, tensors[:3], strict=True):
-        np.testing.assert_allclose(ours, tensor.grad.numpy(), rtol=1e-10, atol=1e-12)
+    assert_grads_match_torch(loss, (q, k, v, mask), 3, rtol=1e-10, atol=1e-12)
 
 
 GRAD_ACTIVATIONS = ["softplus", "mish", "elu", "selu", "celu", "logsigmoid", "hardswish",

@@ -14,6 +14,7 @@ import pytest
 import ember
 import ember.nn.functional as F
 from ember import nn
+from ember.testing.torch_memory import torch_saved_bytes
 
 torch = pytest.importorskip("torch")
 
@@ -131,24 +132,6 @@ def test_dropout_draws_a_fresh_mask_each_step() -> None:
     assert len(set(losses)) == 4
     again = ember.train_step(model, F.mse_loss, opt, x, y, seed=5)
     assert [again(x, y) for _ in range(4)] == losses
-
-
-def torch_saved_bytes(module: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    """Bytes of the unique tensors PyTorch's autograd saves for backward, the parameters and
-    the batch aside (`saved_tensors_hooks` sees every tensor a backward function keeps)."""
-    excluded = {t.untyped_storage().data_ptr() for t in (*module.parameters(), x, y)}
-    saved: dict[int, int] = {}
-
-    def pack(tensor: torch.Tensor) -> torch.Tensor:
-        storage = tensor.untyped_storage()
-        if storage.data_ptr() not in excluded:
-            saved[storage.data_ptr()] = storage.nbytes()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        loss = torch.nn.functional.cross_entropy(module(x), y)
-    loss.backward()
-    return sum(saved.values())
 
 
 def test_kept_activations_are_no_more_than_pytorch_saves() -> None:

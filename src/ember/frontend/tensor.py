@@ -765,6 +765,37 @@ def _in_f64_from(formula: Callable[[Tensor, bool], Tensor]) -> Callable[[Any], T
     return apply
 
 
+def log1p_in_dtype(u: Tensor) -> Tensor:
+    """log(1 + u) in u's own dtype for u in [-1, 1], accurate where 1 + u rounds (a few ulps;
+    `log1p` itself computes f32 in f64 for correct rounding, at about three times the cost:
+    activations and losses use this form).
+
+    log(w) * u / (w - 1) with w = 1 + u cancels the rounding of w (Goldberg, "What every
+    computer scientist should know about floating-point arithmetic", theorem 4); where w
+    rounds to 1, log1p(u) is u. The divisor there is 1, not 0, so that the unused branch holds
+    no 0/0 whose gradient would be nan.
+    """
+    w = 1.0 + u
+    rounds_to_one = w == 1.0
+    divisor = where(rounds_to_one, 1.0, w - 1.0)
+    return where(rounds_to_one, u, w.log() * (u / divisor))
+
+
+def expm1_in_dtype(x: Tensor) -> Tensor:
+    """exp(x) - 1 in x's own dtype, accurate near 0 where exp(x) rounds (a few ulps; see
+    `log1p_in_dtype`).
+
+    Kahan's form (u - 1) * x / log(u) with u = exp(x) cancels the rounding of u; where u rounds
+    to 1 the result is x, and where u - 1 is -1 (x below about -17 in f32) it is -1. The
+    unused Kahan branch reads u = 2 there, so it holds no 0/0 or log(0) whose gradient is nan.
+    """
+    u = x.exp()
+    exact = (u == 1.0) | (u - 1.0 == -1.0) | (u == np.inf)
+    safe = where(exact, 2.0, u)
+    kahan = (safe - 1.0) * (x / safe.log())
+    return where(u == 1.0, x, where(exact, u - 1.0, kahan))
+
+
 def _log1p(t: Tensor, from_f32: bool) -> Tensor:
     """log(1 + x) without the cancellation of 1 + x: below |x| = 1e-4 its Taylor series to
     x^4 (remainder under 2e-17 relative); below |x| = 1 Goldberg's log(u) x / (u - 1) with
@@ -776,12 +807,8 @@ def _log1p(t: Tensor, from_f32: bool) -> Tensor:
     result = (t + 1.0).log()
     if not from_f32:
 
-        def goldberg(s: Tensor) -> Tensor:
-            u = s + 1.0
-            return u.log() * (s / (u - 1.0))
-
         near = ~small & (magnitude < 1.0)
-        result = where(near, _piece(near, t, goldberg, 0.5), result)
+        result = where(near, _piece(near, t, log1p_in_dtype, 0.5), result)
     return where(small, series, result)
 
 
@@ -797,12 +824,8 @@ def _expm1(t: Tensor, from_f32: bool) -> Tensor:
     result = t.exp() - 1.0
     if not from_f32:
 
-        def kahan(s: Tensor) -> Tensor:
-            u = s.exp()
-            return (u - 1.0) * (s / u.log())
-
         near = ~small & (magnitude < 1.0)
-        result = where(near, _piece(near, t, kahan, 0.5), result)
+        result = where(near, _piece(near, t, expm1_in_dtype, 0.5), result)
     return where(small, series, result)
 
 

@@ -88,6 +88,16 @@ def _empty_windows(size: int, out: int, kernel: int, stride: int, pad: int, dila
                for o in range(out))
 
 
+def _scan_tap(statements: list[Stmt], ctx: LowerContext, value: Expr, best: Expr,
+              infinity: Expr) -> tuple[Expr, Expr]:
+    """One step of PyTorch's max-pool scan over a window's taps in row-major order: whether
+    the tap is taken (not <= the best so far: a greater value, a NaN, or the window's first
+    tap against the unset NaN), and the value to keep as the best (+inf for a NaN, so that
+    no later tap replaces it but another NaN)."""
+    take = let(statements, ctx, Unary("not", Binary("le", value, best)), "take")
+    return take, Select(Binary("ne", value, value), infinity, value)
+
+
 @lowers("max_pool2d_grad")
 def lower_max_pool2d_grad(node: Node, ctx: LowerContext) -> list[Stmt]:
     """Loop order: plane (parallel; its dx zeroed first), oh, then the forward's tap loops
@@ -144,8 +154,7 @@ def lower_max_pool2d_grad(node: Node, ctx: LowerContext) -> list[Stmt]:
                         position = let(taps, ctx, add(x_row, iw), "q")
                         value = let(taps, ctx, Load(x_buffer, add(x_plane, position)), "v")
                         so_far = let(taps, ctx, Load(best, slot), "b")
-                        flag = let(taps, ctx, Unary("not", Binary("le", value, so_far)), "take")
-                        kept = Select(Binary("ne", value, value), infinity, value)
+                        flag, kept = _scan_tap(taps, ctx, value, so_far, infinity)
                         stored = position if position_type is I64 else Cast(position,
                                                                               position_type)
                         return [*taps, Store(best, slot, Select(flag, kept, so_far)),
@@ -211,8 +220,7 @@ def _tiled_max_pool2d_grad(ctx: LowerContext, planes: int, size: tuple[int, int]
                 taps = [add(left, index_imm(a * width + b)) for a in range(kh) for b in range(kw)]
                 for number, tap in enumerate(taps):
                     value = let(body, ctx, Load(x_buffer, tap), "v")
-                    take = let(body, ctx, Unary("not", Binary("le", value, best)), "take")
-                    kept = Select(Binary("ne", value, value), infinity, value)
+                    take, kept = _scan_tap(body, ctx, value, best, infinity)
                     best = let(body, ctx, Select(take, kept, best), "b")
                     chosen = let(body, ctx, Select(take, imm(number, DType.I32), chosen), "c")
                 gradient = let(body, ctx, Load(gy_buffer, add(g_row, ow)), "gv")

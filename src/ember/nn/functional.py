@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ember.frontend import tracer
-from ember.frontend.tensor import Tensor, where
+from ember.frontend.tensor import Tensor, expm1_in_dtype, log1p_in_dtype, where
 from ember.ir.types import DType
 
 __all__ = [
@@ -637,23 +637,9 @@ def huber_loss(input: Any, target: Any, reduction: str = "mean", delta: float = 
     return _pointwise_reduce(loss, weight, reduction, "huber_loss", mean_over_weights=False)
 
 
-def _log1p(u: Tensor) -> Tensor:
-    """log(1 + u) for u in [-1, 1], accurate where 1 + u rounds (there is no log1p op).
-
-    log(w) * u / (w - 1) with w = 1 + u cancels the rounding of w (Goldberg, "What every
-    computer scientist should know about floating-point arithmetic", theorem 4); where w
-    rounds to 1, log1p(u) is u. The divisor there is 1, not 0, so that the unused branch holds
-    no 0/0 whose gradient would be nan.
-    """
-    w = 1.0 + u
-    rounds_to_one = w == 1.0
-    divisor = where(rounds_to_one, 1.0, w - 1.0)
-    return where(rounds_to_one, u, w.log() * (u / divisor))
-
-
 def _log_sigmoid(x: Tensor) -> Tensor:
     """log(sigmoid(x)) = min(x, 0) - log1p(exp(-|x|)), finite for every finite x."""
-    return tracer.binary("minimum", x, 0.0) - _log1p((-abs(x)).exp())
+    return tracer.binary("minimum", x, 0.0) - log1p_in_dtype((-abs(x)).exp())
 
 
 def _same_shape_target(x: Tensor, target: Any, op: str) -> Tensor:
@@ -690,7 +676,7 @@ def binary_cross_entropy(input: Any, target: Any, weight: Any = None,
     x = _t(input)
     y = _same_shape_target(x, target, "binary_cross_entropy")
     log_x = x.log().clip(min=-100.0)
-    log_not_x = _log1p(-x).clip(min=-100.0)
+    log_not_x = log1p_in_dtype(-x).clip(min=-100.0)
     loss = (y - 1.0) * log_not_x - y * log_x
     if weight is not None:
         loss = loss * _broadcast_weight(weight, x, "binary_cross_entropy")
@@ -723,20 +709,6 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, weight: Any = None
 # -- more activations ---------------------------------------------------------------------------
 
 
-def _expm1(x: Tensor) -> Tensor:
-    """exp(x) - 1, accurate near 0 where exp(x) rounds (there is no expm1 op).
-
-    Kahan's form (u - 1) * x / log(u) with u = exp(x) cancels the rounding of u; where u rounds
-    to 1 the result is x, and where u - 1 is -1 (x below about -17 in f32) it is -1. The
-    unused Kahan branch reads u = 2 there, so it holds no 0/0 or log(0) whose gradient is nan.
-    """
-    u = x.exp()
-    exact = (u == 1.0) | (u - 1.0 == -1.0) | (u == np.inf)
-    safe = where(exact, 2.0, u)
-    kahan = (safe - 1.0) * (x / safe.log())
-    return where(u == 1.0, x, where(exact, u - 1.0, kahan))
-
-
 def _non_positive(x: Tensor) -> Tensor:
     """x where x <= 0 (keeping -0.0 and NaN), else 0: the argument of the exponential branch,
     kept from overflowing where the other branch is taken."""
@@ -745,7 +717,7 @@ def _non_positive(x: Tensor) -> Tensor:
 
 def _stable_softplus(z: Tensor) -> Tensor:
     """log(1 + exp(z)) = max(z, 0) + log1p(exp(-|z|)): finite for every finite z."""
-    return tracer.binary("maximum", z, 0.0) + _log1p((-abs(z)).exp())
+    return tracer.binary("maximum", z, 0.0) + log1p_in_dtype((-abs(z)).exp())
 
 
 def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
@@ -759,7 +731,7 @@ def softplus(input: Any, beta: float = 1.0, threshold: float = 20.0) -> Tensor:
 def elu(input: Any, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     """x where x > 0, else alpha (exp(x) - 1)."""
     x = _t(input)
-    return where(x > 0.0, x, _expm1(_non_positive(x)) * alpha)
+    return where(x > 0.0, x, expm1_in_dtype(_non_positive(x)) * alpha)
 
 
 _SELU_ALPHA = 1.6732632423543772848170429916717
@@ -776,7 +748,7 @@ def celu(input: Any, alpha: float = 1.0, inplace: bool = False) -> Tensor:
     if alpha == 0:
         raise tracer._fail("celu: alpha must not be 0 (ZeroDivisionError in PyTorch too)")
     x = _t(input)
-    return where(x > 0.0, x, _expm1(_non_positive(x) / alpha) * alpha)
+    return where(x > 0.0, x, expm1_in_dtype(_non_positive(x) / alpha) * alpha)
 
 
 def hardtanh(input: Any, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False

@@ -73,6 +73,20 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
+def _check_conv(in_channels: int, out_channels: int, groups: int, padding: Any = 0,
+                padding_mode: str = "zeros") -> None:
+    """The argument checks the convolution layers share, with PyTorch's messages."""
+    if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
+        raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or "
+                         f"'circular', got {padding_mode!r}")
+    if groups < 1 or in_channels % groups or out_channels % groups:
+        raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
+                         f"out_channels={out_channels}")
+    if isinstance(padding, str) and padding not in ("same", "valid"):
+        raise ValueError(f"invalid padding string {padding!r}, should be one of "
+                         "{'valid', 'same'}")
+
+
 class Conv2d(Module):
     """2-D convolution over NCHW inputs; weight [out, in/groups, kh, kw]."""
 
@@ -81,16 +95,8 @@ class Conv2d(Module):
                  padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
         super().__init__()
         dtype = _factory_dtype(device, dtype)
-        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or "
-                             f"'circular', got {padding_mode!r}")
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
+        _check_conv(in_channels, out_channels, groups, padding, padding_mode)
         kernel = F._pair(kernel_size, "kernel_size")
-        if isinstance(padding, str) and padding not in ("same", "valid"):
-            raise ValueError(f"invalid padding string {padding!r}, should be one of "
-                             "{'valid', 'same'}")
         if padding == "same" and F._pair(stride, "stride") != (1, 1):
             raise ValueError("padding='same' is not supported for strided convolutions")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
@@ -126,15 +132,7 @@ class Conv1d(Module):
                  padding_mode: str = "zeros", device: Any = None, dtype: Any = None) -> None:
         super().__init__()
         dtype = _factory_dtype(device, dtype)
-        if padding_mode not in ("zeros", "reflect", "replicate", "circular"):
-            raise ValueError(f"padding_mode must be 'zeros', 'reflect', 'replicate' or "
-                             f"'circular', got {padding_mode!r}")
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
-        if isinstance(padding, str) and padding not in ("same", "valid"):
-            raise ValueError(f"invalid padding string {padding!r}, should be one of "
-                             "{'valid', 'same'}")
+        _check_conv(in_channels, out_channels, groups, padding, padding_mode)
         if padding_mode != "zeros" and isinstance(padding, str):
             raise UnsupportedError(f"Conv1d: padding={padding!r} with padding_mode="
                                    f"{padding_mode!r}; give the padding as an int")
@@ -172,9 +170,7 @@ class ConvTranspose2d(Module):
         if padding_mode != "zeros":
             raise ValueError(f"Only \"zeros\" padding mode is supported for ConvTranspose2d, "
                              f"got {padding_mode!r}")
-        if groups < 1 or in_channels % groups or out_channels % groups:
-            raise ValueError(f"groups={groups} must divide in_channels={in_channels} and "
-                             f"out_channels={out_channels}")
+        _check_conv(in_channels, out_channels, groups)
         kernel = F._pair(kernel_size, "kernel_size")
         self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, kernel
         self.stride, self.padding, self.output_padding = stride, padding, output_padding

@@ -312,7 +312,7 @@ def pack_b_transposed(emitter: GemmEmitter, jc: ir.Value, pc: ir.Value, nc: ir.V
             clamped = builder.select(valid, column, first)  # a column that exists
             rows.append((valid, builder.gep(emitter.b, [builder.add(
                 builder.mul(clamped, const(plan.k)), pc)], inbounds=True)))
-        with _When(builder, builder.icmp_signed(">", whole, const(0)), "packt.blocks"), \
+        with builder.if_then(builder.icmp_signed(">", whole, const(0))), \
                 CountedLoop(builder, const(0), whole, lanes, "packt.p") as p0:
             for v in range(plan.nr // lanes):
                 loaded = []
@@ -324,7 +324,7 @@ def pack_b_transposed(emitter: GemmEmitter, jc: ir.Value, pc: ir.Value, nc: ir.V
                                                      const(plan.nr)), const(v * lanes))
                     emitter.store_vector(vector, builder.gep(panel, [offset], inbounds=True),
                                          align=64)
-        with _When(builder, builder.icmp_signed("<", whole, kc), "packt.tail"), \
+        with builder.if_then(builder.icmp_signed("<", whole, kc)), \
                 CountedLoop(builder, whole, kc, 1, "packt.rest") as p:
             for c, (valid, row) in enumerate(rows):
                 value = builder.load(builder.gep(row, [p], inbounds=True))
@@ -362,24 +362,6 @@ def transpose_vectors(builder: ir.IRBuilder, rows: Sequence[ir.Value]) -> list[i
                                        ir.Constant(ir.VectorType(I32, count), high_mask)))
         bit *= 2
     return rows
-
-
-class _When:
-    """`with _When(builder, condition, name):` builds its body only on the path where
-    `condition` holds; code after the block runs on both paths."""
-
-    def __init__(self, builder: ir.IRBuilder, condition: ir.Value, name: str) -> None:
-        self.builder, self.condition, self.name = builder, condition, name
-
-    def __enter__(self) -> None:
-        body = self.builder.append_basic_block(f"{self.name}.then")
-        self.after = self.builder.append_basic_block(f"{self.name}.after")
-        self.builder.cbranch(self.condition, body, self.after)
-        self.builder.position_at_end(body)
-
-    def __exit__(self, *exc: object) -> None:
-        self.builder.branch(self.after)
-        self.builder.position_at_end(self.after)
 
 
 def _dtype_name(array: np.ndarray) -> str:
