@@ -42,6 +42,7 @@ from ember.onnx.converters.base import (
     FOLD_BYTES,
     TENSOR_BYTES,
     ByFunction,
+    NeedsKnownValue,
     format_bytes,
     shape_bytes,
 )
@@ -68,7 +69,8 @@ class OnnxModel:
     """An imported ONNX graph: call it on traced tensors, one per graph input."""
 
     def __init__(self, proto: onnx.ModelProto, source: str,
-                 shapes: Mapping[str, Any] | None = None) -> None:
+                 shapes: Mapping[str, Any] | None = None,
+                 constants: Mapping[str, Any] | None = None) -> None:
         self.proto = proto
         self.source = source  # file name, for error messages and node locations
         self.opset = _default_opset(proto, source)
@@ -77,11 +79,16 @@ class OnnxModel:
         graph = proto.graph
         check_single_assignment(graph, source)
         self.initializers = {t.name: _tensor_array(t, source) for t in graph.initializer}
-        self.inputs = [_input_spec(v, source) for v in graph.input
-                       if v.name not in self.initializers]
+        declared = [_input_spec(v, source) for v in graph.input
+                    if v.name not in self.initializers]
+        # Graph inputs bound to values: known at import time, like initializers, and no longer
+        # arguments of the model.
+        self.constants = _bind_constants(constants or {}, declared, source)
+        self.inputs = [spec for spec in declared if spec.name not in self.constants]
         self.input_names = [spec.name for spec in self.inputs]
         self.output_names = [v.name for v in graph.output]
-        self.nodes = topological_order(graph, set(self.initializers) | set(self.input_names),
+        self.nodes = topological_order(graph, set(self.initializers) | set(self.constants)
+                                       | set(self.input_names),
                                        source)
         self.shapes = _check_shapes(shapes or {}, self.inputs, source)
         self.__name__ = re.sub(r"[^A-Za-z0-9_]", "_", graph.name or "onnx_model") or "onnx_model"
@@ -136,7 +143,7 @@ class OnnxModel:
                              f"({', '.join(self.input_names)}), got {len(args)}")
         slots: dict[str, Slot] = {
             name: Slot(name, known=array, const_name=name)
-            for name, array in self.initializers.items()
+            for name, array in (self.initializers | self.constants).items()
         }
         bound: dict[str, int] = {}
         for spec, arg in zip(self.inputs, args, strict=True):
@@ -173,8 +180,8 @@ class OnnxModel:
             return
         except EmberError as err:
             shapes = ", ".join(_describe(s) for s in inputs)
-            raise EmberError(f"{self.source}: cannot convert {context.label} (inputs: "
-                             f"{shapes or 'none'}): {err}") from err
+            raise _same_kind(err, f"{self.source}: cannot convert {context.label} (inputs: "
+                             f"{shapes or 'none'}): {self._advice(err)}") from err
         except (ArithmeticError, IndexError, KeyError, TypeError, ValueError) as err:
             # A converter meeting a node the schema check let through (an attribute value
             # out of range, inputs of the wrong rank): still a malformed node of the model.
@@ -209,8 +216,15 @@ class OnnxModel:
             raise UnsupportedError(f"{label} at opset {opset}, expanded by its ONNX function: "
                                    f"{err}") from None
         except EmberError as err:
-            raise EmberError(f"{label} at opset {opset}, expanded by its ONNX function: "
+            raise _same_kind(err, f"{label} at opset {opset}, expanded by its ONNX function: "
                              f"{err}") from None
+
+    def _advice(self, err: EmberError) -> str:
+        """`err`'s message, with how to bind the value when a graph input must be known."""
+        if isinstance(err, NeedsKnownValue) and err.value_name in self.input_names:
+            return (f"{err} (it is graph input {err.value_name!r}: bind its value with "
+                    f"ember.onnx.load(..., constants={{{err.value_name!r}: value}}))")
+        return str(err)
 
     def _emit(self, context: NodeContext) -> Sequence[Any]:
         """Run the converter in the model's trace; its nodes carry the ONNX node as location."""
@@ -255,12 +269,16 @@ class OnnxModel:
 
 
 def load(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto,
-         shapes: Mapping[str, Any] | None = None) -> OnnxModel:
+         shapes: Mapping[str, Any] | None = None,
+         constants: Mapping[str, Any] | None = None) -> OnnxModel:
     """Import an ONNX model (a path, serialized bytes or a ModelProto).
 
     `shapes` pins symbolic dimensions: `{"input": (1, 3, 224, 224)}` gives an input's whole
-    shape, `{"batch": 1}` one named dimension. Unsupported operators raise one UnsupportedError
-    listing them all; a file that is not an ONNX model raises EmberError.
+    shape, `{"batch": 1}` one named dimension. `constants` binds graph inputs to values known
+    at import time (`{"shape": np.array([2, 3])}`): a graph input that sets a shape, axes or
+    pads must be bound so, since Ember graphs have static shapes; a bound input is no longer an
+    argument of the model. Unsupported operators raise one UnsupportedError listing them all;
+    a file that is not an ONNX model raises EmberError.
     """
     if isinstance(path_or_model, onnx.ModelProto):
         proto, source = path_or_model, path_or_model.graph.name or "<model>"
@@ -271,7 +289,7 @@ def load(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto,
         proto = _parse(_read_file(source), source)
         _load_external_data(proto, source)
     _check_structure(proto, source)
-    return OnnxModel(proto, source, shapes)
+    return OnnxModel(proto, source, shapes, constants)
 
 
 def _read_file(source: str) -> bytes:
@@ -505,6 +523,40 @@ def _tensor_array(tensor: onnx.TensorProto, source: str) -> np.ndarray:
         return numpy_helper.to_array(tensor)
     except Exception as err:
         raise EmberError(f"{source}: cannot read initializer {tensor.name!r}: {err}") from None
+
+
+def _same_kind(err: EmberError, message: str) -> EmberError:
+    """An error of `err`'s kind with a new message (a NeedsKnownValue keeps its value name)."""
+    if isinstance(err, NeedsKnownValue):
+        return NeedsKnownValue(message, err.value_name)
+    if isinstance(err, UnsupportedError):
+        return UnsupportedError(message)
+    return EmberError(message)
+
+
+def _bind_constants(constants: Mapping[str, Any], declared: list[InputSpec], source: str
+                    ) -> dict[str, np.ndarray]:
+    """`constants` checked against the graph inputs they bind: each names a graph input that
+    is not an initializer, and its value has the input's element type and declared shape."""
+    specs = {spec.name: spec for spec in declared}
+    bound = {}
+    for name, value in constants.items():
+        spec = specs.get(name)
+        if spec is None:
+            raise EmberError(f"{source}: constants names {name!r}, which is not a graph input "
+                             f"of the model (inputs: {', '.join(specs) or 'none'})")
+        array = np.array(value)  # a copy: the caller's array is never held or changed
+        if array.dtype != spec.dtype.numpy:
+            raise EmberError(f"{source}: constants[{name!r}] is {array.dtype}; the graph input "
+                             f"is {spec.dtype.value}")
+        if len(spec.dims) != array.ndim or any(
+                isinstance(dim, int) and dim != size
+                for dim, size in zip(spec.dims, array.shape, strict=True)):
+            raise EmberError(f"{source}: constants[{name!r}] has shape {list(array.shape)}; the "
+                             f"graph input is declared {_format_dims(spec.dims)}")
+        array.flags.writeable = False
+        bound[name] = array
+    return bound
 
 
 def _input_spec(value: onnx.ValueInfoProto, source: str) -> InputSpec:

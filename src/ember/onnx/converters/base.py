@@ -80,6 +80,15 @@ def onnx_dtype(elem_type: int, what: str) -> DType:
     return dtype
 
 
+class NeedsKnownValue(EmberError):
+    """A converter needs the value of an ONNX value (`value_name`) at import time, and it is
+    computed at run time. When that value is a graph input, `load(..., constants=...)` binds it."""
+
+    def __init__(self, message: str, value_name: str) -> None:
+        super().__init__(message)
+        self.value_name = value_name
+
+
 @dataclass(frozen=True)
 class Converter:
     """One ONNX operator: its conversion function and the operator versions it implements."""
@@ -225,8 +234,9 @@ class NodeContext:
         """Input `index`, which must be known at import time (a shape, axes, pads ...)."""
         value = self.known(index)
         if value is None:
-            raise self.error(f"input {index} ({what}) must be a constant known at import time; "
-                             "Ember graphs have static shapes")
+            raise NeedsKnownValue(
+                f"{self.label}: input {index} ({what}) must be a constant known at import time; "
+                "Ember graphs have static shapes", self._slot(index).name)
         return value
 
     def static_ints(self, index: int, what: str) -> list[int]:

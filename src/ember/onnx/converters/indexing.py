@@ -294,8 +294,10 @@ def reverse_sequence(node: NodeContext) -> Outputs:
 
 @converter("MaxUnpool", versions=(9, 11, 22))
 def max_unpool(node: NodeContext) -> Outputs:
-    """Zeros with each value written at its flat index (MaxPool's Indices) into the output,
-    of the known `output_shape` or the pool's inverse size."""
+    """Zeros with each value written at its flat index (MaxPool's Indices) into the pool's
+    inverse size; a known `output_shape` larger than that pads it with zeros at the end of each
+    axis (the indices stay flat into the inverse size, as ONNX's reference implementation
+    reads them)."""
     x, indices = node.tensor(0), node.tensor(1)
     if x.shape != indices.shape:
         raise node.error(f"X {list(x.shape)} and I {list(indices.shape)} differ in shape")
@@ -303,13 +305,21 @@ def max_unpool(node: NodeContext) -> Outputs:
     count = x.ndim - 2
     strides = list(node.attr("strides", [1] * count))
     pads = list(node.attr("pads", [0] * (2 * count)))
-    if node.has(2):
-        shape = tuple(node.static_ints(2, "output_shape"))
-    else:
-        shape = (*x.shape[:2], *((size - 1) * s - pads[i] - pads[i + count] + k for i, (size, s, k)
-                                 in enumerate(zip(x.shape[2:], strides, kernel, strict=True))))
-    shape = node.check_dims(shape, x.dtype, "output shape")
-    zeros = node.const(np.zeros(shape), like=x)
-    index, bad = _checked(node, indices, int(np.prod(shape)))
-    offsets = tracer.emit("where", bad, node.const(np.int64(np.prod(shape))), index)
-    return [_scatter(node, zeros, offsets, x)]
+    inferred = (*x.shape[:2], *((size - 1) * s - pads[i] - pads[i + count] + k for i, (size, s, k)
+                                in enumerate(zip(x.shape[2:], strides, kernel, strict=True))))
+    inferred = node.check_dims(inferred, x.dtype, "output shape")
+    zeros = node.const(np.zeros(inferred), like=x)
+    index, bad = _checked(node, indices, int(np.prod(inferred)))
+    offsets = tracer.emit("where", bad, node.const(np.int64(np.prod(inferred))), index)
+    result = _scatter(node, zeros, offsets, x)
+    if not node.has(2):
+        return [result]
+    shape = node.check_dims(tuple(node.static_ints(2, "output_shape")), x.dtype, "output shape")
+    if len(shape) != x.ndim or any(a < b for a, b in zip(shape, inferred, strict=True)):
+        raise node.error(f"output_shape {list(shape)} is smaller than the unpooled shape "
+                         f"{list(inferred)}")
+    if shape == inferred:
+        return [result]
+    grow = [a - b for a, b in zip(shape, inferred, strict=True)]
+    return [node.emit("pad", result, pads=tuple([0] * x.ndim + grow), mode="constant",
+                      value=0.0)]
