@@ -73,8 +73,9 @@ class OnnxModel:
                  constants: Mapping[str, Any] | None = None) -> None:
         self.proto = proto
         self.source = source  # file name, for error messages and node locations
+        self.opsets = domain_opsets(proto)
         self.opset = _default_opset(proto, source)
-        check_supported(proto, self.opset, source)
+        check_supported(proto, self.opset, source, self.opsets)
         check_schemas(proto, self.opset, source)
         graph = proto.graph
         check_single_assignment(graph, source)
@@ -158,7 +159,7 @@ class OnnxModel:
     def _convert(self, node: onnx.NodeProto, slots: dict[str, Slot],
                  opset: int | None = None) -> None:
         """Convert one node (at `opset`, the model's by default) into `slots`."""
-        opset = self.opset if opset is None else opset
+        opset = node_opset(node, self.opset if opset is None else opset, self.opsets)
         converter = CONVERTERS.get(_op_key(node))
         if converter is None or not converter.supports(opset):
             self._expand(node, slots, opset)
@@ -230,7 +231,7 @@ class OnnxModel:
         """Run the converter in the model's trace; its nodes carry the ONNX node as location."""
         builder = tracer.current().builder
         start = len(builder.nodes)
-        outputs = CONVERTERS[context.op_type].convert(context)
+        outputs = CONVERTERS[_op_key(context.node)].convert(context)
         location = f"{os.path.basename(self.source)}:{context.node.name or context.op_type}"
         for index in range(start, len(builder.nodes)):
             builder.nodes[index] = builder.nodes[index].replace(loc=location)
@@ -252,7 +253,7 @@ class OnnxModel:
         tracer._STATE.ctx = scratch
         try:
             fresh = [None if s is None else Slot(s.name, known=s.known) for s in context.slots]
-            outputs = list(CONVERTERS[context.op_type].convert(
+            outputs = list(CONVERTERS[_op_key(context.node)].convert(
                 NodeContext(context.node, context.opset, fresh)))
             traced = [o for o in outputs if isinstance(o, Tensor)]
             if any(shape_bytes(v.type.shape, v.type.dtype.numpy) > FOLD_BYTES
@@ -359,19 +360,40 @@ def _binary_string(message: Any, path: str = "model") -> str:
     return ""
 
 
+def domain_opsets(proto: onnx.ModelProto) -> dict[str, int]:
+    """The opset version the model imports for each domain ("" for the default one)."""
+    return {("" if entry.domain == "ai.onnx" else entry.domain): int(entry.version)
+            for entry in proto.opset_import}
+
+
+def node_opset(node: onnx.NodeProto, default: int, opsets: Mapping[str, int]) -> int:
+    """The opset a node's operator is read at: `default` for the ONNX domain, else the version
+    the model imports for the node's domain (0 when it imports none)."""
+    if node.domain in ("", "ai.onnx"):
+        return default
+    return opsets.get(node.domain, 0)
+
+
 def _default_opset(proto: onnx.ModelProto, source: str) -> int:
+    """The default domain's opset; a model of other domains only (ai.onnx.preview.training's
+    optimizers) reads as the newest, which none of its nodes uses."""
     for entry in proto.opset_import:
         if entry.domain in ("", "ai.onnx"):
             return int(entry.version)
-    raise EmberError(f"{source}: the model imports no version of the default ONNX opset")
+    if any(node.domain in ("", "ai.onnx") for node in proto.graph.node):
+        raise EmberError(f"{source}: the model imports no version of the default ONNX opset")
+    return onnx.defs.onnx_opset_version()
 
 
-def check_supported(proto: onnx.ModelProto, opset: int, source: str = "<model>") -> None:
+def check_supported(proto: onnx.ModelProto, opset: int, source: str = "<model>",
+                    opsets: Mapping[str, int] | None = None) -> None:
     """One UnsupportedError naming every unsupported operator and its nodes, or nothing.
 
     An operator is supported when its converter implements the operator version in effect at
-    `opset`; an opset newer than the installed onnx package knows is refused as a whole.
+    `opset` (or at the version `opsets` gives the node's domain); an opset newer than the
+    installed onnx package knows is refused as a whole.
     """
+    opsets = domain_opsets(proto) if opsets is None else opsets
     newest = onnx.defs.onnx_opset_version()
     if opset > newest:
         raise UnsupportedError(f"{source}: the model imports opset {opset}, newer than the "
@@ -379,12 +401,13 @@ def check_supported(proto: onnx.ModelProto, opset: int, source: str = "<model>")
                                f"export at opset {newest} or lower")
     missing: dict[str, list[str]] = {}
     for position, node in enumerate(proto.graph.node):
+        at = node_opset(node, opset, opsets)
         converter = CONVERTERS.get(_op_key(node))
-        if converter is not None and converter.supports(opset):
+        if converter is not None and converter.supports(at):
             continue
-        if functions.has_function(node, opset):  # expanded by its ONNX function body
+        if functions.has_function(node, at):  # expanded by its ONNX function body
             continue
-        key = _unsupported_key(node, opset)
+        key = _unsupported_key(node, at)
         missing.setdefault(key, []).append(repr(node.name) if node.name else f"#{position}")
     if missing:
         listed = "; ".join(f"{op} (node{'s' if len(nodes) > 1 else ''} {', '.join(nodes)})"

@@ -1,10 +1,20 @@
 """One converter per ONNX operator, registered in `CONVERTERS` with the opsets it supports.
 
 Importing this package registers every converter; the families live in `elementwise`, `shape`,
-`indexing`, `reduce`, `nn`, `recurrent` and `signal`.
+`indexing`, `reduce`, `nn`, `recurrent`, `signal` and `training` (ONNX's
+optimizers).
 """
 
-from ember.onnx.converters import elementwise, indexing, nn, recurrent, reduce, shape, signal
+from ember.onnx.converters import (
+    elementwise,
+    indexing,
+    nn,
+    recurrent,
+    reduce,
+    shape,
+    signal,
+    training,
+)
 from ember.onnx.converters.base import (
     CONVERTERS,
     Converter,
@@ -17,5 +27,5 @@ from ember.onnx.converters.base import (
 
 __all__ = [
     "CONVERTERS", "Converter", "NodeContext", "Slot", "converter", "elementwise", "indexing",
-    "materialize", "nn", "onnx_dtype", "recurrent", "reduce", "shape", "signal",
+    "materialize", "nn", "onnx_dtype", "recurrent", "reduce", "shape", "signal", "training",
 ]
