@@ -166,9 +166,10 @@ def run_case(case: Any, levels: Iterable[int] = LEVELS) -> list[Outcome]:
 
 def _bound(case: Any, model: Any, inputs: list[np.ndarray]
            ) -> tuple[Any, list[np.ndarray]]:
-    """`model` with the graph inputs its converters need at import time bound to the case's
-    values (`load(..., constants=...)`, as a user of a static-shape compiler does for an input
-    that sets a shape, axes or pads), and the inputs left to pass."""
+    """`model` with the graph inputs behind the values its converters need at import time
+    bound to the case's values (`load(..., constants=...)`, as a user of a static-shape
+    compiler does for an input that sets a shape, axes or pads), and the inputs left to
+    pass."""
     from ember.frontend.tracer import trace
     from ember.onnx.converters.base import NeedsKnownValue
     from ember.onnx.loader import load
@@ -182,10 +183,11 @@ def _bound(case: Any, model: Any, inputs: list[np.ndarray]
             trace(model, *args)
             return model, args
         except NeedsKnownValue as err:
-            if err.value_name not in model.input_names:
+            behind = model.inputs_behind(err.value_name)
+            if not behind:
                 raise
             model = load(case.model, constants=model.constants | {
-                err.value_name: values[err.value_name]})
+                name: values[name] for name in behind})
 
 
 def _refused(name: str, level: int, err: EmberError) -> Outcome:

@@ -94,6 +94,8 @@ class OnnxModel:
         self.shapes = _check_shapes(shapes or {}, self.inputs, source)
         self.__name__ = re.sub(r"[^A-Za-z0-9_]", "_", graph.name or "onnx_model") or "onnx_model"
         self.__signature__ = _signature(self.input_names)
+        # value -> (op type, inputs) of every node converted so far, function bodies included
+        self._made_from: dict[str, tuple[str, list[str]]] = {}
 
     def __repr__(self) -> str:
         return (f"OnnxModel({self.source!r}, opset {self.opset}, {len(self.nodes)} nodes, "
@@ -160,6 +162,8 @@ class OnnxModel:
                  opset: int | None = None) -> None:
         """Convert one node (at `opset`, the model's by default) into `slots`."""
         opset = node_opset(node, self.opset if opset is None else opset, self.opsets)
+        for name in node.output:
+            self._made_from[name] = (node.op_type, list(node.input))
         converter = CONVERTERS.get(_op_key(node))
         if converter is None or not converter.supports(opset):
             self._expand(node, slots, opset)
@@ -220,12 +224,38 @@ class OnnxModel:
             raise _same_kind(err, f"{label} at opset {opset}, expanded by its ONNX function: "
                              f"{err}") from None
 
+    def inputs_behind(self, value: str) -> list[str]:
+        """The graph inputs whose values `value` is computed from, in input order: what to
+        bind with `constants=` for it to be known at import time. Shape and Size read only
+        static shapes, so the inputs behind them do not count."""
+        producers = {out: (node.op_type, list(node.input)) for node in self.nodes
+                     for out in node.output if out}
+        producers |= self._made_from  # the nodes of expanded function bodies, once traced
+        found, stack, seen = set(), [value], set()
+        while stack:
+            name = stack.pop()
+            if name in seen:
+                continue
+            seen.add(name)
+            if name in self.input_names:
+                found.add(name)
+            op_type, inputs = producers.get(name, ("", []))
+            if op_type not in ("Shape", "Size"):
+                stack.extend(i for i in inputs if i)
+        return [name for name in self.input_names if name in found]
+
     def _advice(self, err: EmberError) -> str:
-        """`err`'s message, with how to bind the value when a graph input must be known."""
-        if isinstance(err, NeedsKnownValue) and err.value_name in self.input_names:
-            return (f"{err} (it is graph input {err.value_name!r}: bind its value with "
-                    f"ember.onnx.load(..., constants={{{err.value_name!r}: value}}))")
-        return str(err)
+        """`err`'s message, with how to bind the value when it comes from graph inputs."""
+        if not isinstance(err, NeedsKnownValue):
+            return str(err)
+        behind = self.inputs_behind(err.value_name)
+        if not behind:
+            return str(err)
+        names = ", ".join(f"{name!r}: value" for name in behind)
+        what = (f"it is graph input {behind[0]!r}" if behind == [err.value_name]
+                else f"it is computed from graph input{'s' if len(behind) > 1 else ''} "
+                     f"{', '.join(repr(n) for n in behind)}")
+        return f"{err} ({what}: bind with ember.onnx.load(..., constants={{{names}}}))"
 
     def _emit(self, context: NodeContext) -> Sequence[Any]:
         """Run the converter in the model's trace; its nodes carry the ONNX node as location."""
