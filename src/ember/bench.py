@@ -21,6 +21,9 @@ The outputs of every level and every peer are checked against level 0: the error
   `torch_model`, run eagerly under `torch.no_grad()` with `torch.set_num_threads`;
 - any callable on numpy arrays passed in `peers={"numpy": fn}`.
 
+`chart_svg` / `write_chart` draw such numbers as an SVG bar chart (hand-written SVG, one bar
+per model and runner); `chart_groups(result)` gives a bench run's bars (`ember bench --plot`).
+
 `ablate=True` compiles level 3 again once per pass of its default pipeline, leaving that one
 pass out, and shows how much slower (or faster) the model runs without it.
 
@@ -561,3 +564,74 @@ def _ablate(runner: _Runner) -> list[Row]:
         rest = pipeline[:index] + pipeline[index + 1 :]
         rows.append(runner.level(3, True, passes=rest, name=f"-{pass_}#{index}"))
     return rows
+
+
+# -- the bar chart --------------------------------------------------------------------------------
+
+CHART_COLORS = ("#d9480f", "#1c7ed6", "#2f9e44", "#ae3ec9", "#f59f00", "#0c8599", "#868e96")
+
+
+def chart_svg(title: str, groups: Sequence[tuple[str, Sequence[tuple[str, float | None]]]]
+              ) -> str:
+    """An SVG bar chart of milliseconds per call: one group of horizontal bars per model, one
+    bar per runner (`groups`: (model, [(runner, ms or None), ...])), each group scaled to its
+    own slowest bar so models of any size read alike; every bar is labelled with its ms and its
+    ratio to the group's first runner. A runner without a time gets a "not run" label instead.
+    """
+    from xml.sax.saxutils import escape
+
+    runners = list(dict.fromkeys(name for _, bars in groups for name, _ in bars))
+    color = {name: CHART_COLORS[i % len(CHART_COLORS)] for i, name in enumerate(runners)}
+    left, label_width, bar_width, bar_height, gap = 10, 170, 420, 16, 14
+    width = left + label_width + bar_width + 160
+    rows = sum(len(bars) for _, bars in groups)
+    height = 60 + rows * (bar_height + 2) + len(groups) * gap + 20
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+             f'font-family="sans-serif" font-size="12">',
+             f'<rect width="{width}" height="{height}" fill="white"/>',
+             f'<text x="{left}" y="20" font-size="14" font-weight="bold">{escape(title)}</text>']
+    for index, name in enumerate(runners):  # the legend
+        x = left + index * 130
+        parts.append(f'<rect x="{x}" y="30" width="12" height="12" fill="{color[name]}"/>')
+        parts.append(f'<text x="{x + 16}" y="40">{escape(name)}</text>')
+    y = 60
+    for model, bars in groups:
+        timed = [ms for _, ms in bars if ms is not None and ms > 0]
+        longest = max(timed, default=1.0)
+        first_runner, first = bars[0] if bars else ("", None)
+        parts.append(f'<text x="{left}" y="{y + bar_height - 3}" font-weight="bold">'
+                     f'{escape(model)}</text>')
+        for runner, ms in bars:
+            x0 = left + label_width
+            if ms is None or ms <= 0:
+                parts.append(f'<text x="{x0 + 4}" y="{y + bar_height - 3}" fill="#868e96">'
+                             f'{escape(runner)}: not run</text>')
+            else:
+                length = max(bar_width * ms / longest, 1.0)
+                ratio = f" ({ms / first:.2f}x {first_runner})" if first else ""
+                parts.append(f'<rect class="bar" data-model="{escape(model)}" '
+                             f'data-runner="{escape(runner)}" x="{x0}" y="{y}" '
+                             f'width="{length:.1f}" height="{bar_height}" '
+                             f'fill="{color[runner]}"><title>{escape(runner)}: {ms:.3f} ms'
+                             f'</title></rect>')
+                parts.append(f'<text x="{x0 + length + 4:.1f}" y="{y + bar_height - 3}">'
+                             f'{ms:.2f} ms{ratio}</text>')
+            y += bar_height + 2
+        y += gap
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def write_chart(path: str | os.PathLike[str], title: str,
+                groups: Sequence[tuple[str, Sequence[tuple[str, float | None]]]]) -> None:
+    """Write `chart_svg(title, groups)` to `path`."""
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(chart_svg(title, groups))
+
+
+def chart_groups(result: BenchResult) -> list[tuple[str, list[tuple[str, float | None]]]]:
+    """A bench run as one chart group: level 3 first (Ember), then the other levels and the
+    peers, each with its median ms (None for a row that did not run)."""
+    rows = sorted(result.levels, key=lambda row: row.level != 3) + result.peers
+    return [(result.name, [(row.name, row.timing.median * 1e3 if row.timing else None)
+                           for row in rows])]

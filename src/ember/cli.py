@@ -11,6 +11,7 @@
     ember passes                                # the passes and their options
     ember opt dump/002_cse.ir -p dce            # run passes on IR text, like mlir-opt
     ember bench examples/mlp.py --threads 1     # opt levels 0-3 and ONNX Runtime, timed
+    ember bench model.onnx --plot bench.svg     # and the medians as an SVG bar chart
 
 A TARGET file is imported under a private module name (never `"__main__"`), so the script part
 of an example does not run. It defines the model (`model`, or the NAME given after a colon) and
@@ -294,14 +295,20 @@ def _optimized(target: ModelFile, args: argparse.Namespace) -> Graph:
 
 
 def _native(target: ModelFile, args: argparse.Namespace) -> Any:
-    """The optimized graph through the compile route of `ember.compile` (and its cache)."""
+    """The optimized graph through the compile route of `ember.compile` (and its cache), with
+    a progress bar on a terminal when it takes over a second."""
+    from ember import progress
     from ember.runtime import compile_cached
 
-    graph = _optimized(target, args)
-    try:
-        return compile_cached(graph, args.opt_level, _compile_target(args))
-    except EmberError as err:
-        raise UsageError(f"cannot compile {target.where}: {str(err).splitlines()[0]}") from None
+    with progress.reporting(None):
+        progress.stage("trace and passes")
+        graph = _optimized(target, args)
+        progress.stage("lowering")
+        try:
+            return compile_cached(graph, args.opt_level, _compile_target(args))
+        except EmberError as err:
+            raise UsageError(f"cannot compile {target.where}: {str(err).splitlines()[0]}"
+                             ) from None
 
 
 def _loops(target: ModelFile, args: argparse.Namespace) -> str:
@@ -575,6 +582,15 @@ def command_bench(args: argparse.Namespace) -> int:
             result.write_json(args.json)
         except OSError as err:
             raise UsageError(f"cannot write {args.json}: {err.strerror}") from None
+    if args.plot:
+        from ember.bench import chart_groups, write_chart
+
+        title = (f"{target.where}: median ms per call, {result.threads} "
+                 f"thread{'s' if result.threads > 1 else ''}")
+        try:
+            write_chart(args.plot, title, chart_groups(result))
+        except OSError as err:
+            raise UsageError(f"cannot write {args.plot}: {err.strerror}") from None
     failed = not result.ok or any(row.failure for row in result.levels)
     return 1 if failed else 0
 
@@ -687,6 +703,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--ablate", action="store_true",
                        help="also time level 3 without each pass of its pipeline")
     bench.add_argument("--json", metavar="FILE", help="write every number to FILE")
+    bench.add_argument("--plot", metavar="FILE.svg",
+                       help="draw the medians as an SVG bar chart (level 3 against the other "
+                       "levels and the peers)")
     bench.add_argument("--profile", action="store_true",
                        help="also print level 3's median time per kernel, slowest first")
     bench.set_defaults(run=command_bench)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from ember import progress as progress_report
 from ember.errors import EmberError
 from ember.frontend.tracer import TensorSpec, trace_with_info
 from ember.interpreter import Interpreter
@@ -32,6 +33,7 @@ from ember.ir.graph import Graph
 from ember.ir.printer import print_graph
 from ember.pipeline import (
     Instrument,
+    Pass,
     PassManager,
     TimePasses,
     graph_bytes,
@@ -160,20 +162,25 @@ def _as_input(arg: Any) -> Any:
 
 
 def compile(fn: Callable[..., Any], *example_inputs: Any, target: str | Target = "cpu",
-            opt_level: int = 3, passes: Any = None, threads: int | None = None) -> Executable:
+            opt_level: int = 3, passes: Any = None, threads: int | None = None,
+            progress: bool | None = None) -> Executable:
     """Trace `fn` (nn.Module or function) on example inputs and build an executable.
 
     `target`: "cpu" (the host), "cuda", "cpu:NAME" or an `ember.Target`; every stage reads
     it. `threads` (default: EMBER_NUM_THREADS, else the target's cores: every CPU this process
     may use for the host) is the number of threads the code is partitioned for and runs on:
     it replaces the target's `cores`, so `exe.native.set_threads` can lower it later but not
-    raise it.
+    raise it. `progress`: a progress bar on stderr for a compile that takes over a second
+    (`ember.progress`): None (default) when stderr is a terminal, True always, False never.
     """
     target, count = resolve_target(target, threads, opt_level)
-    start = time.perf_counter()
-    traced, single, _ = trace_with_info(fn, *example_inputs)
-    trace_seconds = time.perf_counter() - start
-    exe = compile_graph(traced, target=target, opt_level=opt_level, passes=passes, threads=count)
+    with progress_report.reporting(progress):
+        progress_report.stage("trace")
+        start = time.perf_counter()
+        traced, single, _ = trace_with_info(fn, *example_inputs)
+        trace_seconds = time.perf_counter() - start
+        exe = compile_graph(traced, target=target, opt_level=opt_level, passes=passes,
+                            threads=count)
     exe.single_output = single
     exe.timings = {"trace": trace_seconds, **exe.timings}
     return exe
@@ -214,6 +221,7 @@ def compile_graph(traced: Graph, *, target: Target, opt_level: int = 3, passes: 
     if opt_level >= 1:
         from ember.runtime import compile_cached
 
+        progress_report.stage("lowering")
         native = compile_cached(graph, opt_level, target)
         timings.update(native.timings)
         if threads is not None and target.kind == "cpu":  # a GPU's threads are its grid
@@ -232,9 +240,18 @@ def optimize(graph: Graph, opt_level: int = 3, passes: Any = None,
     from ember.passes import default_pipeline
 
     pipeline = default_pipeline(opt_level) if passes is None else parse_pipeline(passes)
-    manager = PassManager(pipeline, [*instruments, *instruments_from_env()], verify_from_env(),
-                          target)
+    progress_report.stage("passes", total=len(pipeline))
+    manager = PassManager(pipeline, [*instruments, *instruments_from_env(), _PassProgress()],
+                          verify_from_env(), target)
     return manager.run(graph)
+
+
+class _PassProgress(Instrument):
+    """Counts each pass done in the open progress report."""
+
+    def after_pass(self, index: int, pass_: Pass, before: Graph, after: Graph,
+                   seconds: float) -> None:
+        progress_report.advance(detail=pass_.name)
 
 
 def _signature(args: tuple[Any, ...]) -> tuple[Any, ...]:

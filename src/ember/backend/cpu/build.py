@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from ember import progress
 from ember.backend.cpu.parallel import CpuKernelEmitter
 from ember.backend.llvm.codegen import MEMORY_TYPES, emit_kernel, finalize_module
 from ember.backend.llvm.jit import CompiledModule, compile_ir
@@ -59,11 +60,13 @@ def emit_program(program: Program, profile: bool = False) -> ir.Module:
     module = for_target(ir.Module(program.name), program.target)
     distinct: dict[tuple[object, ...], ir.Function] = {}
     kernels: dict[str, ir.Function] = {}  # kernel name -> the function its calls use
+    progress.stage("llvm ir", total=len(program.calls), unit="kernels")
     for call in program.calls:
         key = _kernel_key(call.kernel)
         if key not in distinct:
             distinct[key] = emit_kernel(module, call.kernel, CpuKernelEmitter)
         kernels[call.kernel.name] = distinct[key]
+        progress.advance()
     for function in distinct.values():
         size = sum(len(block.instructions) for block in function.blocks)
         if profile or len(program.calls) > MAX_INLINED_CALLS or size > MAX_INLINED_SIZE:
@@ -198,5 +201,7 @@ class NativeProgram:
 def build_program(program: Program, opt_level: int = 3, profile: bool = False
                   ) -> NativeProgram:
     """Emit, optimize and JIT-compile a program (timing each kernel call when `profile`)."""
-    text = finalize_module(str(emit_program(program, profile)))
+    module = emit_program(program, profile)
+    progress.stage("llvm text")
+    text = finalize_module(str(module))
     return NativeProgram(program, compile_ir(text, opt_level, target=program.target), profile)

@@ -36,6 +36,7 @@ from typing import Any
 import llvmlite.binding as llvm
 from llvmlite import ir
 
+from ember import progress
 from ember.errors import EmberError, LoweringError
 from ember.target import Target
 
@@ -194,7 +195,8 @@ class CompiledModule:
         self.target = target if target is not None else Target.host()
         self.runnable = not self.target.missing_on_host()
         if self.runnable:
-            _prepare_load()  # generated parallel loops link to the thread pool by name
+            with progress.reporting(False):  # (the thread pool's module: not this compile's)
+                _prepare_load()  # generated parallel loops link to the thread pool by name
 
         self._unoptimized_ir: str | None = with_function_attributes(str(module), self.target)
         self._build_ir: Callable[[], str] | None = None
@@ -210,7 +212,9 @@ class CompiledModule:
                 self.engine = self._load_object(payload, self.target)
                 self.from_cache, self.cache_hit = True, "object"
                 return
+            progress.stage("llvm optimize")
             optimized = self._optimize()
+            progress.stage("machine code")
             start = time.perf_counter()
             payload = target_machine(3, self.target).emit_object(optimized)
             self.seconds["llvm-emit"] = time.perf_counter() - start
