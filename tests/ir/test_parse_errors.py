@@ -36,8 +36,9 @@ CASES = [
      "dimension 'a' is not a non-negative integer"),
     ("negative dimension", "graph @g(%x: f32[-1]) -> () {\n  return\n}", 1, 18,
      "dimension '-1' is not a non-negative integer"),
-    ("unknown dtype", body("%0 = relu(%x) : f16[4]"), 2, 19,
-     "unknown dtype 'f16' (expected one of f32, f64, i32, i64, bool)"),
+    ("unknown dtype", body("%0 = relu(%x) : f8[4]"), 2, 19,
+     "unknown dtype 'f8' (expected one of f16, bf16, f32, f64, i8, i16, i32, i64, u8, u16, "
+     "u32, u64, bool)"),
     ("bad layout", body("%0 = relu(%x) : f32[4]{nchw}"), 2, 25, "unknown layout 'nchw'"),
     ("empty layout", body("%0 = relu(%x) : f32[4]{}"), 2, 25, "empty layout"),
     ("missing type", body("%0 = relu(%x) :"), 3, 3, "expected type (a tensor type"),

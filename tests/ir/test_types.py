@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import ml_dtypes
 import numpy as np
 import pytest
 
 from ember.ir.types import DType, TensorType, boolean, check_layout, f32, f64, i32, i64
 
-NUMPY_OF = {DType.F32: np.float32, DType.F64: np.float64, DType.I32: np.int32,
-            DType.I64: np.int64, DType.BOOL: np.bool_}
+NUMPY_OF = {DType.F16: np.float16, DType.BF16: ml_dtypes.bfloat16, DType.F32: np.float32,
+            DType.F64: np.float64, DType.I8: np.int8, DType.I16: np.int16, DType.I32: np.int32,
+            DType.I64: np.int64, DType.U8: np.uint8, DType.U16: np.uint16,
+            DType.U32: np.uint32, DType.U64: np.uint64, DType.BOOL: np.bool_}
 
 
 @pytest.mark.parametrize(("type_", "text"), [
@@ -56,7 +59,7 @@ def test_fields_are_normalized() -> None:
 
 
 @pytest.mark.parametrize(("make", "message"), [
-    (lambda: TensorType("f16", (2,)), "unknown dtype 'f16'"),  # type: ignore[arg-type]
+    (lambda: TensorType("f8", (2,)), "unknown dtype 'f8'"),  # type: ignore[arg-type]
     (lambda: TensorType(DType.F32, (2, -1)), "shape [2, -1] has a negative dimension"),
     (lambda: TensorType(DType.F32, (2,), "nchw"), "unknown layout 'nchw'"),
 ])
@@ -80,8 +83,11 @@ def test_dtype_numpy_mapping(dtype: DType, numpy_type: type) -> None:
 
 
 def test_dtype_kinds() -> None:
-    assert [d for d in DType if d.is_float] == [DType.F32, DType.F64]
-    assert [d for d in DType if d.is_int] == [DType.I32, DType.I64]
+    assert [d for d in DType if d.is_float] == [DType.F16, DType.BF16, DType.F32, DType.F64]
+    assert [d for d in DType if d.is_int] == [DType.I8, DType.I16, DType.I32, DType.I64,
+                                              DType.U8, DType.U16, DType.U32, DType.U64]
+    assert [d for d in DType if d.is_unsigned] == [DType.U8, DType.U16, DType.U32, DType.U64]
+    assert DType.U64.int_range == (0, 2**64 - 1) and DType.I8.int_range == (-128, 127)
 
 
 def test_non_native_byte_order_maps_to_the_same_dtype() -> None:
@@ -89,17 +95,17 @@ def test_non_native_byte_order_maps_to_the_same_dtype() -> None:
     assert DType.from_numpy(swapped) is DType.F32
 
 
-@pytest.mark.parametrize("unsupported", [np.float16, np.complex64, np.uint8, np.int8, object])
+@pytest.mark.parametrize("unsupported", [np.complex64, np.longdouble, np.str_, object])
 def test_unsupported_numpy_dtype_names_it(unsupported: type) -> None:
     with pytest.raises(TypeError) as info:
         DType.from_numpy(unsupported)
     assert str(np.dtype(unsupported)) in str(info.value)
-    assert "float32, float64, int32, int64, bool" in str(info.value)
+    assert "float16, float32, float64, int8, int16, int32, int64, uint8" in str(info.value)
 
 
 def test_unsupported_array_type() -> None:
-    with pytest.raises(TypeError, match="float16"):
-        TensorType.of(np.zeros(2, np.float16))
+    with pytest.raises(TypeError, match="complex128"):
+        TensorType.of(np.zeros(2, np.complex128))
 
 
 def test_types_of_2_to_the_40_elements_or_more_are_shape_errors() -> None:

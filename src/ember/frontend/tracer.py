@@ -141,14 +141,28 @@ def _fail(message: str) -> TraceError:
 # ---------------------------------------------------------------------------------------------
 # Converting Python values into graph values.
 
-_RANK = {DType.BOOL: 0, DType.I32: 1, DType.I64: 2, DType.F32: 3, DType.F64: 4}
-
-
 def promote(a: DType, b: DType) -> DType:
-    """Result dtype of mixing two tensor dtypes: floats beat ints, wider beats narrower."""
-    if a.is_float != b.is_float and DType.BOOL not in (a, b):
+    """Result dtype of mixing two tensor dtypes: floats beat ints and bool, wider beats
+    narrower; f16 with bf16 gives f32. Integers mix as in numpy: a signed type holding every
+    value of both (u8 with i8 gives i16), and u64 with a signed type gives f64."""
+    if a is b or b is DType.BOOL:
+        return a
+    if a is DType.BOOL:
+        return b
+    if a.is_float != b.is_float:
         return a if a.is_float else b
-    return a if _RANK[a] >= _RANK[b] else b
+    if a.is_float:
+        if {a, b} == {DType.F16, DType.BF16}:
+            return DType.F32
+        return a if a.itemsize >= b.itemsize else b
+    if a.is_signed == b.is_signed:
+        return a if a.itemsize >= b.itemsize else b
+    signed, unsigned = (a, b) if a.is_signed else (b, a)
+    if signed.itemsize > unsigned.itemsize:
+        return signed
+    if unsigned is DType.U64:
+        return DType.F64
+    return {1: DType.I16, 2: DType.I32, 4: DType.I64}[unsigned.itemsize]
 
 
 def _scalar_dtype(value: object, like: DType | None) -> DType:
@@ -175,19 +189,36 @@ def as_tensor(value: object, like: DType | None = None) -> Tensor:
     ):
         scalar = value.item() if isinstance(value, np.generic) else value
         dtype = _scalar_dtype(scalar, like)
+        if isinstance(scalar, int) and dtype.is_int:
+            low, high = dtype.int_range
+            if not low <= scalar <= high:  # numpy 2 refuses it too (OverflowError)
+                raise _fail(f"the Python integer {scalar} is out of range for {dtype} "
+                            f"({low} to {high}); cast the tensor to a wider type first")
         return ctx.constant(np.array(scalar, dtype=dtype.numpy))
     array = np.asarray(value)
     if array.dtype == object:
         raise _fail(f"cannot use a {type(value).__name__} as a tensor")
-    if array.dtype.kind == "f" and array.dtype != np.float64:
-        array = array.astype(np.float32)
-    elif array.dtype.kind in "iu" and array.dtype not in (np.int32, np.int64):
-        array = array.astype(np.int64)
+    array = supported_array(array)
     try:
         DType.from_numpy(array.dtype)
     except TypeError as err:
         raise _fail(str(err)) from None
     return ctx.constant(array)
+
+
+def supported_array(array: np.ndarray) -> np.ndarray:
+    """`array` as it is when Ember has its dtype; otherwise a float of another width as f64
+    (long double) and any other integer as i64."""
+    try:
+        DType.from_numpy(array.dtype)
+        return array
+    except TypeError:
+        pass
+    if array.dtype.kind == "f":
+        return array.astype(np.float64)
+    if array.dtype.kind in "iu":
+        return array.astype(np.int64)
+    return array
 
 
 def binary_operands(a: object, b: object) -> tuple[Tensor, Tensor]:

@@ -167,9 +167,21 @@ class OpDef:
 
     def evaluate(self, arrays: tuple[np.ndarray, ...], attrs: Mapping[str, AttrValue]
                  ) -> tuple[np.ndarray, ...]:
-        """Run the numpy reference; always returns a tuple."""
+        """Run the numpy reference; always returns a tuple.
+
+        bf16 inputs (ml_dtypes arrays, which most numpy code does not take as floats) are given
+        to it as f32, and its f32 results are rounded back to bf16: the op computes in f32 and
+        rounds once. (An op's operands share one float dtype, so an f32 result of bf16 inputs
+        is a bf16 value; a cast to f32 is exact either way.)"""
+        narrow = [a.dtype for a in arrays if a.dtype.name == "bfloat16"]
+        if narrow:
+            arrays = tuple(a.astype(np.float32) if a.dtype == narrow[0] else a for a in arrays)
         result = self.reference(*arrays, **self.own_attrs(attrs))
-        return result if isinstance(result, tuple) else (result,)
+        results = result if isinstance(result, tuple) else (result,)
+        if narrow:
+            results = tuple(r.astype(narrow[0]) if getattr(r, "dtype", None) == np.float32
+                            else r for r in results)
+        return results
 
     def own_attrs(self, attrs: Mapping[str, AttrValue]) -> dict[str, AttrValue]:
         """The op's own attributes, without annotations every node may carry (COMMON_ATTRS)."""

@@ -345,7 +345,7 @@ class _Parser:
         """The integer `token` as a Python int, if it is within `info`'s range."""
         digits = token.text.lstrip("+-")
         # NOTE: the length test comes first: int() refuses strings of more than 4300 digits.
-        if len(digits) > 19 or not info.min <= int(token.text) <= info.max:
+        if len(digits) > 20 or not info.min <= int(token.text) <= info.max:
             raise self.error(f"{_shorten(token.text)} is out of range for {dtype} ({what})",
                              token)
         return int(token.text)

@@ -46,7 +46,10 @@ def format_float(value: float, dtype: np.dtype | None = None) -> str:
         return "nan"
     if np.isinf(value):
         return "inf" if value > 0 else "-inf"
-    text = str(np.float32(value)) if dtype == np.float32 else repr(float(value))
+    if dtype in (np.float16, np.float32):  # numpy's shortest text that reads back
+        text = str(np.dtype(dtype).type(value))
+    else:
+        text = repr(float(value))
     return text if any(c in text for c in ".en") else text + ".0"
 
 
@@ -56,7 +59,7 @@ def format_const(const: Const) -> str:
     flat = const.data.reshape(-1)
     if flat.dtype == np.bool_:
         items = ["true" if v else "false" for v in flat]
-    elif flat.dtype.kind == "f":
+    elif flat.dtype.kind == "f" or flat.dtype.name == "bfloat16":
         items = [format_float(v, flat.dtype) for v in flat]
     else:
         items = [str(int(v)) for v in flat]

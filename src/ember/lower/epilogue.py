@@ -115,6 +115,8 @@ def lower_gemm_region(body: Graph, ctx: LowerContext) -> list | None:
     if not nodes or nodes[0].op not in ("matmul", "matmul_nt", "conv2d") or len(nodes) < 2:
         return None
     anchor = nodes[0]
+    if any(v.type.dtype.is_narrow_float for v in (*anchor.inputs, *anchor.outputs)):
+        return None  # f16 / bf16: computed in f32 node by node (program._lower_widened)
     lowering = target_rule_for(ctx.target, anchor.op)
     if lowering is None:
         return None

@@ -308,8 +308,10 @@ def loop_nest(names: Names, shape: Sequence[int],
 _BINARY_SYMBOLS = {"add": "+", "sub": "-", "mul": "*", "div": "/", "rem": "%", "eq": "==",
                    "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">=", "and": "&&",
                    "or": "||", "xor": "^", "shl": "<<", "shr": ">>", "ashr": ">>"}
-_C_TYPES = {DType.F32: "float", DType.F64: "double", DType.I32: "int32_t", DType.I64: "int64_t",
-            DType.BOOL: "bool"}
+_C_TYPES = {DType.F16: "_Float16", DType.BF16: "__bf16", DType.F32: "float",
+            DType.F64: "double", DType.I8: "int8_t", DType.I16: "int16_t", DType.I32: "int32_t",
+            DType.I64: "int64_t", DType.U8: "uint8_t", DType.U16: "uint16_t",
+            DType.U32: "uint32_t", DType.U64: "uint64_t", DType.BOOL: "bool"}
 
 
 def format_expr(expr: Expr) -> str:

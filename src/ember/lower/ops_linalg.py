@@ -137,7 +137,7 @@ def lowest(dtype: DType) -> Imm:
     """The identity of max: -inf, or the smallest integer."""
     if dtype.is_float:
         return imm(float("-inf"), dtype)
-    return imm(-(2 ** (8 * dtype.itemsize - 1)), dtype)
+    return imm(dtype.int_range[0], dtype)
 
 
 # ---------------------------------------------------------------------------------------------

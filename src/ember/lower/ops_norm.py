@@ -225,7 +225,8 @@ def lower_layer_norm(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
         "div", eps, peak), peak))
     rescaled = (
         Local(peak, imm(0, dtype)),
-        _loop(j, count, Assign(peak, Binary("max", peak, Unary("abs", Load(source, add(base, j)))))),
+        _loop(j, count, Assign(peak, Binary("max", peak,
+                                            Unary("abs", Load(source, add(base, j)))))),
         *scaled_statistics, *scaled_output,
     )
     body = (

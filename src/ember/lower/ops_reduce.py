@@ -10,9 +10,9 @@ kept and one reduced loop. Then one of two loop orders:
 - the last dimension is kept: rows are accumulated into the output buffer, so the innermost
   loop walks the input and the output contiguously (and vectorizes with no reduction at all).
   When no other kept dimension is outside the reduced loops, the last one is cut into blocks
-  of BLOCK elements (WIDE_BLOCK over many rows) and the block loop is outermost: a block of the output stays in cache for
-  the whole reduction, and the top-level loop is one whose iterations write disjoint outputs
-  (the schedule may run top-level loops in parallel).
+  of BLOCK elements (WIDE_BLOCK over many rows) and the block loop is outermost: a block of
+  the output stays in cache for the whole reduction, and the top-level loop is one whose
+  iterations write disjoint outputs (the schedule may run top-level loops in parallel).
 
 Float sums accumulate in the input dtype (reassociated: not bit-exact, see the op tests'
 tolerance); max and min propagate NaN as numpy does and order -0.0 below +0.0 (IEEE 754-2019
@@ -33,6 +33,7 @@ from ember.lower.loops import (
     Assign,
     Binary,
     Buffer,
+    Cast,
     Expr,
     Imm,
     Let,
@@ -245,7 +246,7 @@ def _lowest(dtype: DType) -> Imm:
         return imm(-math.inf, dtype)
     if dtype is DType.BOOL:
         return imm(False, dtype)
-    return imm(-(1 << (8 * dtype.itemsize - 1)), dtype)
+    return imm(dtype.int_range[0], dtype)
 
 
 def _highest(dtype: DType) -> Imm:
@@ -253,7 +254,7 @@ def _highest(dtype: DType) -> Imm:
         return imm(math.inf, dtype)
     if dtype is DType.BOOL:
         return imm(True, dtype)
-    return imm((1 << (8 * dtype.itemsize - 1)) - 1, dtype)
+    return imm(dtype.int_range[1], dtype)
 
 
 def _axes(node: Node, ndim: int) -> tuple[int, ...]:
@@ -266,6 +267,8 @@ def lower_reduce(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     """One reduction nest (loop order in the module docstring); mean divides each total by the
     group size once, after its last addition."""
     (x_type,) = ctx.input_types
+    if x_type.dtype.is_narrow_float and node.op in ("sum", "mean", "prod"):
+        return _reduce_narrow(node, ctx)
     dtype = x_type.dtype
     axes = _axes(node, x_type.ndim)
     finish = None
@@ -295,6 +298,33 @@ def lower_reduce(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     select_recurrence = node.op in ("max", "min") and dtype.is_float
     return reduce_statements(ctx, ctx.inputs[0], ctx.outputs[0], x_type.shape, axes, identity,
                              combine, finish, select_recurrence)
+
+
+def _reduce_narrow(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
+    """sum, mean or prod of f16 or bf16: accumulated in an f32 scratch row and rounded once
+    at the end, as numpy sums float16 (in float, pairwise) rather than rounding every step."""
+    (x_type,) = ctx.input_types
+    dtype, wide_type = x_type.dtype, DType.F32
+    axes = _axes(node, x_type.ndim)
+    op = "mul" if node.op == "prod" else "add"
+    identity = imm(1 if node.op == "prod" else 0, wide_type)
+    finish = None
+    if node.op == "mean":
+        count = imm(math.prod(x_type.shape[a] for a in axes), wide_type)
+
+        def finish(total: Expr) -> Expr:
+            return Binary("div", total, count)
+
+    def combine(a: Expr, b: Expr) -> Expr:
+        return Binary(op, a, Cast(b, wide_type) if b.dtype is dtype else b)
+
+    target = ctx.outputs[0]
+    wide = ctx.scratch(wide_type, target.size, "wide")
+    statements = reduce_statements(ctx, ctx.inputs[0], wide, x_type.shape, axes, identity,
+                                   combine, finish)
+    index = ctx.names.fresh("i")
+    rounded = Store(target, index, Cast(Load(wide, index), dtype))
+    return (*statements, Loop(index, math.prod(ctx.output_types[0].shape), (rounded,)))
 
 
 def _better(op: str, value: Expr, best: Expr) -> Expr:

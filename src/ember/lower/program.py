@@ -20,6 +20,7 @@ import numpy as np
 from ember.errors import LoweringError
 from ember.ir.graph import Graph, Node, Value
 from ember.ir.ops import OPS, VIEW_OPS
+from ember.ir.types import DType
 from ember.lower.loops import Buffer, Kernel, Names, Stmt, format_kernel
 from ember.lower.ops_elementwise import is_elementwise_region, region_statements
 from ember.lower.rules import LowerContext, lowering_for, scheduled_lowering_for
@@ -192,6 +193,8 @@ def _lower_into(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
     try:
         if node.body is not None:
             return _lower_region(node.body, ctx)
+        if _needs_widening(node):
+            return _lower_widened(node, ctx)
         fast = (scheduled_lowering_for(ctx.target, node.op)
                 if ctx.options.get("opt_level", 3) >= 3 else None)
         statements = fast(node, ctx) if fast is not None else None
@@ -205,6 +208,52 @@ def _lower_into(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
         raise
     except Exception as err:  # a rule's bug: keep the node in the message
         raise ctx.fail(f"{type(err).__name__}: {err}") from err
+
+
+def _needs_widening(node: Node) -> bool:
+    """Whether `node` reads or writes f16 or bf16 and is not elementwise: such an op (a
+    matmul, a softmax, a norm) is lowered in f32 on widened copies (see `_lower_widened`)."""
+    if node.op == "const" or OPS[node.op].elementwise:
+        return False  # the scalar rules round every f16 / bf16 result, as numpy does
+    return any(v.type.dtype.is_narrow_float for v in (*node.inputs, *node.outputs))
+
+
+def _lower_widened(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
+    """`node` computed in f32: its f16 and bf16 inputs are copied (exactly) into f32 scratch,
+    the op's own lowering runs on f32 buffers, and each f16 or bf16 result is rounded once
+    when it is copied out. Accumulations (a dot product, a softmax's sum) then happen in f32,
+    as numpy's float16 sums do, instead of rounding every step."""
+    from ember.lower.loops import Cast, Load, Store, loop_nest
+
+    def widen(value: Value) -> Value:
+        narrow = value.type.dtype.is_narrow_float
+        return Value(value.type.with_dtype(DType.F32), value.hint) if narrow else value
+
+    def copy(source: Buffer, target: Buffer) -> tuple[Stmt, ...]:
+        return loop_nest(ctx.names, (source.size,), lambda i: [
+            Store(target, i[0], Cast(Load(source, i[0]), target.dtype))])
+
+    wide_node = node.replace(inputs=tuple(widen(v) for v in node.inputs),
+                             outputs=tuple(widen(v) for v in node.outputs))
+    statements: list[Stmt] = []
+    inputs = []
+    for buffer in ctx.inputs:
+        if buffer.dtype.is_narrow_float:
+            wide = ctx.scratch(DType.F32, buffer.size, "wide")
+            if (data := ctx.known.get(buffer)) is not None:
+                ctx.known[wide] = np.asarray(data).astype(np.float32)
+            statements += copy(buffer, wide)
+            buffer = wide
+        inputs.append(buffer)
+    outputs = [ctx.scratch(DType.F32, b.size, "wide") if b.dtype.is_narrow_float else b
+               for b in ctx.outputs]
+    inner = ctx.inner(wide_node, inputs, outputs)
+    statements += _lower_into(wide_node, inner)
+    ctx.status = inner.status
+    for wide, buffer in zip(outputs, ctx.outputs, strict=True):
+        if wide is not buffer:
+            statements += copy(wide, buffer)
+    return tuple(statements)
 
 
 def _lower_region(body: Graph, ctx: LowerContext) -> tuple[Stmt, ...]:

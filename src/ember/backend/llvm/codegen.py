@@ -7,6 +7,12 @@ memory, as an in-place update does). Loops become the canonical phi/branch patte
 a schedule marked `vectorize` carry LLVM loop metadata asking for vectorization at the host's
 width, and reductions are emitted with `reassoc` so that LLVM may vectorize them. Math
 functions come from `vecmath` (branch-free, inlined, vectorizable).
+
+Element types: unsigned integers share the signed ones' LLVM types and take the unsigned
+instructions (udiv, icmp ult, zext, uitofp). f16 and bf16 are storage types: memory holds
+`half` and `i16`, registers hold f32, a load widens exactly and a store rounds to nearest-even
+(`fptrunc` for f16, integer rounding for bf16), as are casts to them inside an expression, so
+a register of either type always holds a value of that type.
 """
 
 from __future__ import annotations
@@ -40,12 +46,17 @@ from ember.lower.loops import (
     Var,
 )
 
-I1, I8, I32, I64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
-F32, F64 = ir.FloatType(), ir.DoubleType()
+I1, I8, I16, I32, I64 = (ir.IntType(1), ir.IntType(8), ir.IntType(16), ir.IntType(32),
+                         ir.IntType(64))
+F16, F32, F64 = ir.HalfType(), ir.FloatType(), ir.DoubleType()
 
-# Registers hold bools as i1; memory holds them as one byte, as numpy does.
-REGISTER_TYPES = {DType.F32: F32, DType.F64: F64, DType.I32: I32, DType.I64: I64, DType.BOOL: I1}
-MEMORY_TYPES = {**REGISTER_TYPES, DType.BOOL: I8}
+# Registers hold bools as i1 and f16/bf16 as f32; memory holds bools as one byte, as numpy
+# does, f16 as half and bf16 as its 16 bits.
+REGISTER_TYPES = {DType.F16: F32, DType.BF16: F32, DType.F32: F32, DType.F64: F64,
+                  DType.I8: I8, DType.I16: I16, DType.I32: I32, DType.I64: I64,
+                  DType.U8: I8, DType.U16: I16, DType.U32: I32, DType.U64: I64,
+                  DType.BOOL: I1}
+MEMORY_TYPES = {**REGISTER_TYPES, DType.BOOL: I8, DType.F16: F16, DType.BF16: I16}
 
 INTERLEAVE_MIN_EXTENT = 256  # iterations before a vectorized loop is interleaved 4 ways
 
@@ -166,9 +177,7 @@ class KernelEmitter:
                                          *hints])
 
     def emit_store(self, stmt: Store) -> None:
-        value = self.expr(stmt.value)
-        if stmt.buffer.dtype is DType.BOOL:
-            value = self.builder.zext(value, I8)
+        value = to_memory(self.builder, self.expr(stmt.value), stmt.buffer.dtype)
         self.builder.store(value, self.address(stmt.buffer, stmt.index))
 
     def emit_extern_call(self, stmt: ExternCall) -> None:
@@ -214,15 +223,20 @@ class KernelEmitter:
         return self.values[expr]
 
     def expr_imm(self, expr: Imm) -> ir.Value:
-        return REGISTER_TYPES[expr.dtype](expr.value)
+        return REGISTER_TYPES[expr.dtype](register_constant(expr))
 
     def expr_load(self, expr: Load) -> ir.Value:
         value = self.builder.load(self.address(expr.buffer, expr.index))
-        if expr.buffer.dtype is DType.BOOL:
-            return self.builder.icmp_unsigned("!=", value, I8(0))
-        return value
+        return from_memory(self.builder, value, expr.buffer.dtype)
 
     def expr_binary(self, expr: Binary) -> ir.Value:
+        result = self.binary(expr)
+        if expr.dtype.is_narrow_float and expr.op not in ("max", "min"):
+            # numpy rounds every f16 (bf16) result: computed in f32, rounded to the type
+            return round_narrow(self.builder, result, expr.dtype)
+        return result
+
+    def binary(self, expr: Binary) -> ir.Value:
         a, b = self.expr(expr.a), self.expr(expr.b)
         dtype = expr.a.dtype
         if expr.op in COMPARISONS:
@@ -235,10 +249,12 @@ class KernelEmitter:
         name = table.get(expr.op)
         if name is None:
             raise self.fail(f"no {expr.op} for {dtype}")
+        if dtype.is_unsigned and expr.op in ("div", "rem"):
+            return self.unsigned_divide(expr.op, a, b)
         if not dtype.is_float and expr.op in ("div", "rem"):
             return self.signed_divide(expr.op, a, b)
         result = getattr(self.builder, name)(a, b)
-        if dtype.is_float and expr.op in ("add", "sub", "mul"):
+        if dtype.is_float and not dtype.is_narrow_float and expr.op in ("add", "sub", "mul"):
             result.flags.append("contract")  # a*b+c may become one FMA (one rounding, not two)
             if expr.op in ("add", "mul") and self._reassociable(expr):
                 result.flags.append("reassoc")
@@ -264,6 +280,19 @@ class KernelEmitter:
             return builder.select(special, negated, quotient)
         return builder.select(special, zero, builder.srem(a, safe))
 
+    def unsigned_divide(self, op: str, a: ir.Value, b: ir.Value) -> ir.Value:
+        """`udiv`/`urem` that never traps: a divisor of 0 gives 0 (the lowering makes the call
+        raise first, as for signed division)."""
+        constant = b.constant if isinstance(b, ir.Constant) else None
+        if isinstance(constant, int) and constant != 0:
+            return self.builder.udiv(a, b) if op == "div" else self.builder.urem(a, b)
+        builder = self.builder
+        zero, one = _splat(b.type, 0), _splat(b.type, 1)
+        is_zero = builder.icmp_unsigned("==", b, zero)
+        safe = builder.select(is_zero, one, b)
+        result = builder.udiv(a, safe) if op == "div" else builder.urem(a, safe)
+        return builder.select(is_zero, zero, result)
+
     def _reassociable(self, expr: Binary) -> bool:
         # An accumulator update `acc = acc + x` may be reassociated: that is what lets LLVM
         # vectorize a reduction (documented tolerance: reductions are not bit-exact).
@@ -271,7 +300,7 @@ class KernelEmitter:
 
     def power(self, a: ir.Value, b: ir.Value, dtype: DType) -> ir.Value:
         if dtype.is_float:
-            return self.math_call("pow", (a, b), dtype)
+            return self.math_call("pow", (a, b), register_dtype(dtype))
         # Integer powers go through f64: exact while the result stays below 2**53.
         wide = [convert(self.builder, v, dtype, DType.F64) for v in (a, b)]
         result = self.intrinsic("llvm.roundeven", (self.math_call("pow", wide, DType.F64),))
@@ -283,14 +312,14 @@ class KernelEmitter:
             if op == "ne":  # numpy: nan != x is True
                 return self.builder.fcmp_unordered("!=", a, b)
             return self.builder.fcmp_ordered(symbol, a, b)
-        if dtype is DType.BOOL:
+        if dtype is DType.BOOL or dtype.is_unsigned:
             return self.builder.icmp_unsigned(symbol, a, b)
         return self.builder.icmp_signed(symbol, a, b)
 
     def max_min(self, op: str, a: ir.Value, b: ir.Value, dtype: DType) -> ir.Value:
         symbol = ">" if op == "max" else "<"
         if not dtype.is_float:
-            compare = (self.builder.icmp_unsigned if dtype is DType.BOOL
+            compare = (self.builder.icmp_unsigned if dtype is DType.BOOL or dtype.is_unsigned
                        else self.builder.icmp_signed)
             return self.builder.select(compare(symbol, a, b), a, b)
         # numpy's maximum/minimum propagate NaN from either side: LLVM's maximum/minimum
@@ -304,26 +333,22 @@ class KernelEmitter:
             return self.builder.fneg(a) if dtype.is_float else self.builder.neg(a)
         if expr.op == "not":
             return self.builder.not_(a)
+        if expr.op == "abs" and dtype.is_unsigned:
+            return a
         if expr.op == "abs" and not dtype.is_float:
             negative = self.builder.icmp_signed("<", a, a.type(0))
             return self.builder.select(negative, self.builder.neg(a), a)
         if not dtype.is_float:
             raise self.fail(f"{expr.op} needs a float operand, got {dtype}")
         if expr.op in _INTRINSICS:
-            return self.intrinsic(_INTRINSICS[expr.op], (a,))
-        return self.math_call(expr.op, (a,), dtype)
+            result = self.intrinsic(_INTRINSICS[expr.op], (a,))
+        else:
+            result = self.math_call(expr.op, (a,), register_dtype(dtype))
+        return round_narrow(self.builder, result, dtype)  # (f16, bf16: as numpy rounds it)
 
     def intrinsic(self, name: str, args: Sequence[ir.Value]) -> ir.Value:
-        """Call `name` (an overloaded LLVM intrinsic) on operands of one type, scalar or
-        vector (llvmlite's `declare_intrinsic` names scalar types only)."""
-        type_ = args[0].type
-        signature = ir.FunctionType(type_, [type_] * len(args))
-        if not isinstance(type_, ir.VectorType):
-            function = self.module.declare_intrinsic(name, [type_], signature)
-            return self.builder.call(function, list(args))
-        symbol = f"{name}.v{type_.count}{type_.element.intrinsic_name}"
-        function = self.module.globals.get(symbol) or ir.Function(self.module, signature, symbol)
-        return self.builder.call(function, list(args))
+        """Call `name` (an overloaded LLVM intrinsic) on operands of one type."""
+        return call_intrinsic(self.builder, name, args)
 
     def math_call(self, name: str, args: Sequence[ir.Value], dtype: DType) -> ir.Value:
         from ember.backend.llvm import mathlib
@@ -361,6 +386,20 @@ class VectorExprEmitter(KernelEmitter):
         return ir.Constant(ir.VectorType(scalar.type, self.lanes), [scalar] * self.lanes)
 
 
+def call_intrinsic(builder: ir.IRBuilder, name: str, args: Sequence[ir.Value]) -> ir.Value:
+    """Call `name` (an overloaded LLVM intrinsic) on operands of one type, scalar or vector
+    (llvmlite's `declare_intrinsic` names scalar types only)."""
+    module = builder.module
+    type_ = args[0].type
+    signature = ir.FunctionType(type_, [type_] * len(args))
+    if not isinstance(type_, ir.VectorType):
+        function = module.declare_intrinsic(name, [type_], signature)
+        return builder.call(function, list(args))
+    symbol = f"{name}.v{type_.count}{type_.element.intrinsic_name}"
+    function = module.globals.get(symbol) or ir.Function(module, signature, symbol)
+    return builder.call(function, list(args))
+
+
 def _splat(type_: ir.Type, value: int | float) -> ir.Constant:
     """`value` as a constant of `type_`, every lane of a vector type."""
     if isinstance(type_, ir.VectorType):
@@ -368,26 +407,151 @@ def _splat(type_: ir.Type, value: int | float) -> ir.Constant:
     return ir.Constant(type_, value)
 
 
+def register_dtype(dtype: DType) -> DType:
+    """The dtype whose LLVM type registers of `dtype` have: f32 for f16 and bf16."""
+    return DType.F32 if dtype.is_narrow_float else dtype
+
+
+def register_constant(expr: Imm) -> float | int | bool:
+    """An immediate's value as its register holds it: an f16 or bf16 constant rounded to its
+    type (the register is an f32)."""
+    if expr.dtype.is_narrow_float:
+        return float(expr.dtype.numpy.type(expr.value))
+    return expr.value
+
+
+def _like(type_: ir.Type, element: ir.Type) -> ir.Type:
+    """`element`, or a vector of it as long as `type_` when that is a vector."""
+    if isinstance(type_, ir.VectorType):
+        return ir.VectorType(element, type_.count)
+    return element
+
+
+def from_memory(builder: ir.IRBuilder, value: ir.Value, dtype: DType) -> ir.Value:
+    """A loaded element as its register holds it: bool as i1, f16 and bf16 widened to f32
+    (exactly)."""
+    if dtype is DType.BOOL:
+        return builder.icmp_unsigned("!=", value, _splat(value.type, 0))
+    if dtype is DType.F16:
+        return builder.fpext(value, _like(value.type, F32))
+    if dtype is DType.BF16:  # the high half of an f32
+        wide = builder.zext(value, _like(value.type, I32))
+        return builder.bitcast(builder.shl(wide, _splat(wide.type, 16)), _like(value.type, F32))
+    return value
+
+
+def to_memory(builder: ir.IRBuilder, value: ir.Value, dtype: DType) -> ir.Value:
+    """A register as the element a store writes: bool as a byte, an f16 or bf16 register
+    (already of its type, see `round_narrow`) narrowed."""
+    if dtype is DType.BOOL:
+        return builder.zext(value, _like(value.type, I8))
+    if dtype is DType.F16:
+        return builder.fptrunc(value, _like(value.type, F16))
+    if dtype is DType.BF16:
+        bits = builder.lshr(_bf16_bits(builder, value), _splat(_like(value.type, I32), 16))
+        return builder.trunc(bits, _like(value.type, I16))
+    return value
+
+
+def _bf16_bits(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """The f32 bits of `value` rounded to bf16 (nearest, ties to even): the low 16 bits are
+    zero. A NaN stays a NaN of the same sign (quieted)."""
+    int_type = _like(value.type, I32)
+    bits = builder.bitcast(value, int_type)
+    odd = builder.and_(builder.lshr(bits, _splat(int_type, 16)), _splat(int_type, 1))
+    rounded = builder.add(builder.add(bits, _splat(int_type, 0x7FFF)), odd)
+    quiet = builder.or_(bits, _splat(int_type, 0x00400000))
+    is_nan = builder.fcmp_unordered("uno", value, value)
+    chosen = builder.select(is_nan, quiet, rounded)
+    return builder.and_(chosen, _splat(int_type, 0xFFFF0000))
+
+
+def round_narrow(builder: ir.IRBuilder, value: ir.Value, dtype: DType) -> ir.Value:
+    """An f32 register rounded to `dtype` (f16 or bf16, nearest-even), still an f32: what a
+    store and a load of it give."""
+    if dtype is DType.F16:
+        narrow = builder.fptrunc(value, _like(value.type, F16))
+        return builder.fpext(narrow, value.type)
+    if dtype is DType.BF16:
+        return builder.bitcast(_bf16_bits(builder, value), value.type)
+    return value
+
+
+def _round_to_odd_f32(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """An f64 as the f32 nearest it rounded to odd (toward zero, the last bit set when
+    inexact): rounding that f32 to f16 or bf16 then rounds the f64 once, correctly."""
+    near = builder.fptrunc(value, _like(value.type, F32))
+    back = builder.fpext(near, value.type)
+    int_type = _like(value.type, I32)
+    bits = builder.bitcast(near, int_type)
+    away = builder.fcmp_ordered(">", call_intrinsic(builder, "llvm.fabs", (back,)),
+                                call_intrinsic(builder, "llvm.fabs", (value,)))
+    inexact = builder.fcmp_ordered("!=", back, value)
+    toward_zero = builder.select(away, builder.sub(bits, _splat(int_type, 1)), bits)
+    odd = builder.select(inexact, builder.or_(toward_zero, _splat(int_type, 1)), bits)
+    return builder.bitcast(odd, _like(value.type, F32))
+
+
+def _float_to_int(builder: ir.IRBuilder, value: ir.Value, target: DType) -> ir.Value:
+    """numpy's float -> integer cast (truncation toward zero) for values in the target's range.
+    Out of range (and NaN), which numpy leaves to the machine, narrow types wrap from the i32
+    conversion (as numpy on x86 gives), u32 from the i64 one, and u64 takes values from 2^63
+    up by subtracting 2^63 first."""
+    to_type = _like(value.type, REGISTER_TYPES[target])
+    if target.bits < 32:
+        return builder.trunc(builder.fptosi(value, _like(value.type, I32)), to_type)
+    if target is DType.U32:
+        return builder.trunc(builder.fptosi(value, _like(value.type, I64)), to_type)
+    if target is DType.U64:
+        half = _splat(value.type, 2.0**63)
+        low = builder.fptosi(value, to_type)
+        high = builder.xor(builder.fptosi(builder.fsub(value, half), to_type),
+                           _splat(to_type, -(2**63)))
+        return builder.select(builder.fcmp_ordered(">=", value, half), high, low)
+    return builder.fptosi(value, to_type)
+
+
 def convert(builder: ir.IRBuilder, value: ir.Value, source: DType, target: DType) -> ir.Value:
-    """numpy's astype between Ember dtypes (float -> int truncates toward zero)."""
+    """numpy's astype between Ember dtypes, on registers (float -> int truncates toward zero;
+    an f16 or bf16 result is rounded to its type, see `round_narrow`)."""
     if source is target:
         return value
-    to_type = REGISTER_TYPES[target]
+    to_type = _like(value.type, REGISTER_TYPES[target])
     if target is DType.BOOL:
         if source.is_float:
-            return builder.fcmp_unordered("!=", value, value.type(0))
-        return builder.icmp_unsigned("!=", value, value.type(0))
-    if source is DType.BOOL:
-        return builder.uitofp(value, to_type) if target.is_float else builder.zext(value, to_type)
+            return builder.fcmp_unordered("!=", value, _splat(value.type, 0))
+        return builder.icmp_unsigned("!=", value, _splat(value.type, 0))
     if source.is_float and target.is_float:
-        wider = target.itemsize > source.itemsize
-        return builder.fpext(value, to_type) if wider else builder.fptrunc(value, to_type)
+        return _convert_float(builder, value, source, target)
     if source.is_float:
-        return builder.fptosi(value, to_type)
+        return _float_to_int(builder, value, target)
     if target.is_float:
-        return builder.sitofp(value, to_type)
-    wider = target.itemsize > source.itemsize
-    return builder.sext(value, to_type) if wider else builder.trunc(value, to_type)
+        unsigned = source is DType.BOOL or source.is_unsigned
+        wide = (builder.uitofp if unsigned else builder.sitofp)(value, _like(
+            value.type, REGISTER_TYPES[register_dtype(target)]))
+        return round_narrow(builder, wide, target)
+    if source is DType.BOOL or (source.is_unsigned and target.bits > source.bits):
+        return builder.zext(value, to_type)
+    if target.bits > source.bits:
+        return builder.sext(value, to_type)
+    if target.bits < source.bits:
+        return builder.trunc(value, to_type)
+    return value  # the same bits: numpy reinterprets (wraps) them
+
+
+def _convert_float(builder: ir.IRBuilder, value: ir.Value, source: DType,
+                   target: DType) -> ir.Value:
+    """Float -> float: f16 and bf16 registers are f32, so widening them is exact, and a
+    narrowing from f64 rounds to odd first so that it rounds once."""
+    if target is DType.F64:
+        return builder.fpext(value, _like(value.type, F64))
+    if source is DType.F64:
+        if target is DType.F32:
+            return builder.fptrunc(value, _like(value.type, F32))
+        return round_narrow(builder, _round_to_odd_f32(builder, value), target)
+    if target is DType.F32:
+        return value  # an f16 or bf16 register is an f32 holding its value
+    return round_narrow(builder, value, target)
 
 
 def _calls_out(body: Sequence[Stmt]) -> bool:

@@ -60,10 +60,17 @@ def format_bytes(count: int) -> str:
 
 # ONNX element types Ember has, and their numpy dtypes.
 ONNX_DTYPES: dict[int, DType] = {
+    onnx.TensorProto.FLOAT16: DType.F16,
     onnx.TensorProto.FLOAT: DType.F32,
     onnx.TensorProto.DOUBLE: DType.F64,
+    onnx.TensorProto.INT8: DType.I8,
+    onnx.TensorProto.INT16: DType.I16,
     onnx.TensorProto.INT32: DType.I32,
     onnx.TensorProto.INT64: DType.I64,
+    onnx.TensorProto.UINT8: DType.U8,
+    onnx.TensorProto.UINT16: DType.U16,
+    onnx.TensorProto.UINT32: DType.U32,
+    onnx.TensorProto.UINT64: DType.U64,
     onnx.TensorProto.BOOL: DType.BOOL,
 }
 
@@ -71,6 +78,11 @@ ONNX_DTYPES: dict[int, DType] = {
 def onnx_dtype(elem_type: int, what: str) -> DType:
     """The Ember dtype of an ONNX element type; EmberError for one Ember lacks."""
     dtype = ONNX_DTYPES.get(elem_type)
+    if elem_type == onnx.TensorProto.BFLOAT16:
+        # Ember has bf16 (DType.BF16); the import waits for the conformance judge, which
+        # compares ml_dtypes arrays bit for bit (NaN != NaN), to compare them as floats.
+        raise EmberError(f"{what}: ONNX element type BFLOAT16 is not imported yet (Ember's bf16 "
+                         "is not yet judged by the node suite); cast the model to FLOAT")
     if dtype is None:
         known_types = onnx.TensorProto.DataType.values()
         name = (onnx.TensorProto.DataType.Name(elem_type) if elem_type in known_types
@@ -164,8 +176,6 @@ class Slot:
 def materialize(array: np.ndarray, name: str = "") -> Tensor:
     """A known numpy value as a constant of the active trace (named when `name` is set)."""
     array = np.asarray(array)
-    if array.dtype.kind in "iu" and array.dtype not in (np.int32, np.int64):
-        array = array.astype(np.int64)
     try:
         DType.from_numpy(array.dtype)
     except TypeError as err:
