@@ -1729,6 +1729,135 @@ for _op, _loops, _attrs in (
 
 
 # ---------------------------------------------------------------------------------------------
+# resize, grid_sample, topk, fmod: PyTorch's interpolate, grid_sample and topk / sort, ONNX's
+# reference Resize and GridSample (onnx.reference) for the ONNX-only options, C's fmod.
+
+_resize_x = floats(2, 3, 5, 7)
+
+
+def _resize_case(label: str, sizes: tuple[int, ...], expected: Callable[..., object],
+                 torch: bool = True, x: np.ndarray = _resize_x, **attrs: object) -> None:
+    scales = tuple(s / d for s, d in zip(sizes, x.shape, strict=True))
+    case("resize", x, label=label, expected=expected, torch=torch, sizes=sizes,
+         scales=attrs.pop("scales", scales), **attrs)
+
+
+def _interpolate(size: tuple[int, ...], mode: str, **kwargs: object) -> Callable[..., object]:
+    return with_torch(lambda t, x: t.nn.functional.interpolate(x, size=size, mode=mode,
+                                                               **kwargs))
+
+
+def _onnx_reference(op: str, extra: Sequence[tuple[str, np.ndarray | None]] = (),
+                    **attrs: object) -> Callable[..., object]:
+    """The expected value from onnx's own numpy reference implementation of `op`: the case's
+    arrays are its first inputs, then `extra` (name and value; None for an omitted input)."""
+
+    def apply(*arrays: np.ndarray) -> np.ndarray:
+        onnx = pytest.importorskip("onnx")
+        from onnx import helper
+        from onnx.reference import ReferenceEvaluator
+
+        names = [f"x{i}" for i in range(len(arrays))]
+        inputs = names + [name if value is not None else "" for name, value in extra]
+        node = helper.make_node(op, inputs, ["y"], **attrs)
+        types = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype),
+                                               a.shape) for n, a in zip(names, arrays, strict=True)]
+        inits = [onnx.numpy_helper.from_array(v, n) for n, v in extra if v is not None]
+        out = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+        model = helper.make_model(helper.make_graph([node], op, types, [out], inits),
+                                  opset_imports=[helper.make_opsetid("", 20)])
+        return ReferenceEvaluator(model).run(None, dict(zip(names, arrays, strict=True)))[0]
+
+    return apply
+
+
+_resize_case("bilinear", (2, 3, 9, 4), _interpolate((9, 4), "bilinear"), mode="linear",
+             coordinate_mode="pytorch_half_pixel")
+_resize_case("bilinear-align", (2, 3, 8, 13), _interpolate((8, 13), "bilinear",
+                                                         align_corners=True),
+             mode="linear", coordinate_mode="align_corners")
+_resize_case("bicubic", (2, 3, 11, 3), _interpolate((11, 3), "bicubic"), mode="cubic",
+             coordinate_mode="half_pixel")
+_resize_case("bicubic-align", (2, 3, 4, 10), _interpolate((4, 10), "bicubic",
+                                                        align_corners=True),
+             mode="cubic", coordinate_mode="align_corners")
+_resize_case("nearest", (2, 3, 8, 5), _interpolate((8, 5), "nearest"), mode="nearest",
+             coordinate_mode="asymmetric", nearest_mode="floor",
+             scales=(1.0, 1.0, 8 / 5, 5 / 7))
+_resize_case("nearest-exact", (2, 3, 3, 12), _interpolate((3, 12), "nearest-exact"),
+             mode="nearest", nearest_mode="round_prefer_ceil")
+_resize_case("antialias", (2, 3, 2, 3), _interpolate((2, 3), "bilinear", antialias=True),
+             mode="linear", coordinate_mode="pytorch_half_pixel", antialias=True,
+             exclude_outside=True)
+_resize_case("nearest-int", (2, 3, 7, 14), lambda x: x.repeat(2, axis=3)[:, :, [0, 0, 1, 2, 2,
+             3, 4]], torch=False, x=ints(2, 3, 5, 7), mode="nearest",
+             coordinate_mode="asymmetric", nearest_mode="floor", scales=(1, 1, 1.4, 2))
+_resize_case("cubic-exclude", (2, 3, 3, 4), _onnx_reference(
+    "Resize", [("roi", None), ("scales", np.array([1, 1, 0.6, 0.6], np.float32))],
+    mode="cubic", exclude_outside=1, cubic_coeff_a=-0.5), torch=False,
+             mode="cubic", exclude_outside=True, cubic_a=-0.5,
+             scales=(1.0, 1.0, 0.6000000238418579, 0.6000000238418579))
+_resize_case("tf-crop", (2, 3, 4, 6), _onnx_reference(
+    "Resize", [("roi", np.array([0, 0, -0.2, 0.4, 1, 1, 0.6, 1.3], np.float32)),
+               ("scales", None), ("sizes", np.array([2, 3, 4, 6], np.int64))],
+    mode="linear", coordinate_transformation_mode="tf_crop_and_resize",
+    extrapolation_value=10.0), torch=False,
+             mode="linear", coordinate_mode="tf_crop_and_resize", extrapolation=10.0,
+             roi=(0.0, 0.0, -0.2 - 2.9802322443206464e-09, 0.4000000059604645, 1.0, 1.0,
+                  0.6000000238418579, 1.2999999523162842))
+case("resize", floats(4, 6, dtype=np.float64), label="linear-axes-f64", sizes=(4, 9),
+     scales=(1.0, 1.5), axes=(1,), mode="linear", torch=True,
+     expected=with_torch(lambda t, x: t.nn.functional.interpolate(
+         x[None], size=9, mode="linear")[0]))
+case("resize", floats(2, 2, 3, 4, 5), label="trilinear", sizes=(2, 2, 5, 2, 8),
+     scales=(1.0, 1.0, 5 / 3, 0.5, 1.6), mode="linear", coordinate_mode="pytorch_half_pixel",
+     torch=True, expected=with_torch(lambda t, x: t.nn.functional.interpolate(
+         x, size=(5, 2, 8), mode="trilinear")))
+
+_grid_x = floats(2, 3, 5, 6)
+_grid = floats(2, 4, 7, 2, low=-1.3, high=1.3)
+for _mode, _torch_mode in (("linear", "bilinear"), ("nearest", "nearest"),
+                           ("cubic", "bicubic")):
+    for _padding in ("zeros", "border", "reflection"):
+        for _align in (False, True):
+            # Cubic sums of 16 taps lose more than float32's tolerance to cancellation: f64.
+            _pair = ((_grid_x.astype(np.float64), _grid.astype(np.float64)) if _mode == "cubic"
+                     else (_grid_x, _grid))
+            case("grid_sample", *_pair, label=f"{_mode}-{_padding}-{int(_align)}",
+                 mode=_mode, padding=_padding, align_corners=_align, convention="torch",
+                 torch=True, expected=with_torch(
+                     lambda t, x, g, m=_torch_mode, p=_padding, a=_align:
+                     t.nn.functional.grid_sample(x, g, mode=m, padding_mode=p,
+                                                 align_corners=a)))
+for _mode in ("linear", "nearest", "cubic"):
+    case("grid_sample", _grid_x, _grid, label=f"onnx-{_mode}-border", mode=_mode,
+         padding="border", expected=_onnx_reference("GridSample", mode=_mode,
+                                                    padding_mode="border"))
+# (float topk cases, whose indices are int64, are in tests/numerics/test_resample.py)
+case("grid_sample", floats(1, 2, 3, 4, 5), floats(1, 2, 3, 4, 3, low=-1.2, high=1.2),
+     label="3d-linear-reflection", mode="linear", padding="reflection", convention="torch",
+     torch=True, expected=with_torch(lambda t, x, g: t.nn.functional.grid_sample(
+         x, g, mode="bilinear", padding_mode="reflection", align_corners=False)))
+
+case("topk", ints(5, 8, dtype=np.int64), label="int-desc", k=8, axis=1,
+     expected=lambda x: (-np.sort(-x, axis=1, kind="stable"),
+                         np.argsort(-x, axis=1, kind="stable")))
+case("topk", ints(6, 4, 3, dtype=np.int64), label="int-smallest", k=2, axis=0, largest=False,
+     expected=lambda x: (np.sort(x, axis=0, kind="stable")[:2],
+                         np.argsort(x, axis=0, kind="stable")[:2]))
+
+_fmod_a = np.array([5.5, -5.5, 5.5, -5.5, 1e30, 7.0, 0.0, -0.0, np.inf, 3.0, np.nan, 2.5],
+                   np.float32)
+_fmod_b = np.array([2.0, 2.0, -2.0, -2.0, 3.3, np.inf, 1.0, 1.0, 2.0, 0.0, 1.0, 0.1],
+                   np.float32)
+case("fmod", _fmod_a, _fmod_b, label="edges",
+     expected=per_element(lambda a, b: math.fmod(a, b) if b != 0 and math.isfinite(a)
+                          and a == a else math.nan))
+case("fmod", floats(4, 5, dtype=np.float64, low=-50, high=50), nonzero(5, dtype=np.float64),
+     label="f64-broadcast", expected=per_element(math.fmod))
+
+
+# ---------------------------------------------------------------------------------------------
 # Runners.
 
 

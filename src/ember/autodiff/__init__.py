@@ -11,6 +11,7 @@ from ember.autodiff import (  # noqa: F401
     rules_elementwise,
     rules_neural,
     rules_pool,
+    rules_resample,
     rules_shape,
 )
 from ember.autodiff.engine import (

@@ -11,6 +11,7 @@ from ember.onnx.converters import (
     nn,
     recurrent,
     reduce,
+    resample,
     shape,
     signal,
     training,
@@ -27,5 +28,6 @@ from ember.onnx.converters.base import (
 
 __all__ = [
     "CONVERTERS", "Converter", "NodeContext", "Slot", "converter", "elementwise", "indexing",
-    "materialize", "nn", "onnx_dtype", "recurrent", "reduce", "shape", "signal", "training",
+    "materialize", "nn", "onnx_dtype", "recurrent", "reduce", "resample", "shape", "signal",
+    "training",
 ]
