@@ -59,12 +59,6 @@ OPSET = 17
 # -- the models (PyTorch) -------------------------------------------------------------------------
 
 
-def _torch_nn() -> Any:
-    from torch import nn
-
-    return nn
-
-
 def conv_bn(nn: Any, inputs: int, outputs: int, kernel: int, stride: int = 1, padding: int = 0,
             groups: int = 1, eps: float = 1e-5) -> list[Any]:
     """A bias-free convolution and its batch norm."""
@@ -350,23 +344,23 @@ def vit_s16(classes: int = 1000, image: int = 224) -> Any:
 
 @dataclass(frozen=True)
 class ZooModel:
-    """One model of the suite: how to build it and the image size it takes by default."""
+    """One model of the suite: how to build it for an image size, and its default size."""
 
     name: str
-    build: Callable[[], Any]
+    build: Callable[[int], Any]
     size: int = 224
 
 
 MODELS: dict[str, ZooModel] = {model.name: model for model in (
-    ZooModel("resnet18", lambda: resnet((2, 2, 2, 2), bottleneck=False)),
-    ZooModel("resnet50", lambda: resnet((3, 4, 6, 3), bottleneck=True)),
-    ZooModel("mobilenet_v2", mobilenet_v2),
-    ZooModel("shufflenet_v2", shufflenet_v2),
-    ZooModel("densenet121", densenet121),
-    ZooModel("vgg16", vgg16),
-    ZooModel("squeezenet1_1", squeezenet1_1),
-    ZooModel("inception_v3_block", inception_v3_block),
-    ZooModel("vit_s16", vit_s16),
+    ZooModel("resnet18", lambda size: resnet((2, 2, 2, 2), bottleneck=False)),
+    ZooModel("resnet50", lambda size: resnet((3, 4, 6, 3), bottleneck=True)),
+    ZooModel("mobilenet_v2", lambda size: mobilenet_v2()),
+    ZooModel("shufflenet_v2", lambda size: shufflenet_v2()),
+    ZooModel("densenet121", lambda size: densenet121()),
+    ZooModel("vgg16", lambda size: vgg16()),
+    ZooModel("squeezenet1_1", lambda size: squeezenet1_1()),
+    ZooModel("inception_v3_block", lambda size: inception_v3_block()),
+    ZooModel("vit_s16", lambda size: vit_s16(image=size)),
 )}
 
 
@@ -384,7 +378,7 @@ def build_torch(name: str, size: int | None = None) -> tuple[Any, np.ndarray]:
     zoo = MODELS[name]
     size = size or zoo.size
     torch.manual_seed(0)
-    model = zoo.build() if name != "vit_s16" else vit_s16(image=size)
+    model = zoo.build(size)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     if norms:
         for norm in norms:
