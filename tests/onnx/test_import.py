@@ -297,6 +297,9 @@ CASES = [
     case("Hardmax", X, axis=1, opset=11, id="Hardmax-flattened"),
     case("LpNormalization", np.array([[3.0, 0.0], [-4.0, 0.0]], F32), axis=0, p=1, opset=1),
     case("LpNormalization", X, axis=-1, p=2, opset=1, id="LpNormalization-l2"),
+    case("Compress", randn(3, 4), Init(np.array([True, False, True])), axis=0, opset=11),
+    case("Compress", randn(2, 3), Init(np.array([False, True, False, True])), opset=11,
+         id="Compress-flattened"),
 ]
 
 

@@ -24,8 +24,11 @@ NEWEST = onnx.defs.onnx_opset_version()
 
 
 def _since_versions(op_type: str) -> set[int]:
+    """The schema versions of a registry key: `Conv`, or `domain.Op` for another domain."""
+    domain = getattr(CONVERTERS[op_type], "domain", "") if op_type in CONVERTERS else ""
+    name = op_type[len(domain) + 1:] if domain else op_type
     return {int(schema.since_version) for schema in onnx.defs.get_all_schemas_with_history()
-            if schema.name == op_type and schema.domain == ""}
+            if schema.name == name and schema.domain == domain}
 
 
 @pytest.mark.parametrize("op_type", sorted(CONVERTERS))

@@ -23,22 +23,22 @@ import onnx
 from onnx import defs
 
 from ember.errors import UnsupportedError
+from ember.onnx import control
 
 _EXPANSIONS = itertools.count()  # a fresh prefix for the values of each expanded body
 
 
-def _schema(op_type: str, opset: int) -> defs.OpSchema | None:
+def _schema(op_type: str, opset: int, domain: str = "") -> defs.OpSchema | None:
     try:
-        return defs.get_schema(op_type, opset, "")
+        return defs.get_schema(op_type, opset, "" if domain == "ai.onnx" else domain)
     except defs.SchemaError:
         return None
 
 
 def has_function(node: onnx.NodeProto, opset: int) -> bool:
-    """Whether ONNX defines a function body for `node`'s operator at `opset`."""
-    if node.domain not in ("", "ai.onnx"):
-        return False
-    schema = _schema(node.op_type, opset)
+    """Whether ONNX defines a function body for `node`'s operator at `opset` (the opset the
+    model imports for the node's domain: ONNX's own, or one such as ai.onnx.preview)."""
+    schema = _schema(node.op_type, opset, node.domain)
     if schema is None:
         return False
     return bool(schema.has_function and schema.function_opset_versions) or bool(
@@ -56,7 +56,7 @@ def _body_version(versions: Sequence[int], opset: int) -> int:
 def function_body(node: onnx.NodeProto, opset: int,
                   input_types: Sequence[onnx.TypeProto | None]) -> onnx.FunctionProto:
     """The function body of `node` at `opset` (`input_types` build a context-dependent one)."""
-    schema = _schema(node.op_type, opset)
+    schema = _schema(node.op_type, opset, node.domain)
     assert schema is not None and has_function(node, opset)
     body = onnx.FunctionProto()
     if schema.has_function and schema.function_opset_versions:
@@ -89,16 +89,13 @@ def expand(node: onnx.NodeProto, opset: int, body: onnx.FunctionProto) -> list[o
     for i, formal in enumerate(body.output):
         given = node.output[i] if i < len(node.output) else ""
         rename[formal] = given or prefix + formal
-    schema = _schema(node.op_type, opset)
+    schema = _schema(node.op_type, opset, node.domain)
     given = {a.name: a for a in node.attribute}
     nodes = []
     for inner in body.node:
-        if inner.domain not in ("", "ai.onnx") or any(
-                a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-                for a in inner.attribute):
+        if inner.domain not in ("", "ai.onnx"):
             raise UnsupportedError(f"{node.op_type}: its ONNX function body uses {inner.op_type}"
-                                   f"{' of domain ' + inner.domain if inner.domain else ''} "
-                                   "with subgraphs or of another domain")
+                                   f" of domain {inner.domain}")
         copy = onnx.NodeProto()
         copy.CopyFrom(inner)
         copy.name = prefix + (inner.name or inner.op_type)
@@ -111,6 +108,13 @@ def expand(node: onnx.NodeProto, opset: int, body: onnx.FunctionProto) -> list[o
             resolved = _resolve(attribute, given, schema)
             if resolved is not None:
                 copy.attribute.append(resolved)
+        # Subgraphs (a Loop's or If's body) read the function's values by their new names.
+        for attribute in copy.attribute:
+            if attribute.type == onnx.AttributeProto.GRAPH:
+                attribute.g.CopyFrom(control.rename_free(attribute.g, rename))
+            elif attribute.type == onnx.AttributeProto.GRAPHS:
+                for graph in attribute.graphs:
+                    graph.CopyFrom(control.rename_free(graph, rename))
         nodes.append(copy)
     return nodes
 

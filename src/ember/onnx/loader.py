@@ -36,7 +36,7 @@ from ember.errors import EmberError, UnsupportedError
 from ember.frontend import tracer
 from ember.frontend.tensor import Tensor
 from ember.ir.types import DType
-from ember.onnx import functions
+from ember.onnx import control, functions
 from ember.onnx.converters import CONVERTERS, NodeContext, Slot, onnx_dtype
 from ember.onnx.converters.base import (
     FOLD_BYTES,
@@ -163,7 +163,10 @@ class OnnxModel:
         """Convert one node (at `opset`, the model's by default) into `slots`."""
         opset = node_opset(node, self.opset if opset is None else opset, self.opsets)
         for name in node.output:
-            self._made_from[name] = (node.op_type, list(node.input))
+            self._made_from[name] = (node.op_type, [*node.input, *control.implicit_inputs(node)])
+        if control.is_control_flow(node):
+            self._control(node, slots, opset)
+            return
         converter = CONVERTERS.get(_op_key(node))
         if converter is None or not converter.supports(opset):
             self._expand(node, slots, opset)
@@ -205,6 +208,194 @@ class OnnxModel:
             else:
                 slots[name] = Slot(name, known=np.asarray(value))
 
+    # -- control flow ---------------------------------------------------------------------------
+
+    def _control(self, node: onnx.NodeProto, slots: dict[str, Slot], opset: int) -> None:
+        """Convert an If, Loop or Scan by resolving it at import time (see ember.onnx.control)."""
+        label = f"{node.op_type} {node.name!r}" if node.name else node.op_type
+        if not control.supports(node, opset):
+            versions = ", ".join(str(v) for v in control.VERSIONS[node.op_type])
+            raise UnsupportedError(f"{self.source}: 1 unsupported ONNX operator at opset "
+                                   f"{opset}: {label} (Ember unrolls versions {versions})")
+        convert = {"If": self._if, "Loop": self._loop, "Scan": self._scan}[node.op_type]
+        try:
+            convert(node, label, slots, opset)
+        except (KeyError, ValueError, IndexError) as err:  # a malformed node or body
+            raise EmberError(f"{self.source}: cannot convert {label}: {type(err).__name__}: "
+                             f"{err}") from err
+
+    def _run(self, nodes: Sequence[onnx.NodeProto], slots: dict[str, Slot], opset: int) -> None:
+        for inner in nodes:
+            at = control.HELPER_OPSET if inner.name.endswith(control.HELPER_MARK) else opset
+            self._convert(inner, slots, at)
+
+    def _alias(self, slots: dict[str, Slot], output: str, name: str) -> None:
+        """Output `output` of a control-flow node is the value `name`."""
+        if output:
+            slot = slots[name]
+            slots[output] = Slot(output, tensor=slot.tensor, known=slot.known)
+
+    def _needs(self, message: str, name: str) -> NeedsKnownValue:
+        """A NeedsKnownValue for value `name`, saying which graph inputs to bind."""
+        err = NeedsKnownValue(message, name)
+        return NeedsKnownValue(f"{self.source}: {self._advice(err)}", name)
+
+    def _known_flag(self, slots: dict[str, Slot], name: str, label: str, what: str) -> bool:
+        known = slots[name].known
+        if known is None:
+            raise self._needs(f"{label}: {what} must be known at import time to resolve the "
+                              "control flow; Ember graphs are static", name)
+        if known.size != 1:
+            raise EmberError(f"{self.source}: {label}: {what} has {known.size} elements; it "
+                             "takes one")
+        return bool(known.reshape(-1)[0])
+
+    def _if(self, node: onnx.NodeProto, label: str, slots: dict[str, Slot], opset: int) -> None:
+        branches = {a.name: a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH}
+        cond = node.input[0]
+        prefix = control.fresh_prefix(node)
+        if slots[cond].known is not None:
+            taken = "then_branch" if self._known_flag(slots, cond, label, "the condition") \
+                else "else_branch"
+            nodes, outputs = control.inline(branches[taken], prefix, {})
+            self._run(nodes, slots, opset)
+            self._check_count(label, outputs, node)
+            for output, name in zip(node.output, outputs, strict=False):
+                self._alias(slots, output, name)
+            return
+        # A condition computed at run time: both branches, then Where picks each output.
+        results = []
+        for taken in ("then_branch", "else_branch"):
+            nodes, outputs = control.inline(branches[taken], prefix + taken + "/", {})
+            self._run(nodes, slots, opset)
+            self._check_count(label, outputs, node)
+            results.append(outputs)
+        for output, then, other in zip(node.output, *results, strict=False):
+            if not output:
+                continue
+            a, b = (_describe(slots[n]) for n in (then, other))
+            if self._type_of(slots[then]) != self._type_of(slots[other]):
+                raise EmberError(f"{self.source}: {label}: with a condition computed at run time "
+                                 f"both branches must give one static type, got {a} and {b}")
+            self._run([control.helper_node("Where", [cond, then, other], [output])], slots, opset)
+
+    @staticmethod
+    def _type_of(slot: Slot) -> tuple[Any, tuple[int, ...]]:
+        if slot.known is not None:
+            return slot.known.dtype, tuple(slot.known.shape)
+        tensor = slot.as_tensor()
+        return np.dtype(tensor.dtype), tuple(tensor.shape)
+
+    def _check_count(self, label: str, outputs: Sequence[str], node: onnx.NodeProto) -> None:
+        if len(outputs) < len(node.output):
+            raise EmberError(f"{self.source}: {label} has {len(node.output)} outputs; its body "
+                             f"gives {len(outputs)}")
+
+    def _loop(self, node: onnx.NodeProto, label: str, slots: dict[str, Slot], opset: int
+              ) -> None:
+        body = next(a.g for a in node.attribute if a.name == "body")
+        trip_name = node.input[0] if len(node.input) > 0 else ""
+        cond_name = node.input[1] if len(node.input) > 1 else ""
+        carried = list(node.input[2:])
+        count = len(carried)
+        scans = len(body.output) - 1 - count
+        if len(body.input) != 2 + count or scans < 0:
+            raise EmberError(f"{self.source}: {label}: a body of {len(body.input)} inputs and "
+                             f"{len(body.output)} outputs for {count} loop-carried values")
+        trip = None
+        if trip_name:
+            known = slots[trip_name].known
+            if known is None:
+                raise self._needs(f"{label}: input 0 (M, the trip count) must be known at "
+                                  "import time to unroll the loop; Ember graphs are static",
+                                  trip_name)
+            trip = int(known.reshape(-1)[0])
+        going = self._known_flag(slots, cond_name, label, "input 1 (cond)") if cond_name \
+            else True
+        if trip is None and not cond_name:
+            raise EmberError(f"{self.source}: {label} has neither a trip count nor a condition: "
+                             "it never ends")
+        iteration, collected = 0, [[] for _ in range(scans)]
+        while going and (trip is None or iteration < trip):
+            if iteration >= control.UNROLL_LIMIT:
+                raise UnsupportedError(f"{self.source}: {label} runs over {control.UNROLL_LIMIT} "
+                                       "iterations; Ember unrolls loops at import time")
+            prefix = control.fresh_prefix(node)
+            helpers = [control.constant(prefix + "iteration", np.array(iteration, np.int64)),
+                       control.constant(prefix + "condition", np.array(True))]
+            bound = {body.input[0].name: prefix + "iteration",
+                     body.input[1].name: prefix + "condition"}
+            bound |= {formal.name: name for formal, name in zip(body.input[2:], carried,
+                                                                   strict=True)}
+            nodes, outputs = control.inline(body, prefix, bound)
+            self._run([*helpers, *nodes], slots, opset)
+            carried = outputs[1:1 + count]
+            for index in range(scans):
+                collected[index].append(outputs[1 + count + index])
+            if cond_name:
+                going = self._known_flag(slots, outputs[0], label, "the body's condition")
+            iteration += 1
+        for output, name in zip(node.output, carried, strict=False):
+            self._alias(slots, output, name)
+        self._stack_outputs(node, label, node.output[count:], collected, [0] * scans,
+                            slots, opset)
+
+    def _scan(self, node: onnx.NodeProto, label: str, slots: dict[str, Slot], opset: int
+              ) -> None:
+        body = next(a.g for a in node.attribute if a.name == "body")
+        plan = control.ScanPlan.of(node, body)
+        states = list(node.input[:plan.states])
+        inputs = list(node.input[plan.states:])
+        if len(body.input) != len(node.input):
+            raise EmberError(f"{self.source}: {label}: a body of {len(body.input)} inputs for "
+                             f"{len(node.input)} inputs")
+        lengths = set()
+        for name, axis in zip(inputs, plan.scan_axes, strict=True):
+            shape = self._type_of(slots[name])[1]
+            if not -len(shape) <= axis < len(shape):
+                raise EmberError(f"{self.source}: {label}: scan axis {axis} of input {name!r} "
+                                 f"of shape {list(shape)}")
+            lengths.add(shape[axis])
+        if len(lengths) > 1:
+            raise EmberError(f"{self.source}: {label}: the scan inputs have lengths "
+                             f"{sorted(lengths)} along their scan axes; they must agree")
+        length = lengths.pop() if lengths else 0
+        if length > control.UNROLL_LIMIT:
+            raise UnsupportedError(f"{self.source}: {label} scans {length} steps, over the "
+                                   f"{control.UNROLL_LIMIT} Ember unrolls at import time")
+        outputs_count = len(body.output) - plan.states
+        collected = [[] for _ in range(outputs_count)]
+        for step in range(length):
+            prefix = control.fresh_prefix(node)
+            helpers, sliced = control.scan_slices(inputs, plan, step, length, prefix)
+            bound = {formal.name: name for formal, name in zip(body.input, [*states, *sliced],
+                                                                  strict=True)}
+            nodes, outputs = control.inline(body, prefix, bound)
+            self._run([*helpers, *nodes], slots, opset)
+            states = outputs[:plan.states]
+            for index in range(outputs_count):
+                collected[index].append(outputs[plan.states + index])
+        for output, name in zip(node.output, states, strict=False):
+            self._alias(slots, output, name)
+        for index, reverse in enumerate(plan.output_reverse):
+            if reverse:
+                collected[index].reverse()
+        self._stack_outputs(node, label, node.output[plan.states:], collected,
+                            list(plan.output_axes), slots, opset)
+
+    def _stack_outputs(self, node: onnx.NodeProto, label: str, outputs: Sequence[str],
+                       collected: list[list[str]], axes: list[int], slots: dict[str, Slot],
+                       opset: int) -> None:
+        """Each scan output: the iterations' values stacked along a new axis."""
+        for output, names, axis in zip(outputs, collected, axes, strict=False):
+            if not output:
+                continue
+            if not names:
+                raise EmberError(f"{self.source}: {label} runs no iteration, so its scan "
+                                 f"output {output!r} has no static shape")
+            prefix = control.fresh_prefix(node)
+            self._run(control.stacked(names, axis, output, prefix), slots, opset)
+
     def _expand(self, node: onnx.NodeProto, slots: dict[str, Slot], opset: int) -> None:
         """Convert `node` through its ONNX function body (see `ember.onnx.functions`)."""
         label = f"{node.op_type} {node.name!r}" if node.name else node.op_type
@@ -214,7 +405,9 @@ class OnnxModel:
         types = [_type_proto(slots[name]) if name else None for name in node.input]
         try:
             body = functions.function_body(node, opset, types)
-            inner_opset = functions.body_opset(body, opset)
+            # a body of another domain's operator that imports no ONNX opset: the model's
+            inner_opset = functions.body_opset(
+                body, opset if node.domain in ("", "ai.onnx") else self.opset)
             for inner in functions.expand(node, opset, body):
                 self._convert(inner, slots, inner_opset)
         except UnsupportedError as err:
@@ -432,6 +625,8 @@ def check_supported(proto: onnx.ModelProto, opset: int, source: str = "<model>",
     missing: dict[str, list[str]] = {}
     for position, node in enumerate(proto.graph.node):
         at = node_opset(node, opset, opsets)
+        if control.is_control_flow(node) and control.supports(node, at):
+            continue  # resolved at import time; its subgraphs' nodes are checked as converted
         converter = CONVERTERS.get(_op_key(node))
         if converter is not None and converter.supports(at):
             continue
@@ -454,6 +649,9 @@ def _op_key(node: onnx.NodeProto) -> str:
 
 
 def _unsupported_key(node: onnx.NodeProto, opset: int) -> str:
+    if control.is_control_flow(node):
+        versions = ", ".join(str(v) for v in control.VERSIONS[node.op_type])
+        return f"{node.op_type} at opset {opset} (Ember unrolls versions {versions})"
     converter = CONVERTERS.get(_op_key(node))
     return _op_key(node) if converter is None else converter.refusal(opset)
 
@@ -543,16 +741,18 @@ def check_single_assignment(graph: onnx.GraphProto, source: str = "<model>") -> 
 
 def topological_order(graph: onnx.GraphProto, available: set[str], source: str
                       ) -> list[onnx.NodeProto]:
-    """The nodes ordered so each runs after the producers of its inputs."""
+    """The nodes ordered so each runs after the producers of its inputs (the outer values its
+    subgraphs read count as inputs)."""
     producers = {name: node for node in graph.node for name in node.output if name}
     ordered: list[onnx.NodeProto] = []
     done: set[int] = set()
     ready = set(available)
     pending = list(graph.node)
+    reads = {id(node): [*node.input, *control.implicit_inputs(node)] for node in pending}
     while pending:
         waiting = []
         for node in pending:
-            if all(not name or name in ready for name in node.input):
+            if all(not name or name in ready for name in reads[id(node)]):
                 ordered.append(node)
                 done.add(id(node))
                 ready.update(name for name in node.output if name)
@@ -560,7 +760,7 @@ def topological_order(graph: onnx.GraphProto, available: set[str], source: str
                 waiting.append(node)
         if len(waiting) == len(pending):
             node = waiting[0]
-            absent = [n for n in node.input if n and n not in ready and n not in producers]
+            absent = [n for n in reads[id(node)] if n and n not in ready and n not in producers]
             what = (f"reads undefined values {absent}" if absent
                     else "is part of a cycle")
             raise EmberError(f"{source}: node {node.name or node.op_type!r} {what}")

@@ -323,3 +323,23 @@ def max_unpool(node: NodeContext) -> Outputs:
     grow = [a - b for a, b in zip(shape, inferred, strict=True)]
     return [node.emit("pad", result, pads=tuple([0] * x.ndim + grow), mode="constant",
                       value=0.0)]
+
+
+@converter("Compress", versions=(9, 11, 28))
+def compress(node: NodeContext) -> Outputs:
+    """The slices along `axis` (of the flattened input without one) where the condition, known
+    at import time, is true: a gather of those positions. A condition shorter than the axis
+    leaves the rest out; a longer one may only be false beyond it."""
+    x = node.tensor(0)
+    condition = node.static(1, "condition").reshape(-1).astype(bool)
+    if node.attr("axis") is None:
+        x = x.reshape(-1)
+        axis = 0
+    else:
+        axis = normalize_axis(int(node.attr("axis")), x.ndim, node)
+    size = x.shape[axis]
+    if condition[size:].any():
+        raise node.error(f"the condition selects position {int(np.argmax(condition[size:])) + size}"
+                         f" of an axis of size {size}")
+    positions = np.flatnonzero(condition[:size]).astype(np.int64)
+    return [node.emit("gather", x, node.const(positions), axis=axis)]

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
+
 from ember.frontend.tensor import Tensor
-from ember.onnx.converters.base import NodeContext, Outputs, converter, normalize_axis
+from ember.onnx.converters.base import NodeContext, Output, Outputs, converter, normalize_axis
 
 Reducer = Callable[[NodeContext, Tensor, tuple[int, ...], bool], Tensor]
 
@@ -72,13 +74,37 @@ def _reduce_axes(node: NodeContext, rank: int, attr_until: int) -> tuple[int, ..
     return tuple(sorted(normalize_axis(a, rank, node) for a in axes))
 
 
+# Reductions with no identity of their own, and what ONNX gives over an empty set: the
+# smallest value of the type for a maximum (-inf for floats, False for bools), the largest for a
+# minimum, and -inf for the log of an empty sum of exponentials.
+_EMPTY_EXTREME = {"ReduceMax": -1, "ReduceMin": 1, "ReduceLogSumExp": -1}
+
+
+def _empty_extreme(node: NodeContext, x: Tensor, axes: tuple[int, ...], keep: bool) -> Output:
+    """The reduction of `x` over `axes`, one of which is empty: filled with ONNX's value."""
+    dtype = np.dtype(x.dtype)
+    high = _EMPTY_EXTREME[node.op_type] > 0
+    if dtype.kind == "b":
+        value = high
+    elif dtype.kind == "f":
+        value = np.inf if high else -np.inf
+    else:
+        info = np.iinfo(dtype)
+        value = info.max if high else info.min
+    shape = [1 if a in axes else size for a, size in enumerate(x.shape) if keep or a not in axes]
+    return node.full(shape, value, dtype)
+
+
 def _reduction(attr_until: int, reducer: Reducer) -> Callable[[NodeContext], Outputs]:
     def convert(node: NodeContext) -> Outputs:
         x = node.tensor(0)
         axes = _reduce_axes(node, x.ndim, attr_until)
         if axes is None:
             return [x]
-        return [reducer(node, x, axes, bool(node.attr("keepdims", 1)))]
+        keep = bool(node.attr("keepdims", 1))
+        if node.op_type in _EMPTY_EXTREME and any(x.shape[a] == 0 for a in axes):
+            return [_empty_extreme(node, x, axes, keep)]
+        return [reducer(node, x, axes, keep)]
 
     convert.__doc__ = "Reduction over known axes (`keepdims` 1 by default)."
     return convert

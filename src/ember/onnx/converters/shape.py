@@ -73,6 +73,7 @@ def range_(node: NodeContext) -> Outputs:
     limit, delta = node.static(1, "limit"), node.static(2, "delta")
     if any(v.size != 1 for v in (start, limit, delta)):
         raise node.error("start, limit and delta must be scalars")
+    start, limit, delta = (v.reshape(()) for v in (start, limit, delta))  # [1] counts as one
     if delta == 0 or not np.isfinite([start, limit, delta]).all():
         raise node.error(f"cannot count from {start} to {limit} in steps of {delta}")
     count = max(math.ceil((float(limit) - float(start)) / float(delta)), 0)
