@@ -473,10 +473,16 @@ class Tensor:
         return cumsum(self, axis, dtype, dim=dim)
 
     def sort(self, *args: Any, **kwargs: Any) -> Tensor:
-        raise tracer._fail(f"sort is not traceable: {_NO_SORT}")
+        raise tracer._fail("Tensor.sort is not traceable: numpy's ndarray.sort sorts in place "
+                           "and returns None; use np.sort(x, axis) for the sorted values")
 
-    def argsort(self, *args: Any, **kwargs: Any) -> Tensor:
-        raise tracer._fail(f"argsort is not traceable: {_NO_SORT}")
+    def argsort(self, axis: Any = -1, kind: Any = None, order: Any = None, *,
+                dim: Any = None, stable: Any = None) -> Tensor:
+        return argsort(self, _axis_arg(axis, dim), kind, order, stable=stable)
+
+    def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True
+             ) -> tuple[Tensor, Tensor]:
+        return topk(self, k, dim, largest, sorted)
 
     # -- indexing ------------------------------------------------------------------------------
 
@@ -1242,17 +1248,6 @@ def einsum(subscripts: str, *operands: Any) -> Tensor:
     return _arrange(product, batch + a_free + b_free, output)
 
 
-def _untraceable(name: str, why: str) -> Callable[..., Any]:
-    def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise tracer._fail(f"np.{name} is not traceable: {why}")
-
-    return refuse
-
-
-_NO_SORT = ("Ember has no sort op; sort outside the traced function, or use max / argmax "
-            "for the extremes")
-
-
 _UFUNCS: dict[str, Callable[..., Tensor]] = {
     "add": _binary("add"), "subtract": _binary("sub"), "multiply": _binary("mul"),
     "true_divide": true_divide, "divide": true_divide, "power": lambda a, b: power(a, b),
@@ -1342,8 +1337,82 @@ _ARRAY_FUNCTIONS: dict[str, Callable[..., Any]] = {
     "matmul": _binary("matmul"), "dot": _binary("matmul"),
     "round": around, "around": around, "std": std, "any": any_, "all": all_, "flip": flip,
     "tile": tile, "repeat": repeat, "take": take, "cumsum": cumsum, "einsum": einsum,
-    "sort": _untraceable("sort", _NO_SORT), "argsort": _untraceable("argsort", _NO_SORT),
 }
+
+
+# -- sorting and fmod (the `topk` and `fmod` ops) ----------------------------------------------
+
+
+def topk(x: Any, k: int, dim: int = -1, largest: bool = True, sorted: bool = True
+         ) -> tuple[Tensor, Tensor]:
+    """torch.topk: the k largest (or smallest) values along `dim`, in order, and their int64
+    indices; equal values keep index order (lower index first) and NaN counts as the largest.
+    The values always come sorted (`sorted=False` allows any order)."""
+    t = tracer.as_tensor(x)
+    if t.ndim == 0:
+        raise tracer._fail(f"topk of a scalar {t.value.type} is not supported; give a tensor "
+                           "of rank >= 1")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
+        raise tracer._fail(f"topk: k must be an integer, got {k!r}")
+    axis = _sort_axis(t, dim, "topk")
+    if not 0 <= int(k) <= t.shape[axis]:
+        raise tracer._fail(f"topk: k={k} is outside [0, {t.shape[axis]}] for dim {dim} of "
+                           f"{t.value.type}")
+    if t.dtype_ is DType.BOOL:
+        t = t.astype(DType.I64)
+        values, indices = t.ctx.emit("topk", t, k=int(k), axis=axis, largest=bool(largest))
+        return values.astype(DType.BOOL), indices
+    return t.ctx.emit("topk", t, k=int(k), axis=axis, largest=bool(largest))
+
+
+def _sort_axis(t: Tensor, axis: Any, name: str) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise tracer._fail(f"{name}: axis must be an integer or None, got {axis!r}")
+    if not -t.ndim <= int(axis) < t.ndim:
+        raise tracer._fail(f"{name}: axis {axis} is out of range for {t.value.type}")
+    return int(axis) % t.ndim
+
+
+def _sorted(a: Any, axis: Any, order: Any, name: str) -> tuple[Tensor, Tensor]:
+    """numpy's ascending sort along `axis` (None: of the flattened array): values, indices."""
+    if order is not None:
+        raise tracer._fail(f"np.{name}: order= (structured arrays) is not supported")
+    t = tracer.as_tensor(a)
+    if axis is None or t.ndim == 0:
+        t = t.reshape(-1)
+        axis = 0
+    position = _sort_axis(t, axis, f"np.{name}")
+    return topk(t, t.shape[position], position, largest=False)
+
+
+def sort(a: Any, axis: Any = -1, kind: Any = None, order: Any = None, *,
+         stable: Any = None) -> Tensor:
+    """np.sort: ascending, NaN last; always a stable sort, whatever `kind`."""
+    return _sorted(a, axis, order, "sort")[0]
+
+
+def argsort(a: Any, axis: Any = -1, kind: Any = None, order: Any = None, *,
+            stable: Any = None) -> Tensor:
+    """np.argsort as a stable sort (kind="stable"): equal values keep index order."""
+    return _sorted(a, axis, order, "argsort")[1]
+
+
+def fmod(a: Any, b: Any) -> Tensor:
+    """np.fmod: the remainder with the dividend's sign. Floats: C's fmod, exact; integers:
+    a - trunc(a / b) * b, and 0 where b is 0, as numpy gives."""
+    left, right = tracer.binary_operands(a, b)
+    if left.dtype_.is_float:
+        return left.ctx.emit("fmod", left, right)
+    if left.dtype_ is DType.BOOL:
+        left, right = left.astype(DType.I64), right.astype(DType.I64)
+    zero = right == 0
+    divisor = where(zero, 1, right)
+    remainder = left - left.ctx.emit("div", left, divisor) * divisor
+    return where(zero, 0, remainder)
+
+
+_UFUNCS["fmod"] = fmod
+_ARRAY_FUNCTIONS.update(sort=sort, argsort=argsort)
 
 
 # NOTE: imported last, so that either module can be imported first: tracer.py needs `Tensor`,

@@ -19,12 +19,13 @@ from ember.ir.types import DType
 __all__ = [
     "adaptive_avg_pool2d", "avg_pool2d", "batch_norm", "binary_cross_entropy",
     "binary_cross_entropy_with_logits", "celu", "conv1d", "conv2d", "conv_transpose2d",
-    "cross_entropy", "dropout", "elu", "embedding", "gelu", "group_norm", "hardsigmoid",
+    "cross_entropy", "dropout", "elu", "embedding", "gelu", "grid_sample", "group_norm",
+    "hardsigmoid",
     "hardswish", "hardtanh", "huber_loss", "instance_norm", "interpolate", "l1_loss",
     "layer_norm", "leaky_relu", "linear", "log_softmax", "logsigmoid", "max_pool2d", "mish",
     "mse_loss", "nll_loss", "normalize", "one_hot", "pad", "pixel_shuffle", "pixel_unshuffle",
     "relu", "relu6", "scaled_dot_product_attention", "selu", "sigmoid", "silu", "smooth_l1_loss",
-    "softmax", "softplus", "softsign", "tanh",
+    "softmax", "softplus", "softsign", "tanh", "topk",
 ]
 
 
@@ -1024,25 +1025,34 @@ def pixel_unshuffle(input: Any, downscale_factor: int) -> Tensor:
     return cells.reshape(*lead, c * r * r, h // r, w // r)
 
 
-_INTERPOLATE_MODES = ("nearest", "nearest-exact", "bilinear")
+# mode -> (the input rank it needs (None: 3 to 5), resize mode); nearest modes gather instead.
+_INTERPOLATE_MODES: dict[str, tuple[int | None, str]] = {
+    "nearest": (None, "nearest"), "nearest-exact": (None, "nearest"), "linear": (3, "linear"),
+    "bilinear": (4, "linear"), "bicubic": (4, "cubic"), "trilinear": (5, "linear")}
 
 
 def _output_sizes(x: Tensor, size: Any, scale_factor: Any, recompute: bool | None
-                  ) -> tuple[tuple[int, int], tuple[float | None, float | None]]:
-    """The output (H, W) and the scales PyTorch's kernels use (None: input / output size)."""
+                  ) -> tuple[tuple[int, ...], tuple[float | None, ...]]:
+    """The output's spatial sizes and the scales PyTorch's kernels use (None: input / output
+    size)."""
+    spatial = x.ndim - 2
     if (size is None) == (scale_factor is None):
         raise tracer._fail("interpolate: give exactly one of size and scale_factor")
     if size is not None:
-        sizes = _pair(size, "size")
-        return sizes, (None, None)
-    factors = scale_factor if isinstance(scale_factor, (tuple, list)) else (scale_factor,) * 2
-    if len(factors) != 2 or min(float(f) for f in factors) <= 0:
+        sizes = tuple(size) if isinstance(size, (tuple, list)) else (size,) * spatial
+        if len(sizes) != spatial:
+            raise tracer._fail(f"interpolate: size {size!r} needs {spatial} values for input "
+                               f"{x.value.type}")
+        return tuple(int(s) for s in sizes), (None,) * spatial
+    factors = (scale_factor if isinstance(scale_factor, (tuple, list))
+               else (scale_factor,) * spatial)
+    if len(factors) != spatial or min(float(f) for f in factors) <= 0:
         raise tracer._fail(f"interpolate: scale_factor {scale_factor!r} must be a positive "
-                           "number or a pair of them")
+                           f"number or {spatial} of them")
     sizes = tuple(int(np.floor(float(n) * float(f)))
                   for n, f in zip(x.shape[2:], factors, strict=True))
-    scales = (None, None) if recompute else tuple(float(f) for f in factors)
-    return sizes, scales  # type: ignore[return-value]
+    scales = (None,) * spatial if recompute else tuple(float(f) for f in factors)
+    return sizes, scales
 
 
 def _nearest_indices(size: int, out: int, scale: float | None, exact: bool) -> np.ndarray:
@@ -1055,63 +1065,57 @@ def _nearest_indices(size: int, out: int, scale: float | None, exact: bool) -> n
     return np.minimum(np.floor(positions * ratio).astype(np.int64), size - 1)
 
 
-def _linear_weights(size: int, out: int, scale: float | None, align_corners: bool
-                    ) -> np.ndarray:
-    """[out, size] matrix of PyTorch's linear interpolation weights along one axis."""
-    if align_corners:
-        ratio = (size - 1) / (out - 1) if out > 1 else 0.0
-        source = ratio * np.arange(out, dtype=np.float64)
-    else:
-        ratio = 1.0 / scale if scale is not None else size / out
-        source = np.maximum(ratio * (np.arange(out, dtype=np.float64) + 0.5) - 0.5, 0.0)
-    low = np.minimum(np.floor(source).astype(np.int64), size - 1)
-    high = np.minimum(low + 1, size - 1)
-    frac = source - low
-    matrix = np.zeros((out, size))
-    np.add.at(matrix, (np.arange(out), low), 1.0 - frac)
-    np.add.at(matrix, (np.arange(out), high), frac)
-    return matrix
+def _check_interpolate(x: Tensor, mode: str, align_corners: bool | None, antialias: bool
+                       ) -> None:
+    if mode not in _INTERPOLATE_MODES:
+        raise tracer._fail(f"interpolate: mode {mode!r} is not supported (one of "
+                           f"{', '.join(_INTERPOLATE_MODES)})")
+    rank = _INTERPOLATE_MODES[mode][0]
+    if (rank is None and not 3 <= x.ndim <= 5) or (rank is not None and x.ndim != rank):
+        wanted = "a 3-D, 4-D or 5-D" if rank is None else f"a {rank}-D"
+        raise tracer._fail(f"interpolate: mode {mode!r} needs {wanted} (N, C, ...) input, got "
+                           f"{x.value.type}")
+    if antialias and mode not in ("bilinear", "bicubic"):
+        raise tracer._fail(f"interpolate: antialias=True needs mode 'bilinear' or 'bicubic', "
+                           f"not {mode!r}")
+    if rank is None and align_corners is not None:
+        raise tracer._fail(f"interpolate: align_corners can only be set with the interpolating "
+                           f"modes (linear, bilinear, bicubic, trilinear), not {mode!r}")
+    if rank is not None and not x.dtype_.is_float:
+        raise tracer._fail(f"interpolate: {mode} needs a float input, got {x.value.type}")
 
 
 def interpolate(input: Any, size: Any = None, scale_factor: Any = None, mode: str = "nearest",
                 align_corners: bool | None = None, recompute_scale_factor: bool | None = None,
                 antialias: bool = False) -> Tensor:
-    """Resize the H and W axes of an NCHW input: "nearest" and "nearest-exact" gather rows
-    and columns, "bilinear" applies two constant interpolation matrices by matmul."""
+    """Resize the spatial axes of an (N, C, ...) input as PyTorch does: "nearest" and
+    "nearest-exact" gather along each axis; "linear", "bilinear", "bicubic" and "trilinear"
+    are one `resize` (half-pixel or align-corners coordinates, edge taps clamped; antialias
+    widens the kernel when downsampling and drops the taps outside the input, with A = -0.5
+    for bicubic, as PyTorch)."""
     x = _t(input)
-    if mode not in _INTERPOLATE_MODES:
-        raise tracer._fail(f"interpolate: mode {mode!r} is not supported (one of "
-                           f"{', '.join(_INTERPOLATE_MODES)})")
-    if x.ndim != 4:
-        raise tracer._fail(f"interpolate: mode {mode!r} needs a 4-D (NCHW) input, got "
-                           f"{x.value.type}")
-    if antialias:
-        raise tracer._fail("interpolate: antialias=True is not supported")
-    if mode != "bilinear" and align_corners is not None:
-        raise tracer._fail(f"interpolate: align_corners can only be set with mode 'bilinear', "
-                           f"not {mode!r}")
+    _check_interpolate(x, mode, align_corners, antialias)
     sizes, scales = _output_sizes(x, size, scale_factor, recompute_scale_factor)
     if min(sizes) <= 0:
         raise tracer._fail(f"interpolate: the output size {list(sizes)} of input "
                            f"{x.value.type} must be positive")
-    if mode == "bilinear":
-        if not x.dtype_.is_float:
-            raise tracer._fail(f"interpolate: bilinear needs a float input, got {x.value.type}")
-        # PyTorch copies an axis whose size stays, whatever the scale factor.
-        if sizes[1] != x.shape[3]:
-            cols = _linear_weights(x.shape[3], sizes[1], scales[1], bool(align_corners))
-            x = x @ x.ctx.constant(cols.T.astype(x.dtype))
-        if sizes[0] != x.shape[2]:
-            rows = _linear_weights(x.shape[2], sizes[0], scales[0], bool(align_corners))
-            x = x.ctx.constant(rows.astype(x.dtype)) @ x
+    if _INTERPOLATE_MODES[mode][0] is None:
+        for axis, (out, scale) in enumerate(zip(sizes, scales, strict=True)):
+            if out == x.shape[2 + axis] and (mode == "nearest" or scale is None):
+                continue
+            index = _nearest_indices(x.shape[2 + axis], out, scale, mode == "nearest-exact")
+            x = x.ctx.emit("gather", x, x.ctx.constant(index), axis=2 + axis)
         return x
-    for axis in range(2):
-        if sizes[axis] == x.shape[2 + axis] and (mode == "nearest" or scales[axis] is None):
-            continue
-        index = _nearest_indices(x.shape[2 + axis], sizes[axis], scales[axis],
-                                 mode == "nearest-exact")
-        x = x.ctx.emit("gather", x, x.ctx.constant(index), axis=2 + axis)
-    return x
+    # PyTorch copies an axis whose size stays, whatever the scale factor; align_corners maps
+    # corner to corner whatever the factor.
+    factors = [1.0 if out == n else (out / n if scale is None or align_corners else scale)
+               for n, out, scale in zip(x.shape[2:], sizes, scales, strict=True)]
+    resize_mode = _INTERPOLATE_MODES[mode][1]
+    return x.ctx.emit(
+        "resize", x, sizes=(*x.shape[:2], *sizes), scales=(1.0, 1.0, *factors), mode=resize_mode,
+        coordinate_mode="align_corners" if align_corners else "half_pixel",
+        cubic_a=-0.5 if antialias else -0.75, antialias=bool(antialias),
+        exclude_outside=bool(antialias))
 
 
 # -- attention ----------------------------------------------------------------------------------
@@ -1159,3 +1163,45 @@ def scaled_dot_product_attention(query: Any, key: Any, value: Any, attn_mask: An
     masked = scores.max(axis=-1, keepdims=True) == -np.inf
     weights = where(masked, 0.0, where(masked, 0.0, scores).softmax(-1))
     return weights @ v
+
+
+# -- sampling and selection ---------------------------------------------------------------------
+
+_GRID_MODES = {"bilinear": "linear", "nearest": "nearest", "bicubic": "cubic"}
+
+
+def grid_sample(input: Any, grid: Any, mode: str = "bilinear", padding_mode: str = "zeros",
+                align_corners: bool | None = None) -> Tensor:
+    """Sample an (N, C, H, W) input at grid (N, H', W', 2) of normalized (x, y) coordinates in
+    [-1, 1] (or (N, C, D, H, W) at (N, D', H', W', 3), bilinear and nearest), as PyTorch's
+    grid_sample: "bilinear", "nearest" (half to even) or "bicubic" (A = -0.75), padding
+    "zeros", "border" or "reflection"; align_corners defaults to False."""
+    x, g = _t(input), _t(grid)
+    if mode not in _GRID_MODES:
+        raise tracer._fail(f"grid_sample: mode {mode!r} is not one of "
+                           f"{', '.join(_GRID_MODES)}")
+    if padding_mode not in ("zeros", "border", "reflection"):
+        raise tracer._fail(f"grid_sample: padding_mode {padding_mode!r} is not one of zeros, "
+                           "border, reflection")
+    if x.ndim not in (4, 5) or g.ndim != x.ndim or g.shape[-1] != x.ndim - 2 or \
+            g.shape[0] != x.shape[0]:
+        raise tracer._fail(f"grid_sample: expected input (N, C, H, W) with grid (N, H', W', 2), "
+                           f"or (N, C, D, H, W) with (N, D', H', W', 3); got {x.value.type} "
+                           f"and {g.value.type}")
+    if mode == "bicubic" and x.ndim != 4:
+        raise tracer._fail(f"grid_sample: bicubic needs a 4-D input, got {x.value.type}")
+    if not x.dtype_.is_float:
+        raise tracer._fail(f"grid_sample: needs a float input, got {x.value.type}")
+    if g.dtype_ is not x.dtype_:
+        g = g.astype(x.dtype_)
+    return x.ctx.emit("grid_sample", x, g, mode=_GRID_MODES[mode], padding=padding_mode,
+                      align_corners=bool(align_corners), convention="torch")
+
+
+def topk(input: Any, k: int, dim: int = -1, largest: bool = True, sorted: bool = True
+         ) -> tuple[Tensor, Tensor]:
+    """torch.topk: the k largest (or smallest) values along `dim` and their int64 indices,
+    ties to the lower index, NaN as the largest."""
+    from ember.frontend.tensor import topk as tensor_topk
+
+    return tensor_topk(input, k, dim, largest, sorted)
