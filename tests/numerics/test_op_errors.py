@@ -24,7 +24,8 @@ SHAPE_ERRORS: list[tuple[str, list[TensorType], dict[str, object], str]] = [
         "exp",
         [i32[3]],
         {},
-        "exp: dtype i32 is not supported here (expected a float dtype (f32, f64)); inputs i32[3]",
+        "exp: dtype i32 is not supported here (expected a float dtype (f16, bf16, f32, f64)); "
+        "inputs i32[3]",
     ),
     (
         "neg",
@@ -92,7 +93,8 @@ SHAPE_ERRORS: list[tuple[str, list[TensorType], dict[str, object], str]] = [
         "gelu",
         [i32[2]],
         {},
-        "gelu: dtype i32 is not supported here (expected a float dtype (f32, f64)); inputs i32[2]",
+        "gelu: dtype i32 is not supported here (expected a float dtype (f16, bf16, f32, f64)); "
+        "inputs i32[2]",
     ),
     (
         "clip",
@@ -536,8 +538,9 @@ ATTRIBUTE_ERRORS: list[tuple[str, list[TensorType], dict[str, object], str]] = [
     (
         "cast",
         [f32[2]],
-        {"dtype": "f16"},
-        "cast: attribute 'dtype': expected a dtype (f32, f64, i32, i64, bool), got 'f16'",
+        {"dtype": "x8"},
+        "cast: attribute 'dtype': expected a dtype (f16, bf16, f32, f64, i8, i16, i32, i64, u8, "
+        "u16, u32, u64, bool), got 'x8'",
     ),
 ]
 

@@ -92,7 +92,8 @@ def _as_dtype(value: object) -> str:
     try:
         return DType.from_numpy(value).value
     except TypeError as err:
-        raise TypeError(f"expected a dtype (f32, f64, i32, i64, bool), got {value!r}") from err
+        names = ", ".join(d.value for d in DType)
+        raise TypeError(f"expected a dtype ({names}), got {value!r}") from err
 
 
 def _as_const(value: object) -> Const:

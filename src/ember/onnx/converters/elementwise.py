@@ -1,4 +1,5 @@
-"""Converters of elementwise ONNX operators: activations, math, arithmetic, logic, Where, Cast."""
+"""Converters of elementwise ONNX operators: activations, math, arithmetic, logic, Where, Cast,
+BitShift, and QuantizeLinear / DequantizeLinear (exact decompositions)."""
 
 from __future__ import annotations
 
@@ -318,6 +319,20 @@ converter("Min", versions=(1, 6, 8, 12, 13))(_variadic("minimum"))
 converter("Mean", versions=(1, 6, 8, 13))(_variadic("add", average=True))
 
 
+@converter("BitShift", versions=(11, 28))
+def bit_shift(node: NodeContext) -> Outputs:
+    """`shift_left` / `shift_right` by `direction`; a count out of [0, width) shifts every bit
+    out (0, or the sign of a signed value shifted right), as opset 28 defines it."""
+    direction = node.attr("direction")
+    direction = direction.decode() if isinstance(direction, bytes) else str(direction)
+    if direction not in ("LEFT", "RIGHT"):
+        raise node.error(f"direction must be LEFT or RIGHT, got {direction!r}")
+    x, count = binary_operands(node)
+    if not x.dtype_.is_int:
+        raise node.error(f"BitShift takes integer tensors, got {x.dtype_}")
+    return [node.emit("shift_left" if direction == "LEFT" else "shift_right", x, count)]
+
+
 @converter("Where", versions=(9, 16))
 def where(node: NodeContext) -> Outputs:
     """`where(condition, x, y)`."""
@@ -368,3 +383,89 @@ def clip(node: NodeContext) -> Outputs:
         low = None if low is None else float(np.float32(low))
         high = None if high is None else float(np.float32(high))
     return [node.emit("clip", x, min=low, max=high)]
+
+
+# -- quantization ---------------------------------------------------------------------------------
+
+# The integer types QuantizeLinear produces and DequantizeLinear reads, with their ranges.
+_QUANT_TYPES = (DType.U8, DType.I8, DType.U16, DType.I16)
+
+
+def _quant_parameter(node: NodeContext, index: int, x: Tensor) -> Tensor:
+    """A scale or zero point of input `index`, broadcastable against `x`: per tensor (one
+    element), per axis (a vector along `axis`) or blocked (`block_size` along `axis`, as
+    ONNX's reference repeats it)."""
+    value = node.tensor(index)
+    if value.size == 1:
+        return value.reshape(())
+    axis = int(node.attr("axis", 1))
+    if not -x.ndim <= axis < x.ndim:
+        raise node.error(f"axis {axis} is out of range for an input of rank {x.ndim}")
+    axis %= x.ndim
+    block = int(node.attr("block_size", 0) or 0)
+    if not block:
+        if value.ndim != 1 or value.shape[0] != x.shape[axis]:
+            raise node.error(f"a per-axis parameter has shape {list(value.shape)}, expected "
+                             f"[{x.shape[axis]}] (the size of axis {axis})")
+        return value.reshape(*[x.shape[axis] if d == axis else 1 for d in range(x.ndim)])
+    if block < 0 or value.ndim != x.ndim:
+        raise node.error(f"blocked parameters need block_size > 0 and rank {x.ndim}, got "
+                         f"block_size {block} and shape {list(value.shape)}")
+    repeated = value.repeat(block, axis=axis)
+    if repeated.shape[axis] < x.shape[axis]:
+        raise node.error(f"{value.shape[axis]} blocks of {block} do not cover axis {axis} of "
+                         f"size {x.shape[axis]}")
+    index_ = tuple(slice(0, x.shape[axis]) if d == axis else slice(None) for d in range(x.ndim))
+    repeated = repeated[index_]
+    if tuple(repeated.shape) != tuple(x.shape):
+        raise node.error(f"blocked parameter shape {list(value.shape)} does not match the "
+                         f"input {list(x.shape)} outside axis {axis}")
+    return repeated
+
+
+@converter("QuantizeLinear", versions=(10, 13, 19, 21, 23, 24, 25, 28))
+def quantize_linear(node: NodeContext) -> Outputs:
+    """saturate(round(x / scale) + zero_point): the quotient in x's type, rounded half to even,
+    then the zero point added and the result clipped to the output type's range in a float
+    wide enough to hold every step exactly (ONNX's reference adds in int32)."""
+    x = node.tensor(0)
+    if node.attr("precision", 0):
+        raise node.error("the precision attribute is not supported")
+    if node.has(2):
+        dtype = node.tensor(2).dtype_
+    else:
+        output = node.attr("output_dtype", 0)
+        dtype = onnx_dtype(int(output), node.label) if output else DType.U8
+    if dtype not in _QUANT_TYPES:
+        raise node.error(f"quantizing to {dtype} is not supported (only int8, uint8, int16, "
+                         "uint16)")
+    if not x.dtype_.is_float:
+        raise node.error(f"the input must be a float tensor, got {x.dtype_}")
+    scale = _quant_parameter(node, 1, x).astype(x.dtype_)
+    wide = DType.F64 if x.dtype_ is DType.F64 else DType.F32
+    rounded = node.emit("round", x / scale).astype(wide)
+    if node.has(2):
+        rounded = rounded + _quant_parameter(node, 2, x).astype(wide)
+    low, high = dtype.int_range
+    return [node.emit("clip", rounded, min=float(low), max=float(high)).astype(dtype)]
+
+
+@converter("DequantizeLinear", versions=(10, 13, 19, 21, 23, 24, 25, 28))
+def dequantize_linear(node: NodeContext) -> Outputs:
+    """(x - zero_point) * scale in f32 (f64 for 32-bit zero points, as numpy promotes ONNX's
+    reference), cast to the scale's type or `output_dtype`."""
+    x = node.tensor(0)
+    if not x.dtype_.is_int:
+        raise node.error(f"dequantizing {x.dtype_} is not supported (integer inputs only)")
+    scale = _quant_parameter(node, 1, x)
+    output = node.attr("output_dtype", 0)
+    dtype = onnx_dtype(int(output), node.label) if output else scale.dtype_
+    wide = DType.F32
+    shifted = x.astype(DType.F32.numpy)
+    if node.has(2):
+        zero = _quant_parameter(node, 2, x)
+        if zero.dtype_.itemsize >= 4:
+            wide = DType.F64
+        shifted = shifted.astype(wide.numpy) - zero.astype(wide.numpy)
+    result = shifted * scale.astype(wide.numpy)
+    return [result.astype(dtype.numpy)]
