@@ -104,6 +104,11 @@ def emit_kernel(module: ir.Module, kernel: Kernel, name: str | None = None,
         raise UnsupportedError(f"{kernel.source or kernel.name}: {len(kernel.buffers)} buffers, "
                                f"more than the {MAX_PARAMETERS} pointer parameters a CUDA "
                                "kernel may take (fuse less: passes='...' without fuse)")
+    narrow = sorted({b.dtype.value for b in kernel.buffers if b.dtype.is_narrow_float})
+    if narrow:
+        raise UnsupportedError(f"{kernel.source or kernel.name}: the CUDA backend does not "
+                               f"handle {' or '.join(narrow)} yet (compile for target='cpu', "
+                               "or cast to f32)")
     types = [MEMORY_TYPES[b.dtype].as_pointer() for b in kernel.buffers]
     function = ir.Function(module, ir.FunctionType(ir.VoidType(), types), name or kernel.name)
     function.calling_convention = "ptx_kernel"
