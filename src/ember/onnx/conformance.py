@@ -88,8 +88,7 @@ def node_cases() -> tuple[Any, ...]:
 
 
 def _array(value: Any, what: str) -> np.ndarray:
-    """A case's input or expected output as numpy; UnsupportedError for sequences, optionals
-    and element types numpy cannot hold."""
+    """A case's tensor as numpy; UnsupportedError for element types numpy cannot hold."""
     if isinstance(value, onnx.TensorProto):
         try:
             return numpy_helper.to_array(value)
@@ -97,11 +96,17 @@ def _array(value: Any, what: str) -> np.ndarray:
             raise UnsupportedError(f"{what}: ONNX element type "
                                    f"{onnx.TensorProto.DataType.Name(value.data_type)} cannot "
                                    f"be read as numpy ({err})") from None
-    if isinstance(value, list):
-        raise UnsupportedError(f"{what} is a sequence; Ember takes tensors only")
-    if value is None:
-        raise UnsupportedError(f"{what} is an empty optional; Ember takes tensors only")
     return np.asarray(value)
+
+
+def _value(value: Any, what: str) -> Any:
+    """A case's input or expected output: an array, a list of arrays (a sequence) or None
+    (an empty optional)."""
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [_array(v, f"{what}[{i}]") for i, v in enumerate(value)]
+    return _array(value, what)
 
 
 def compare(results: Sequence[np.ndarray], expected: Sequence[np.ndarray], rtol: float,
@@ -110,6 +115,15 @@ def compare(results: Sequence[np.ndarray], expected: Sequence[np.ndarray], rtol:
     if len(results) != len(expected):
         return f"{len(results)} outputs, expected {len(expected)}"
     for index, (got, want) in enumerate(zip(results, expected, strict=True)):
+        if isinstance(want, list) or isinstance(got, list):
+            if not (isinstance(want, list) and isinstance(got, list)):
+                return f"output {index}: a sequence and a tensor"
+            if len(got) != len(want):
+                return f"output {index}: a sequence of {len(got)}, expected {len(want)}"
+            why = compare(got, want, rtol, atol)
+            if why:
+                return f"output {index} (a sequence): {why}"
+            continue
         got = np.asarray(got)
         if got.shape != want.shape or got.dtype != want.dtype:
             return (f"output {index} is {got.dtype}{list(got.shape)}, expected "
@@ -135,9 +149,14 @@ def run_case(case: Any, levels: Iterable[int] = LEVELS) -> list[Outcome]:
     levels = tuple(levels)
     inputs_data, expected_data = case.data_sets[0]
     try:
-        inputs = [_array(v, f"input {i}") for i, v in enumerate(inputs_data)]
-        expected = [_array(v, f"expected output {i}") for i, v in enumerate(expected_data)]
-        model = load(case.model)
+        inputs = [_value(v, f"input {i}") for i, v in enumerate(inputs_data)]
+        expected = [_value(v, f"expected output {i}") for i, v in enumerate(expected_data)]
+        if any(e is None for e in expected):
+            raise UnsupportedError("an expected output is an empty optional; Ember returns "
+                                   "tensors")
+        names = _input_names(case.model)
+        values = dict(zip(names, inputs, strict=False))
+        model = load(case.model, **_boundary(case.model, values))
     except EmberError as err:
         return [_refused(case.name, level, err) for level in levels]
     except Exception as err:
@@ -148,8 +167,8 @@ def run_case(case: Any, levels: Iterable[int] = LEVELS) -> list[Outcome]:
         start = time.perf_counter()
         try:
             with np.errstate(all="ignore"):
-                model, args = _bound(case, model, inputs)
-                result = ember.compile(model, *args, opt_level=level)(*args)
+                model, args = _bound(case, model, values)
+                result = model.results(ember.compile(model, *args, opt_level=level)(*args))
         except EmberError as err:
             outcomes.append(_refused(case.name, level, err))
             continue
@@ -157,28 +176,37 @@ def run_case(case: Any, levels: Iterable[int] = LEVELS) -> list[Outcome]:
             outcomes.append(_error(case.name, level, err))
             continue
         seconds = time.perf_counter() - start
-        results = list(result) if isinstance(result, tuple) else [result]
-        why = compare(results, expected, rtol, atol)
+        why = compare(result, expected, rtol, atol)
         status = "wrong" if why else "pass"
         outcomes.append(Outcome(case.name, level, status, why, why, seconds))
     return outcomes
 
 
-def _bound(case: Any, model: Any, inputs: list[np.ndarray]
-           ) -> tuple[Any, list[np.ndarray]]:
+def _input_names(model: onnx.ModelProto) -> list[str]:
+    initializers = {t.name for t in model.graph.initializer}
+    return [v.name for v in model.graph.input if v.name not in initializers]
+
+
+def _boundary(model: onnx.ModelProto, values: dict[str, Any]) -> dict[str, Any]:
+    """load()'s arguments for the case's sequence inputs (their lengths) and empty optional
+    inputs (bound to None)."""
+    sequences = {name: len(v) for name, v in values.items() if isinstance(v, list)}
+    absent = {name: None for name, v in values.items() if v is None}
+    return {"sequences": sequences, "constants": absent}
+
+
+def _bound(case: Any, model: Any, values: dict[str, Any]) -> tuple[Any, list[Any]]:
     """`model` with the graph inputs behind the values its converters need at import time
     bound to the case's values (`load(..., constants=...)`, as a user of a static-shape
-    compiler does for an input that sets a shape, axes or pads), and the inputs left to
+    compiler does for an input that sets a shape, axes or pads), and the arguments left to
     pass."""
     from ember.frontend.tracer import trace
     from ember.onnx.converters.base import NeedsKnownValue
     from ember.onnx.loader import load
 
-    names = [value.name for value in case.model.graph.input
-             if value.name not in {t.name for t in case.model.graph.initializer}]
-    values = dict(zip(names, inputs, strict=False))
+    boundary = _boundary(case.model, values)
     while True:
-        args = [values[name] for name in model.input_names]
+        args = model.arguments(values)
         try:
             trace(model, *args)
             return model, args
@@ -186,8 +214,9 @@ def _bound(case: Any, model: Any, inputs: list[np.ndarray]
             behind = model.inputs_behind(err.value_name)
             if not behind:
                 raise
-            model = load(case.model, constants=model.constants | {
-                name: values[name] for name in behind})
+            constants = dict(model.constants) | boundary["constants"]
+            constants |= {name: values[name] for name in behind}
+            model = load(case.model, constants=constants, sequences=boundary["sequences"])
 
 
 def _refused(name: str, level: int, err: EmberError) -> Outcome:

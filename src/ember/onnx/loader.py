@@ -54,6 +54,13 @@ FOLD_LIMIT = 4096
 FILE_LIMIT = 2**31 - 1  # protobuf's limit on one serialized message
 
 Dim = int | str  # a static size, or the name of a symbolic dimension
+# The suffix naming what a present optional graph input holds (`opt` holds `opt#value`).
+OPTIONAL_VALUE = "#value"
+# Operators on sequences and optionals, resolved by the importer (OnnxModel._sequence_op).
+SEQUENCE_OPS = frozenset({
+    "SequenceEmpty", "SequenceConstruct", "SequenceLength", "SequenceAt", "SequenceInsert",
+    "SequenceErase", "ConcatFromSequence", "SplitToSequence", "SequenceMap", "Optional",
+    "OptionalHasElement", "OptionalGetElement"})
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,11 @@ class InputSpec:
     name: str
     dtype: DType
     dims: tuple[Dim, ...]
+    # for a tensor inside a sequence or optional graph input: that input's name and kind
+    # ("sequence" or "optional"); the tensor is the model's argument
+    container: str = ""
+    kind: str = "tensor"
+    ranked: bool = True  # False when the model declares no shape at all (any rank)
 
 
 class OnnxModel:
@@ -70,7 +82,8 @@ class OnnxModel:
 
     def __init__(self, proto: onnx.ModelProto, source: str,
                  shapes: Mapping[str, Any] | None = None,
-                 constants: Mapping[str, Any] | None = None) -> None:
+                 constants: Mapping[str, Any] | None = None,
+                 sequences: Mapping[str, int] | None = None) -> None:
         self.proto = proto
         self.source = source  # file name, for error messages and node locations
         self.opsets = domain_opsets(proto)
@@ -80,22 +93,34 @@ class OnnxModel:
         graph = proto.graph
         check_single_assignment(graph, source)
         self.initializers = {t.name: _tensor_array(t, source) for t in graph.initializer}
-        declared = [_input_spec(v, source) for v in graph.input
-                    if v.name not in self.initializers]
+        given = [v for v in graph.input if v.name not in self.initializers]
+        # Optional graph inputs bound to None are absent: empty optionals.
+        self.absent = {name for name, value in (constants or {}).items() if value is None and
+                       any(v.name == name and v.type.HasField("optional_type") for v in given)}
+        constants = {k: v for k, v in (constants or {}).items() if k not in self.absent}
+        self.sequence_counts = dict(sequences or {})
+        declared = [spec for v in given if v.name not in self.absent
+                    for spec in _input_specs(v, self.sequence_counts, source)]
         # Graph inputs bound to values: known at import time, like initializers, and no longer
         # arguments of the model.
-        self.constants = _bind_constants(constants or {}, declared, source)
+        self.constants = _bind_constants(constants, declared, source)
         self.inputs = [spec for spec in declared if spec.name not in self.constants]
         self.input_names = [spec.name for spec in self.inputs]
         self.output_names = [v.name for v in graph.output]
+        # (name, None) for a tensor output, (name, n) for a sequence of n tensors returned as
+        # n outputs; set by each trace
+        self.output_layout: list[tuple[str, int | None]] = []
         self.nodes = topological_order(graph, set(self.initializers) | set(self.constants)
-                                       | set(self.input_names),
-                                       source)
+                                       | {v.name for v in given}, source)
         self.shapes = _check_shapes(shapes or {}, self.inputs, source)
         self.__name__ = re.sub(r"[^A-Za-z0-9_]", "_", graph.name or "onnx_model") or "onnx_model"
         self.__signature__ = _signature(self.input_names)
         # value -> (op type, inputs) of every node converted so far, function bodies included
         self._made_from: dict[str, tuple[str, list[str]]] = {}
+        # the sequences (value -> its tensors' values) and optionals (value -> the value it
+        # holds, None when empty) of the trace under way
+        self._seq: dict[str, list[str]] = {}
+        self._opt: dict[str, str | None] = {}
 
     def __repr__(self) -> str:
         return (f"OnnxModel({self.source!r}, opset {self.opset}, {len(self.nodes)} nodes, "
@@ -108,6 +133,9 @@ class OnnxModel:
         spec = self.inputs[index]
         if spec.name in self.shapes:
             return self.shapes[spec.name]
+        if not spec.ranked:
+            raise EmberError(f"{self.source}: input {spec.name!r} declares no shape; pin it with "
+                             f"shapes={{{spec.name!r}: (...)}}, or pass example inputs")
         dims = []
         for axis, dim in enumerate(spec.dims):
             if isinstance(dim, str):
@@ -133,6 +161,42 @@ class OnnxModel:
                 arrays.append(np.zeros(shape, dtype=spec.dtype.numpy))
         return tuple(arrays)
 
+    # -- sequences and optionals at the boundary ----------------------------------------------
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        """The model's arguments from graph-input values by name: a tensor for a tensor
+        input, a list of tensors for a sequence input, the held value for a present optional
+        (bound inputs and absent optionals are left out)."""
+        optional = {v.name for v in self.proto.graph.input if v.type.HasField("optional_type")}
+        flat: dict[str, Any] = {}
+        for name, value in values.items():
+            if name in self.absent or name in self.constants:
+                continue
+            key = name + OPTIONAL_VALUE if name in optional else name
+            if isinstance(value, (list, tuple)):
+                flat.update({_element_name(key, i): v for i, v in enumerate(value)})
+            else:
+                flat[key] = value
+        missing = [name for name in self.input_names if name not in flat]
+        if missing:
+            raise EmberError(f"{self.source}: no value for input{'s' if len(missing) > 1 else ''}"
+                             f" {', '.join(repr(m) for m in missing)}")
+        return [flat[name] for name in self.input_names]
+
+    def results(self, outputs: Any) -> list[Any]:
+        """The executable's outputs grouped per graph output as the last trace laid them out:
+        a tensor, or a list of tensors for a sequence."""
+        flat = list(outputs) if isinstance(outputs, tuple) else [outputs]
+        grouped, index = [], 0
+        for _, count in self.output_layout:
+            if count is None:
+                grouped.append(flat[index])
+                index += 1
+            else:
+                grouped.append(flat[index:index + count])
+                index += count
+        return grouped
+
     # -- running ------------------------------------------------------------------------------
 
     def __call__(self, *args: Any) -> Any:
@@ -149,14 +213,49 @@ class OnnxModel:
             for name, array in (self.initializers | self.constants).items()
         }
         bound: dict[str, int] = {}
+        self._seq, self._opt = {}, {name: None for name in self.absent}
         for spec, arg in zip(self.inputs, args, strict=True):
             tensor = tracer.as_tensor(arg)
             _check_input(spec, tensor, bound, self.source)
             slots[spec.name] = Slot(spec.name, tensor=tensor)
+        for value in self.proto.graph.input:
+            if value.name in self.absent or value.name in self.initializers:
+                continue
+            kind = value.type.WhichOneof("value")
+            name = value.name
+            if kind == "optional_type":
+                self._opt[name] = name + OPTIONAL_VALUE
+                name += OPTIONAL_VALUE
+                kind = value.type.optional_type.elem_type.WhichOneof("value")
+            if kind == "sequence_type":
+                self._seq[name] = [_element_name(name, i)
+                                   for i in range(self.sequence_counts[value.name])]
         for node in self.nodes:
             self._convert(node, slots)
-        outputs = [slots[name].as_tensor() for name in self.output_names]
+        outputs, self.output_layout = [], []
+        for name in self.output_names:
+            value = self._value(name)
+            if value is None:
+                raise EmberError(f"{self.source}: output {name!r} is an empty optional; Ember "
+                                 "returns tensors")
+            if value in self._seq:
+                elements = self._seq[value]
+                outputs.extend(slots[e].as_tensor() for e in elements)
+                self.output_layout.append((name, len(elements)))
+            else:
+                outputs.append(slots[value].as_tensor())
+                self.output_layout.append((name, None))
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _value(self, name: str) -> str | None:
+        """What value `name` holds: itself for a tensor or sequence, an optional's element (None
+        when empty)."""
+        while name in self._opt:
+            inner = self._opt[name]
+            if inner is None:
+                return None
+            name = inner
+        return name
 
     def _convert(self, node: onnx.NodeProto, slots: dict[str, Slot],
                  opset: int | None = None) -> None:
@@ -167,6 +266,15 @@ class OnnxModel:
         if control.is_control_flow(node):
             self._control(node, slots, opset)
             return
+        if node.domain in ("", "ai.onnx") and (node.op_type in SEQUENCE_OPS or (
+                node.op_type == "Identity" and self._is_container(node.input[0]))):
+            self._sequence_op(node, slots, opset)
+            return
+        for name in node.input:
+            if name and self._is_container(name):
+                what = "an optional" if name in self._opt else "a sequence"
+                raise EmberError(f"{self.source}: {node.op_type} {node.name!r} reads {name!r}, "
+                                 f"{what}; it takes tensors")
         converter = CONVERTERS.get(_op_key(node))
         if converter is None or not converter.supports(opset):
             self._expand(node, slots, opset)
@@ -230,10 +338,172 @@ class OnnxModel:
             self._convert(inner, slots, at)
 
     def _alias(self, slots: dict[str, Slot], output: str, name: str) -> None:
-        """Output `output` of a control-flow node is the value `name`."""
-        if output:
+        """Output `output` of a control-flow or sequence node is the value `name` (a tensor, a
+        sequence or an optional)."""
+        if not output:
+            return
+        if name in self._opt:
+            self._opt[output] = self._opt[name]
+        elif name in self._seq:
+            self._seq[output] = list(self._seq[name])
+        else:
             slot = slots[name]
             slots[output] = Slot(output, tensor=slot.tensor, known=slot.known)
+
+    def _is_container(self, name: str) -> bool:
+        return name in self._seq or name in self._opt
+
+    # -- sequences and optionals ------------------------------------------------------------------
+
+    def _sequence_op(self, node: onnx.NodeProto, slots: dict[str, Slot], opset: int) -> None:
+        """Sequences are lists of tensors known at import time (their lengths are static),
+        optionals a tensor, a sequence or nothing: their operators rearrange those lists."""
+        label = f"{node.op_type} {node.name!r}" if node.name else node.op_type
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        given = [name for name in node.input]
+        out = node.output[0] if node.output else ""
+        op = node.op_type
+
+        def sequence(index: int) -> list[str]:
+            name = self._value(given[index]) if index < len(given) and given[index] else None
+            if name is None or name not in self._seq:
+                raise EmberError(f"{self.source}: {label}: input {index} must be a sequence")
+            return self._seq[name]
+
+        def position(index: int, count: int, default: int, insert: bool = False) -> int:
+            if index >= len(given) or not given[index]:
+                return default
+            known = slots[given[index]].known
+            if known is None:
+                raise self._needs(f"{label}: input {index} (position) must be known at import "
+                                  "time; Ember sequences have static lengths", given[index])
+            at = int(known.reshape(-1)[0])
+            high = count if insert else count - 1
+            if not -count <= at <= high:
+                raise EmberError(f"{self.source}: {label}: position {at} is out of range for a "
+                                 f"sequence of {count}")
+            return at + count if at < 0 else at
+
+        if op == "Identity":
+            self._alias(slots, out, given[0])
+        elif op == "SequenceEmpty":
+            self._seq[out] = []
+        elif op == "SequenceConstruct":
+            self._seq[out] = list(given)
+        elif op == "SequenceLength":
+            slots[out] = Slot(out, known=np.array(len(sequence(0)), np.int64))
+        elif op == "SequenceAt":
+            items = sequence(0)
+            self._alias(slots, out, items[position(1, len(items), 0)] if items else "")
+        elif op == "SequenceInsert":
+            items = list(sequence(0))
+            items.insert(position(2, len(items), len(items), insert=True), given[1])
+            self._seq[out] = items
+        elif op == "SequenceErase":
+            items = list(sequence(0))
+            if not items:
+                raise EmberError(f"{self.source}: {label}: erasing from an empty sequence")
+            del items[position(1, len(items), len(items) - 1)]
+            self._seq[out] = items
+        elif op == "ConcatFromSequence":
+            self._concat_from_sequence(node, label, sequence(0), attrs, slots)
+        elif op == "SplitToSequence":
+            self._split_to_sequence(node, label, given, attrs, slots)
+        elif op == "SequenceMap":
+            self._sequence_map(node, label, given, attrs, slots, opset)
+        elif op == "Optional":
+            self._opt[out] = given[0] if given and given[0] else None
+        elif op == "OptionalHasElement":
+            present = bool(given and given[0]) and (
+                given[0] not in self._opt or self._value(given[0]) is not None)
+            slots[out] = Slot(out, known=np.array(present))
+        elif op == "OptionalGetElement":
+            if given[0] not in self._opt:
+                self._alias(slots, out, given[0])  # a tensor or sequence is its own element
+            elif self._value(given[0]) is None:
+                raise EmberError(f"{self.source}: {label}: the optional {given[0]!r} is empty")
+            else:
+                self._alias(slots, out, self._opt[given[0]])
+
+    def _concat_from_sequence(self, node: onnx.NodeProto, label: str, items: list[str],
+                              attrs: dict[str, Any], slots: dict[str, Slot]) -> None:
+        if not items:
+            raise EmberError(f"{self.source}: {label}: the sequence is empty")
+        axis, new_axis = int(attrs["axis"]), int(attrs.get("new_axis", 0))
+        prefix = control.fresh_prefix(node)
+        if new_axis:
+            nodes = control.stacked(items, axis, node.output[0], prefix)
+        else:
+            nodes = [control.helper_node("Concat", items, [node.output[0]], axis=axis)]
+        self._run(nodes, slots, control.HELPER_OPSET)
+
+    def _split_to_sequence(self, node: onnx.NodeProto, label: str, given: list[str],
+                           attrs: dict[str, Any], slots: dict[str, Slot]) -> None:
+        shape = self._type_of(slots[given[0]])[1]
+        axis = int(attrs.get("axis", 0))
+        if not -len(shape) <= axis < len(shape):
+            raise EmberError(f"{self.source}: {label}: axis {axis} is out of range for shape "
+                             f"{list(shape)}")
+        axis %= len(shape)
+        size = shape[axis]
+        squeeze = False
+        if len(given) > 1 and given[1]:
+            known = slots[given[1]].known
+            if known is None:
+                raise self._needs(f"{label}: input 1 (split) must be known at import time; "
+                                  "Ember sequences have static lengths", given[1])
+            if known.ndim == 0:
+                step = int(known)
+                if step <= 0:
+                    raise EmberError(f"{self.source}: {label}: split {step} must be positive")
+                sizes = [min(step, size - start) for start in range(0, size, step)]
+            else:
+                sizes = [int(v) for v in known.reshape(-1)]
+                if any(v < 0 for v in sizes) or sum(sizes) != size:
+                    raise EmberError(f"{self.source}: {label}: split {sizes} does not sum to "
+                                     f"the axis size {size}")
+        else:
+            sizes, squeeze = [1] * size, not int(attrs.get("keepdims", 1))
+        prefix = control.fresh_prefix(node)
+        nodes, items, start = [], [], 0
+        axes = prefix + "axes"
+        nodes.append(control.constant(axes, np.array([axis], np.int64)))
+        for index, count in enumerate(sizes):
+            bounds = [prefix + f"start{index}", prefix + f"end{index}"]
+            nodes.append(control.constant(bounds[0], np.array([start], np.int64)))
+            nodes.append(control.constant(bounds[1], np.array([start + count], np.int64)))
+            piece = prefix + f"piece{index}"
+            nodes.append(control.helper_node("Slice", [given[0], *bounds, axes], [piece]))
+            if squeeze:
+                nodes.append(control.helper_node("Squeeze", [piece, axes], [piece + "/1"]))
+                piece += "/1"
+            items.append(piece)
+            start += count
+        self._run(nodes, slots, control.HELPER_OPSET)
+        self._seq[node.output[0]] = items
+
+    def _sequence_map(self, node: onnx.NodeProto, label: str, given: list[str],
+                      attrs: dict[str, Any], slots: dict[str, Slot], opset: int) -> None:
+        body = attrs["body"]
+        lengths = {len(self._seq[self._value(n)]) for n in given
+                   if n and self._value(n) in self._seq}
+        if len(lengths) != 1:
+            raise EmberError(f"{self.source}: {label}: the input sequences have lengths "
+                             f"{sorted(lengths)}; they must agree")
+        count = lengths.pop()
+        collected: list[list[str]] = [[] for _ in body.output]
+        for index in range(count):
+            bound = {}
+            for formal, name in zip(body.input, given, strict=False):
+                value = self._value(name)
+                bound[formal.name] = self._seq[value][index] if value in self._seq else name
+            nodes, outputs = control.inline(body, control.fresh_prefix(node), bound)
+            self._run(nodes, slots, opset)
+            for slot, name in zip(collected, outputs, strict=True):
+                slot.append(name)
+        for output, items in zip(node.output, collected, strict=False):
+            if output:
+                self._seq[output] = items
 
     def _needs(self, message: str, name: str) -> NeedsKnownValue:
         """A NeedsKnownValue for value `name`, saying which graph inputs to bind."""
@@ -263,7 +533,11 @@ class OnnxModel:
             for output, name in zip(node.output, outputs, strict=False):
                 self._alias(slots, output, name)
             return
-        # A condition computed at run time: both branches, then Where picks each output.
+        # A condition computed at run time: both branches, then Where picks each output (of
+        # tensors only: a sequence or optional chosen at run time has no static layout).
+        if any(_yields_container(branches[b]) for b in ("then_branch", "else_branch")):
+            raise self._needs(f"{label}: the condition must be known at import time when the "
+                              "branches give sequences or optionals", cond)
         results = []
         for taken in ("then_branch", "else_branch"):
             nodes, outputs = control.inline(branches[taken], prefix + taken + "/", {})
@@ -494,15 +768,19 @@ class OnnxModel:
 
 def load(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto,
          shapes: Mapping[str, Any] | None = None,
-         constants: Mapping[str, Any] | None = None) -> OnnxModel:
+         constants: Mapping[str, Any] | None = None,
+         sequences: Mapping[str, int] | None = None) -> OnnxModel:
     """Import an ONNX model (a path, serialized bytes or a ModelProto).
 
     `shapes` pins symbolic dimensions: `{"input": (1, 3, 224, 224)}` gives an input's whole
     shape, `{"batch": 1}` one named dimension. `constants` binds graph inputs to values known
     at import time (`{"shape": np.array([2, 3])}`): a graph input that sets a shape, axes or
     pads must be bound so, since Ember graphs have static shapes; a bound input is no longer an
-    argument of the model. Unsupported operators raise one UnsupportedError listing them all;
-    a file that is not an ONNX model raises EmberError.
+    argument of the model; None marks an optional graph input absent. `sequences` gives the
+    length of each sequence graph input (`{"frames": 3}`): its tensors become that many
+    arguments, `model.arguments({...})` lays lists out so, and `model.results(outputs)` groups
+    a sequence output's tensors back into a list. Unsupported operators raise one
+    UnsupportedError listing them all; a file that is not an ONNX model raises EmberError.
     """
     if isinstance(path_or_model, onnx.ModelProto):
         proto, source = path_or_model, path_or_model.graph.name or "<model>"
@@ -513,7 +791,7 @@ def load(path_or_model: str | os.PathLike[str] | bytes | onnx.ModelProto,
         proto = _parse(_read_file(source), source)
         _load_external_data(proto, source)
     _check_structure(proto, source)
-    return OnnxModel(proto, source, shapes, constants)
+    return OnnxModel(proto, source, shapes, constants, sequences)
 
 
 def _read_file(source: str) -> bytes:
@@ -627,6 +905,8 @@ def check_supported(proto: onnx.ModelProto, opset: int, source: str = "<model>",
         at = node_opset(node, opset, opsets)
         if control.is_control_flow(node) and control.supports(node, at):
             continue  # resolved at import time; its subgraphs' nodes are checked as converted
+        if node.domain in ("", "ai.onnx") and node.op_type in SEQUENCE_OPS:
+            continue
         converter = CONVERTERS.get(_op_key(node))
         if converter is not None and converter.supports(at):
             continue
@@ -802,14 +1082,56 @@ def _bind_constants(constants: Mapping[str, Any], declared: list[InputSpec], sou
         if array.dtype != spec.dtype.numpy:
             raise EmberError(f"{source}: constants[{name!r}] is {array.dtype}; the graph input "
                              f"is {spec.dtype.value}")
-        if len(spec.dims) != array.ndim or any(
+        if spec.ranked and (len(spec.dims) != array.ndim or any(
                 isinstance(dim, int) and dim != size
-                for dim, size in zip(spec.dims, array.shape, strict=True)):
+                for dim, size in zip(spec.dims, array.shape, strict=True))):
             raise EmberError(f"{source}: constants[{name!r}] has shape {list(array.shape)}; the "
                              f"graph input is declared {_format_dims(spec.dims)}")
         array.flags.writeable = False
         bound[name] = array
     return bound
+
+
+def _yields_container(graph: onnx.GraphProto) -> bool:
+    """Whether a branch declares a sequence or optional output."""
+    return any(v.type.WhichOneof("value") in ("sequence_type", "optional_type")
+               for v in graph.output)
+
+
+def _element_name(name: str, index: int) -> str:
+    """The model argument holding element `index` of sequence graph input `name`."""
+    return f"{name}[{index}]"
+
+
+def _input_specs(value: onnx.ValueInfoProto, sequences: Mapping[str, int], source: str
+                 ) -> list[InputSpec]:
+    """The tensor arguments of one graph input: itself, the n tensors of a sequence of length
+    `sequences[name]`, or the tensor (or sequence) held by a present optional."""
+    name, type_proto, container = value.name, value.type, ""
+    if type_proto.HasField("optional_type"):
+        container, name = name, name + OPTIONAL_VALUE
+        type_proto = type_proto.optional_type.elem_type
+    if type_proto.HasField("sequence_type"):
+        if value.name not in sequences:
+            raise EmberError(f"{source}: input {value.name!r} is a sequence of tensors: give its "
+                             f"length with ember.onnx.load(..., sequences={{{value.name!r}: n}})")
+        count = int(sequences[value.name])
+        element = onnx.ValueInfoProto()
+        element.type.CopyFrom(type_proto.sequence_type.elem_type)
+        specs = []
+        for index in range(count):
+            element.name = _element_name(name, index)
+            spec = _input_spec(element, source)
+            # each tensor of a sequence has its own sizes for the element type's symbolic dims
+            dims = tuple(f"{d}@{index}" if isinstance(d, str) else d for d in spec.dims)
+            specs.append(InputSpec(spec.name, spec.dtype, dims, name, "sequence", spec.ranked))
+        return specs
+    element = onnx.ValueInfoProto()
+    element.name = name
+    element.type.CopyFrom(type_proto)
+    spec = _input_spec(element, source)
+    return [InputSpec(spec.name, spec.dtype, spec.dims, container, "optional", spec.ranked)
+            if container else spec]
 
 
 def _input_spec(value: onnx.ValueInfoProto, source: str) -> InputSpec:
@@ -827,8 +1149,8 @@ def _input_spec(value: onnx.ValueInfoProto, source: str) -> InputSpec:
             dims.append(int(dim.dim_value))
         else:
             dims.append(dim.dim_param or f"{value.name}_dim{axis}")
-    spec = InputSpec(value.name, dtype, tuple(dims))
-    if all(isinstance(d, int) for d in dims):
+    spec = InputSpec(value.name, dtype, tuple(dims), ranked=tensor_type.HasField("shape"))
+    if spec.ranked and all(isinstance(d, int) for d in dims):
         _check_size(spec, tuple(dims), source)
     return spec
 
@@ -843,9 +1165,9 @@ def _check_shapes(shapes: Mapping[str, Any], inputs: list[InputSpec], source: st
         if key in by_name:
             shape = _sizes(key, given, source)
             spec = by_name[key]
-            if len(shape) != len(spec.dims) or any(
+            if spec.ranked and (len(shape) != len(spec.dims) or any(
                 isinstance(d, int) and d != s for d, s in zip(spec.dims, shape, strict=True)
-            ):
+            )):
                 raise EmberError(f"{source}: shapes[{key!r}] = {list(shape)} does not fit the "
                                  f"declared shape {_format_dims(spec.dims)}")
             result[key] = shape
@@ -888,11 +1210,13 @@ def _check_size(spec: InputSpec, shape: tuple[int, ...], source: str) -> tuple[i
 
 def _check_input(spec: InputSpec, tensor: Tensor, bound: dict[str, int], source: str) -> None:
     """The traced input fits the declaration; symbolic dims take its sizes, consistently."""
-    declared = _format_dims(spec.dims)
+    declared = _format_dims(spec.dims) if spec.ranked else " (of any shape)"
     _check_size(spec, tensor.shape, source)
     if tensor.dtype_ is not spec.dtype:
         raise EmberError(f"{source}: input {spec.name!r} is declared {spec.dtype.value}"
                          f"{declared}, got {tensor.value.type}")
+    if not spec.ranked:
+        return
     if len(tensor.shape) != len(spec.dims):
         raise EmberError(f"{source}: input {spec.name!r} is declared with rank {len(spec.dims)} "
                          f"{declared}, got {tensor.value.type}")
