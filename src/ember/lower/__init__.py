@@ -14,6 +14,7 @@ from ember.lower import (  # noqa: F401  (each registers its rules)
     ops_norm,
     ops_pool,
     ops_reduce,
+    ops_remainder,
     ops_resample,
     ops_shape,
     ops_sort,

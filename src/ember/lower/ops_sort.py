@@ -1,4 +1,4 @@
-"""Loop nests of `topk` (sorting by counting) and the scalar rule of `fmod`.
+"""The loop nest of `topk`: sorting by counting places.
 
 topk: each element's place in its row is the number of row elements that come before it (the
 order of `ember.ops.sort`: larger first for `largest`, NaN beyond every number, ties by index),
@@ -16,7 +16,6 @@ That is n^2 comparisons per row: fine for the rows of TopK and of sorting small 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 
 from ember.ir.graph import Node
 from ember.ir.ops import normalize_axis
@@ -37,9 +36,8 @@ from ember.lower.loops import (
     index_imm,
     mul,
 )
-from ember.lower.ops_elementwise import lower_elementwise
 from ember.lower.ops_linalg import let, loop, outer_loop
-from ember.lower.rules import LowerContext, lowers, scalar_rule
+from ember.lower.rules import LowerContext, lowers
 
 I64 = DType.I64
 
@@ -100,13 +98,3 @@ def lower_topk(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
         return loop(ctx, inner, lane)
 
     return tuple(outer_loop(ctx, outer, row))
-
-
-@scalar_rule("fmod")
-def fmod(node: Node, operands: Sequence[Expr]) -> Expr:
-    """C's fmod: LLVM's frem, which is exact."""
-    a, b = operands
-    return Binary("rem", a, b)
-
-
-lowers("fmod")(lower_elementwise)

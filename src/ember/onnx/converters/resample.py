@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ember.onnx import export_resample  # noqa: F401  (registers the same operators' exporters)
 from ember.onnx.converters.base import NodeContext, Outputs, converter, normalize_axis
 
 _RESIZE_MODES = ("nearest", "linear", "cubic")
