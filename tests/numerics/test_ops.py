@@ -1842,6 +1842,9 @@ case("grid_sample", floats(1, 2, 3, 4, 5), floats(1, 2, 3, 4, 3, low=-1.2, high=
 case("topk", ints(5, 8, dtype=np.int64), label="int-desc", k=8, axis=1,
      expected=lambda x: (-np.sort(-x, axis=1, kind="stable"),
                          np.argsort(-x, axis=1, kind="stable")))
+case("topk", ints(3, 45, 2, low=-4, high=5, dtype=np.int64), label="bitonic", k=20, axis=1,
+     expected=lambda x: (-np.sort(-x, axis=1, kind="stable")[:, :20],
+                         np.argsort(-x, axis=1, kind="stable")[:, :20]))
 case("topk", ints(6, 4, 3, dtype=np.int64), label="int-smallest", k=2, axis=0, largest=False,
      expected=lambda x: (np.sort(x, axis=0, kind="stable")[:2],
                          np.argsort(x, axis=0, kind="stable")[:2]))

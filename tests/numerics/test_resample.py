@@ -147,6 +147,26 @@ def test_topk_sort_argsort_fmod_at_every_level() -> None:
             np.testing.assert_array_equal(got, want)
 
 
+def test_long_rows_sort_by_the_network() -> None:
+    """Rows beyond the counting limit (a bitonic network, padded to a power of two): ties,
+    NaN, infinities and -0.0 in the order numpy's stable sort and torch.topk give."""
+    x = _rng(13).integers(-3, 4, (5, 77)).astype(np.float32)
+    x[0, 10] = np.nan
+    x[1, ::7] = np.inf
+    x[2, 3] = -np.inf
+    x[3, :] = -0.0
+
+    def fn(a):
+        return (np.sort(a, axis=-1), np.argsort(a, axis=-1), *F.topk(a, 9, dim=1),
+                *F.topk(a, 5, dim=0, largest=False))
+
+    expected = (np.sort(x, axis=-1), np.argsort(x, axis=-1, kind="stable"),
+                *_stable_topk(x, 9, 1, largest=True), *_stable_topk(x, 5, 0, largest=False))
+    for outs in _run_levels(fn, x):
+        for got, want in zip(outs, expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_integer_sort_and_fmod() -> None:
     x = _rng(10).integers(-5, 6, (3, 8)).astype(np.int32)
     d = np.array([3, -3, 0, 2, 7, -1, 5, 0], np.int32)
