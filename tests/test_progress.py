@@ -101,7 +101,8 @@ def test_a_failed_compile_says_so(monkeypatch, capsys):
     assert capsys.readouterr().err.splitlines()[-1].startswith("ember: compile failed after ")
 
 
-def test_on_a_terminal_one_line_is_redrawn_then_replaced_by_the_summary():
+def test_on_a_terminal_one_line_is_redrawn_then_replaced_by_the_summary(monkeypatch):
+    monkeypatch.setattr(progress, "MIN_REDRAW", 0.0)  # every count redraws
     terminal = FakeTerminal()
     reporter = progress.Reporter(terminal, terminal=True, delay=0.0)
     reporter.stage("llvm ir", total=4, unit="kernels")

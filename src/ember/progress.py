@@ -13,8 +13,9 @@ llvm optimize and machine code. A report opened inside another one adds to the o
 opened with `False` silences the stages inside it.
 
 Nothing is written for a compile that ends within DELAY seconds. After that, on a terminal, one
-line is redrawn in place ten times a second (the time so far, the stage, a bar of its count),
-and replaced at the end by one summary line with each stage's seconds. Elsewhere (`progress=True`
+line is redrawn in place (the time so far, the stage, a bar of its count) at each new stage, at
+most twenty times a second as counts advance, and ten times a second while a stage is silent;
+at the end one summary line with each stage's seconds replaces it. Elsewhere (`progress=True`
 with stderr a pipe or a file) each stage gets one line when it ends, and the same summary line
 closes the report.
 """
@@ -31,7 +32,8 @@ from dataclasses import dataclass
 from typing import TextIO
 
 DELAY = 1.0  # seconds a compile runs before its progress is shown
-REFRESH = 0.1  # seconds between redraws on a terminal
+REFRESH = 0.1  # seconds between redraws on a terminal while a stage is silent
+MIN_REDRAW = 0.05  # the least seconds between two redraws for counts
 BAR_WIDTH = 24
 
 
@@ -59,6 +61,7 @@ class Reporter:
         self.stages: list[_Stage] = []
         self._printed = 0  # stages written as finished lines (not on a terminal)
         self._drawn = False  # something is on the stream
+        self._drawn_at = 0.0  # when the terminal line was last drawn
         self._width = 0  # characters of the line last drawn on a terminal
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -74,7 +77,7 @@ class Reporter:
             now = time.perf_counter()
             self._end_stage(now)
             self.stages.append(_Stage(name, total, unit, now))
-            self._update(now)
+            self._update(now, new_stage=True)
 
     def advance(self, count: int = 1, detail: str = "") -> None:
         """`count` more of the current stage done; `detail` names the last one."""
@@ -111,13 +114,13 @@ class Reporter:
         if self.stages and self.stages[-1].seconds is None:
             self.stages[-1].seconds = now - self.stages[-1].started
 
-    def _update(self, now: float) -> None:
+    def _update(self, now: float, new_stage: bool = False) -> None:
         if now - self.started < self.delay:
             return
-        if self.terminal:
-            self._draw(now)
-        else:
+        if not self.terminal:
             self._flush_finished()
+        elif new_stage or now - self._drawn_at >= MIN_REDRAW:
+            self._draw(now)
 
     def _flush_finished(self) -> None:
         """One line for each finished stage not written yet (never on a terminal)."""
@@ -136,11 +139,12 @@ class Reporter:
         line = f"ember: {self.title} {now - self.started:5.1f} s"
         if self.stages:
             current = self.stages[-1]
-            line += f"  {_bar(current)} {_describe(current)}"
+            bar = f"{_bar(current)} " if current.total else ""
+            line += f"  {bar}{_describe(current)}"
         self.stream.write("\r" + line.ljust(self._width))
         self.stream.flush()
         self._width = len(line)
-        self._drawn = True
+        self._drawn, self._drawn_at = True, now
 
     def _clear(self) -> None:
         if self.terminal and self._width:
@@ -167,8 +171,7 @@ def _describe(stage: _Stage) -> str:
 
 
 def _bar(stage: _Stage) -> str:
-    if not stage.total:
-        return "[" + " " * BAR_WIDTH + "]"
+    assert stage.total
     filled = round(BAR_WIDTH * min(stage.done, stage.total) / stage.total)
     return "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
 
