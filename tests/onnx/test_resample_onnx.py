@@ -129,3 +129,13 @@ def test_topk_k_out_of_range_is_named() -> None:
     model = _model(node, {"x": _X}, {"k": np.array([4], np.int64)}, 2, 13)
     with pytest.raises(ember.EmberError, match=r"K=4 is outside \[0, 3\]"):
         ember.trace(ember.onnx.load(model), _X)
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear"])
+def test_upsample_matches_onnxruntime(mode: str) -> None:
+    node = helper.make_node("Upsample", ["x", "s"], ["y"], mode=mode)
+    model = _model(node, {"x": _X}, {"s": np.array([1, 1, 2, 1.5], np.float32)}, 1, 9)
+    expected = _ort(model, {"x": _X})[0]
+    for level in (0, 3):
+        np.testing.assert_allclose(_ember(model, {"x": _X}, level)[0], expected, rtol=1e-5,
+                                   atol=1e-6)

@@ -1,4 +1,4 @@
-"""Converters of ONNX's resampling and sorting operators: Resize, GridSample, TopK.
+"""Converters of ONNX's resampling and sorting operators: Resize, Upsample, GridSample, TopK.
 
 Resize's roi, scales and sizes and TopK's K must be known at import time (Ember's shapes are
 static); the converters resolve them, with `axes` and `keep_aspect_ratio_policy`, into the
@@ -142,3 +142,26 @@ def top_k(node: NodeContext) -> Outputs:
     values, indices = node.emit("topk", x, k=k, axis=axis,
                                 largest=bool(node.attr("largest", 1)))
     return [values, indices]
+
+
+@converter("Upsample", versions=(7, 9))
+def upsample(node: NodeContext) -> Outputs:
+    """Upsample (Resize's predecessor): `resize` with asymmetric coordinates, nearest rounding
+    down; scales from the attribute (version 7) or the input (9)."""
+    x = node.tensor(0)
+    mode = node.attr("mode", "nearest")
+    if mode not in ("nearest", "linear", "bilinear"):
+        raise node.error(f"mode {mode!r} is not one of nearest, linear")
+    if node.input_count > 1:
+        given = node.static(1, "scales").reshape(-1).astype(np.float32)
+    else:
+        given = np.asarray(node.attr("scales", []), np.float32)
+    if given.size != x.ndim or not np.all(given >= 1):
+        raise node.error(f"scales {given.tolist()} need one value >= 1 per axis of input shape "
+                         f"{list(x.shape)}")
+    scales = [float(s) for s in given]
+    sizes = [int(s * n) for s, n in zip(scales, x.shape, strict=True)]
+    node.check_dims(sizes, x.dtype, "output shape")
+    return [node.emit("resize", x, sizes=tuple(sizes), scales=tuple(scales),
+                      mode="nearest" if mode == "nearest" else "linear",
+                      coordinate_mode="asymmetric", nearest_mode="floor")]
