@@ -214,6 +214,13 @@ def test_gradients_match_torch_autograd() -> None:
     np.testing.assert_allclose(gq, tp.grad.numpy(), rtol=1e-9, atol=1e-11)
 
 
+def test_argsort_descending_as_torch() -> None:
+    x = np.array([[3.0, 1.0, np.nan, 1.0, 2.0], [0.5, 0.5, -1.0, 0.5, 9.0]], np.float32)
+    expected = torch.argsort(torch.from_numpy(x), dim=1, descending=True, stable=True).numpy()
+    for (got,) in _run_levels(lambda a: a.argsort(dim=1, descending=True), x):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_unsupported_uses_are_clear_errors() -> None:
     x = np.zeros((1, 1, 4, 4), np.float32)
     grid = np.zeros((1, 2, 2, 2), np.float32)
@@ -226,6 +233,8 @@ def test_unsupported_uses_are_clear_errors() -> None:
         (lambda a: np.sort(a, order="x"), "order="),
         (lambda a: a.sort(), "sorts in place"),
         (lambda a: F.grid_sample(a, a, mode="bilinear"), "grid_sample: expected input"),
+        (lambda a: F.interpolate(a[:, :, :0], size=(2, 2), mode="bilinear"),
+         r"spatial sizes \[0, 4\] and the output size \[2, 2\] must be positive"),
     ]
     for fn, message in cases:
         with pytest.raises(EmberError, match=message):

@@ -477,7 +477,10 @@ class Tensor:
                            "and returns None; use np.sort(x, axis) for the sorted values")
 
     def argsort(self, axis: Any = -1, kind: Any = None, order: Any = None, *,
-                dim: Any = None, stable: Any = None) -> Tensor:
+                dim: Any = None, stable: Any = None, descending: bool = False) -> Tensor:
+        if descending:  # torch's argsort(dim, descending=True): NaN first, ties by index
+            return topk(self, self.shape[_sort_axis(self, _axis_arg(axis, dim), "argsort")],
+                        _axis_arg(axis, dim), largest=True)[1]
         return argsort(self, _axis_arg(axis, dim), kind, order, stable=stable)
 
     def topk(self, k: int, dim: int = -1, largest: bool = True, sorted: bool = True

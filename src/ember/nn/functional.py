@@ -1096,9 +1096,9 @@ def interpolate(input: Any, size: Any = None, scale_factor: Any = None, mode: st
     x = _t(input)
     _check_interpolate(x, mode, align_corners, antialias)
     sizes, scales = _output_sizes(x, size, scale_factor, recompute_scale_factor)
-    if min(sizes) <= 0:
-        raise tracer._fail(f"interpolate: the output size {list(sizes)} of input "
-                           f"{x.value.type} must be positive")
+    if min(sizes) <= 0 or 0 in x.shape[2:]:
+        raise tracer._fail(f"interpolate: the input's spatial sizes {list(x.shape[2:])} and the "
+                           f"output size {list(sizes)} must be positive")
     if _INTERPOLATE_MODES[mode][0] is None:
         for axis, (out, scale) in enumerate(zip(sizes, scales, strict=True)):
             if out == x.shape[2 + axis] and (mode == "nearest" or scale is None):

@@ -232,6 +232,10 @@ def infer_resize(x: TensorType, **attrs: object) -> TensorType:
         raise ShapeError(f"roi has {len(roi)} values; a rank-{rank} input needs {2 * rank}")  # type: ignore[arg-type]
     if attrs["coordinate_mode"] == "tf_crop_and_resize" and not roi:
         raise ShapeError("coordinate_mode 'tf_crop_and_resize' needs a roi")
+    for axis in order:
+        if x.shape[axis] == 0 and sizes[axis]:  # type: ignore[index]
+            raise ShapeError(f"axis {axis} is empty: there is nothing to resize to size "
+                             f"{sizes[axis]}")  # type: ignore[index]
     if attrs["mode"] != "nearest" and not x.dtype.is_float:
         raise ShapeError(f"{attrs['mode']} resizing needs a float input, got {x.dtype}")
     if attrs["mode"] == "nearest" and attrs["antialias"]:
@@ -294,6 +298,8 @@ def infer_grid_sample(x: TensorType, grid: TensorType, **attrs: object) -> Tenso
         raise ShapeError(f"grid batch {grid.shape[0]} differs from x batch {x.shape[0]}")
     if not x.dtype.is_float or grid.dtype is not x.dtype:
         raise ShapeError(f"x and grid must share one float dtype, got {x.dtype} and {grid.dtype}")
+    if 0 in x.shape[2:] and grid.size:
+        raise ShapeError(f"x {x} has an empty spatial axis to sample from")
     if attrs["mode"] == "cubic" and spatial != 2:
         raise ShapeError("cubic grid sampling is supported for 2 spatial axes only")
     return TensorType(x.dtype, (*x.shape[:2], *grid.shape[1:-1]))
