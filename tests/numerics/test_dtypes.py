@@ -124,24 +124,6 @@ def test_integer_unary_and_reductions(dtype: type, level: int) -> None:
     assert_same(run(lambda x: x.sum(axis=1), a, level=level), a.sum(axis=1, dtype=dtype))
 
 
-@pytest.mark.parametrize("level", LEVELS)
-@pytest.mark.parametrize("dtype", [*INTS, np.int32, np.int64], ids=lambda t: np.dtype(t).name)
-def test_shifts_follow_numpy_and_shift_everything_out_of_range(dtype: type,
-                                                               level: int) -> None:
-    width = 8 * np.dtype(dtype).itemsize
-    x = integers(dtype, (3, 2 * width + 8), 8)
-    low = -4 if np.dtype(dtype).kind == "i" else 0
-    counts = np.resize(np.arange(low, width + 4), x.shape).astype(dtype)
-    in_range = (counts.astype(np.int64) >= 0) & (counts.astype(np.int64) < width)
-    safe = np.where(in_range, counts, 0).astype(dtype)
-    sign = np.where(x < 0, -1, 0).astype(dtype)
-    left = np.where(in_range, np.left_shift(x, safe), 0).astype(dtype)
-    right = np.where(in_range, np.right_shift(x, safe), sign).astype(dtype)
-    assert_same(run(lambda a, b: tracer.emit("shift_left", a, b), x, counts, level=level), left)
-    assert_same(run(lambda a, b: tracer.emit("shift_right", a, b), x, counts, level=level),
-                right)
-
-
 def test_promotion_follows_numpy_for_mixed_integers() -> None:
     from ember.frontend.tracer import promote
 

@@ -95,17 +95,23 @@ def test_dequantize(x_type: int, numpy_type: type, level: int) -> None:
 
 @pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.parametrize(("element", "numpy_type"), [
-    (TensorProto.UINT64, np.uint64), (TensorProto.INT8, np.int8),
-    (TensorProto.UINT32, np.uint32), (TensorProto.INT64, np.int64)])
+    (TensorProto.UINT8, np.uint8), (TensorProto.UINT16, np.uint16),
+    (TensorProto.UINT32, np.uint32), (TensorProto.UINT64, np.uint64),
+    (TensorProto.INT8, np.int8), (TensorProto.INT16, np.int16),
+    (TensorProto.INT32, np.int32), (TensorProto.INT64, np.int64)])
 @pytest.mark.parametrize("direction", ["LEFT", "RIGHT"])
-def test_bitshift(element: int, numpy_type: type, direction: str, level: int) -> None:
+def test_bitshift_by_every_count(element: int, numpy_type: type, direction: str,
+                                 level: int) -> None:
+    """Every count from below 0 to past the width, against every kind of value (broadcast)."""
     info = np.iinfo(numpy_type)
     width = 8 * np.dtype(numpy_type).itemsize
-    x = np.array([info.max, info.min, 1, 5, info.max // 3, 2, 77, 0], numpy_type)
+    values = [info.max, info.min, 1, 5, info.max // 3, 77, 0, info.min + 1, -1, -77]
+    x = np.array([v for v in values if info.min <= v <= info.max], numpy_type).reshape(-1, 1)
     low = -3 if info.min < 0 else 0
-    counts = np.array([1, width - 1, width, width + 5, low, 0, 3, 2], numpy_type)
+    counts = np.arange(low, width + 3).astype(numpy_type)
     node = helper.make_node("BitShift", ["x", "n"], ["y"], direction=direction)
-    model = _model(node, [("x", element, [8]), ("n", element, [8])], [("y", element, [8])])
+    model = _model(node, [("x", element, [x.shape[0], 1]), ("n", element, [counts.size])],
+                   [("y", element, [x.shape[0], counts.size])])
     _check(model, x, counts, level=level)
 
 

@@ -17,11 +17,7 @@ test_int_division.py):
   `np.power(x, 0.5)` on a float tensor trace to `sqrt`, not `pow`;
 - integer `div` truncates toward zero (C, ONNX; not numpy's floor `//`); a zero divisor raises
   ExecutionError naming the node; INT_MIN / -1 wraps to INT_MIN, as numpy gives; unsigned
-  types divide, compare and take min/max as unsigned;
-- `shift_left`/`shift_right` (ONNX BitShift) shift integers by a count of their own type; a
-  count below 0 or of the width or more shifts every bit out: 0, or for a right shift of a
-  signed value its sign (-1 or 0). Right shifts are arithmetic on signed types, logical on
-  unsigned ones.
+  types divide, compare and take min/max as unsigned.
 """
 
 from __future__ import annotations
@@ -42,7 +38,6 @@ FLOAT = "float"
 NUMERIC = "numeric"
 ANY = "any"
 BOOL = "bool"
-INT = "int"
 
 
 def _check_dtype(dtype: DType, kind: str) -> None:
@@ -51,11 +46,10 @@ def _check_dtype(dtype: DType, kind: str) -> None:
         NUMERIC: dtype is not DType.BOOL,
         ANY: True,
         BOOL: dtype is DType.BOOL,
-        INT: dtype.is_int,
     }[kind]
     if not allowed:
         wanted = {FLOAT: "a float dtype (f16, bf16, f32, f64)", NUMERIC: "a numeric dtype",
-                  BOOL: "bool", INT: "an integer dtype"}[kind]
+                  BOOL: "bool"}[kind]
         raise ShapeError(f"dtype {dtype} is not supported here (expected {wanted})")
 
 
@@ -269,27 +263,6 @@ def _pow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.power(a, b)
 
 
-def _shift(x: np.ndarray, count: np.ndarray, left: bool) -> np.ndarray:
-    """ONNX BitShift: counts outside [0, width) shift every bit out (see the docstring)."""
-    width = 8 * x.dtype.itemsize
-    valid = (count >= 0) & (count < width)
-    safe = np.where(valid, count, 0).astype(x.dtype)
-    if left:
-        result = np.where(valid, np.left_shift(x, safe), 0)
-    else:
-        sign = np.where(x < 0, -1, 0) if x.dtype.kind == "i" else 0
-        result = np.where(valid, np.right_shift(x, safe), sign)
-    return np.asarray(result).astype(x.dtype)
-
-
-def _shift_left(x: np.ndarray, count: np.ndarray) -> np.ndarray:
-    return _shift(x, count, left=True)
-
-
-def _shift_right(x: np.ndarray, count: np.ndarray) -> np.ndarray:
-    return _shift(x, count, left=False)
-
-
 def _extreme(a: np.ndarray, b: np.ndarray, larger: bool) -> np.ndarray:
     """IEEE 754-2019 maximum / minimum: nan from either side propagates, and -0.0 < +0.0
     (numpy's and PyTorch's choice between two zeros depends on the argument order and on the
@@ -381,8 +354,6 @@ _BINARY: list[tuple[str, str, DType | None, Callable[..., np.ndarray]]] = [
     ("logical_and", BOOL, DType.BOOL, np.logical_and),
     ("logical_or", BOOL, DType.BOOL, np.logical_or),
     ("logical_xor", BOOL, DType.BOOL, np.logical_xor),
-    ("shift_left", INT, None, _shift_left),
-    ("shift_right", INT, None, _shift_right),
 ]
 
 for _name, _kind, _fn in _UNARY:

@@ -321,16 +321,40 @@ converter("Mean", versions=(1, 6, 8, 13))(_variadic("add", average=True))
 
 @converter("BitShift", versions=(11, 28))
 def bit_shift(node: NodeContext) -> Outputs:
-    """`shift_left` / `shift_right` by `direction`; a count out of [0, width) shifts every bit
-    out (0, or the sign of a signed value shifted right), as opset 28 defines it."""
+    """Exact integer arithmetic by powers of two: x << n is x * 2^n (wrapping), and x >> n is
+    x / 2^n, floored for signed x (an arithmetic shift). A count outside [0, width) shifts
+    every bit out, as opset 28 defines it: 0, or -1 for a negative x shifted right."""
     direction = node.attr("direction")
     direction = direction.decode() if isinstance(direction, bytes) else str(direction)
     if direction not in ("LEFT", "RIGHT"):
         raise node.error(f"direction must be LEFT or RIGHT, got {direction!r}")
     x, count = binary_operands(node)
-    if not x.dtype_.is_int:
-        raise node.error(f"BitShift takes integer tensors, got {x.dtype_}")
-    return [node.emit("shift_left" if direction == "LEFT" else "shift_right", x, count)]
+    dtype = x.dtype_
+    if not dtype.is_int:
+        raise node.error(f"BitShift takes integer tensors, got {dtype}")
+    width = dtype.bits
+    # 2^k for k < width; 2^(width-1) of a signed type wraps to its minimum, and multiplying by
+    # it still shifts left exactly (two's complement).
+    powers = node.const(np.left_shift(np.ones(width, dtype.numpy),
+                                      np.arange(width, dtype=dtype.numpy)))
+    zero = node.const(0, like=x)
+    # A signed x >> (width - 1) is its sign: only counts below width - 1 divide.
+    limit = width - 1 if direction == "RIGHT" and dtype.is_signed else width
+    valid = count < node.const(limit, like=count)
+    if dtype.is_signed:
+        valid = node.emit("logical_and", count >= node.const(0, like=count), valid)
+    index = node.emit("where", valid, count, node.const(0, like=count)).astype(np.int64)
+    power = powers.take(index)
+    if direction == "LEFT":
+        return [node.emit("where", valid, x * power, zero)]
+    quotient = node.emit("div", x, power)  # toward zero
+    if not dtype.is_signed:
+        return [node.emit("where", valid, quotient, zero)]
+    # floor: one less where a negative x did not divide exactly
+    inexact = node.emit("logical_and", x < zero, node.emit("ne", quotient * power, x))
+    floored = node.emit("where", inexact, quotient - node.const(1, like=x), quotient)
+    sign = node.emit("where", x < zero, node.const(-1, like=x), zero)
+    return [node.emit("where", valid, floored, sign)]
 
 
 @converter("Where", versions=(9, 16))
