@@ -50,23 +50,6 @@ def binary(node: Node, operands: Sequence[Expr]) -> Expr:
     return Binary(_BINARY_OPS[node.op], a, b)
 
 
-@scalar_rule("shift_left", "shift_right")
-def shift(node: Node, operands: Sequence[Expr]) -> Expr:
-    # count in [0, width) ? x << count : 0, and for a right shift x >> count, logical on
-    # unsigned types, arithmetic on signed ones (a count out of range shifts in the sign)
-    x, count = operands
-    dtype = x.dtype
-    valid: Expr = Binary("lt", count, imm(dtype.bits, dtype))
-    if dtype.is_signed:
-        valid = Binary("and", Binary("ge", count, imm(0, dtype)), valid)
-    zero = imm(0, dtype)
-    if node.op == "shift_left":
-        return Select(valid, Binary("shl", x, Select(valid, count, zero)), zero)
-    if dtype.is_signed:
-        return Binary("ashr", x, Select(valid, count, imm(dtype.bits - 1, dtype)))
-    return Select(valid, Binary("shr", x, Select(valid, count, zero)), zero)
-
-
 @scalar_rule(*_MATH_OPS)
 def math(node: Node, operands: Sequence[Expr]) -> Expr:
     return Unary(node.op, operands[0])
@@ -285,6 +268,5 @@ def register_elementwise() -> None:
 
 
 _ALL_SCALAR_OPS = {*_BINARY_OPS, *_MATH_OPS, "neg", "abs", "logical_not", "relu", "leaky_relu",
-                   "sign", "rsqrt", "reciprocal", "gelu", "clip", "cast", "where",
-                   "shift_left", "shift_right"}
+                   "sign", "rsqrt", "reciprocal", "gelu", "clip", "cast", "where"}
 register_elementwise()
