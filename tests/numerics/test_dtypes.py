@@ -122,6 +122,8 @@ def test_integer_unary_and_reductions(dtype: type, level: int) -> None:
     assert_same(run(lambda x: x.min(axis=0), a, level=level), a.min(axis=0))
     assert_same(run(lambda x: x.argmax(axis=1), a, level=level), a.argmax(axis=1))
     assert_same(run(lambda x: x.sum(axis=1), a, level=level), a.sum(axis=1, dtype=dtype))
+    # numpy's cumsum of a narrow integer runs in i64 (u64 for unsigned types)
+    assert_same(run(lambda x: np.cumsum(x, axis=1), a, level=level), np.cumsum(a, axis=1))
 
 
 def test_promotion_follows_numpy_for_mixed_integers() -> None:

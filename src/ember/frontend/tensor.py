@@ -1155,7 +1155,7 @@ def take(x: Any, indices: Any, axis: Any = None, out: Any = None, mode: str = "r
 def cumsum(x: Any, axis: Any = None, dtype: Any = None, out: Any = None, *,
            dim: Any = None) -> Tensor:
     """numpy's cumsum: running sums along the axis (of x flattened when None). Integers and
-    bools sum in i64 (numpy's default), exactly; floats sum as a log-depth tree (Hillis and
+    bools sum in i64, unsigned integers in u64 (numpy's default), exactly; floats sum as a log-depth tree (Hillis and
     Steele), which may round differently from numpy's left-to-right sum (at most about
     log2(n) ulp of the running sum of |x| more)."""
     if out is not None:
@@ -1164,7 +1164,7 @@ def cumsum(x: Any, axis: Any = None, dtype: Any = None, out: Any = None, *,
     if dtype is not None:
         t = t.astype(dtype)
     elif not t.dtype_.is_float:
-        t = t.astype(DType.I64)
+        t = t.astype(DType.U64 if t.dtype_.is_unsigned else DType.I64)
     axis = _axis_arg(axis, dim)
     if axis is None:
         t, axis = t.reshape(-1), 0
