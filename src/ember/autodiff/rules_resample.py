@@ -7,7 +7,7 @@
 - topk: the cotangent of each kept value goes to its index (a one-hot comparison of the
   indices with every position of the axis, summed over the k kept); indices have none.
 - fmod(a, b) = a - trunc(a / b) * b: da = g, db = -g * trunc(a / b), as PyTorch's.
-- grid_sample (PyTorch's bilinear and nearest; cubic and the ONNX convention raise
+- grid_sample (PyTorch's bilinear, nearest and bicubic; the ONNX convention raises
   GradientError): x's cotangent scatters each tap's weight times g to the tap; the grid's is
   the weights' derivative times the tapped values, times du/dgrid (the unnormalization's
   factor and the padding's slope: 0 where border clipping holds a coordinate, -1 where a
@@ -134,22 +134,64 @@ def _reflect_with_grad(b: GraphBuilder, u: Value, size: int, align: bool
     return clipped, b.mul(b.where(even, sign, b.neg(sign)), inside)
 
 
+def _cubic_taps(b: GraphBuilder, t: Value) -> list[tuple[Value, Value]]:
+    """Keys' weights (A = -0.75) of the taps at distances t + 1, t, 1 - t, 2 - t, and their
+    derivatives in t."""
+    a = -0.75
+
+    def c(value: float) -> Value:
+        return _scalar(b, value, t)
+
+    def near(x: Value) -> tuple[Value, Value]:  # ((a + 2) x - (a + 3)) x x + 1, and d/dx
+        value = b.add(b.mul(b.mul(b.sub(b.mul(c(a + 2), x), c(a + 3)), x), x), c(1.0))
+        slope = b.mul(b.sub(b.mul(c(3 * (a + 2)), x), c(2 * (a + 3))), x)
+        return value, slope
+
+    def far(x: Value) -> tuple[Value, Value]:  # ((a x - 5a) x + 8a) x - 4a, and d/dx
+        value = b.sub(b.mul(b.add(b.mul(b.sub(b.mul(c(a), x), c(5 * a)), x), c(8 * a)), x),
+                      c(4 * a))
+        slope = b.add(b.mul(b.sub(b.mul(c(3 * a), x), c(10 * a)), x), c(8 * a))
+        return value, slope
+
+    w0, d0 = far(b.add(t, c(1.0)))
+    w1, d1 = near(t)
+    w2, d2 = near(b.sub(c(1.0), t))
+    w3, d3 = far(b.sub(c(2.0), t))
+    return [(w0, d0), (w1, d1), (w2, b.neg(d2)), (w3, b.neg(d3))]
+
+
+def _move_tap(b: GraphBuilder, position: Value, size: int, attrs: dict) -> Value:
+    """A cubic tap's position moved in by the padding (PyTorch's compute_coordinates)."""
+    if attrs["padding"] == "border":
+        return _clip_with_grad(b, position, size)[0]
+    if attrs["padding"] == "reflection":
+        return _reflect_with_grad(b, position, size, bool(attrs["align_corners"]))[0]
+    return position
+
+
 def _sample_axis(b: GraphBuilder, g: Value, size: int, attrs: dict) -> tuple[list, Value]:
     """One spatial axis: [(integer position, valid, weight, d weight / du)] per tap, and
-    du/dg (the unnormalization's factor times the padding's derivative)."""
+    du/dg (the unnormalization's factor times the padding's derivative; cubic sampling moves
+    its taps, not the coordinate)."""
     align = bool(attrs["align_corners"])
     factor = (size - 1) / 2 if align else size / 2
     u = b.add(b.mul(g, _scalar(b, factor, g)), _scalar(b, (size - 1) / 2, g))
     slope = _scalar(b, factor, g)
-    if attrs["padding"] == "border":
+    cubic = attrs["mode"] == "cubic"
+    if attrs["padding"] == "border" and not cubic:
         u, inside = _clip_with_grad(b, u, size)
         slope = b.mul(slope, inside)
-    elif attrs["padding"] == "reflection":
+    elif attrs["padding"] == "reflection" and not cubic:
         u, derivative = _reflect_with_grad(b, u, size, align)
         slope = b.mul(slope, derivative)
     one, zero = _scalar(b, 1.0, g), _scalar(b, 0.0, g)
     if attrs["mode"] == "nearest":
         taps = [(b.round(u), b.add(b.mul(u, zero), one), b.mul(u, zero))]
+    elif cubic:
+        base = b.floor(u)
+        weights = _cubic_taps(b, b.sub(u, base))
+        taps = [(_move_tap(b, b.add(base, _scalar(b, k - 1.0, g)), size, attrs), w, d)
+                for k, (w, d) in enumerate(weights)]
     else:
         base = b.floor(u)
         t = b.sub(u, base)
@@ -158,22 +200,23 @@ def _sample_axis(b: GraphBuilder, g: Value, size: int, attrs: dict) -> tuple[lis
     result = []
     for position, weight, slope_w in taps:
         valid = b.logical_and(b.ge(position, zero), b.le(position, _scalar(b, size - 1.0, g)))
-        safe = b.where(valid, position, zero)
+        safe = b.where(valid, position, zero)  # moved taps are whole: the cast truncates none
         result.append((b.cast(safe, dtype=DType.I64), valid, weight, slope_w))
     return result, slope
 
 
 def grid_sample_rule(b: GraphBuilder, node: Node, gys: Cotangents) -> Cotangents:
-    """PyTorch's bilinear and nearest grid_sample backward, from gathers and scatter_adds over
-    the batch and spatial axes merged (x as [C, N * S], a tap's index n * S + its offset)."""
+    """PyTorch's grid_sample backward (bilinear, nearest, bicubic), from gathers and
+    scatter_adds over the batch and spatial axes merged (x as [C, N * S], a tap's index
+    n * S + its offset)."""
     (gy,) = gys
     if gy is None:
         return (None, None)
     attrs = attrs_of(node)
-    if attrs["convention"] != "torch" or attrs["mode"] == "cubic":
-        raise GradientError("grid_sample: gradients are supported for PyTorch's bilinear and "
-                            f"nearest sampling, not {attrs['mode']} with the "
-                            f"{attrs['convention']} convention")
+    if attrs["convention"] != "torch":
+        raise GradientError("grid_sample: gradients are supported for PyTorch's sampling "
+                            "(F.grid_sample), not for the ONNX convention of an imported "
+                            "GridSample")
     x, grid = node.inputs
     batch, channels, *dims = x.type.shape
     rank, points, plane = len(dims), math.prod(grid.type.shape[1:-1]), math.prod(dims)
