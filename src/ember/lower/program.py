@@ -213,7 +213,8 @@ def _lower_into(node: Node, ctx: LowerContext) -> tuple[Stmt, ...]:
 def _needs_widening(node: Node) -> bool:
     """Whether `node` reads or writes f16 or bf16 and is not elementwise: such an op (a
     matmul, a softmax, a norm) is lowered in f32 on widened copies (see `_lower_widened`)."""
-    if node.op == "const" or OPS[node.op].elementwise:
+    opdef = OPS.get(node.op)
+    if node.op == "const" or opdef is None or opdef.elementwise:
         return False  # the scalar rules round every f16 / bf16 result, as numpy does
     return any(v.type.dtype.is_narrow_float for v in (*node.inputs, *node.outputs))
 
