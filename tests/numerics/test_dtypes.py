@@ -188,6 +188,17 @@ def test_casts_between_all_types(source: type, level: int) -> None:
 
 
 @pytest.mark.parametrize("level", LEVELS)
+def test_float_to_narrow_integer_out_of_range_wraps_as_numpy(level: int) -> None:
+    """numpy leaves float -> int out of range to the machine (and warns); x86 converts to a
+    32-bit (u32: 64-bit) integer and keeps the low bits, and so does Ember, for values that
+    conversion holds. (Beyond it, and for NaN, the result is unspecified, as in numpy.)"""
+    x = np.array([300.0, -300.0, 70000.5, -1.0, -129.9, 65536.0, 1e9, -2.5], np.float32)
+    for target in (np.int8, np.uint8, np.int16, np.uint16, np.uint32, np.uint64):
+        got = run(lambda t, target=target: t.astype(target), x, level=level)
+        assert_same(got, _numpy_cast(x, np.dtype(target)))
+
+
+@pytest.mark.parametrize("level", LEVELS)
 def test_float_casts_keep_nan_inf_and_signed_zero(level: int) -> None:
     specials = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 65504.0, 65520.0, 1e-8, 3e38,
                          -3.4e38], np.float32)
