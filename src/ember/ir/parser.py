@@ -97,6 +97,11 @@ class TypeSyntaxError(ValueError):
 _DTYPES = ", ".join(d.value for d in DType)
 
 
+def _an(dtype: DType) -> str:
+    """`dtype` with its article, as read aloud: "an i8", "an f16", "a u8", "a bf16"."""
+    return f"{'an' if dtype.value[0] in 'fi' else 'a'} {dtype}"
+
+
 def parse_type(text: str) -> TensorType:
     """`f32[8,256]{nhwc}` -> TensorType; raises TypeSyntaxError naming the bad part."""
     dtype_text, rest = text.split("[", 1)
@@ -322,13 +327,13 @@ class _Parser:
                                  token)
             return token.text == "true"
         if token.kind != "number":
-            raise self.error(f"expected a number (an {dtype} element), found {token.text!r}",
+            raise self.error(f"expected a number ({_an(dtype)} element), found {token.text!r}",
                              token)
         if dtype.is_int:
             if not _INT_RE.match(token.text):
-                raise self.error(f"expected an integer (an {dtype} element), found {token.text}",
+                raise self.error(f"expected an integer ({_an(dtype)} element), found {token.text}",
                                  token)
-            return self.integer(token, np.iinfo(dtype.numpy), dtype, f"an {dtype} element")
+            return self.integer(token, np.iinfo(dtype.numpy), dtype, f"{_an(dtype)} element")
         return self.real(token, dtype)
 
     def real(self, token: Token, dtype: DType) -> float:
