@@ -1155,9 +1155,9 @@ def take(x: Any, indices: Any, axis: Any = None, out: Any = None, mode: str = "r
 def cumsum(x: Any, axis: Any = None, dtype: Any = None, out: Any = None, *,
            dim: Any = None) -> Tensor:
     """numpy's cumsum: running sums along the axis (of x flattened when None). Integers and
-    bools sum in i64, unsigned integers in u64 (numpy's default), exactly; floats sum as a log-depth tree (Hillis and
-    Steele), which may round differently from numpy's left-to-right sum (at most about
-    log2(n) ulp of the running sum of |x| more)."""
+    bools sum in i64, unsigned integers in u64 (numpy's default), exactly; floats sum as a
+    log-depth tree (Hillis and Steele), which may round differently from numpy's left-to-right
+    sum (at most about log2(n) ulp of the running sum of |x| more)."""
     if out is not None:
         raise tracer._fail("np.cumsum with out= is not supported")
     t = tracer.as_tensor(x)
