@@ -64,6 +64,10 @@ def _prepare_load() -> None:
 def _initialize() -> None:
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
+    # Loop Strength Reduction is over a third of LLVM's time on a convolutional network's
+    # kernels (1.1 of 3.0 s on ResNet-50) and buys no measured speed on Ember's loops, whose
+    # addresses are affine in the induction variables already (benchmarks/NOTES.md).
+    llvm.set_option("", "-disable-lsr")
 
 
 @dataclass(frozen=True)
