@@ -382,7 +382,7 @@ class VectorExprEmitter(KernelEmitter):
         return self.emitted[expr]
 
     def expr_imm(self, expr: Imm) -> ir.Value:
-        scalar = REGISTER_TYPES[expr.dtype](expr.value)
+        scalar = REGISTER_TYPES[expr.dtype](register_constant(expr))
         return ir.Constant(ir.VectorType(scalar.type, self.lanes), [scalar] * self.lanes)
 
 
