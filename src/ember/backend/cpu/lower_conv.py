@@ -14,8 +14,8 @@ image is done by the thread that consumes it, while it is still in cache. A sing
 nothing to split that way, so its im2col runs once and the GEMM rows (output channels) are
 split across threads, as `ops_gemm` does for matmul.
 
-Grouped convolutions and convolutions too small to pay for packing return None: the direct loop
-nest of `ops_linalg` lowers them.
+Depthwise convolutions go to `lower_depthwise`; other grouped convolutions and convolutions too
+small to pay for packing return None: the direct loop nest of `ops_linalg` lowers them.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from llvmlite import ir
 
 from ember.backend.cpu import conv_pack, gemm
+from ember.backend.cpu.lower_depthwise import depthwise_conv2d
 from ember.backend.cpu.lower_gemm import emit_epilogue, epilogue_types
 from ember.ir.graph import Node
 from ember.lower.epilogue import Epilogue
@@ -67,7 +68,9 @@ def gemm_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
     x_type, w_type = ctx.input_types[:2]
     out_type = ctx.output_types[0]
     dtype = x_type.dtype
-    if node.attrs["groups"] != 1 or dtype.value not in ("f32", "f64"):
+    if node.attrs["groups"] != 1:
+        return depthwise_conv2d(node, ctx, epilogue)
+    if dtype.value not in ("f32", "f64"):
         return None
     batch, channels, height, width = x_type.shape
     out_channels, _, kernel_h, kernel_w = w_type.shape

@@ -1,0 +1,164 @@
+"""The CPU's depthwise conv2d (groups == input channels == output channels, opt_level 3).
+
+A depthwise convolution has no reduction over channels to feed a GEMM: each output pixel is
+a weighted sum of KH x KW input pixels of its own channel. The direct loops of `ops_linalg`
+add each tap's row into the output row in memory (KH * KW passes over the row, three memory
+operations per multiply-add). Here each output pixel is one expression: the bias, then every
+tap added in (kh, kw) order (the direct loops' order; a multiply-add may be fused), then the
+fused elementwise chain, and one store; the innermost loop runs over output columns and
+vectorizes, its input reads contiguous (stride 1) or interleaved (stride 2).
+
+Padding: output rows and columns whose windows stay inside the input are split from the edge
+ones, so the interior reads with no test. A tap outside the input adds nothing: its read is
+clamped into the input and the sum passes it by with a select. Weights must be
+constants and finite (a padding tap then contributes exactly nothing); other convolutions
+return None and the direct loops lower them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ember.ir.graph import Node
+from ember.lower.epilogue import Epilogue
+from ember.lower.loops import (
+    Binary,
+    Expr,
+    Load,
+    Select,
+    Stmt,
+    Store,
+    add,
+    imm,
+    index_imm,
+    mul,
+    substitute_expr,
+)
+from ember.lower.ops_linalg import both, let, loop, outer_loop
+from ember.lower.rules import LowerContext
+
+MAX_TAPS = 49  # kernels up to 7 x 7: each output pixel is one expression of its taps
+
+
+def _inside(kernel: int, stride: int, pad: int, dilation: int, size: int, out: int
+            ) -> tuple[int, int]:
+    """The output positions [first, end) whose every tap reads inside [0, size)."""
+    first = min(out, -(-pad // stride))  # the smallest o with o * stride - pad >= 0
+    last_tap = (kernel - 1) * dilation - pad
+    end = (size - 1 - last_tap) // stride + 1 if size - 1 - last_tap >= 0 else 0
+    return first, max(first, min(out, end))
+
+
+def depthwise_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
+                     ) -> Sequence[Stmt] | None:
+    """out[n, c, oh, ow] = chain(bias[c] + sum over (kh, kw) of w[c, 0, kh, kw] *
+    x[n, c, oh * sh - ph + kh * dh, ow * sw - pw + kw * dw]), one store per output pixel;
+    planes (n, c) in parallel. None unless depthwise with constant finite weights."""
+    x_type, w_type = ctx.input_types[:2]
+    dtype = x_type.dtype
+    batch, channels, height, width = x_type.shape
+    out_channels, group_channels, kernel_h, kernel_w = w_type.shape
+    if (node.attrs["groups"] != channels or out_channels != channels or group_channels != 1
+            or dtype.value not in ("f32", "f64") or kernel_h * kernel_w > MAX_TAPS):
+        return None
+    weights = ctx.constant_data(1)
+    if weights is None or not bool(np.isfinite(weights).all()):
+        return None
+    x_buffer, w_buffer = ctx.inputs[:2]
+    bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    out = ctx.outputs[0]
+    _, _, out_h, out_w = ctx.output_types[0].shape
+    (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
+    ph, pw = node.attrs["padding"][:2]  # top, left (bottom and right show in the output size)
+    rows_inside = _inside(kernel_h, sh, ph, dh, height, out_h)
+    columns_inside = _inside(kernel_w, sw, pw, dw, width, out_w)
+
+    def plane(nc: Expr) -> list[Stmt]:
+        statements: list[Stmt] = []
+        channel = let(statements, ctx, Binary("rem", nc, index_imm(channels)), "c")
+        x_plane = let(statements, ctx, mul(nc, index_imm(height * width)), "xp")
+        taps = [let(statements, ctx, Load(w_buffer, add(mul(channel, index_imm(
+            kernel_h * kernel_w)), index_imm(k))), "w") for k in range(kernel_h * kernel_w)]
+        start = let(statements, ctx, Load(bias, channel), "b") if bias is not None else imm(
+            0, dtype)
+
+        def output_row(oh: Expr, checked: bool) -> list[Stmt]:
+            local: list[Stmt] = []
+            rows, valid = [], []
+            for kh in range(kernel_h):
+                ih = add(mul(oh, index_imm(sh)), index_imm(kh * dh - ph))
+                if checked:
+                    ih = let(local, ctx, ih, "ih")
+                    valid.append(let(local, ctx, both(Binary("ge", ih, index_imm(0)),
+                                                      Binary("lt", ih, index_imm(height))), "ok"))
+                    ih = Binary("min", Binary("max", ih, index_imm(0)), index_imm(height - 1))
+                else:
+                    valid.append(None)
+                rows.append(let(local, ctx, add(x_plane, mul(ih, index_imm(width))), "xr"))
+            out_row = let(local, ctx, mul(add(mul(nc, index_imm(out_h)), oh), index_imm(out_w)),
+                          "r")
+
+            def pixel(ow: Expr, edge: bool) -> list[Stmt]:
+                body: list[Stmt] = []
+                value = start
+                for kh in range(kernel_h):
+                    for kw in range(kernel_w):
+                        iw = add(mul(ow, index_imm(sw)), index_imm(kw * dw - pw))
+                        column_ok = None
+                        if edge:
+                            column_ok = both(Binary("ge", iw, index_imm(0)),
+                                             Binary("lt", iw, index_imm(width)))
+                            iw = Binary("min", Binary("max", iw, index_imm(0)),
+                                        index_imm(width - 1))
+                        tap = Binary("mul", taps[kh * kernel_w + kw],
+                                     Load(x_buffer, add(rows[kh], iw)))
+                        summed = Binary("add", value, tap)
+                        ok = both(valid[kh], column_ok)
+                        # a select names its running sum (a temporary), which both of its
+                        # arms read: as one expression tree the sum would double per tap
+                        value = summed if ok is None else let(body, ctx, Select(ok, summed,
+                                                                                value), "acc")
+                if epilogue is not None:
+                    value = _apply(epilogue, value, channel, add(mul(oh, index_imm(out_w)), ow),
+                                   add(out_row, ow))
+                return [*body, Store(out, add(out_row, ow), value)]
+
+            first, end = columns_inside
+            local += _span(ctx, 0, first, lambda ow: pixel(ow, True))
+            local += _span(ctx, first, end, lambda ow: pixel(ow, False))
+            local += _span(ctx, end, out_w, lambda ow: pixel(ow, True))
+            return local
+
+        # The interior rows read with no test; the edge rows (top and bottom, one loop over
+        # both, so one more copy of the row's code) pass a kernel row in the padding by with
+        # a select whose condition holds for the whole output row.
+        first, end = rows_inside
+        statements += _span(ctx, first, end, lambda oh: output_row(oh, False))
+        skip = index_imm(end - first)
+        statements += _span(ctx, 0, first + out_h - end, lambda k: output_row(
+            add(k, Select(Binary("ge", k, index_imm(first)), skip, index_imm(0))), True))
+        return statements
+
+    return outer_loop(ctx, batch * channels, plane)
+
+
+def _span(ctx: LowerContext, start: int, stop: int, body: Callable[[Expr], list[Stmt]]
+          ) -> list[Stmt]:
+    """A loop over [start, stop) (nothing when empty)."""
+    if stop <= start:
+        return []
+    return loop(ctx, stop - start, lambda j: body(add(j, index_imm(start))))
+
+
+def _apply(epilogue: Epilogue, value: Expr, channel: Expr, pixel: Expr, element: Expr) -> Expr:
+    """The fused chain on one output value: in the GEMM view of a convolution's output
+    ([channels, pixels] per image), a "row" operand is per channel, a "col" one per pixel, a
+    "full" one per element."""
+    mapping = {epilogue.acc: value}
+    for variable, operand in zip(epilogue.variables, epilogue.operands, strict=True):
+        index = {"row": channel, "col": pixel, "scalar": index_imm(0), "full": element}[
+            operand.pattern]
+        mapping[variable] = Load(operand.buffer, index)
+    return substitute_expr(epilogue.expr, mapping)
