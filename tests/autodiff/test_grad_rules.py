@@ -489,7 +489,46 @@ SHAPE_OPS = {
                  lambda t: _torch_pad(t, (0, 1, 2, 1, 0, 1), 0.0), (normal((2, 3, 5), "pad3"),))],
 }
 
-CASES: dict[str, list[Case]] = {**UNARY, **BINARY, **REDUCE, **NEURAL, **SHAPE_OPS}
+# -- resampling, sorting, fmod -----------------------------------------------------------------
+
+
+def _grid_case(name: str, shape: tuple[int, ...], grid: tuple[int, ...], padding: str,
+               align: bool) -> Case:
+    return Case(name, _op("grid_sample", mode="linear", padding=padding, align_corners=align,
+                          convention="torch"),
+                lambda x, g: F.grid_sample(x, g, mode="bilinear", padding_mode=padding,
+                                           align_corners=align),
+                (normal(shape, name), _rng(name + "grid").uniform(-1.2, 1.2, grid)))
+
+
+RESAMPLE = {
+    "resize": [
+        Case("resize-bicubic[2,3,5,6]->[7,4]",
+             _op("resize", sizes=(2, 3, 7, 4), scales=(1.0, 1.0, 7 / 5, 4 / 6), mode="cubic"),
+             lambda x: F.interpolate(x, size=(7, 4), mode="bicubic"), (normal((2, 3, 5, 6), "rz"),)),
+        Case("resize-bilinear-antialias[2,3,5,6]->[2,3]",
+             _op("resize", sizes=(2, 3, 2, 3), scales=(1.0, 1.0, 2 / 5, 3 / 6), mode="linear",
+                 antialias=True, exclude_outside=True),
+             lambda x: F.interpolate(x, size=(2, 3), mode="bilinear", antialias=True),
+             (normal((2, 3, 5, 6), "rz-aa"),)),
+        Case("resize-nearest[2,3,5,6]->[10,3]",
+             _op("resize", sizes=(2, 3, 10, 3), scales=(1.0, 1.0, 2.0, 0.5), mode="nearest",
+                 coordinate_mode="asymmetric", nearest_mode="floor"),
+             lambda x: F.interpolate(x, size=(10, 3), mode="nearest"),
+             (normal((2, 3, 5, 6), "rz-n"),)),
+    ],
+    "grid_sample": [_grid_case("grid_sample-reflection", (2, 3, 5, 6), (2, 4, 3, 2),
+                               "reflection", False),
+                    _grid_case("grid_sample-border-align", (1, 2, 4, 5), (1, 3, 3, 2),
+                               "border", True)],
+    "topk": [Case("topk-values[4,9]", lambda x: emit("topk", x, k=3, axis=1, largest=True)[0],
+                  lambda x: torch.topk(x, 3, dim=1)[0], (normal((4, 9), "tk"),))],
+    "fmod": [Case("fmod[7,5]", _op("fmod"), torch.fmod,
+                  (normal((7, 5), "fm") * 3, positive((7, 5), "fm2")))],
+}
+
+CASES: dict[str, list[Case]] = {**UNARY, **BINARY, **REDUCE, **NEURAL, **SHAPE_OPS,
+                                 **RESAMPLE}
 
 # How many of an op's cases compile at opt_level 3: the first (an odd shape); two for binary
 # ops (broadcast [3,1] with [1,4], a scalar with a matrix), matmul (x @ W.T) and pad (reflect

@@ -157,10 +157,8 @@ def test_float_floor_divide_is_refused_by_name() -> None:
                lambda a: np.remainder(2, a)):
         with pytest.raises(EmberError, match=r"integer tensors.*exact fmod"):
             ember.trace(fn, x)
-    with pytest.raises(EmberError, match=r"np.sort is not traceable.*no sort op"):
-        ember.trace(np.sort, x)
-    with pytest.raises(EmberError, match="argsort is not traceable"):
-        ember.trace(lambda a: a.argsort(), x)
+    with pytest.raises(EmberError, match=r"Tensor.sort is not traceable.*sorts in place"):
+        ember.trace(lambda a: a.sort(), x)
     with pytest.raises(EmberError, match="ellipses are not supported"):
         ember.trace(lambda a: np.einsum("...i->i", a), x)
     with pytest.raises(EmberError, match=r"einsum 'ij,jk': letter 'j' has sizes 3 and 2"):

@@ -210,8 +210,8 @@ def test_assignment_into_a_traced_tensor_is_an_error() -> None:
 
 
 def test_untraceable_numpy_function_is_named() -> None:
-    with pytest.raises(ember.TraceError, match=r"np\.sort"):
-        ember.trace(lambda x: np.sort(x), rand(3))
+    with pytest.raises(ember.TraceError, match=r"np\.unique"):
+        ember.trace(lambda x: np.unique(x), rand(3))
 
 
 def test_returning_none_is_an_error() -> None:

@@ -488,6 +488,35 @@ SHAPE_ERRORS: list[tuple[str, list[TensorType], dict[str, object], str]] = [
         "adaptive_avg_pool2d_grad: expected an NCHW cotangent of rank 4, got rank 3; "
         "inputs f32[1,1,3]",
     ),
+    # resample
+    (
+        "resize",
+        [f32[1, 1, 4, 4]],
+        {"sizes": (1, 1, 8), "scales": (1.0, 1.0, 2.0)},
+        "resize: sizes [1, 1, 8] and scales [1.0, 1.0, 2.0] need one entry per axis of the "
+        "rank-4 input; inputs f32[1,1,4,4]",
+    ),
+    (
+        "resize",
+        [i64[1, 1, 4, 4]],
+        {"sizes": (1, 1, 8, 8), "scales": (1.0, 1.0, 2.0, 2.0), "mode": "linear"},
+        "resize: linear resizing needs a float input, got i64; inputs i64[1,1,4,4]",
+    ),
+    (
+        "grid_sample",
+        [f32[1, 1, 4, 4], f32[1, 2, 2, 3]],
+        {},
+        "grid_sample: expected x [N, C, H, W] with grid [N, H', W', 2] (or 3-D with "
+        "[N, D', H', W', 3]), got x f32[1,1,4,4] and grid f32[1,2,2,3]; "
+        "inputs f32[1,1,4,4], f32[1,2,2,3]",
+    ),
+    # sort
+    (
+        "topk",
+        [f32[3, 4]],
+        {"k": 5, "axis": 1},
+        "topk: k=5 is outside [0, 4] (the size of axis 1); inputs f32[3,4]",
+    ),
 ]
 
 # (op, input types, attributes, the exact message): attribute schema errors name the op and

@@ -64,8 +64,16 @@ def _onnx_dtype(dtype: DType) -> int:
     return {
         DType.F32: TensorProto.FLOAT,
         DType.F64: TensorProto.DOUBLE,
+        DType.F16: TensorProto.FLOAT16,
+        DType.BF16: TensorProto.BFLOAT16,
+        DType.I8: TensorProto.INT8,
+        DType.I16: TensorProto.INT16,
         DType.I32: TensorProto.INT32,
         DType.I64: TensorProto.INT64,
+        DType.U8: TensorProto.UINT8,
+        DType.U16: TensorProto.UINT16,
+        DType.U32: TensorProto.UINT32,
+        DType.U64: TensorProto.UINT64,
         DType.BOOL: TensorProto.BOOL,
     }[dtype]
 

@@ -277,7 +277,7 @@ def power(node: NodeContext) -> Outputs:
 @converter("Mod", versions=(10, 13, 28))
 def mod(node: NodeContext) -> Outputs:
     """Remainder with the dividend's sign (`fmod` 1, C's fmod) or the divisor's (`fmod` 0,
-    Python's %): exact integer arithmetic on tensors; float remainders of known values only."""
+    Python's %): exact integer arithmetic, and for floats the exact `fmod` op."""
     fmod = bool(node.attr("fmod", 0))
     a_known, b_known = node.known(0), node.known(1)
     if a_known is not None and b_known is not None:
@@ -287,17 +287,21 @@ def mod(node: NodeContext) -> Outputs:
             return [(np.fmod if fmod else np.mod)(a_known, b_known)]
     a, b = binary_operands(node)
     if a.dtype_.is_float:
-        # a - trunc(a / b) * b rounds twice in floating point: not the exact remainder.
-        raise node.error(f"the remainder of {a.dtype_.value} tensors computed at run time is "
-                         "not supported (only integers, or values known at import time)")
-    remainder = a - node.emit("div", a, b) * b  # div truncates toward zero: C's fmod
+        remainder = node.emit("fmod", a, b)  # exact (a - trunc(a / b) * b rounds twice)
+    else:
+        remainder = a - node.emit("div", a, b) * b  # div truncates toward zero: C's fmod
     if fmod:
         return [remainder]
-    # Python's %: a nonzero remainder takes the divisor's sign.
+    # Python's %: a nonzero remainder takes the divisor's sign (a float zero takes b's sign,
+    # as np.mod gives).
     zero = node.const(0, like=remainder)
     flip = node.emit("logical_and", node.emit("ne", remainder, zero),
                      node.emit("ne", remainder < zero, b < zero))
-    return [tracer.emit("where", flip, remainder + b, remainder)]
+    result = tracer.emit("where", flip, remainder + b, remainder)
+    if a.dtype_.is_float:
+        signed_zero = tracer.emit("where", b < zero, node.const(-0.0, like=remainder), zero)
+        result = tracer.emit("where", node.emit("eq", remainder, zero), signed_zero, result)
+    return [result]
 
 
 def _variadic(op: str, average: bool = False) -> Callable[[NodeContext], Outputs]:
