@@ -11,7 +11,6 @@ from onnx import TensorProto, helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
 import ember  # noqa: E402
-from ember.errors import EmberError  # noqa: E402
 from ember.onnx.loader import load  # noqa: E402
 
 LEVELS = [0, 3]
@@ -123,8 +122,15 @@ def test_cast_uint64_and_float16(level: int) -> None:
     _check(model, x, level=level)
 
 
-def test_bfloat16_import_is_refused_clearly() -> None:
+@pytest.mark.parametrize("level", LEVELS)
+def test_bfloat16_cast_and_arithmetic(level: int) -> None:
+    """FLOAT -> BFLOAT16 rounds to nearest even (ties, NaN, inf, -0.0, overflow to inf), and
+    bf16 arithmetic rounds each result, as onnx's reference does."""
+    x = np.array([1.0, 1.00390625, 1.01171875, -0.0, np.inf, -np.inf, np.nan, 3.4e38, 1e-40,
+                  -2.5], np.float32)
     node = helper.make_node("Cast", ["x"], ["y"], to=TensorProto.BFLOAT16)
-    model = _model(node, [("x", TensorProto.FLOAT, [2])], [("y", TensorProto.BFLOAT16, [2])])
-    with pytest.raises(EmberError, match="BFLOAT16 is not imported yet"):
-        ember.compile(load(model), np.zeros(2, np.float32))
+    model = _model(node, [("x", TensorProto.FLOAT, [10])], [("y", TensorProto.BFLOAT16, [10])])
+    want = ReferenceEvaluator(model).run(None, {"x": x})[0]
+    got = ember.compile(load(model), x, opt_level=level)(x)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got.view(np.uint16), want.view(np.uint16))

@@ -10,8 +10,8 @@ numpy implementation computed, independent of Ember. Each case is imported with
 `ember.onnx.load` once, then compiled with `ember.compile` and run at each opt level. A case
 
 - passes when every output has the expected shape and dtype and its values are close (the
-  case's rtol and atol, or a looser pair from TOLERANCES with its reason; NaNs in the same
-  places, infinities equal);
+  case's rtol and atol, or a looser pair from TOLERANCES with its reason; bfloat16 within one
+  of its units in the last place, BF16_RTOL; NaNs in the same places, infinities equal);
 - is wrong when it runs and an output differs;
 - is refused when Ember stops it with an EmberError (an operator, version, element type or
   attribute it does not handle), grouped by a reason that names the operator, type or opset;
@@ -48,6 +48,11 @@ TOLERANCES: dict[str, tuple[float, float]] = {
     "test_dft_inverse_opset19": (1e-3, 5e-6),
     "test_dft_inverse": (1e-3, 5e-6),  # the same data, with the axis as an input
 }
+
+# bfloat16 outputs are compared as floats within one bf16 unit in the last place relative
+# (8 significant bits: 2^-7), or the case's rtol if looser: a result computed in f32 and
+# rounded once may round the other way from a reference that rounds after every step.
+BF16_RTOL = 2.0**-7
 
 STATUSES = ("pass", "wrong", "refused", "error")
 # The test runs level 3 (a native compile per case) on every SAMPLE-th case by a hash of its
@@ -128,6 +133,9 @@ def compare(results: Sequence[np.ndarray], expected: Sequence[np.ndarray], rtol:
         if got.shape != want.shape or got.dtype != want.dtype:
             return (f"output {index} is {got.dtype}{list(got.shape)}, expected "
                     f"{want.dtype}{list(want.shape)}")
+        if want.dtype.name == "bfloat16":  # ml_dtypes' bfloat16: a float numpy does not know
+            got, want = got.astype(np.float32), want.astype(np.float32)
+            rtol = max(rtol, BF16_RTOL)
         if want.dtype.kind not in "fc":
             if not np.array_equal(got, want):
                 return f"output {index}: {int(np.sum(got != want))} elements differ"

@@ -286,10 +286,10 @@ def mod(node: NodeContext) -> Outputs:
         with np.errstate(all="ignore"):
             return [(np.fmod if fmod else np.mod)(a_known, b_known)]
     a, b = binary_operands(node)
-    if a.dtype_.is_float:
-        remainder = node.emit("fmod", a, b)  # exact (a - trunc(a / b) * b rounds twice)
-    else:
-        remainder = a - node.emit("div", a, b) * b  # div truncates toward zero: C's fmod
+    # floats: exact (a - trunc(a / b) * b rounds twice); integers: div truncates toward zero,
+    # which is C's fmod
+    remainder = (node.emit("fmod", a, b) if a.dtype_.is_float
+                 else a - node.emit("div", a, b) * b)
     if fmod:
         return [remainder]
     # Python's %: a nonzero remainder takes the divisor's sign (a float zero takes b's sign,
