@@ -12,12 +12,14 @@ Padding: output rows and columns whose windows stay inside the input are split f
 ones, so the interior reads with no test. A tap outside the input adds nothing: its read is
 clamped into the input and the sum passes it by with a select. Weights must be
 constants and finite (a padding tap then contributes exactly nothing); other convolutions
-return None and the direct loops lower them.
+return None and the direct loops lower them. `window_loops` is the loop structure for any
+window that folds its taps (`Window.combine`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,6 +27,7 @@ from ember.ir.graph import Node
 from ember.lower.epilogue import Epilogue
 from ember.lower.loops import (
     Binary,
+    Buffer,
     Expr,
     Load,
     Select,
@@ -51,38 +54,40 @@ def _inside(kernel: int, stride: int, pad: int, dilation: int, size: int, out: i
     return first, max(first, min(out, end))
 
 
-def depthwise_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
-                     ) -> Sequence[Stmt] | None:
-    """out[n, c, oh, ow] = chain(bias[c] + sum over (kh, kw) of w[c, 0, kh, kw] *
-    x[n, c, oh * sh - ph + kh * dh, ow * sw - pw + kw * dw]), one store per output pixel;
-    planes (n, c) in parallel. None unless depthwise with constant finite weights."""
-    x_type, w_type = ctx.input_types[:2]
-    dtype = x_type.dtype
-    batch, channels, height, width = x_type.shape
-    out_channels, group_channels, kernel_h, kernel_w = w_type.shape
-    if (node.attrs["groups"] != channels or out_channels != channels or group_channels != 1
-            or dtype.value not in ("f32", "f64") or kernel_h * kernel_w > MAX_TAPS):
-        return None
-    weights = ctx.constant_data(1)
-    if weights is None or not bool(np.isfinite(weights).all()):
-        return None
-    x_buffer, w_buffer = ctx.inputs[:2]
-    bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
-    out = ctx.outputs[0]
-    _, _, out_h, out_w = ctx.output_types[0].shape
-    (sh, sw), (dh, dw) = node.attrs["stride"], node.attrs["dilation"]
-    ph, pw = node.attrs["padding"][:2]  # top, left (bottom and right show in the output size)
+@dataclass(frozen=True)
+class Window:
+    """A sliding window over NCHW planes: sizes, and how each output folds its taps."""
+
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]  # top, left (bottom and right show in the output size)
+    dilation: tuple[int, int]
+    combine: str  # "add" or "max": the fold of the running value and a tap
+
+
+def window_loops(ctx: LowerContext, window: Window, x_buffer: Buffer, out: Buffer, planes: int,
+                 prologue: Callable[[list[Stmt], Expr], tuple[Expr, Callable[[int, Expr], Expr]]],
+                 finish: Callable[[Expr, Expr, Expr, Expr], Expr] | None = None) -> list[Stmt]:
+    """The loops of a window kernel: planes in parallel, output rows, then output columns
+    innermost, each output one expression folded from `start` over its taps in (kh, kw) order
+    and stored once. `prologue(statements, plane)` emits the plane's hoisted values and returns
+    (start, tap(k, x) -> the value tap k folds in, given its input element x); `finish(value,
+    plane, pixel, element)` maps the folded value before the store."""
+    height, width = window.in_hw
+    out_h, out_w = window.out_hw
+    kernel_h, kernel_w = window.kernel
+    sh, sw = window.stride
+    ph, pw = window.padding
+    dh, dw = window.dilation
     rows_inside = _inside(kernel_h, sh, ph, dh, height, out_h)
     columns_inside = _inside(kernel_w, sw, pw, dw, width, out_w)
 
-    def plane(nc: Expr) -> list[Stmt]:
+    def plane(p: Expr) -> list[Stmt]:
         statements: list[Stmt] = []
-        channel = let(statements, ctx, Binary("rem", nc, index_imm(channels)), "c")
-        x_plane = let(statements, ctx, mul(nc, index_imm(height * width)), "xp")
-        taps = [let(statements, ctx, Load(w_buffer, add(mul(channel, index_imm(
-            kernel_h * kernel_w)), index_imm(k))), "w") for k in range(kernel_h * kernel_w)]
-        start = let(statements, ctx, Load(bias, channel), "b") if bias is not None else imm(
-            0, dtype)
+        x_plane = let(statements, ctx, mul(p, index_imm(height * width)), "xp")
+        start, tap_value = prologue(statements, p)
 
         def output_row(oh: Expr, checked: bool) -> list[Stmt]:
             local: list[Stmt] = []
@@ -97,7 +102,7 @@ def depthwise_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = 
                 else:
                     valid.append(None)
                 rows.append(let(local, ctx, add(x_plane, mul(ih, index_imm(width))), "xr"))
-            out_row = let(local, ctx, mul(add(mul(nc, index_imm(out_h)), oh), index_imm(out_w)),
+            out_row = let(local, ctx, mul(add(mul(p, index_imm(out_h)), oh), index_imm(out_w)),
                           "r")
 
             def pixel(ow: Expr, edge: bool) -> list[Stmt]:
@@ -112,17 +117,15 @@ def depthwise_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = 
                                              Binary("lt", iw, index_imm(width)))
                             iw = Binary("min", Binary("max", iw, index_imm(0)),
                                         index_imm(width - 1))
-                        tap = Binary("mul", taps[kh * kernel_w + kw],
-                                     Load(x_buffer, add(rows[kh], iw)))
-                        summed = Binary("add", value, tap)
+                        tap = tap_value(kh * kernel_w + kw, Load(x_buffer, add(rows[kh], iw)))
+                        folded = Binary(window.combine, value, tap)
                         ok = both(valid[kh], column_ok)
-                        # a select names its running sum (a temporary), which both of its
-                        # arms read: as one expression tree the sum would double per tap
-                        value = summed if ok is None else let(body, ctx, Select(ok, summed,
+                        # a select names its running value (a temporary), which both of its
+                        # arms read: as one expression tree it would double per tap
+                        value = folded if ok is None else let(body, ctx, Select(ok, folded,
                                                                                 value), "acc")
-                if epilogue is not None:
-                    value = _apply(epilogue, value, channel, add(mul(oh, index_imm(out_w)), ow),
-                                   add(out_row, ow))
+                if finish is not None:
+                    value = finish(value, p, add(mul(oh, index_imm(out_w)), ow), add(out_row, ow))
                 return [*body, Store(out, add(out_row, ow), value)]
 
             first, end = columns_inside
@@ -141,7 +144,51 @@ def depthwise_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = 
             add(k, Select(Binary("ge", k, index_imm(first)), skip, index_imm(0))), True))
         return statements
 
-    return outer_loop(ctx, batch * channels, plane)
+    return outer_loop(ctx, planes, plane)
+
+
+def _window(attrs: dict, kernel: Sequence[int], in_hw: Sequence[int], out_hw: Sequence[int],
+            combine: str) -> Window:
+    return Window(tuple(in_hw), tuple(out_hw), tuple(kernel), tuple(attrs["stride"]),
+                  tuple(attrs["padding"][:2]), tuple(attrs["dilation"]), combine)
+
+
+def depthwise_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
+                     ) -> Sequence[Stmt] | None:
+    """out[n, c, oh, ow] = chain(bias[c] + sum over (kh, kw) of w[c, 0, kh, kw] *
+    x[n, c, oh * sh - ph + kh * dh, ow * sw - pw + kw * dw]), one store per output pixel;
+    planes (n, c) in parallel. None unless depthwise with constant finite weights."""
+    x_type, w_type = ctx.input_types[:2]
+    dtype = x_type.dtype
+    batch, channels, height, width = x_type.shape
+    out_channels, group_channels, kernel_h, kernel_w = w_type.shape
+    if (node.attrs["groups"] != channels or out_channels != channels or group_channels != 1
+            or dtype.value not in ("f32", "f64") or kernel_h * kernel_w > MAX_TAPS):
+        return None
+    weights = ctx.constant_data(1)
+    if weights is None or not bool(np.isfinite(weights).all()):
+        return None
+    w_buffer = ctx.inputs[1]
+    bias = ctx.inputs[2] if len(ctx.inputs) > 2 else None
+    taps = kernel_h * kernel_w
+    channel_of: dict[Expr, Expr] = {}
+
+    def prologue(statements: list[Stmt], nc: Expr) -> tuple[Expr, Callable[[int, Expr], Expr]]:
+        channel = let(statements, ctx, Binary("rem", nc, index_imm(channels)), "c")
+        channel_of[nc] = channel
+        w = [let(statements, ctx, Load(w_buffer, add(mul(channel, index_imm(taps)),
+                                                     index_imm(k))), "w") for k in range(taps)]
+        start = let(statements, ctx, Load(bias, channel), "b") if bias is not None else imm(
+            0, dtype)
+        return start, lambda k, x: Binary("mul", w[k], x)
+
+    def finish(value: Expr, nc: Expr, pixel: Expr, element: Expr) -> Expr:
+        return _apply(epilogue, value, channel_of[nc], pixel, element) if epilogue else value
+
+    window = _window(node.attrs, (kernel_h, kernel_w), (height, width),
+                     ctx.output_types[0].shape[2:], "add")
+    return window_loops(ctx, window, ctx.inputs[0], ctx.outputs[0], batch * channels,
+                        prologue, finish)
 
 
 def _span(ctx: LowerContext, start: int, stop: int, body: Callable[[Expr], list[Stmt]]
