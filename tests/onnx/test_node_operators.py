@@ -170,14 +170,21 @@ def test_trilu_with_a_run_time_k() -> None:
     _check(_model(node, [("x", x), ("k", k)], {}, 14), [("x", x), ("k", k)])
 
 
-def test_mod_of_run_time_floats_is_refused_by_name() -> None:
-    """a - trunc(a / b) * b is not the exact float remainder: refused, not approximated."""
-    x = np.array([5.5, -3.25], np.float32)
-    node = helper.make_node("Mod", ["x", "y"], ["z"], fmod=1)
-    model = _model(node, [("x", x), ("y", x)], {}, 13)
-    with pytest.raises(ember.EmberError, match=r"Mod.*remainder of f32 tensors computed at run "
-                                               r"time is not supported"):
-        ember.compile(ember.onnx.load(model), x, x, opt_level=0)
+@pytest.mark.parametrize("fmod", [0, 1])
+def test_mod_of_run_time_floats_is_exact(fmod: int) -> None:
+    """Float Mod at run time is the exact remainder (np.fmod, or np.mod's sign rule): a large
+    quotient, where a - trunc(a / b) * b would round, included."""
+    a = np.array([5.5, -3.25, 1e30, -7.0, 0.0, -0.0, 3.0, np.inf], np.float32)
+    b = np.array([2.0, 1.5, 3.0, 2.5, 1.0, 2.0, -0.0, 2.0], np.float32)
+    node = helper.make_node("Mod", ["x", "y"], ["z"], fmod=fmod)
+    model = _model(node, [("x", a), ("y", b)], {}, 13)
+    with np.errstate(all="ignore"):
+        want = (np.fmod if fmod else np.mod)(a, b)
+    for level in LEVELS:
+        with np.errstate(all="ignore"):
+            got = ember.compile(ember.onnx.load(model), a, b, opt_level=level)(a, b)
+        np.testing.assert_array_equal(got, want)
+        assert np.array_equal(np.signbit(got), np.signbit(want))
 
 
 def test_mod_of_known_floats_is_computed_at_import() -> None:
