@@ -475,17 +475,11 @@ def _first_line(error: BaseException) -> str:
 @contextlib.contextmanager
 def fresh_cache() -> Any:
     """EMBER_CACHE_DIR pointed at a new empty directory (the compile cache on), for the block."""
-    saved = {name: os.environ.get(name) for name in ("EMBER_CACHE_DIR", "EMBER_CACHE")}
-    with tempfile.TemporaryDirectory(prefix="ember-zoo-cache-") as directory:
-        os.environ["EMBER_CACHE_DIR"], os.environ["EMBER_CACHE"] = directory, "1"
-        try:
-            yield directory
-        finally:
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+    from ember.bench import environment
+
+    with tempfile.TemporaryDirectory(prefix="ember-zoo-cache-") as directory, \
+            environment(EMBER_CACHE_DIR=directory, EMBER_CACHE="1"):
+        yield directory
 
 
 def ort_session(path: Path, threads: int) -> Any:

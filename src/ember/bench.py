@@ -329,7 +329,8 @@ def relative_error(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray
 
 
 @contextlib.contextmanager
-def _environment(**values: str | None) -> Iterator[None]:
+def environment(**values: str | None) -> Iterator[None]:
+    """Environment variables set (None: unset) for the block, then restored."""
     saved = {name: os.environ.get(name) for name in values}
     try:
         for name, value in values.items():
@@ -396,7 +397,7 @@ class _Runner:
             exe = ember.compile(self.model, *self.inputs, opt_level=0, passes=passes)
             return exe, time.perf_counter() - start, None
         with tempfile.TemporaryDirectory(prefix="ember-bench-") as directory, \
-                _environment(EMBER_CACHE_DIR=directory, EMBER_CACHE="1"):
+                environment(EMBER_CACHE_DIR=directory, EMBER_CACHE="1"):
             start = time.perf_counter()
             exe = ember.compile(self.model, *self.inputs, opt_level=opt_level, passes=passes,
                                 threads=self.threads)
