@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ember.errors import EmberError, ShapeError, TraceError
+from ember.ir.attrs import Const
 from ember.ir.graph import Graph, GraphBuilder, Value
 from ember.ir.types import DType, TensorType
 from ember.ir.verify import verify
@@ -105,8 +106,10 @@ class TraceContext:
             return tuple(Tensor(v, self) for v in result)
         return Tensor(result, self)
 
-    def constant(self, array: np.ndarray, name: str = "") -> Tensor:
-        return self.emit("const", value=np.asarray(array), name=name or None)
+    def constant(self, array: np.ndarray | Const, name: str = "") -> Tensor:
+        """A constant of the graph: an array (copied and hashed), or an IR Const made before."""
+        value = array if isinstance(array, Const) else np.asarray(array)
+        return self.emit("const", value=value, name=name or None)
 
     def lift_parameter(self, param: Any) -> Tensor:
         """The graph value of a module parameter: an input (training) or a named constant."""

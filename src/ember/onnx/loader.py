@@ -20,6 +20,7 @@ node raises an EmberError naming the node.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import re
@@ -35,6 +36,7 @@ from onnx import numpy_helper
 from ember.errors import EmberError, UnsupportedError
 from ember.frontend import tracer
 from ember.frontend.tensor import Tensor
+from ember.ir.attrs import Const
 from ember.ir.types import DType
 from ember.onnx import control, functions
 from ember.onnx.converters import CONVERTERS, NodeContext, Slot, onnx_dtype
@@ -121,6 +123,7 @@ class OnnxModel:
         # holds, None when empty) of the trace under way
         self._seq: dict[str, list[str]] = {}
         self._opt: dict[str, str | None] = {}
+        self._consts: dict[str, Const] = {}
 
     def __repr__(self) -> str:
         return (f"OnnxModel({self.source!r}, opset {self.opset}, {len(self.nodes)} nodes, "
@@ -209,7 +212,8 @@ class OnnxModel:
             raise EmberError(f"{self.source}: the model takes {len(self.inputs)} inputs "
                              f"({', '.join(self.input_names)}), got {len(args)}")
         slots: dict[str, Slot] = {
-            name: Slot(name, known=array, const_name=name)
+            name: Slot(name, known=array, const_name=name,
+                       const=functools.partial(self._const, name, array))
             for name, array in (self.initializers | self.constants).items()
         }
         bound: dict[str, int] = {}
@@ -246,6 +250,13 @@ class OnnxModel:
                 outputs.append(slots[value].as_tensor())
                 self.output_layout.append((name, None))
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
+
+    def _const(self, name: str, array: np.ndarray) -> Const:
+        """The IR constant of initializer (or bound input) `name`, made at its first use."""
+        made = self._consts.get(name)
+        if made is None:
+            made = self._consts[name] = Const(array)
+        return made
 
     def _value(self, name: str) -> str | None:
         """What value `name` holds: itself for a tensor or sequence, an optional's element (None

@@ -30,6 +30,7 @@ from onnx import helper
 from ember.errors import EmberError
 from ember.frontend import tracer
 from ember.frontend.tensor import Tensor
+from ember.ir.attrs import Const
 from ember.ir.types import DType
 
 Output = Tensor | np.ndarray | None
@@ -161,11 +162,17 @@ class Slot:
     tensor: Tensor | None = None
     known: np.ndarray | None = None
     const_name: str = ""  # initializers keep their name as a named constant
+    # the IR constant of `known`, made once per model (an initializer's weights are copied
+    # and hashed once, not at every trace)
+    const: Callable[[], Const] | None = None
 
     def as_tensor(self) -> Tensor:
         if self.tensor is None:
             assert self.known is not None, f"value {self.name!r} has neither tensor nor data"
-            self.tensor = materialize(self.known, self.const_name)
+            if self.const is not None:
+                self.tensor = tracer.current().constant(self.const(), self.const_name)
+            else:
+                self.tensor = materialize(self.known, self.const_name)
         return self.tensor
 
 
