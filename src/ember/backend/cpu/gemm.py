@@ -272,17 +272,29 @@ def pack_b_constant(b: np.ndarray, m: int, *, lanes: int | None = None,
     k, n = b.shape
     dtype = _dtype_name(b)
     plan = _plan(m, n, k, dtype, lanes, blocking)
-    blocks = []
+    nr = plan.nr
+    # Each block is copied once, straight from B into its panels in the result (a weight of
+    # 100 M elements: one pass over it, not three through padded and concatenated copies).
+    total = sum(_round_up(min(plan.nc, n - jc), nr) for jc in range(0, n, plan.nc)) * k
+    packed = np.empty(total, dtype=b.dtype)
+    offset = 0
     for jc in range(0, n, plan.nc):
         width = min(plan.nc, n - jc)
-        padded_width = _round_up(width, plan.nr)
+        whole = width // nr * nr  # columns in whole panels
+        padded_width = _round_up(width, nr)
         for pc in range(0, k, plan.kc):
             depth = min(plan.kc, k - pc)
-            padded = np.zeros((depth, padded_width), dtype=b.dtype)
-            padded[:, :width] = b[pc : pc + depth, jc : jc + width]
-            panels = padded.reshape(depth, padded_width // plan.nr, plan.nr).transpose(1, 0, 2)
-            blocks.append(panels.reshape(-1))
-    return np.ascontiguousarray(np.concatenate(blocks))
+            panels = packed[offset : offset + depth * padded_width].reshape(
+                padded_width // nr, depth, nr)
+            source = b[pc : pc + depth, jc : jc + width]
+            if whole:
+                panels[: whole // nr] = source[:, :whole].reshape(depth, whole // nr,
+                                                                  nr).transpose(1, 0, 2)
+            if whole < width:  # the last panel: its columns past n are zeros
+                panels[whole // nr, :, : width - whole] = source[:, whole:]
+                panels[whole // nr, :, width - whole :] = 0
+            offset += depth * padded_width
+    return packed
 
 
 def pack_b_transposed(emitter: GemmEmitter, jc: ir.Value, pc: ir.Value, nc: ir.Value,
