@@ -56,9 +56,12 @@ class Const:
             data = data.astype(data.dtype.newbyteorder("="))
         data.flags.writeable = False
         self.type = TensorType.of(data)
-        self.digest = hashlib.sha1(
-            data.tobytes() + str(self.type).encode(), usedforsecurity=False
-        ).hexdigest()
+        # sha1 of the bytes then the type, read through the buffer (no copy of the data)
+        digest = hashlib.sha1(usedforsecurity=False)
+        if data.size:
+            digest.update(data.reshape(-1).view(np.uint8))
+        digest.update(str(self.type).encode())
+        self.digest = digest.hexdigest()
         self._blob = _BLOBS.get(self.digest)
         if self._blob is None:
             self._blob = _Blob(data)
