@@ -1,7 +1,8 @@
-"""conv2d packed straight from the image (stride 1, no im2col matrix) and with its weights
-packed at compile time, against PyTorch in float64: pixel vectors across output-row breaks,
-every padding edge, the last partial panel, channel depth blocks, batches of one (row chunks)
-and more, f64, and weights as constants or as run-time inputs."""
+"""conv2d packed straight from the image (stride 1 or 2, no im2col matrix) and with its weights
+packed at compile time, against PyTorch in float64: pixel vectors across output-row breaks
+(two rows, and up to four in images narrower than a vector), every padding edge, the last
+partial panel, channel depth blocks, batches of one (row chunks) and more, f64, and weights as
+constants or as run-time inputs."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ F = torch.nn.functional
 
 
 def run(x_shape, w_shape, padding, *, constant_weights: bool, bias: bool = True,
-        dtype: type = np.float32, cores: int | None = None) -> str:
+        dtype: type = np.float32, cores: int | None = None, stride: int = 1) -> str:
     """Compile one conv at opt_level 3, check it against PyTorch; return the loop IR text."""
     rng = np.random.default_rng(sum(x_shape) + sum(w_shape))
     x = rng.standard_normal(x_shape).astype(dtype)
@@ -38,14 +39,16 @@ def run(x_shape, w_shape, padding, *, constant_weights: bool, bias: bool = True,
     operands = [x_value, w_value]
     if bias:
         operands.append(builder.const(b))
-    out = builder.conv2d(*operands, stride=(1, 1), padding=padding, dilation=(1, 1), groups=1)
+    out = builder.conv2d(*operands, stride=(stride, stride), padding=padding, dilation=(1, 1),
+                         groups=1)
     target = Target.host().with_(cores=cores) if cores else None
     native = compile_native(builder.build([out]), opt_level=3, target=target)
     actual = native(*arrays)[0]
     top, left, bottom, right = padding
     expected = F.conv2d(F.pad(torch.from_numpy(x.astype(np.float64)), (left, right, top, bottom)),
                         torch.from_numpy(w.astype(np.float64)),
-                        torch.from_numpy(b.astype(np.float64)) if bias else None).numpy()
+                        torch.from_numpy(b.astype(np.float64)) if bias else None,
+                        stride=stride).numpy()
     assert actual.shape == expected.shape
     depth = w_shape[1] * w_shape[2] * w_shape[3]
     tolerance = (1e-5 if dtype == np.float32 else 1e-12) * np.sqrt(depth)
@@ -89,11 +92,43 @@ def test_row_chunks_and_image_chunks_on_threads(monkeypatch, cpus: int, batch: i
     run((batch, 8, 10, 18), (50, 8, 3, 3), (1, 1, 1, 1), constant_weights=True, cores=cpus)
 
 
-def test_narrow_images_take_im2col() -> None:
-    """Output rows narrower than a vector would span three rows: im2col as before."""
+NARROW_AND_STRIDED = {  # x shape, w shape, padding, stride
+    "fourteen_wide": ((1, 32, 14, 14), (40, 32, 3, 3), (1, 1, 1, 1), 1),
+    "seven_wide_four_rows_a_vector": ((2, 24, 7, 7), (30, 24, 3, 3), (1, 1, 1, 1), 1),
+    "five_wide_valid": ((1, 16, 9, 7), (20, 16, 3, 3), (0, 0, 0, 0), 1),
+    "narrow_1x1_with_padding": ((1, 20, 9, 9), (28, 20, 1, 1), (1, 2, 0, 1), 1),
+    "stem_7x7_stride_2": ((1, 3, 64, 64), (16, 3, 7, 7), (3, 3, 3, 3), 2),
+    "3x3_stride_2": ((2, 16, 30, 30), (24, 16, 3, 3), (1, 1, 1, 1), 2),
+    "3x3_stride_2_odd_valid": ((1, 12, 33, 37), (20, 12, 3, 3), (0, 0, 0, 0), 2),
+    "1x1_stride_2_narrow": ((1, 64, 28, 28), (48, 64, 1, 1), (0, 0, 0, 0), 2),
+    "stride_2_asymmetric_padding": ((1, 8, 21, 40), (12, 8, 5, 5), (2, 0, 1, 3), 2),
+    "stride_2_seven_wide": ((1, 40, 14, 14), (36, 40, 3, 3), (1, 1, 1, 1), 2),
+}
+
+
+@pytest.mark.parametrize("constant_weights", [True, False], ids=["packed_weights", "weights_in"])
+@pytest.mark.parametrize("name", list(NARROW_AND_STRIDED))
+def test_narrow_and_strided_convs_pack_from_the_image(name: str, constant_weights: bool) -> None:
+    x_shape, w_shape, padding, stride = NARROW_AND_STRIDED[name]
+    text = run(x_shape, w_shape, padding, constant_weights=constant_weights, stride=stride)
+    assert "_img" in text and "im2col" not in text, text
+
+
+def test_stride_2_f64_on_threads() -> None:
+    run((1, 6, 19, 35), (10, 6, 3, 3), (1, 1, 1, 1), constant_weights=True, dtype=np.float64,
+        stride=2, cores=2)
+
+
+def test_very_narrow_images_take_im2col() -> None:
+    """Output rows so narrow that a vector spans more than MAX_RUNS rows: im2col as before."""
     lanes = Target.host().f32_lanes
-    # Tall images and 16 channels: enough work for a GEMM at any vector width.
-    text = run((2, 16, 24, lanes - 2), (8, 16, 3, 3), (0, 0, 0, 0), constant_weights=True)
+    out_w = -(-(lanes - 1) // conv_pack.MAX_RUNS) - 1  # one pixel too narrow
+    text = run((2, 16, 40, out_w + 2), (8, 16, 3, 3), (0, 0, 0, 0), constant_weights=True)
+    assert "im2col" in text and "_img" not in text, text
+
+
+def test_stride_3_takes_im2col() -> None:
+    text = run((1, 8, 50, 50), (16, 8, 3, 3), (1, 1, 1, 1), constant_weights=True, stride=3)
     assert "im2col" in text and "_img" not in text, text
 
 

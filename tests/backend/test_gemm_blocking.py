@@ -14,6 +14,7 @@ from ember.backend.cpu import conv_pack
 from ember.backend.cpu.gemm import (
     A_SLIVERS_PER_BLOCK,
     FMA_LATENCY_CYCLES,
+    NARROW_TILE_MARGIN,
     blocking_for,
     default_blocking,
     register_tile,
@@ -81,8 +82,12 @@ def test_blocking_for_keeps_the_measured_special_cases(name: str, m: int, n: int
     assert b.mr * b.nr_vectors + b.nr_vectors + 1 <= target.vector_registers
     if -(-n // lanes) < base.nr_vectors:  # narrow: as many vectors as N needs, 8 rows
         assert b.nr_vectors == -(-n // lanes) and b.mr == 8
-    else:
-        assert b.nr_vectors == base.nr_vectors
+    elif (b.mr, b.nr_vectors) != (base.mr, base.nr_vectors) and b.mr != 4:
+        # a narrower tile only where it pads C by the margin less than the default's
+        def padded(mr: int, vectors: int) -> int:
+            return -(-m // mr) * mr * -(-n // (vectors * lanes)) * vectors * lanes
+        assert b.nr_vectors < base.nr_vectors
+        assert padded(b.mr, b.nr_vectors) * NARROW_TILE_MARGIN < padded(base.mr, base.nr_vectors)
     if m in (16, 32) and b.nr_vectors == base.nr_vectors:  # no padded rows
         assert b.mr == 4
     if k <= 2 * base.kc:  # one depth block
@@ -137,3 +142,16 @@ def test_matmul_with_each_targets_blocking(name: str, m: int, n: int, k: int) ->
 @pytest.mark.parametrize("name", ["znver4", "sapphirerapids", "x86-64-v3"])
 def test_f64_matmul_with_each_targets_blocking(name: str) -> None:
     check_matmul(target_named(name), 45, 77, 1300, np.float64)
+
+
+@pytest.mark.parametrize(("m", "n", "tile"), [
+    (256, 196, (12, 2)),  # a 14 x 14 image: 224 columns padded instead of 256
+    (64, 196, (8, 3)),  # 64 rows: 8-row tiles pad none, 12 or 14 would
+    (64, 3136, (6, 4)),  # 3136 = 49 x 64: nothing to save
+    (512, 49, (6, 4)),  # 49 columns: 64 at 4 or 2 vectors alike, the default kept
+])
+def test_least_padded_tile_on_intel(m: int, n: int, tile: tuple[int, int]) -> None:
+    target = Target.cpu("sapphirerapids")
+    b = blocking_for(m, n, 1024, "f32", target.lanes(4), target)
+    assert (b.mr, b.nr_vectors) == tile
+    assert b.mc % b.mr == 0

@@ -123,14 +123,13 @@ def test_conv2d_gemm_padding_is_zero_not_stale_scratch() -> None:
 
 
 def test_loop_ir_shows_im2col_and_one_gemm_call_with_bias() -> None:
-    # Output rows narrower than a vector take im2col (wider ones read the image directly).
-    width = Target.host().f32_lanes - 5
-    text = check((2, 5, 32, width), (8, 5, 3, 3), True, attributes(padding=(1, 1, 1, 1)))
-    # M = 8 output channels, N = 32 * width pixels, K = 5 * 3 * 3
+    # Stride 3 takes im2col (strides 1 and 2 pack the GEMM's panels from the image directly).
+    text = check((2, 5, 32, 40), (8, 5, 3, 3), True, attributes(stride=(3, 3),
+                                                                padding=(1, 1, 1, 1)))
+    # M = 8 output channels, N = 11 * 14 pixels, K = 5 * 3 * 3
     calls = [line.strip() for line in text.splitlines() if "ember_gemm_" in line]
     assert len(calls) == 1, text
-    assert calls[0].startswith(f"ember_gemm_f32_8x{32 * width}x45_rowbias(&in1[0], &im2col"), \
-        calls
+    assert calls[0].startswith("ember_gemm_f32_8x154x45_rowbias(&in1[0], &im2col"), calls
     assert calls[0].endswith(", &in2[0]);"), calls  # the bias pointer, for the epilogue
 
 

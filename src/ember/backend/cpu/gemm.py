@@ -163,10 +163,41 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
             mr -= 1
     elif _round_up(m, mr) > 1.05 * m and _round_up(m, 4) < _round_up(m, mr) and base.mc % 4 == 0:
         mr = 4  # 16 or 32 rows: 4-row tiles waste none (measured 5-10 % faster than 6 x 64)
+    else:
+        mr, nr_vectors = _least_padded_tile(m, n, lanes, base, target.vector_registers)
     deepest = 2 * base.kc
     kc = k if k <= deepest else -(-k // -(-k // deepest))
-    return GemmBlocking(mr=mr, nr_vectors=nr_vectors, kc=kc, mc=base.mc,
+    return GemmBlocking(mr=mr, nr_vectors=nr_vectors, kc=kc, mc=base.mc // mr * mr,
                         nc=_round_up(base.nc, nr_vectors * lanes))
+
+
+# A narrower tile than the target's default must pad this much less of C to be taken.
+NARROW_TILE_MARGIN = 1.03
+
+
+def _least_padded_tile(m: int, n: int, lanes: int, base: GemmBlocking, registers: int
+                       ) -> tuple[int, int]:
+    """(MR, NR vectors) computing the fewest padded elements of C: the default tile, or one
+    of fewer vectors across and more rows (as many as the accumulator budget allows, or the
+    multiple of 4 below that) that keeps 2 x latency x 2 FMAs in flight.
+
+    The padded tiles of an N = 196 output (a 14 x 14 image) cost 31 % more FMAs at 64 columns
+    (256) than the 196 needed, 14 % at 32; measured on Intel Xeon, one thread (benchmarks/
+    NOTES.md), a 3x3 convolution of 256 channels at 14 x 14 ran 141 GFLOP/s with 6 x 64 tiles
+    and 167 with 14 x 32, a 1x1 one of 256 -> 1024 channels 144 and 167."""
+    def padded(rows: int, vectors: int) -> int:
+        return _round_up(m, rows) * _round_up(n, vectors * lanes)
+
+    best, best_cost = (base.mr, base.nr_vectors), padded(base.mr, base.nr_vectors)
+    for vectors in range(base.nr_vectors - 1, (base.nr_vectors + 1) // 2 - 1, -1):
+        most = (registers - vectors - 1) // vectors
+        for rows in sorted({most, most // 4 * 4}):
+            if rows * vectors < 4 * FMA_LATENCY_CYCLES or rows > base.mc:
+                continue
+            cost = padded(rows, vectors) * NARROW_TILE_MARGIN
+            if cost < best_cost:
+                best, best_cost = (rows, vectors), cost
+    return best
 
 
 def rows_per_thread(m: int, threads: int, mr: int) -> int:

@@ -91,8 +91,8 @@ def gemm_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = None
     element = ir.FloatType() if name == "f32" else ir.DoubleType()
     lanes = target.lanes(dtype.itemsize)
     image = conv_pack.ImageGeometry(channels, height, width, kernel_h, kernel_w, out_h, out_w,
-                                    padding[0], padding[1])
-    implicit = (not direct and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+                                    padding[0], padding[1], stride[0])
+    implicit = (not direct and stride[0] == stride[1] and tuple(dilation) == (1, 1)
                 and conv_pack.supports(image, lanes))
     blocking = (conv_pack.conv_blocking(m, n, k, kernel_h * kernel_w, name, lanes,
                                         dtype.itemsize, target)
