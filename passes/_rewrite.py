@@ -88,9 +88,11 @@ def make_node(op: str, inputs: Sequence[Value], loc: str = "", **attrs: AttrValu
     return Node(op, tuple(inputs), tuple(Value(t) for t in types), full_attrs, None, loc)
 
 
-def make_const(array: np.ndarray, name: str = "", loc: str = "", hint: str = "") -> Node:
-    """A `const` node holding `array` (copied), optionally named."""
-    node = make_node("const", (), loc, value=Const(array), name=name or None)
+def make_const(array: np.ndarray, name: str = "", loc: str = "", hint: str = "", *,
+               copy: bool = True) -> Node:
+    """A `const` node holding `array` (copied unless `copy=False`: an array made by the pass
+    itself, which nothing else writes), optionally named."""
+    node = make_node("const", (), loc, value=Const(array, copy=copy), name=name or None)
     if not hint:
         return node
     return node.replace(outputs=(Value(node.output.type, hint),))

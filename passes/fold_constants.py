@@ -60,7 +60,9 @@ class FoldConstants(Pass):
         constants = []
         for index, (value, array) in enumerate(zip(node.outputs, results, strict=True)):
             suffix = f"{index}" if len(node.outputs) > 1 else ""
-            constants.append(make_const(array, name + suffix if name else "", node.loc, value.hint))
+            # the results are fresh arrays or views of read-only constants: adopted, not copied
+            constants.append(make_const(array, name + suffix if name else "", node.loc,
+                                        value.hint, copy=False))
         return Rewrite(tuple(constants), tuple(c.output for c in constants))
 
 

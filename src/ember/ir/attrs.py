@@ -38,20 +38,23 @@ class _Blob:
 class Const:
     """An immutable numpy array used as an attribute (weights, folded constants).
 
-    The array is copied and made read-only, so nothing a user passed in is aliased or modified.
-    `data` is None only for a constant parsed from a `dense_blob` whose data is not in memory.
+    The array is copied and made read-only, so nothing a user passed in is aliased or modified;
+    `copy=False` adopts an array that nothing else writes (a folded result the caller has just
+    computed, a view of another constant's read-only data) without that copy, where it already
+    is C-contiguous. `data` is None only for a constant parsed from a `dense_blob` whose data
+    is not in memory.
     """
 
     __slots__ = ("_blob", "digest", "type")
 
     def __init__(self, array: np.ndarray | None, type_: TensorType | None = None,
-                 digest: str | None = None) -> None:
+                 digest: str | None = None, *, copy: bool = True) -> None:
         if array is None:
             assert type_ is not None and digest is not None
             self.type, self.digest = type_, digest
             self._blob = _BLOBS.get(digest)
             return
-        data = np.array(array, copy=True, order="C")
+        data = np.array(array, copy=True, order="C") if copy else np.ascontiguousarray(array)
         if not data.dtype.isnative:  # byte order is storage, not content: store native
             data = data.astype(data.dtype.newbyteorder("="))
         data.flags.writeable = False

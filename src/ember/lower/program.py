@@ -68,8 +68,11 @@ class Program:
 
 
 def _aligned(data: np.ndarray) -> np.ndarray:
-    """A copy of `data` whose first element is ALIGNMENT-byte aligned (packed GEMM panels are
-    read with aligned vector loads)."""
+    """`data` when it is C-contiguous and its first element ALIGNMENT-byte aligned (the
+    packers make their arrays so), else such a copy (packed GEMM panels are read with aligned
+    vector loads). The kernel's constants are made by its rule, which keeps no other use."""
+    if data.flags.c_contiguous and data.ctypes.data % ALIGNMENT == 0:
+        return data
     raw = np.empty(data.nbytes + ALIGNMENT, dtype=np.uint8)
     start = (-raw.ctypes.data) % ALIGNMENT
     copy = raw[start : start + data.nbytes].view(data.dtype).reshape(data.shape)

@@ -252,10 +252,12 @@ class OnnxModel:
         return outputs[0] if len(outputs) == 1 else tuple(outputs)
 
     def _const(self, name: str, array: np.ndarray) -> Const:
-        """The IR constant of initializer (or bound input) `name`, made at its first use."""
+        """The IR constant of initializer (or bound input) `name`, made at its first use. An
+        initializer's array (read-only, decoded from the file by the loader) is adopted; a
+        bound input, the user's array, is copied."""
         made = self._consts.get(name)
         if made is None:
-            made = self._consts[name] = Const(array)
+            made = self._consts[name] = Const(array, copy=name in self.constants)
         return made
 
     def _value(self, name: str) -> str | None:
@@ -1063,10 +1065,13 @@ def topological_order(graph: onnx.GraphProto, available: set[str], source: str
 
 
 def _tensor_array(tensor: onnx.TensorProto, source: str) -> np.ndarray:
+    """The initializer's data, read-only (its IR constant adopts it without a copy)."""
     try:
-        return numpy_helper.to_array(tensor)
+        array = numpy_helper.to_array(tensor)
     except Exception as err:
         raise EmberError(f"{source}: cannot read initializer {tensor.name!r}: {err}") from None
+    array.flags.writeable = False
+    return array
 
 
 def _same_kind(err: EmberError, message: str) -> EmberError:
