@@ -116,3 +116,19 @@ def test_unloaded_const_equals_the_loaded_one() -> None:
     same = Const(None, loaded.type, loaded.digest)
     assert same == loaded and same.data is loaded.data
 
+
+
+def test_const_adopts_without_copy_keeping_shape_and_read_only() -> None:
+    """`copy=False` takes a C-contiguous array as it is (no copy), a 0-d one stays 0-d, and the
+    data is read-only; a strided one is made contiguous; the default copies."""
+    fresh = np.arange(6, dtype=np.float32).reshape(2, 3)
+    adopted = Const(fresh, copy=False)
+    assert np.shares_memory(adopted.data, fresh) and not adopted.data.flags.writeable
+    scalar = Const(np.asarray(np.float32(2.5)), copy=False)
+    assert scalar.shape == () and scalar.data.shape == ()
+    strided = Const(np.arange(12.0).reshape(3, 4)[:, ::2], copy=False)
+    assert strided.data.flags.c_contiguous
+    np.testing.assert_array_equal(strided.data, [[0.0, 2.0], [4.0, 6.0], [8.0, 10.0]])
+    user = np.ones(4, np.float32)
+    copied = Const(user)
+    assert not np.shares_memory(copied.data, user) and user.flags.writeable

@@ -54,7 +54,8 @@ class Const:
             self.type, self.digest = type_, digest
             self._blob = _BLOBS.get(digest)
             return
-        data = np.array(array, copy=True, order="C") if copy else np.ascontiguousarray(array)
+        # (np.asarray keeps a 0-d array 0-d, where np.ascontiguousarray would make it 1-d)
+        data = np.array(array, copy=True, order="C") if copy else np.asarray(array, order="C")
         if not data.dtype.isnative:  # byte order is storage, not content: store native
             data = data.astype(data.dtype.newbyteorder("="))
         data.flags.writeable = False
