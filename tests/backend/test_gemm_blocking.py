@@ -19,6 +19,9 @@ from ember.backend.cpu.gemm import (
     default_blocking,
     register_tile,
 )
+from ember.ir.graph import GraphBuilder
+from ember.ir.types import DType, TensorType
+from ember.runtime import compile_native
 
 TARGETS = ["znver4", "znver5", "sapphirerapids", "emeraldrapids", "skylake-avx512",
            "x86-64-v3", "haswell"]
@@ -155,3 +158,29 @@ def test_least_padded_tile_on_intel(m: int, n: int, tile: tuple[int, int]) -> No
     b = blocking_for(m, n, 1024, "f32", target.lanes(4), target)
     assert (b.mr, b.nr_vectors) == tile
     assert b.mc % b.mr == 0
+
+
+@pytest.mark.parametrize("name", ["host", "znver4", "sapphirerapids", "x86-64-v3"])
+@pytest.mark.parametrize(("m", "n", "k"), [
+    (37, 197, 600),  # panels past a whole number of PACK_TILE_DEPTH steps, a partial panel
+    (64, 196, 300),  # a 14 x 14 image's width: the less padded tile where the target has one
+])
+def test_linear_weight_packed_from_its_transpose(name: str, m: int, n: int, k: int) -> None:
+    """matmul_nt(x, W) with W a constant [n, k] (ONNX Gemm with transB): the GEMM's B is the
+    transposed view W.T, packed at compile time in tiles; the product against float64 numpy."""
+    target = target_named(name)
+    missing = target.missing_on_host()
+    if missing:
+        pytest.skip(f"{target.name} code needs {', '.join(missing)}")
+    rng = np.random.default_rng(m + n + k)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    w = rng.standard_normal((n, k)).astype(np.float32)
+    builder = GraphBuilder("linear")
+    x = builder.input(TensorType(DType.F32, a.shape), "x")
+    native = compile_native(builder.build([builder.matmul_nt(x, builder.const(w))]),
+                            opt_level=3, target=target)
+    assert "_pb(" in str(native.program), native.program  # B packed at compile time
+    out = native(a)[0]
+    reference = a.astype(np.float64) @ w.T.astype(np.float64)
+    scale = np.abs(a.astype(np.float64)) @ np.abs(w.T.astype(np.float64)) + 1.0
+    assert (np.abs(out - reference) / scale).max() <= 4 * np.finfo(np.float32).eps * np.sqrt(k)

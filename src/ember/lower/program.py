@@ -21,12 +21,11 @@ from ember.errors import LoweringError
 from ember.ir.graph import Graph, Node, Value
 from ember.ir.ops import OPS, VIEW_OPS
 from ember.ir.types import DType
+from ember.lower.aligned import ALIGNMENT, aligned_empty, is_aligned
 from ember.lower.loops import Buffer, Kernel, Names, Stmt, format_kernel
 from ember.lower.ops_elementwise import is_elementwise_region, region_statements
 from ember.lower.rules import LowerContext, lowering_for, scheduled_lowering_for
 from ember.target import Target
-
-ALIGNMENT = 64
 
 
 @dataclass(frozen=True)
@@ -68,14 +67,12 @@ class Program:
 
 
 def _aligned(data: np.ndarray) -> np.ndarray:
-    """`data` when it is C-contiguous and its first element ALIGNMENT-byte aligned (the
-    packers make their arrays so), else such a copy (packed GEMM panels are read with aligned
-    vector loads). The kernel's constants are made by its rule, which keeps no other use."""
-    if data.flags.c_contiguous and data.ctypes.data % ALIGNMENT == 0:
+    """`data` when it is C-contiguous and aligned (the packers make their arrays so), else an
+    aligned copy: packed GEMM panels are read with aligned vector loads. A kernel's constants
+    are made by its rule, which keeps no other use of them."""
+    if is_aligned(data):
         return data
-    raw = np.empty(data.nbytes + ALIGNMENT, dtype=np.uint8)
-    start = (-raw.ctypes.data) % ALIGNMENT
-    copy = raw[start : start + data.nbytes].view(data.dtype).reshape(data.shape)
+    copy = aligned_empty(data.size, data.dtype).reshape(data.shape)
     copy[...] = data
     return copy
 

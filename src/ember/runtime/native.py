@@ -23,6 +23,7 @@ import numpy as np
 from ember.errors import LoweringError
 from ember.interpreter import check_inputs
 from ember.ir.graph import Graph
+from ember.lower.aligned import aligned_empty
 from ember.lower.program import Program, Slot, check_lowerable, lower_graph
 from ember.target import Target
 
@@ -53,9 +54,9 @@ class NativeGraph:
     def _arena(self) -> np.ndarray:
         arena = getattr(self._local, "arena", None)
         if arena is None:
-            raw = np.zeros(self.program.arena_bytes + 128, dtype=np.uint8)
-            start = (-raw.ctypes.data) % 64  # offsets are planned for a 64-byte aligned base
-            arena = self._local.arena = raw[start : start + self.program.arena_bytes + 64]
+            # offsets are planned for an aligned base; 64 bytes past the end as before
+            arena = self._local.arena = aligned_empty(self.program.arena_bytes + 64, np.uint8,
+                                                      zeroed=True)
         return arena
 
     def _outputs(self) -> list[np.ndarray]:

@@ -189,6 +189,7 @@ def _strided_load(e: GemmEmitter, pointer: ir.Value, mask: ir.Value, stride: int
     builder, lanes = e.builder, e.plan.lanes
     if stride == 1:
         return masked_load(builder, pointer, mask, e.vector)
+    assert stride == 2, stride  # `supports` admits STRIDES only
     off = ir.Constant(ir.VectorType(I1, lanes), None)
     halves = []
     for half in range(2):

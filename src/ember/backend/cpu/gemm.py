@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 from llvmlite import ir
 
+from ember.lower.aligned import aligned_empty
 from ember.target import Target
 
 I1, I32, I64 = ir.IntType(1), ir.IntType(32), ir.IntType(64)
@@ -145,6 +146,8 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
       its 64 columns (8 x 16 measured 40 GFLOP/s at 16x10x2048, 12 x 16 17, 16 x 16 23).
     - Few rows that MR-row tiles would pad by more than 5 % (M = 16, 32 with 6-row tiles)
       take 4-row tiles.
+    - Otherwise a tile of fewer vectors and more rows where it pads C less
+      (`_least_padded_tile`: N = 196 as 12 x 32 tiles on Intel, not 6 x 64).
     - Depth up to 2 x KC is one block (no reload of the C tile between depth blocks; KC 1024
       measured at least as fast as 512 at 1024^3); deeper K is split into equal blocks of at
       most 2 x KC (2048 as 2 x 1024, measured faster than 4 x 512), so that no thin last
@@ -164,7 +167,7 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
     elif _round_up(m, mr) > 1.05 * m and _round_up(m, 4) < _round_up(m, mr) and base.mc % 4 == 0:
         mr = 4  # 16 or 32 rows: 4-row tiles waste none (measured 5-10 % faster than 6 x 64)
     else:
-        mr, nr_vectors = _least_padded_tile(m, n, lanes, base, target.vector_registers)
+        mr, nr_vectors = _least_padded_tile(m, n, lanes, base, target)
     deepest = 2 * base.kc
     kc = k if k <= deepest else -(-k // -(-k // deepest))
     return GemmBlocking(mr=mr, nr_vectors=nr_vectors, kc=kc, mc=base.mc // mr * mr,
@@ -175,29 +178,32 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
 NARROW_TILE_MARGIN = 1.03
 
 
-def _least_padded_tile(m: int, n: int, lanes: int, base: GemmBlocking, registers: int
+def _least_padded_tile(m: int, n: int, lanes: int, base: GemmBlocking, target: Target
                        ) -> tuple[int, int]:
-    """(MR, NR vectors) computing the fewest padded elements of C: the default tile, or one
-    of fewer vectors across and more rows (as many as the accumulator budget allows, or the
-    multiple of 4 below that) that keeps 2 x latency x 2 FMAs in flight.
+    """(MR, NR vectors) computing the fewest padded elements of C: the default tile, or one of
+    fewer vectors across (down to half of them) and as many rows as the accumulator budget
+    allows, or the multiple of 4 below that, that still keeps `register_tile`'s 2 x latency x
+    fma_per_cycle accumulators in flight; a narrower tile must pad NARROW_TILE_MARGIN less.
 
     The padded tiles of an N = 196 output (a 14 x 14 image) cost 31 % more FMAs at 64 columns
     (256) than the 196 needed, 14 % at 32; measured on Intel Xeon, one thread (benchmarks/
     NOTES.md), a 3x3 convolution of 256 channels at 14 x 14 ran 141 GFLOP/s with 6 x 64 tiles
-    and 167 with 14 x 32, a 1x1 one of 256 -> 1024 channels 144 and 167."""
+    and 157 with 12 x 32, a 1x1 one of 256 -> 1024 channels 144 and 162."""
     def padded(rows: int, vectors: int) -> int:
         return _round_up(m, rows) * _round_up(n, vectors * lanes)
 
-    best, best_cost = (base.mr, base.nr_vectors), padded(base.mr, base.nr_vectors)
-    for vectors in range(base.nr_vectors - 1, (base.nr_vectors + 1) // 2 - 1, -1):
-        most = (registers - vectors - 1) // vectors
-        for rows in sorted({most, most // 4 * 4}):
-            if rows * vectors < 4 * FMA_LATENCY_CYCLES or rows > base.mc:
-                continue
-            cost = padded(rows, vectors) * NARROW_TILE_MARGIN
-            if cost < best_cost:
-                best, best_cost = (rows, vectors), cost
-    return best
+    in_flight = 2 * FMA_LATENCY_CYCLES * target.fma_per_cycle
+    tiles = [(base.mr, base.nr_vectors)]
+    for vectors in range(-(-base.nr_vectors // 2), base.nr_vectors):
+        most = (target.vector_registers - vectors - 1) // vectors
+        tiles += [(rows, vectors) for rows in (most, most // 4 * 4)
+                  if rows * vectors >= in_flight and rows <= base.mc]
+
+    def cost(tile: tuple[int, int]) -> tuple[float, int, int]:
+        margin = 1.0 if tile == tiles[0] else NARROW_TILE_MARGIN
+        return padded(*tile) * margin, -tile[1], tile[0]  # ties: more vectors, fewer rows
+
+    return min(tiles, key=cost)
 
 
 def rows_per_thread(m: int, threads: int, mr: int) -> int:
@@ -299,15 +305,6 @@ def pack_a_constant(a: np.ndarray, n: int, *, lanes: int | None = None,
     return packed
 
 
-def aligned_empty(count: int, dtype: np.dtype) -> np.ndarray:
-    """An uninitialized 1-D array of `count` elements whose first one is 64-byte aligned (the
-    packed panels are read with aligned vector loads, and the program adopts such an array
-    as its constant without a copy)."""
-    raw = np.empty(count * np.dtype(dtype).itemsize + 64, dtype=np.uint8)
-    start = (-raw.ctypes.data) % 64
-    return raw[start : start + count * np.dtype(dtype).itemsize].view(dtype)
-
-
 PACK_TILE_DEPTH = 256  # steps of depth per tile when B is transposed
 
 
@@ -327,10 +324,10 @@ def pack_b_constant(b: np.ndarray, m: int, *, lanes: int | None = None,
     # 100 M elements: one pass over it, not three through padded and concatenated copies).
     total = sum(_round_up(min(plan.nc, n - jc), nr) for jc in range(0, n, plan.nc)) * k
     packed = aligned_empty(total, b.dtype)
-    # A transposed B (a Linear weight [n, k] read as B = W.T) is copied in tiles of TILE
-    # steps of depth by one panel: each tile's source rows stay in cache while the tile is
-    # written, where whole blocks read one element per cache line (VGG-16's 25088 x 4096
-    # weight: 1.1 s -> 0.2 s).
+    # A transposed B (a Linear weight [n, k] read as B = W.T) is copied in tiles of
+    # PACK_TILE_DEPTH steps of depth by one panel: each tile's source rows stay in cache while
+    # the tile is written, where whole blocks read one element per cache line (VGG-16's 25088
+    # x 4096 weight: 1.1 s -> 0.2 s).
     transposed = b.strides[0] < b.strides[1]
     offset = 0
     for jc in range(0, n, plan.nc):

@@ -5,7 +5,10 @@ output of image n is a row-major [O, OH*OW] matrix. The input of image n becomes
 [C*KH*KW, OH*OW] matrix B (im2col, zero where a window reads padding), and one GEMM call
 (M = O, N = OH*OW, K = C*KH*KW) computes the image's output; the bias is added per output
 channel in the GEMM's epilogue, just before the final store. A 1x1 convolution of stride 1
-without padding needs no im2col: the input image already is B.
+without padding needs no im2col: the input image already is B. Other convolutions of stride 1
+or 2 (dilation 1) never form B either: `conv_pack.image_packer` writes the GEMM's packed panels
+of B straight from the image; im2col is left for other strides, dilations and images so narrow
+that one vector of output pixels spans more than `conv_pack.MAX_RUNS` rows.
 
 Parallelism: with several images, the top-level parallel loop runs over chunks of images, each
 chunk with its own im2col and packing scratch. Whole images keep every GEMM call at full M and
