@@ -79,7 +79,7 @@ def inputs(count: int) -> list[np.ndarray]:
 
 def defined_kernels(exe: object) -> list[str]:
     text = exe.native.native.module.unoptimized_ir  # type: ignore[attr-defined]
-    return re.findall(r'^define internal void @"(k\d+_\w+)"', text, flags=re.M)
+    return re.findall(r'^define (?:internal )?void @"(k\d+_\w+)"', text, flags=re.M)
 
 
 @pytest.mark.parametrize("level", [0, 1, 2, 3])

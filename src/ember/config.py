@@ -1,6 +1,7 @@
 """Every `EMBER_*` environment variable, read in one place.
 
     EMBER_NUM_THREADS=N      threads of parallel loops (default: every CPU this process may use)
+    EMBER_COMPILE_THREADS=N  threads compiling a model's parts (default: every CPU, at most 8)
     EMBER_CACHE=0            disables the on-disk compile cache (default: on)
     EMBER_CACHE_DIR=path     where the cache lives (default: $XDG_CACHE_HOME/ember, ~/.cache/ember)
     EMBER_PRINT_AFTER=all|p,q  print the graph after every pass, or after the named ones
@@ -25,6 +26,7 @@ from ember.errors import EmberError
 
 VARIABLES = {
     "EMBER_NUM_THREADS": "threads of parallel loops (default: every CPU this process may use)",
+    "EMBER_COMPILE_THREADS": "threads LLVM compiles a model's parts on (default: every CPU, <= 8)",
     "EMBER_CACHE": "0 disables the on-disk compile cache",
     "EMBER_CACHE_DIR": "the compile cache's directory",
     "EMBER_PRINT_AFTER": "print the graph after all passes (all) or the named ones (cse,dce)",
@@ -49,12 +51,21 @@ def _flag(name: str, default: bool, environ: Mapping[str, str] | None) -> bool:
 
 def num_threads(environ: Mapping[str, str] | None = None) -> int | None:
     """EMBER_NUM_THREADS, or None when unset."""
-    text = _env(environ).get("EMBER_NUM_THREADS", "").strip()
+    return _positive("EMBER_NUM_THREADS", environ)
+
+
+def _positive(name: str, environ: Mapping[str, str] | None) -> int | None:
+    text = _env(environ).get(name, "").strip()
     if not text:
         return None
     if not text.isdigit() or int(text) < 1:
-        raise EmberError(f"EMBER_NUM_THREADS must be a positive integer, got {text!r}")
+        raise EmberError(f"{name} must be a positive integer, got {text!r}")
     return int(text)
+
+
+def compile_threads(environ: Mapping[str, str] | None = None) -> int | None:
+    """EMBER_COMPILE_THREADS, or None when unset."""
+    return _positive("EMBER_COMPILE_THREADS", environ)
 
 
 def cache_enabled(environ: Mapping[str, str] | None = None) -> bool:

@@ -241,12 +241,11 @@ def _native_from_cache(graph: Graph, opt_level: int, target: Target, key: str
     return native
 
 
-def _llvm_ir(program: Program) -> str:
-    """The LLVM IR text `build_program` compiles for a program (rebuilt only on demand)."""
-    from ember.backend.cpu.build import emit_program
-    from ember.backend.llvm.codegen import finalize_module
+def _llvm_ir(program: Program) -> list[Any]:
+    """The LLVM IR parts `build_program` compiles for a program (rebuilt only on demand)."""
+    from ember.backend.cpu.build import emit_parts
 
-    return finalize_module(str(emit_program(program)))
+    return list(emit_parts(program))
 
 
 def program_layout(program: Program) -> str:

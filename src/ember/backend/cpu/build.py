@@ -21,12 +21,18 @@ distinct kernel). So does a kernel of more than MAX_INLINED_SIZE instructions in
 (a fused BatchNorm backward). For the same reason a long entry calls its kernels through
 parts of at most ENTRY_PART_CALLS calls (`<entry>.part<k>`, out of line): no LLVM function
 grows with the graph.
+
+A program whose kernels are out of line is compiled in parts (`emit_parts`): modules of about
+PART_SIZE instructions of kernels each, in call order, the entry in the last one, which calls
+the others' kernels by name. LLVM optimizes and compiles each part on a thread of its own while
+the next one is generated (`ember.backend.llvm.jit`), so a model's compile uses every core:
+DenseNet-121 6.5 -> 3.6 s on two (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
 
 import ctypes
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +41,7 @@ from llvmlite import ir
 from ember import progress
 from ember.backend.cpu.parallel import CpuKernelEmitter
 from ember.backend.llvm.codegen import MEMORY_TYPES, emit_kernel, finalize_module
-from ember.backend.llvm.jit import CompiledModule, compile_ir
+from ember.backend.llvm.jit import CompiledModule, Part, compile_ir
 from ember.backend.llvm.vecmath import for_target
 from ember.errors import ExecutionError
 from ember.lower.loops import Kernel
@@ -52,6 +58,10 @@ MAX_INLINED_CALLS = 16
 # every kernel inlined, 9 s with these kept out, the step as fast).
 MAX_INLINED_SIZE = 200
 ENTRY_PART_CALLS = 256
+# Instructions of generated kernels per part of a program compiled in parts: LLVM takes about
+# 0.4 s over one on this project's machines, so two cores share a ResNet's dozen parts
+# evenly, and the first part starts compiling while most of the program is still to generate.
+PART_SIZE = 8_000
 
 
 def entry_name(program: Program) -> str:
@@ -72,9 +82,75 @@ def emit_program(program: Program, profile: bool = False) -> ir.Module:
         kernels[call.kernel.name] = distinct[key]
         progress.advance()
     for function in distinct.values():
-        size = sum(len(block.instructions) for block in function.blocks)
-        if profile or len(program.calls) > MAX_INLINED_CALLS or size > MAX_INLINED_SIZE:
+        if _out_of_line(program, profile) or _size([function]) > MAX_INLINED_SIZE:
             function.attributes.add("noinline")
+    _emit_entry(module, program, kernels, profile)
+    return module
+
+
+def emit_parts(program: Program, profile: bool = False,
+               part_size: int | None = None) -> Iterator[Part]:
+    """The LLVM IR of a program as parts, each yielded as soon as it is generated: one part
+    (the whole `emit_program` module) where kernels are inlined; otherwise modules of at
+    least `part_size` (default PART_SIZE) instructions of kernels, which export their kernels,
+    and last the one with the entry, which declares the kernels of the others."""
+    if not _out_of_line(program, profile):
+        module = emit_program(program, profile)
+        progress.stage("llvm text")
+        yield Part(finalize_module(str(module)))
+        return
+    part_size = PART_SIZE if part_size is None else part_size
+    count = 0
+
+    def new_module() -> ir.Module:
+        return for_target(ir.Module(f"{program.name}.part{count}"), program.target)
+
+    module = new_module()
+    distinct: dict[tuple[object, ...], ir.Function] = {}
+    kernels: dict[str, ir.Function] = {}  # kernel name -> its function, in whichever part
+    exports: list[str] = []
+    size = 0
+    progress.stage("llvm ir", total=len(program.calls), unit="kernels")
+    for call in program.calls:
+        key = _kernel_key(call.kernel)
+        if key not in distinct:
+            before = len(module.globals)
+            function = emit_kernel(module, call.kernel, CpuKernelEmitter)
+            function.attributes.add("noinline")
+            function.linkage = ""  # external: the entry's part calls it
+            distinct[key] = function
+            exports.append(function.name)
+            size += _size(list(module.globals.values())[before:])
+        kernels[call.kernel.name] = distinct[key]
+        progress.advance()
+        if size >= part_size:
+            yield Part(finalize_module(str(module)), tuple(exports))
+            count += 1
+            module, exports, size = new_module(), [], 0
+    for name, function in list(kernels.items()):  # declared where the entry calls them
+        if function.module is not module:
+            declared = module.globals.get(function.name)
+            kernels[name] = declared if declared is not None else ir.Function(
+                module, function.function_type, function.name)
+    _emit_entry(module, program, kernels, profile)
+    names = [entry_name(program)] + ([f"{program.name}_cycles"] if profile else [])
+    yield Part(finalize_module(str(module)), tuple(names))
+
+
+def _out_of_line(program: Program, profile: bool) -> bool:
+    """Whether a program's kernels are kept out of line (are calls from its entry)."""
+    return profile or len(program.calls) > MAX_INLINED_CALLS
+
+
+def _size(values: Sequence[object]) -> int:
+    """Instructions in the functions among `values`."""
+    return sum(len(block.instructions) for value in values if isinstance(value, ir.Function)
+               for block in value.blocks)
+
+
+def _emit_entry(module: ir.Module, program: Program, kernels: dict[str, ir.Function],
+                profile: bool) -> None:
+    """The entry of a program into `module`: it calls `kernels` (by kernel name) in order."""
     entry = ir.Function(module, ir.FunctionType(ir.VoidType(), [I8P.as_pointer()]),
                         entry_name(program))
     clock = module.declare_intrinsic("llvm.readcyclecounter", (),
@@ -98,7 +174,6 @@ def emit_program(program: Program, profile: bool = False) -> ir.Module:
                              f"{program.name}_cycles")
         reader = ir.IRBuilder(cycles.append_basic_block("entry"))
         reader.ret(reader.call(clock, []))
-    return module
 
 
 def _emit_calls(function: ir.Function, calls: Sequence[tuple[int, Call]],
@@ -204,8 +279,7 @@ class NativeProgram:
 
 def build_program(program: Program, opt_level: int = 3, profile: bool = False
                   ) -> NativeProgram:
-    """Emit, optimize and JIT-compile a program (timing each kernel call when `profile`)."""
-    module = emit_program(program, profile)
-    progress.stage("llvm text")
-    text = finalize_module(str(module))
-    return NativeProgram(program, compile_ir(text, opt_level, target=program.target), profile)
+    """Emit, optimize and JIT-compile a program (timing each kernel call when `profile`), its
+    parts compiling while the next ones are generated."""
+    module = compile_ir(emit_parts(program, profile), opt_level, target=program.target)
+    return NativeProgram(program, module, profile)

@@ -14,13 +14,20 @@ full width where auto-vectorized loops are asked to be narrower. Every compiled 
 its engine alive for as long as the `CompiledModule` lives.
 
 Machine code is generated once per module: the object file LLVM emits is what the engine loads
-and what the on-disk cache stores. Outlined parallel loop bodies (`<kernel>.par<n>`) are kept
-out of line: inlined into their kernel's one-thread path they were optimized and compiled a
-second time, which was half of the LLVM time of a model (transformer block: 3.3 -> 1.6 s).
+and what the on-disk cache stores. A module may come in parts (`Part`: a model's kernels in
+groups, its entry last, `ember.backend.cpu.build`): each part is parsed, optimized and compiled
+on its own thread, in its own LLVM context with its own target machine, while the caller goes on
+generating the next part; the objects load into one engine, which links them by name. Each part
+is cached under its own text, so a model that shares parts with another compiles only the rest.
+
+Outlined parallel loop bodies (`<kernel>.par<n>`) are kept out of line: inlined into their
+kernel's one-thread path they were optimized and compiled a second time, which was half of the
+LLVM time of a model (transformer block: 3.3 -> 1.6 s).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import ctypes
 import functools
 import os
@@ -28,19 +35,23 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import llvmlite.binding as llvm
 from llvmlite import ir
+from llvmlite.binding import ffi
 
-from ember import progress
+from ember import config, progress
 from ember.errors import EmberError, LoweringError
 from ember.target import Target
 
-_LOCK = threading.Lock()  # LLVM's global state is not safe to build from several threads
+# Held by a thread through the whole of a compile (the parts' threads do not take it): two
+# compiles, and the remark switches of `optimization_remarks`, never interleave. Reentrant: code
+# generation may compile a helper module (the thread pool's) while a model's parts compile.
+_LOCK = threading.RLock()
 
 # Called before machine code is loaded into this process: a backend registers what its code
 # links to by name (the CPU's thread pool, `ember.backend.cpu.threads`), so that this shared
@@ -128,27 +139,167 @@ def new_target_machine(opt_level: int = 3, target: Target | None = None
                                          opt=opt_level, codemodel="jitdefault")
 
 
-def optimize(module: llvm.ModuleRef, opt_level: int = 3, target: Target | None = None) -> None:
-    """Run LLVM's standard pipeline (with loop and SLP vectorization) over a module in place."""
+def optimize(module: llvm.ModuleRef, opt_level: int = 3, target: Target | None = None,
+             machine: llvm.TargetMachine | None = None) -> None:
+    """Run LLVM's standard pipeline (with loop and SLP vectorization) over a module in place,
+    for `machine` (default: the target's shared one; a thread of its own needs its own)."""
     options = llvm.create_pipeline_tuning_options(speed_level=opt_level)
     options.loop_vectorization = opt_level >= 2
     options.slp_vectorization = opt_level >= 2
     options.loop_unrolling = opt_level >= 2
-    builder = llvm.create_pass_builder(target_machine(3, target), options)
-    builder.getModulePassManager().run(module, builder)
+    builder = llvm.create_pass_builder(machine or target_machine(3, target), options)
+    run = _unlocked if machine is not None else _locked
+    run("LLVMPY_RunNewModulePassManager")(builder.getModulePassManager(), module, builder)
 
 
-def parse(module: ir.Module | str, target: Target | None = None) -> llvm.ModuleRef:
-    """Parse and verify textual LLVM IR; a verifier failure is a LoweringError with the IR."""
+def _unlocked(name: str) -> Callable[..., Any]:
+    """llvmlite's C function `name`, called without llvmlite's process-wide lock, which it takes
+    around every call into LLVM. Only for the long calls on objects that one thread owns (a
+    module in its own context, its own target machine): LLVM runs those on several threads at
+    once, and ctypes lets go of the GIL while they run. Where llvmlite's wrapper is not the one
+    known here, the locked call is returned (one part at a time, still right)."""
+    wrapper = getattr(ffi.lib, name)
+    return getattr(wrapper, "_cfn", wrapper)
+
+
+def _locked(name: str) -> Callable[..., Any]:
+    """llvmlite's C function `name` as llvmlite calls it, under its lock."""
+    return getattr(ffi.lib, name)
+
+
+def parse(module: ir.Module | str, target: Target | None = None,
+          context: llvm.ContextRef | None = None) -> llvm.ModuleRef:
+    """Parse and verify textual LLVM IR (into `context`, default: LLVM's global one); a parse
+    or verifier failure is a LoweringError with LLVM's message."""
     _initialize()
-    text = str(module)
-    try:
-        parsed = llvm.parse_assembly(text)
-        parsed.verify()
-    except RuntimeError as err:
-        raise LoweringError("<module>", f"LLVM rejected the generated IR: {err}") from None
+    call = _unlocked if context is not None else _locked  # a private context: this thread's
+    context = context if context is not None else llvm.get_global_context()
+    with ffi.OutputString() as message:
+        pointer = call("LLVMPY_ParseAssembly")(
+            context, ctypes.c_char_p(str(module).encode()), message)
+        parsed = (llvm.ModuleRef(pointer, context) if call is _locked
+                  else _ContextModule(pointer, context))
+        if message:
+            parsed.close()
+            raise LoweringError("<module>", f"LLVM rejected the generated IR: {message}")
+    with ffi.OutputString() as message:
+        if call("LLVMPY_VerifyModule")(parsed, message):
+            raise LoweringError("<module>", f"LLVM rejected the generated IR: {message}")
     parsed.triple, parsed.data_layout = _triple_and_layout(target)
     return parsed
+
+
+class _ContextModule(llvm.ModuleRef):
+    """A module that owns the LLVM context it was parsed into: disposing of it disposes of the
+    module, then of the context. (Left to its own wrapper, a context collected in the same
+    garbage cycle as its module may be disposed of first, and the module's disposal then
+    touches freed memory.)"""
+
+    def __init__(self, pointer: Any, context: llvm.ContextRef) -> None:
+        super().__init__(pointer, context)
+        self._context_pointer = context._ptr  # (the wrapper forgets it when collected first)
+        context._owned = True  # its wrapper no longer disposes of it: this module does
+
+    def _dispose(self) -> None:
+        super()._dispose()
+        ffi.lib.LLVMPY_ContextDispose(self._context_pointer)
+
+
+def emit_object(machine: llvm.TargetMachine, module: llvm.ModuleRef) -> bytes:
+    """The object code of an optimized module (`machine.emit_object`, without llvmlite's lock:
+    the machine and the module must be the calling thread's own)."""
+    with ffi.OutputString() as message:
+        buffer = _unlocked("LLVMPY_TargetMachineEmitToMemory")(machine, module, 1, message)
+        if not buffer:
+            raise LoweringError("<module>", f"LLVM could not generate code: {message}")
+    try:
+        return ctypes.string_at(ffi.lib.LLVMPY_GetBufferStart(buffer),
+                                ffi.lib.LLVMPY_GetBufferSize(buffer))
+    finally:
+        ffi.lib.LLVMPY_DisposeMemoryBuffer(buffer)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One part of a module compiled in parts: LLVM IR text, and the names the other parts
+    call (`exports`: every other definition is made internal after optimization, so that the
+    helpers each part defines for itself do not collide in the engine). `exports=None`: a
+    whole module, kept as it is."""
+
+    text: str
+    exports: tuple[str, ...] | None = None
+
+
+def compile_threads() -> int:
+    """Threads that compile a module's parts at once: EMBER_COMPILE_THREADS, or every CPU this
+    process may use (at most 8)."""
+    chosen = config.compile_threads()
+    if chosen is not None:
+        return chosen
+    try:
+        available = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        available = os.cpu_count() or 1
+    return max(1, min(8, available))
+
+
+@dataclass
+class _Compiled:
+    """What `_compile_part` made of one part."""
+
+    payload: bytes
+    module: llvm.ModuleRef  # optimized, in the part's own context
+    seconds: dict[str, float]
+
+
+def _compile_part(part: Part, opt_level: int, target: Target, emit: bool = True,
+                  on_optimized: Callable[[], None] | None = None) -> _Compiled:
+    """Parse, verify, optimize and (with `emit`) compile one part, on the calling thread, with
+    an LLVM context and a target machine of its own."""
+    context = llvm.create_context()
+    start = time.perf_counter()
+    module = parse(part.text, target, context)
+    machine = new_target_machine(3, target)
+    if opt_level > 0:
+        optimize(module, opt_level, target, machine)
+    if part.exports is not None:
+        _internalize(module, set(part.exports))
+    optimized = time.perf_counter()
+    if on_optimized is not None:
+        on_optimized()
+    payload = emit_object(machine, module) if emit else b""
+    return _Compiled(payload, module, {"llvm-opt": optimized - start,
+                                       "llvm-emit": time.perf_counter() - optimized})
+
+
+def _internalize(module: llvm.ModuleRef, exports: set[str]) -> None:
+    """Give every definition of `module` but `exports` internal linkage."""
+    for value in [*module.functions, *module.global_variables]:
+        if not value.is_declaration and value.name not in exports:
+            value.linkage = llvm.Linkage.internal
+
+
+_BUNDLE = b"EMBER-PARTS"
+
+
+def bundle(payloads: Sequence[bytes]) -> bytes:
+    """One cache payload for the objects of a module's parts (a single object stays as it is)."""
+    if len(payloads) == 1:
+        return payloads[0]
+    sizes = ",".join(str(len(p)) for p in payloads).encode()
+    return b" ".join([_BUNDLE, str(len(payloads)).encode(), sizes]) + b"\n" + b"".join(payloads)
+
+
+def unbundle(payload: bytes) -> list[bytes]:
+    """The objects of a payload `bundle` made."""
+    if not payload.startswith(_BUNDLE + b" "):
+        return [payload]
+    header, _, body = payload.partition(b"\n")
+    sizes = [int(size) for size in header.split()[2].split(b",")]
+    offsets = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+    if offsets[-1] != len(body):
+        raise EmberError("a cached object bundle is truncated")
+    return [body[offsets[i]:offsets[i + 1]] for i in range(len(sizes))]
 
 
 @functools.cache
@@ -186,14 +337,17 @@ def with_function_attributes(text: str, target: Target) -> str:
 class CompiledModule:
     """Machine code for one LLVM module, loaded into this process.
 
-    With `cached=True` the object code comes from (or goes to) the on-disk cache; `from_cache`
-    says which happened, and `cache_hit` how it was found: "object" (by the IR text), "graph"
-    (by a graph link, before any IR was generated) or "" (compiled here). The optimized IR and
-    the assembly are rebuilt on demand when the code came from the cache.
+    `module` is an llvmlite module, IR text, or the module's parts (`Part`s, in any iterable:
+    a generator is consumed while the parts before compile on other threads). With
+    `cached=True` the object code comes from (or goes to) the on-disk cache, part by part;
+    `from_cache` says whether every part came from it, and `cache_hit` how the code was found:
+    "object" (by the IR text), "graph" (by a graph link, before any IR was generated) or ""
+    (compiled here). The optimized IR and the assembly are rebuilt on demand when the code came
+    from the cache.
     """
 
-    def __init__(self, module: ir.Module | str, opt_level: int = 3, cached: bool = True,
-                 target: Target | None = None) -> None:
+    def __init__(self, module: ir.Module | str | Iterable[Part], opt_level: int = 3,
+                 cached: bool = True, target: Target | None = None) -> None:
         from ember.backend.llvm import cache
 
         self.target = target if target is not None else Target.host()
@@ -201,99 +355,135 @@ class CompiledModule:
         if self.runnable:
             with progress.reporting(False):  # (the thread pool's module: not this compile's)
                 _prepare_load()  # generated parallel loops link to the thread pool by name
-
-        self._unoptimized_ir: str | None = with_function_attributes(str(module), self.target)
-        self._build_ir: Callable[[], str] | None = None
+        if isinstance(module, (ir.Module, str)):
+            module = [Part(str(module))]
         self.opt_level = opt_level
-        self._optimized: llvm.ModuleRef | None = None
-        self.from_cache = False
-        self.cache_hit = ""
-        self.seconds: dict[str, float] = {}  # "llvm-opt", "llvm-emit": where LLVM's time went
-        self.cache_key = cache.cache_key(self._unoptimized_ir, self.target.key, "", opt_level)
-        payload = cache.load(self.cache_key) if cached and cache.enabled() else None
-        with _LOCK:
-            if payload is not None:
-                self.engine = self._load_object(payload, self.target)
-                self.from_cache, self.cache_hit = True, "object"
-                return
-            progress.stage("llvm optimize")
-            optimized = self._optimize()
-            progress.stage("machine code")
-            start = time.perf_counter()
-            payload = target_machine(3, self.target).emit_object(optimized)
-            self.seconds["llvm-emit"] = time.perf_counter() - start
-            self.engine = self._load_object(payload, self.target)
-        if cached and cache.enabled():
-            cache.store(self.cache_key, payload)
+        self._build_ir: Callable[[], str | list[Part]] | None = None
+        self._parts: list[Part] | None = []
+        self._optimized: list[llvm.ModuleRef] | None = None
+        self.seconds: dict[str, float] = {}  # "llvm-opt", "llvm-emit": LLVM's time, all parts
+        caching = cached and cache.enabled()
+        keys: list[str] = []
+        found: dict[int, bytes] = {}
+        pending: dict[int, concurrent.futures.Future[_Compiled]] = {}
+        with _LOCK, concurrent.futures.ThreadPoolExecutor(
+                compile_threads(), thread_name_prefix="ember-llvm") as pool:
+            held: int | None = None  # the last part to compile: submitted once another comes
+            for index, part in enumerate(module):
+                part = Part(with_function_attributes(part.text, self.target), part.exports)
+                self._parts.append(part)
+                keys.append(cache.cache_key(part.text, self.target.key, "", opt_level))
+                payload = cache.load(keys[-1]) if caching else None
+                if payload is not None:
+                    found[index] = payload
+                    continue
+                if held is not None:
+                    pending[held] = pool.submit(_compile_part, self._parts[held], opt_level,
+                                                self.target)
+                held = index
+            compiled: dict[int, _Compiled] = {}
+            if held is not None and not pending:  # one part to compile: here, stage by stage
+                progress.stage("llvm optimize")
+                compiled[held] = _compile_part(self._parts[held], opt_level, self.target,
+                                               on_optimized=lambda: progress.stage(
+                                                   "machine code"))
+            elif held is not None:
+                pending[held] = pool.submit(_compile_part, self._parts[held], opt_level,
+                                            self.target)
+                progress.stage("machine code", total=len(pending), unit="parts")
+                for future in concurrent.futures.as_completed(pending.values()):
+                    future.result()  # a failure surfaces here, in the caller's thread
+                    progress.advance()
+                compiled.update((index, future.result()) for index, future in pending.items())
+            for index, made in compiled.items():
+                for name, seconds in made.seconds.items():
+                    self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+                if caching:
+                    cache.store(keys[index], made.payload)
+            payloads = [found[i] if i in found else compiled[i].payload
+                        for i in range(len(self._parts))]
+            if len(compiled) == len(self._parts):
+                self._optimized = [compiled[i].module for i in range(len(self._parts))]
+            self.engine = self._load_objects(payloads, self.target)
+        self.from_cache = not compiled
+        self.cache_hit = "object" if self.from_cache else ""
+        self.cache_key = keys[0] if len(keys) == 1 else cache.cache_key(
+            " ".join(keys), self.target.key, "parts", opt_level)
+        if caching and len(keys) > 1:  # the whole, for a graph link to name
+            cache.store(self.cache_key, bundle(payloads))
 
     @classmethod
-    def from_object(cls, payload: bytes, build_ir: Callable[[], str], opt_level: int = 3,
-                    cache_key: str = "", target: Target | None = None) -> CompiledModule:
-        """Machine code that was compiled before (an on-disk cache hit found without the IR).
+    def from_object(cls, payload: bytes, build_ir: Callable[[], str | list[Part]],
+                    opt_level: int = 3, cache_key: str = "", target: Target | None = None
+                    ) -> CompiledModule:
+        """Machine code that was compiled before (an on-disk cache hit found without the IR):
+        one object, or the `bundle` of a module's parts.
 
-        `build_ir` makes the unoptimized IR text again, only if it is asked for (`llvm_ir`,
-        `asm()`, `unoptimized_ir`).
+        `build_ir` makes the unoptimized IR (text, or the parts) again, only if it is asked for
+        (`llvm_ir`, `asm()`, `unoptimized_ir`).
         """
         compiled = cls.__new__(cls)
         compiled.target = target if target is not None else Target.host()
         compiled.runnable = not compiled.target.missing_on_host()
         if compiled.runnable:
             _prepare_load()
-        compiled._unoptimized_ir = None
-        compiled._build_ir = lambda: with_function_attributes(build_ir(), compiled.target)
+        compiled._parts = None
+        compiled._build_ir = build_ir
         compiled.opt_level = opt_level
         compiled._optimized = None
         compiled.seconds = {}
         compiled.from_cache, compiled.cache_hit = True, "graph"
         compiled.cache_key = cache_key
         with _LOCK:
-            compiled.engine = cls._load_object(payload, compiled.target)
+            compiled.engine = cls._load_objects(unbundle(payload), compiled.target)
         return compiled
 
     @property
-    def unoptimized_ir(self) -> str:
-        """The LLVM IR text the machine code was made from (rebuilt on first use after a cache
-        hit by graph)."""
-        if self._unoptimized_ir is None:
+    def parts(self) -> list[Part]:
+        """The parts the machine code was made from, with the target's function attributes
+        (rebuilt on first use after a cache hit by graph)."""
+        if self._parts is None:
             assert self._build_ir is not None
-            self._unoptimized_ir = self._build_ir()
-        return self._unoptimized_ir
+            built = self._build_ir()
+            built = [Part(built)] if isinstance(built, str) else built
+            self._parts = [Part(with_function_attributes(p.text, self.target), p.exports)
+                           for p in built]
+        return self._parts
+
+    @property
+    def unoptimized_ir(self) -> str:
+        """The LLVM IR text the machine code was made from (its parts one after another)."""
+        return _joined(part.text for part in self.parts)
 
     def defines(self, name: str) -> bool:
         """Whether the machine code has a function or global called `name`."""
         return self.engine is not None and bool(self.engine.get_function_address(name))
 
-    def _optimize(self) -> llvm.ModuleRef:
-        start = time.perf_counter()
-        parsed = parse(self.unoptimized_ir, self.target)
-        if self.opt_level > 0:
-            optimize(parsed, self.opt_level, self.target)
-        self._optimized = parsed
-        self.seconds["llvm-opt"] = time.perf_counter() - start
-        return parsed
-
     @staticmethod
-    def _load_object(payload: bytes, target: Target) -> llvm.ExecutionEngine | None:
-        """The object code loaded into this process (None for code the host cannot run)."""
+    def _load_objects(payloads: Sequence[bytes], target: Target
+                      ) -> llvm.ExecutionEngine | None:
+        """The objects loaded into this process, linked to each other by name (None for code
+        the host cannot run)."""
         if target.missing_on_host():
             return None
         empty = parse("", target)
         engine = llvm.create_mcjit_compiler(empty, new_target_machine(3, target))
-        engine.add_object_file(llvm.ObjectFileRef.from_data(payload))
+        for payload in payloads:
+            engine.add_object_file(llvm.ObjectFileRef.from_data(payload))
         engine.finalize_object()
         return engine
 
     @property
     def llvm_ir(self) -> str:
-        """The optimized LLVM IR."""
-        return str(self._optimized_module())
+        """The optimized LLVM IR (its parts one after another)."""
+        return _joined(str(module) for module in self._optimized_modules())
 
-    def _optimized_module(self) -> llvm.ModuleRef:
+    def _optimized_modules(self) -> list[llvm.ModuleRef]:
         if self._optimized is None:
-            _ = self.unoptimized_ir  # rebuilt (if it must be) before taking the LLVM lock
+            parts = self.parts  # rebuilt (if it must be) before taking the LLVM lock
             with _LOCK:
-                self._optimize()
-        assert self._optimized is not None
+                self._optimized = [_compile_part(part, self.opt_level, self.target,
+                                                 emit=False).module for part in parts]
         return self._optimized
 
     def address(self, name: str) -> int:
@@ -314,25 +504,37 @@ class CompiledModule:
         return function
 
     def asm(self) -> str:
-        """The assembly of the optimized module, for the module's target."""
-        module = self._optimized_module()
+        """The assembly of the optimized module (its parts one after another)."""
+        modules = self._optimized_modules()
         with _LOCK:
-            return target_machine(3, self.target).emit_assembly(module)
+            machine = target_machine(3, self.target)
+            return _joined(machine.emit_assembly(module) for module in modules)
 
     def object_code(self) -> bytes:
-        module = self._optimized_module()
+        """The object code (one object, or the `bundle` of the parts')."""
+        modules = self._optimized_modules()
         with _LOCK:
-            return target_machine(3, self.target).emit_object(module)
+            machine = target_machine(3, self.target)
+            return bundle([machine.emit_object(module) for module in modules])
 
     def remarks(self) -> list[Remark]:
         """The loop vectorizer's remarks on this module (optimized once more to collect them)."""
-        return optimization_remarks(self.unoptimized_ir, self.opt_level, self.target)
+        return [remark for part in self.parts
+                for remark in optimization_remarks(part.text, self.opt_level, self.target)]
 
 
-def compile_ir(module: ir.Module | str, opt_level: int = 3, cached: bool = True,
-               target: Target | None = None) -> CompiledModule:
-    """Parse, verify, optimize and JIT-compile a module for a target (default: the host), or
-    load it from the on-disk cache."""
+def _joined(texts: Iterable[str]) -> str:
+    """Texts of a module's parts as one listing, each part after a comment line."""
+    texts = list(texts)
+    if len(texts) == 1:
+        return texts[0]
+    return "\n".join(f"; ---- part {i} of {len(texts)} ----\n{t}" for i, t in enumerate(texts))
+
+
+def compile_ir(module: ir.Module | str | Iterable[Part], opt_level: int = 3,
+               cached: bool = True, target: Target | None = None) -> CompiledModule:
+    """Parse, verify, optimize and JIT-compile a module (or its parts) for a target (default:
+    the host), or load it from the on-disk cache."""
     return CompiledModule(module, opt_level, cached, target)
 
 
