@@ -42,7 +42,7 @@ def default_pipeline(opt_level: int = 3) -> list[Pass]:
 
     if opt_level < 2:
         return []
-    names = ["simplify", "fold-constants", "cse", "dce", "fold-batchnorm", "fold-constants",
-             "simplify", "cse", "dce"]
+    fold = "fold-constants{matmul-transposes=false}"  # transpose-into-matmul reads them
+    names = ["simplify", fold, "cse", "dce", "fold-batchnorm", fold, "simplify", "cse", "dce"]
     names += ["transpose-into-matmul", "dce", "fuse", "dce", "plan-memory"]
     return parse_pipeline(names)

@@ -9,6 +9,7 @@ import pytest
 from ember.passes.fold_constants import FoldConstants
 
 import ember
+from ember.driver import compile_graph, optimize, resolve_target
 from ember.interpreter import interpret
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import f32, i32
@@ -135,3 +136,37 @@ def test_a_region_that_fails_on_its_constants_is_left_for_run_time() -> None:
 }"""
     graph = ember.parse(text)
     assert FoldConstants().run(graph) is graph
+
+
+def test_a_weight_only_matmuls_read_transposed_is_kept_for_matmul_nt() -> None:
+    graph, weight = _weight_graph()
+    kept = FoldConstants(matmul_transposes=False).run(graph)
+    assert [n.op for n in kept.nodes] == ["const", "transpose", "matmul"]
+    # the default pipeline: matmul_nt reads the weight itself, never a transposed copy
+    optimized = optimize(graph, 3)
+    (matmul,) = [n for n in optimized.nodes if n.op.startswith("matmul")]
+    assert matmul.op == "matmul_nt"
+    (const,) = [n for n in optimized.nodes if n.op == "const"]
+    np.testing.assert_array_equal(const.attrs["value"].data, weight)
+    x = np.random.default_rng(1).random((4, 3), dtype=np.float32)
+    want = x.astype(np.float64) @ weight.T.astype(np.float64)
+    for level in (0, 1, 2, 3):
+        target, _ = resolve_target("cpu", None, level)
+        exe = compile_graph(graph, target=target, opt_level=level)
+        np.testing.assert_allclose(exe(x), want, rtol=1e-6)
+
+
+def test_a_transpose_read_otherwise_still_folds() -> None:
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    builder = GraphBuilder("two_users")
+    x = builder.input(f32[4, 3], "x")
+    t = builder.transpose(builder.const(weight, name="w"), perm=(1, 0))
+    graph = builder.build([builder.matmul(x, t), builder.exp(t)])
+    folded = FoldConstants(matmul_transposes=False).run(graph)
+    assert "transpose" not in [n.op for n in folded.nodes]
+    np.testing.assert_array_equal(folded.constants()["w.T"], weight.T)
+
+
+def test_matmul_transposes_option_parses() -> None:
+    (kept,) = parse_pipeline("fold-constants{matmul-transposes=false}")
+    assert kept == FoldConstants(matmul_transposes=False)
