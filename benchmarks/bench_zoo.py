@@ -23,8 +23,10 @@ Ember's output is checked against ONNX Runtime's: max|y - y_ort| / max|y_ort| mu
 1e-4. The three runners are timed in the same process, alternating (one call of each per round,
 after warm-up calls), and the medians are reported with the Ember/ORT ratio and the geometric
 mean of the ratios. Each thread count runs in its own child process with EMBER_NUM_THREADS and
-the BLAS/OpenMP variables set before anything is imported, pinned to that many CPUs. A model
-that Ember refuses or gets wrong keeps its row, with the reason.
+the BLAS/OpenMP variables set before anything is imported; its runners are timed pinned to that
+many CPUs, and Ember compiles on every CPU the run may use (as a user's compile does: LLVM
+compiles a model's parts on all of them), so the compile times do not depend on the thread
+count. A model that Ember refuses or gets wrong keeps its row, with the reason.
 """
 
 from __future__ import annotations
@@ -525,10 +527,29 @@ def _side(samples: list[float]) -> Side:
     return Side(float(median), float(p10), float(p90), len(samples))
 
 
+@contextlib.contextmanager
+def pinned(cpus: list[int] | None):
+    """Every thread of this process on `cpus` inside the block (None: as it is), then back."""
+    if not cpus:
+        yield
+        return
+    tasks = [int(t) for t in os.listdir("/proc/self/task")]
+    before = {task: os.sched_getaffinity(task) for task in tasks}
+    for task in tasks:
+        os.sched_setaffinity(task, cpus)
+    try:
+        yield
+    finally:
+        for task, mask in before.items():
+            with contextlib.suppress(OSError):  # a thread that has ended since
+                os.sched_setaffinity(task, mask)
+
+
 def run_model(name: str, threads: int, rounds: int = 10, warmup: int = 2,
               max_seconds: float = 30.0, size: int | None = None,
-              directory: Path | None = None) -> ZooResult:
-    """Export, compile, check and time one model at `threads` threads in this process."""
+              directory: Path | None = None, pin: list[int] | None = None) -> ZooResult:
+    """Export, compile, check and time one model at `threads` threads in this process (the
+    checks and timings on the CPUs `pin` names, when given)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -547,6 +568,14 @@ def run_model(name: str, threads: int, rounds: int = 10, warmup: int = 2,
     runners: dict[str, Callable[[], Any]] = {"onnxruntime": lambda: session.run(None, feed),
                                              "torch": run_torch}
     exe = compile_ember(path, threads, result)
+    with pinned(pin):
+        _check_and_time(exe, image, reference, runners, result, rounds, warmup, max_seconds)
+    return result
+
+
+def _check_and_time(exe: Any, image: np.ndarray, reference: np.ndarray,
+                    runners: dict[str, Callable[[], Any]], result: ZooResult, rounds: int,
+                    warmup: int, max_seconds: float) -> None:
     if exe is not None:
         try:
             result.error = relative_error(exe(image), reference)
@@ -560,7 +589,6 @@ def run_model(name: str, threads: int, rounds: int = 10, warmup: int = 2,
     samples = time_alternating(runners, rounds, warmup, max_seconds)
     for side, values in samples.items():
         setattr(result, side, _side(values))
-    return result
 
 
 def time_alternating(runners: dict[str, Callable[[], Any]], rounds: int, warmup: int,
@@ -637,16 +665,17 @@ def run_in_process(names: list[str], threads: int, options: argparse.Namespace
     for name in names:
         print(f"  {name} ...", end="", flush=True)
         start = time.perf_counter()
-        result = run_model(name, threads, options.rounds, options.warmup, options.max_seconds)
+        result = run_model(name, threads, options.rounds, options.warmup, options.max_seconds,
+                           pin=[int(c) for c in options.pin.split(",")] if options.pin else None)
         print(f" {time.perf_counter() - start:.0f} s", flush=True)
         results.append(result)
     return results
 
 
 def run_child(names: list[str], threads: int, options: argparse.Namespace) -> list[ZooResult]:
-    """One thread count in a fresh interpreter whose thread pools start at that count, pinned
-    to the last `threads` CPUs of this process's affinity (under `taskset -c 0,1` the one-thread
-    child runs on CPU 1 alone, the two-thread child on both)."""
+    """One thread count in a fresh interpreter whose thread pools start at that count, timing
+    on the last `threads` CPUs of this process's affinity (under `taskset -c 0,1` the
+    one-thread child times on CPU 1 alone, the two-thread child on both), compiling on all."""
     environment = dict(os.environ, EMBER_NUM_THREADS=str(threads))
     environment.update({name: str(threads) for name in THREAD_VARIABLES})
     with tempfile.TemporaryDirectory(prefix="ember-zoo-") as directory:
@@ -655,8 +684,8 @@ def run_child(names: list[str], threads: int, options: argparse.Namespace) -> li
                    "--only", ",".join(names), "--json", output, "--rounds", str(options.rounds),
                    "--warmup", str(options.warmup), "--max-seconds", str(options.max_seconds)]
         cpus = sorted(os.sched_getaffinity(0))[-threads:]  # the last N CPUs this run may use
-        subprocess.run(command, env=environment, check=True,
-                       preexec_fn=lambda: os.sched_setaffinity(0, cpus))
+        command += ["--pin", ",".join(map(str, cpus))]
+        subprocess.run(command, env=environment, check=True)
         with open(output, encoding="utf-8") as file:
             return [from_dict(item) for item in json.load(file)["runs"][0]["results"]]
 
@@ -699,6 +728,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", metavar="FILE.svg", help="draw the times as an SVG bar chart")
     parser.add_argument("--readme", action="store_true",
                         help=f"write the tables into {README.name} between its bench_zoo markers")
+    parser.add_argument("--pin", default="", metavar="CPU[,CPU]",
+                        help="time (not compile) on these CPUs only (set for each child)")
     parser.add_argument("--in-process", action="store_true",
                         help="run in this process (one thread count; thread pools as inherited)")
     options = parser.parse_args(argv)

@@ -40,7 +40,7 @@ from llvmlite import ir
 
 from ember import progress
 from ember.backend.cpu.parallel import CpuKernelEmitter
-from ember.backend.llvm.codegen import MEMORY_TYPES, emit_kernel, finalize_module
+from ember.backend.llvm.codegen import MEMORY_TYPES, emit_kernel, module_text
 from ember.backend.llvm.jit import CompiledModule, Part, compile_ir
 from ember.backend.llvm.vecmath import for_target
 from ember.errors import ExecutionError
@@ -97,7 +97,7 @@ def emit_parts(program: Program, profile: bool = False,
     if not _out_of_line(program, profile):
         module = emit_program(program, profile)
         progress.stage("llvm text")
-        yield Part(finalize_module(str(module)))
+        yield Part(module_text(module))
         return
     part_size = PART_SIZE if part_size is None else part_size
     count = 0
@@ -124,7 +124,7 @@ def emit_parts(program: Program, profile: bool = False,
         kernels[call.kernel.name] = distinct[key]
         progress.advance()
         if size >= part_size:
-            yield Part(finalize_module(str(module)), tuple(exports))
+            yield Part(module_text(module), tuple(exports))
             count += 1
             module, exports, size = new_module(), [], 0
     for name, function in list(kernels.items()):  # declared where the entry calls them
@@ -134,7 +134,7 @@ def emit_parts(program: Program, profile: bool = False,
                 module, function.function_type, function.name)
     _emit_entry(module, program, kernels, profile)
     names = [entry_name(program)] + ([f"{program.name}_cycles"] if profile else [])
-    yield Part(finalize_module(str(module)), tuple(names))
+    yield Part(module_text(module), tuple(names))
 
 
 def _out_of_line(program: Program, profile: bool) -> bool:

@@ -579,6 +579,22 @@ def emit_kernel(module: ir.Module, kernel: Kernel,
     return function
 
 
+def module_text(module: ir.Module) -> str:
+    """The finalized text of a module that is not used after: the module is emptied as it is
+    printed. Its instructions, blocks and functions point at each other, so left whole they are
+    freed only by the cyclic garbage collector, whose passes over a model's millions of IR
+    objects cost more than the printing (DenseNet-121: 0.6 s of collections during its compile
+    and a 0.5 s one after it); emptied, they are freed as the references go."""
+    text = finalize_module(str(module))
+    for value in list(module.globals.values()):
+        if isinstance(value, ir.Function):
+            for block in value.blocks:
+                block.instructions.clear()
+            value.blocks.clear()
+    module.globals.clear()
+    return text
+
+
 def finalize_module(text: str) -> str:
     """Patch loop-ID placeholders into LLVM's distinct self-referencing form (see above)."""
     lines = text.split("\n")
