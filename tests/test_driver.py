@@ -100,3 +100,27 @@ def test_jit_static_arguments_are_baked_in() -> None:
     np.testing.assert_allclose(scale(x, 2), x * 2)
     np.testing.assert_allclose(scale(x, 3), x * 3)
     assert len(scale.cache) == 2
+
+
+def test_the_cyclic_gc_is_paused_during_a_compile_and_restored_after() -> None:
+    import gc
+
+    seen = []
+
+    def fn(a):
+        seen.append(gc.isenabled())
+        return a * 2.0
+
+    x = np.ones(4, np.float32)
+    assert gc.isenabled()
+    np.testing.assert_array_equal(ember.compile(fn, x)(x), x * 2.0)
+    assert seen == [False] and gc.isenabled()
+    with pytest.raises(ember.EmberError):
+        ember.compile(lambda a: a @ a, np.ones((2, 3), np.float32))  # a shape error
+    assert gc.isenabled()
+    gc.disable()
+    try:  # a caller's own choice is left as it was
+        ember.compile(fn, x)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

@@ -17,7 +17,9 @@ traced, optimized and lowered, so `exe.graph`, `exe.report()` and the loop IR ar
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -174,7 +176,7 @@ def compile(fn: Callable[..., Any], *example_inputs: Any, target: str | Target =
     (`ember.progress`): None (default) when stderr is a terminal, True always, False never.
     """
     target, count = resolve_target(target, threads, opt_level)
-    with progress_report.reporting(progress):
+    with progress_report.reporting(progress), without_cyclic_gc():
         progress_report.stage("trace")
         start = time.perf_counter()
         traced, single, _ = trace_with_info(fn, *example_inputs)
@@ -209,10 +211,36 @@ def resolve_target(target: str | Target, threads: int | None, opt_level: int
     return target, count
 
 
+@contextlib.contextmanager
+def without_cyclic_gc() -> Iterator[None]:
+    """Python's cyclic garbage collector paused inside the block (as it was, after it).
+
+    A compile allocates millions of short-lived objects, each full collection walks every live
+    object of the process, and a model's IR is freed by reference counting
+    (`codegen.module_text`): with PyTorch's ResNet-50, DenseNet-121 and VGG-16 loaded (190,000
+    objects), DenseNet-121's cold compile took 5.2 s with the collector on, 4.0 s paused.
+    """
+    paused = gc.isenabled()
+    if paused:
+        gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
+
+
 def compile_graph(traced: Graph, *, target: Target, opt_level: int = 3, passes: Any = None,
                   threads: int | None = None) -> Executable:
     """Optimize a graph and build its executable for `target` (as `resolve_target` made it):
     the part of `compile` after tracing, which `ember.grad` and `ember.train_step` share."""
+    with without_cyclic_gc():
+        return _compile_graph(traced, target=target, opt_level=opt_level, passes=passes,
+                              threads=threads)
+
+
+def _compile_graph(traced: Graph, *, target: Target, opt_level: int, passes: Any,
+                   threads: int | None) -> Executable:
     ledger = TimePasses()
     start = time.perf_counter()
     graph = optimize(traced, opt_level, passes, [ledger], target)

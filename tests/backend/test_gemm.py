@@ -271,3 +271,33 @@ def test_blocking_fits_the_problem(m, n, k, mr, vectors, kc):
     assert (blocking.mr, blocking.nr_vectors, blocking.kc) == (mr, vectors, kc)
     assert blocking.mr * blocking.nr_vectors <= 24  # accumulators fit the 32 registers
     assert blocking.mc % blocking.mr == 0 and blocking.nc % blocking.nr(16) == 0
+
+
+@pytest.mark.parametrize("nc", [2048, 64])  # one column block; several, the last only an edge
+@pytest.mark.parametrize("k", [300, 40])  # three depth blocks (C read back and added); one
+def test_narrow_edge_tiles_match_numpy_and_full_tiles(monkeypatch, nc: int, k: int) -> None:
+    """C's last, partial NR columns in tiles of fewer vectors (12 x 1 instead of 12 x 2): the
+    same sums as full-width tiles, bit for bit, and float64 numpy's product."""
+    from ember.backend.cpu import gemm
+
+    lanes = host_cpu().f32_lanes
+    n = 196 if lanes == 16 else 36  # 4 columns past the last whole NR: one vector of the two
+    m = 100  # a last row sliver of 4 of 12
+    blocking = GemmBlocking(mr=12, nr_vectors=2, kc=128, mc=48, nc=nc)
+    a, b = operands(m, n, k, np.float32, seed=5)
+    results = {}
+    for narrow in (True, False):
+        monkeypatch.setattr(gemm, "NARROW_EDGE", narrow)
+        module = ir.Module("edge")
+        emit_gemm(module, "edge", m, n, k, blocking=blocking)
+        assert ("ir.edge" in str(module)) == narrow
+        compiled = compile_ir(module, cached=False)
+        c = np.full((m, n), np.nan, np.float32)
+        scratch_bytes = gemm_scratch_bytes(m, n, k, blocking=blocking)
+        scratch = aligned_scratch(scratch_bytes)
+        for rows in ((0, 48), (48, m)):  # two row ranges, as two threads have them
+            run(compiled, "edge", a, b, c, *rows, scratch)
+        assert (scratch[scratch_bytes:] == 0x5A).all(), "wrote past gemm_scratch_bytes"
+        assert_close(c, a, b, np.float32)
+        results[narrow] = c
+    np.testing.assert_array_equal(results[True], results[False])
