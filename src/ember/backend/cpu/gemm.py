@@ -650,13 +650,13 @@ class GemmEmitter:
         last jc block, whose nc is not a multiple of NR) `edge` vectors wide."""
         plan, builder = self.plan, self.builder
         full = builder.mul(builder.udiv(nc, self.const(plan.nr)), self.const(plan.nr))
-        with builder.if_then(builder.icmp_signed(">", full, self.const(0))):
-            with (CountedLoop(builder, self.const(0), full, plan.nr, "jr") as jr,
-                  CountedLoop(builder, self.const(0), mc, plan.mr, "ir") as ir_):
-                self.micro_tile(a_block, ic, ir_, jc, jr, kc, first, last, self.nv)
-        with builder.if_then(builder.icmp_signed("<", full, nc)):
-            with CountedLoop(builder, self.const(0), mc, plan.mr, "ir.edge") as ir_:
-                self.micro_tile(a_block, ic, ir_, jc, full, kc, first, last, edge)
+        with (builder.if_then(builder.icmp_signed(">", full, self.const(0))),
+              CountedLoop(builder, self.const(0), full, plan.nr, "jr") as jr,
+              CountedLoop(builder, self.const(0), mc, plan.mr, "ir") as ir_):
+            self.micro_tile(a_block, ic, ir_, jc, jr, kc, first, last, self.nv)
+        with (builder.if_then(builder.icmp_signed("<", full, nc)),
+              CountedLoop(builder, self.const(0), mc, plan.mr, "ir.edge") as ir_):
+            self.micro_tile(a_block, ic, ir_, jc, full, kc, first, last, edge)
 
     def minimum(self, left: ir.Value, right: ir.Value) -> ir.Value:
         return self.builder.select(self.builder.icmp_signed("<", left, right), left, right)
