@@ -331,6 +331,13 @@ def export_matmul(node: Node, context: ExportContext) -> None:
     context.emit("MatMul", _inputs(node, context), _out(node, context))
 
 
+@exports("matmul_nt")
+def export_matmul_nt(node: Node, context: ExportContext) -> None:
+    # a @ b.T of matrices (a linear layer, the weight as stored): Gemm with transB, no bias,
+    # as PyTorch exports nn.Linear
+    context.emit("Gemm", _inputs(node, context), _out(node, context), transB=1)
+
+
 @exports("conv2d")
 def export_conv2d(node: Node, context: ExportContext) -> None:
     weight = node.inputs[1]

@@ -363,6 +363,7 @@ class CompiledModule:
         self._optimized: list[llvm.ModuleRef] | None = None
         self.seconds: dict[str, float] = {}  # "llvm-opt", "llvm-emit": LLVM's time, all parts
         caching = cached and cache.enabled()
+        _triple_and_layout(self.target)  # read once here, not first by racing part threads
         keys: list[str] = []
         found: dict[int, bytes] = {}
         pending: dict[int, concurrent.futures.Future[_Compiled]] = {}
