@@ -516,3 +516,43 @@ def test_unknown_name_and_type_are_lowering_errors() -> None:
         math_function(module, "lgamma", ir.FloatType())
     with pytest.raises(LoweringError, match="type i32 is not float, double"):
         math_function(module, "exp", ir.IntType(32))
+
+
+def test_f64_pow_of_small_integer_exponents_is_multiplied_out() -> None:
+    """Double pow with y in -4..4: exact where the power is representable (16^4 = 65536 and
+    not the 65535.99999999999 of exp(4 log 16), which a cast to an integer would truncate),
+    within 3 ulp (the least of pow's bound) of the correctly rounded power elsewhere (bases
+    near 1 included, where a long chain of multiplies would lose more than exp and log), and
+    right where |x|^|y| leaves the normal range (there the reciprocal is not taken)."""
+    from fractions import Fraction
+
+    def correctly_rounded(base: float, y: int) -> float:
+        if base == 0:
+            return math.copysign(0.0, base) if y > 0 else math.inf
+        try:
+            return float(Fraction(base) ** y)
+        except OverflowError:
+            return math.copysign(math.inf, base if y % 2 else 1.0)
+
+    rng = np.random.default_rng(11)
+    exact = np.array([16.0, 3.0, 0.5, 2.5, -4.0, 12.0, 1024.0, -0.75, 7.0, 1.5])
+    bases = np.concatenate([exact, 1 + rng.uniform(-1e-6, 1e-6, 200),
+                            rng.uniform(-30, 30, 400), [1e-77, 1.2e77, 1e-160, 3e100]])
+    for y in (-4, -3, -2, -1, 1, 2, 3, 4):
+        got = run_kernel("pow", "f64", bases, np.full_like(bases, float(y)))
+        reference = np.array([correctly_rounded(float(b), y) for b in bases])
+        for b, value in zip(exact, got[:len(exact)], strict=True):
+            power = Fraction(float(b)) ** y
+            if Fraction(float(power)) == power:  # representable: exactly it
+                assert value == float(power), (b, y, value)
+        normal = np.isfinite(reference) & (np.abs(reference) >= 2.2250738585072014e-308)
+        inverse = np.abs(np.array([correctly_rounded(float(b), -y) for b in bases]))
+        multiplied = normal & ((y > 0) | ((inverse >= 2.2250738585072014e-308)
+                                          & np.isfinite(inverse)))
+        assert ulp_errors(got[multiplied], reference[multiplied]).max() <= 3.0, y
+        # where |x|^|y| is not normal, a negative y takes exp and log: their documented bound
+        rest = normal & ~multiplied
+        growth = 3 * (1 + POW_F64_GROWTH * np.abs(y * np.log(np.abs(bases[rest]))))
+        assert (ulp_errors(got[rest], reference[rest]) <= growth).all(), y
+        outside = ~normal  # overflow to inf, or a subnormal result: within a subnormal step
+        np.testing.assert_allclose(got[outside], reference[outside], rtol=0, atol=1e-320)
