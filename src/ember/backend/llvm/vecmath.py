@@ -43,8 +43,8 @@ bound column, set a little above; f64 figures include the reference's own roundi
 
 Not at full precision: double pow, whose error grows as about 2 |y ln x| ulp (log|x| is not
 carried in double-double; 1146 ulp at y ln x = 570), except for an integer y in -4..4, which
-is multiplied out (exact where the power is representable). sin and cos reduce the argument in double
-(also for float): Cody-Waite below |x| = 2**30, a table of 2/pi (Payne-Hanek) from there to the
+is multiplied out (exact where the power is representable). sin and cos reduce the argument in
+double (also for float): Cody-Waite below |x| = 2**30, a table of 2/pi (Payne-Hanek) from there to the
 largest finite number, exact enough for the same bound everywhere. silu, gelu and gelu_tanh
 results below the smallest normal carry an absolute error of a few subnormal steps.
 docs/vecmath.md has the details.
