@@ -44,8 +44,8 @@ bound column, set a little above; f64 figures include the reference's own roundi
 Not at full precision: double pow, whose error grows as about 2 |y ln x| ulp (log|x| is not
 carried in double-double; 1146 ulp at y ln x = 570), except for an integer y in -4..4, which
 is multiplied out (exact where the power is representable). sin and cos reduce the argument in
-double (also for float): Cody-Waite below |x| = 2**30, a table of 2/pi (Payne-Hanek) from there to the
-largest finite number, exact enough for the same bound everywhere. silu, gelu and gelu_tanh
+double (also for float): Cody-Waite below |x| = 2**30, a table of 2/pi (Payne-Hanek) from there
+to the largest finite number, exact enough for the same bound everywhere. silu, gelu and gelu_tanh
 results below the smallest normal carry an absolute error of a few subnormal steps.
 docs/vecmath.md has the details.
 
@@ -1069,7 +1069,7 @@ def _small_integer_power(m: _Emitter, x: ir.Value, y: ir.Value, general: ir.Valu
     magnitude, count = m.abs(x), m.abs(y)
     square = m.mul(magnitude, magnitude)
     powers = {1: magnitude, 2: square, 3: m.mul(square, magnitude), 4: m.mul(square, square)}
-    assert SMALL_INTEGER_POWER == max(powers)
+    assert max(powers) == SMALL_INTEGER_POWER
     power = powers[1]
     for exponent in range(2, SMALL_INTEGER_POWER + 1):
         power = m.select(m.compare("==", count, float(exponent)), powers[exponent], power)
