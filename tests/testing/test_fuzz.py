@@ -160,3 +160,28 @@ def test_an_underflowed_probability_is_judged_neither_way_after_log() -> None:
     wrong = finite.copy()
     wrong[0, 2] += 0.5  # an in-range element is still judged
     assert "1 of 3 elements differ" in O.compare(wrong, exact, trials, "f32", signed_zeros=False)
+
+
+def test_what_follows_an_overflowing_sum_is_judged_neither_way() -> None:
+    """A sum whose terms overflow f64 on the way has no defined result: 1e308 + 1e308 - 1e308
+    is inf left to right and 1e308 in another order. Ember's conv2d may give the finite one,
+    and a second conv2d mixes it with an infinity of one sign (-inf) where the reference's
+    infinities of both signs give nan: the trials include the finite value, so neither the sum
+    nor the next op's result is judged; a sum in range still is."""
+    terms = np.array([[1e308, 1e308, -1e308], [1.0, 2.0, 3.0]])
+
+    def reference():
+        total = O.guard(terms.sum(axis=1), O.fin(terms).sum(axis=1), "f64")
+        # the next ops: an infinity of either sign minus half itself is nan; 1e308 is not
+        return total - 0.5 * total + np.array([-np.inf, 0.0])
+
+    with O.noise(None):
+        exact = reference()
+    trials = []
+    for seed in range(6):
+        with O.noise(seed):
+            trials.append(reference())
+    assert np.isnan(exact[0]) or np.isinf(exact[0])
+    ember_order = np.array([-np.inf, 3.0])  # 1e308 from its order, then -inf
+    assert O.compare(ember_order, exact, trials, "f64", signed_zeros=False) == ""
+    assert "differ" in O.compare(np.array([-np.inf, 3.5]), exact, trials, "f64", False)
