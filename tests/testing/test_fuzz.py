@@ -185,3 +185,52 @@ def test_what_follows_an_overflowing_sum_is_judged_neither_way() -> None:
     ember_order = np.array([-np.inf, 3.0])  # 1e308 from its order, then -inf
     assert O.compare(ember_order, exact, trials, "f64", signed_zeros=False) == ""
     assert "differ" in O.compare(np.array([-np.inf, 3.5]), exact, trials, "f64", False)
+
+
+def test_a_product_that_may_underflow_on_the_way_is_judged_neither_way() -> None:
+    """prod in f32 of factors whose partial products leave the range (fuzz seed 20261207
+    program 3061): left to right it underflows to -0.0 (False as bool), in float64 it is
+    -1.1e-11 (True); one trial in six takes the zero, so the bool is not judged; a product
+    that stays in range still is."""
+    x = np.array([3.5983980e-10, -3.5145792e-37, -1.1003629e28, -1.9836654e14, -5.3142057e12,
+                  1.8366165e-07, -1.0766368e-29, 3.8135680e15], np.float32).astype(np.float64)
+    safe = np.array([0.5, 2.0, 3.0], np.float64)
+
+    def reference(values):
+        product = O.guard(np.prod(values), O.prod_bound(values, None, False), "f32",
+                          underflow=True)
+        return O.cast(O.rnd(product, "f32", 1), "f32", "bool")
+
+    for values, judged in ((x, False), (safe, True)):
+        with O.noise(None):
+            exact = np.asarray(reference(values))
+        trials = []
+        for seed in range(6):
+            with O.noise(seed):
+                trials.append(np.asarray(reference(values)))
+        wrong = np.asarray(not bool(exact))
+        assert (O.compare(wrong, exact, trials, "bool", False) != "") == judged
+
+
+def test_batch_norm_with_a_subnormal_scale_allows_its_rounding_to_a_subnormal_step() -> None:
+    """batch_norm folded as x * scale + (b - mean * scale) (Ember's and PyTorch's order) with a
+    subnormal weight (fuzz seed 20261207 program 292): the scale is rounded to a subnormal step,
+    which |mean| = 2.4e47 turns into a relative error of 5e-6 in a normal result; the oracle
+    allows that step, and still rejects a result 1 % off."""
+    x = np.ones((1, 1, 4))
+    mean, variance, w, b = (np.array([v]) for v in (-2.42765e47, 1.0, -5e-320, 0.0))
+
+    def reference():
+        return O.rnd(O.batch_norm(x, mean, variance, w, b, 1e-5, "f64"), "f64", 4)
+
+    with O.noise(None):
+        exact = reference()
+    trials = []
+    for seed in range(6):
+        with O.noise(seed):
+            trials.append(reference())
+    scale = w / np.sqrt(variance + 1e-5)
+    folded = x * scale + (b - mean * scale)
+    assert abs(folded[0, 0, 0] / exact[0, 0, 0] - 1) > 1e-6  # the step shows
+    assert O.compare(folded, exact, trials, "f64", signed_zeros=False) == ""
+    assert "differ" in O.compare(folded * 1.01, exact, trials, "f64", signed_zeros=False)

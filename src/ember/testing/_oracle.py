@@ -86,12 +86,15 @@ def acc(x: np.ndarray, dt: str, terms: int) -> np.ndarray:
     return rnd(x, dt, 2.0 * max(int(terms), 1))
 
 
-def guard(result: np.ndarray, magnitude: np.ndarray, dt: str) -> np.ndarray:
+def guard(result: np.ndarray, magnitude: np.ndarray, dt: str, underflow: bool = False
+          ) -> np.ndarray:
     """An accumulating op whose terms may overflow `dt` on the way (`magnitude`, the same op on
     |operands|, exceeds the largest finite value) has no defined result in `dt`: under noise
     such elements become NaN, inf, -inf or the largest finite value depending on the run (an
     order that adds 1e308 - 1e308 before another 1e308 stays finite), so that neither they nor
-    what is computed from them downstream are compared."""
+    what is computed from them downstream are compared. A product (`underflow`) may also
+    underflow on the way to a zero of its sign: 1e-10 * 1e-37 * 1e28 is 0 left to right in
+    f32."""
     if _state["noise"] is None or dt not in _EPS:
         return result
     limit = float(np.finfo(NUMPY[dt]).max)
@@ -99,7 +102,11 @@ def guard(result: np.ndarray, magnitude: np.ndarray, dt: str) -> np.ndarray:
         risky = ~(np.abs(magnitude) <= limit)
     # One trial in five keeps the op's own result, which may be what another evaluation order
     # gives (batch_norm's folded scale: 0 * x + b where the unfolded order overflows to nan).
-    choice = (np.nan, np.inf, -np.inf, None, limit)[_state["seed"] % 5]
+    choices = (np.nan, np.inf, -np.inf, None, limit) + (("zero",) if underflow else ())
+    choice = choices[_state["seed"] % len(choices)]
+    if isinstance(choice, str):  # "zero"
+        with np.errstate(all="ignore"):
+            return np.where(risky, np.copysign(0.0, np.nan_to_num(result)), result)
     return result if choice is None else np.where(risky, choice, result)
 
 
@@ -353,7 +360,12 @@ def batch_norm(x: np.ndarray, mean: np.ndarray, variance: np.ndarray, w: np.ndar
     # Folded into x * scale + (b - mean * scale), as inference kernels (PyTorch's too) do, the
     # sum cancels: its rounding is relative to |x * scale| + |mean * scale|, not to the result.
     scale = w / np.sqrt(variance.reshape(shape) + eps)
-    out = jitter(rnd(normalized, dt, 4) * w + b, np.abs(x * scale) + np.abs(mean * scale), dt, 4)
+    size = np.abs(x * scale) + np.abs(mean * scale)
+    if dt in _TINY:  # a subnormal scale is rounded to a subnormal step, not to its own ulps:
+        with np.errstate(all="ignore"):  # (|x| + |mean|) steps, in ulps of that size
+            size = size + np.where(np.abs(scale) < _TINY[dt],
+                                   (fin(x) + fin(mean)) * _TINY[dt], 0.0)
+    out = jitter(rnd(normalized, dt, 4) * w + b, size, dt, 4)
     if _state["noise"] is not None and _state["seed"] % 2:
         # The folded order where the two disagree on finiteness: a zero weight gives b there
         # even when (x - mean) / sqrt(var + eps) overflows (inf * 0 = nan unfolded).

@@ -223,7 +223,8 @@ class Statements:
             # A mean's partial sums overflow where the sum of |x| does, not where its mean does.
             bound = (f"O.prod_bound({x}, {axis!r}, {keep})" if name == "prod" else
                      f"np.sum(O.fin({x}), axis={axis!r}, keepdims={keep})")
-            numpy = f"O.rnd(O.guard({value}, {bound}, '{dt}'), '{dt}', 1)"
+            underflow = ", underflow=True" if name == "prod" else ""
+            numpy = f"O.rnd(O.guard({value}, {bound}, '{dt}'{underflow}), '{dt}', 1)"
         return self.emit(ember, numpy, (x,), dt, name in ("max", "min"))
 
     def op_arg(self) -> bool:
