@@ -431,3 +431,30 @@ def test_layer_norm_with_zero_eps_of_constant_row_is_nan_like_torch(scale, level
     actual = ember.compile(lambda a: F.layer_norm(a, (16,), w, b, eps=0.0), x,
                            opt_level=level)(x)
     close(actual, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])  # dense, grouped, depthwise
+@pytest.mark.parametrize("level", LEVELS)
+@pytest.mark.parametrize("constant", [True, False])  # weights folded in, or run-time inputs
+def test_outputs_in_the_padding_with_a_bias_of_minus_zero_are_plus_zero(
+        level: int, groups: int, constant: bool) -> None:
+    """A window wholly in the zero padding sums weight * +0.0 products: +0.0, and then a bias
+    of -0.0 leaves +0.0 (PyTorch's answer; 1 / y tells the signs apart); inside the image the
+    bias and the products as usual."""
+    x = floats(1, 4, 3, 3, seed=3)
+    w = floats(4, 4 // groups, 2, 2, seed=4)
+    bias = np.array([-0.0, -0.0, 1.5, -0.0], np.float32)
+
+    def expected(x, w):
+        return (1.0 / TF.conv2d(t(x), t(w), t(bias), padding=3, groups=groups)).numpy()
+
+    if constant:
+        exe = ember.compile(lambda a: 1.0 / F.conv2d(a, w, bias, padding=3, groups=groups), x,
+                            opt_level=level)
+        got = exe(x)
+    else:
+        exe = ember.compile(lambda a, b: 1.0 / F.conv2d(a, b, bias, padding=3, groups=groups),
+                            x, w, opt_level=level)
+        got = exe(x, w)
+    close(got, expected(x, w), rtol=1e-5, atol=0)
+    assert np.isposinf(got[0, 0, 0, 0])  # a corner output: all padding

@@ -158,7 +158,8 @@ def lower_conv2d_nchwc(node, ctx: LowerContext) -> list[Stmt]:
             else:  # ow, then q: the bias block is read contiguously
                 local += loop(ctx, out_w, lambda ow: loop(ctx, out_size, lambda q: [Store(
                     out, add(add(row, mul(ow, index_imm(out_size))), q),
-                    Load(bias, add(mul(ob, index_imm(out_size)), q)))]))
+                    Binary("add", Load(bias, add(mul(ob, index_imm(out_size)), q)),
+                           imm(0, dtype)))]))  # +0.0 for a bias of -0.0, as conv2d
 
             def input_block(ib: Expr) -> list[Stmt]:
                 inner: list[Stmt] = []

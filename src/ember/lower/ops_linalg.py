@@ -377,7 +377,9 @@ def lower_conv2d(node, ctx: LowerContext) -> list[Stmt]:
         x_base = let(statements, ctx, add(mul(n, index_imm(channels * height * width)),
                                           mul(group, index_imm(group_channels * height * width))),
                      "x")
-        start = Load(bias, o) if bias is not None else imm(0, dtype)
+        # bias + 0.0: the products start from +0.0, as the reference's sum (and PyTorch's) does,
+        # so an output whose taps all read the padding is +0.0 with a bias of -0.0, not -0.0
+        start = Binary("add", Load(bias, o), imm(0, dtype)) if bias is not None else imm(0, dtype)
         initial = let(statements, ctx, start, "bias")
 
         def output_row(oh: Expr) -> list[Stmt]:

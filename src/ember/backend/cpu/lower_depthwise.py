@@ -178,8 +178,10 @@ def depthwise_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = 
         channel_of[nc] = channel
         w = [let(statements, ctx, Load(w_buffer, add(mul(channel, index_imm(taps)),
                                                      index_imm(k))), "w") for k in range(taps)]
-        start = let(statements, ctx, Load(bias, channel), "b") if bias is not None else imm(
-            0, dtype)
+        # bias + 0.0: the products start from +0.0, as the reference's sum does (a window
+        # wholly in the padding with a bias of -0.0 gives +0.0)
+        start = let(statements, ctx, Binary("add", Load(bias, channel), imm(0, dtype)),
+                    "b") if bias is not None else imm(0, dtype)
         return start, lambda k, x: Binary("mul", w[k], x)
 
     def finish(value: Expr, nc: Expr, pixel: Expr, element: Expr) -> Expr:
