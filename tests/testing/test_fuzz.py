@@ -162,6 +162,18 @@ def test_an_underflowed_probability_is_judged_neither_way_after_log() -> None:
     assert "1 of 3 elements differ" in O.compare(wrong, exact, trials, "f32", signed_zeros=False)
 
 
+def noiseless_and_noisy(reference, trials: int = 6):
+    """A reference's result without noise, and its results in `trials` noisy runs (as
+    `check_program` makes them)."""
+    with O.noise(None):
+        exact = reference()
+    noisy = []
+    for seed in range(trials):
+        with O.noise(seed):
+            noisy.append(reference())
+    return exact, noisy
+
+
 def test_what_follows_an_overflowing_sum_is_judged_neither_way() -> None:
     """A sum whose terms overflow f64 on the way has no defined result: 1e308 + 1e308 - 1e308
     is inf left to right and 1e308 in another order. Ember's conv2d may give the finite one,
@@ -175,12 +187,7 @@ def test_what_follows_an_overflowing_sum_is_judged_neither_way() -> None:
         # the next ops: an infinity of either sign minus half itself is nan; 1e308 is not
         return total - 0.5 * total + np.array([-np.inf, 0.0])
 
-    with O.noise(None):
-        exact = reference()
-    trials = []
-    for seed in range(6):
-        with O.noise(seed):
-            trials.append(reference())
+    exact, trials = noiseless_and_noisy(reference)
     assert np.isnan(exact[0]) or np.isinf(exact[0])
     ember_order = np.array([-np.inf, 3.0])  # 1e308 from its order, then -inf
     assert O.compare(ember_order, exact, trials, "f64", signed_zeros=False) == ""
@@ -202,12 +209,7 @@ def test_a_product_that_may_underflow_on_the_way_is_judged_neither_way() -> None
         return O.cast(O.rnd(product, "f32", 1), "f32", "bool")
 
     for values, judged in ((x, False), (safe, True)):
-        with O.noise(None):
-            exact = np.asarray(reference(values))
-        trials = []
-        for seed in range(6):
-            with O.noise(seed):
-                trials.append(np.asarray(reference(values)))
+        exact, trials = noiseless_and_noisy(lambda v=values: np.asarray(reference(v)))
         wrong = np.asarray(not bool(exact))
         assert (O.compare(wrong, exact, trials, "bool", False) != "") == judged
 
@@ -223,12 +225,7 @@ def test_batch_norm_with_a_subnormal_scale_allows_its_rounding_to_a_subnormal_st
     def reference():
         return O.rnd(O.batch_norm(x, mean, variance, w, b, 1e-5, "f64"), "f64", 4)
 
-    with O.noise(None):
-        exact = reference()
-    trials = []
-    for seed in range(6):
-        with O.noise(seed):
-            trials.append(reference())
+    exact, trials = noiseless_and_noisy(reference)
     scale = w / np.sqrt(variance + 1e-5)
     folded = x * scale + (b - mean * scale)
     assert abs(folded[0, 0, 0] / exact[0, 0, 0] - 1) > 1e-6  # the step shows
