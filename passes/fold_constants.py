@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 from ember.passes._rewrite import Producers, Rewrite, constant_of, make_const, rewrite_nodes
+from ember.passes.transpose_into_matmul import transposed_matrix
 
 from ember.errors import EmberError
 from ember.interpreter import Interpreter
@@ -75,21 +76,18 @@ class FoldConstants(Pass):
 
 def _read_by_matmul_nt(graph: Graph) -> set[Value]:
     """The transposed matrices that `transpose-into-matmul` will read in place: every user a
-    matmul of matrices with it as its right operand only."""
-    kept = set()
-    users = graph.users
-    for node in graph.nodes:
-        if node.op != "transpose" or node.inputs[0].ndim != 2 or node.output in graph.outputs:
-            continue
-        readers = users.get(node.output, [])
-        if readers and all(_reads_as_b(reader, node.output) for reader in readers):
-            kept.add(node.output)
-    return kept
+    matmul it rewrites, reading the transpose as its right operand only."""
+    producers, users = graph.producers, graph.users
 
+    def absorbed(transpose: Node) -> bool:
+        readers = users.get(transpose.output, [])
+        return transpose.output not in graph.outputs and all(
+            transposed_matrix(reader, producers) is transpose
+            and reader.inputs[0] is not transpose.output for reader in readers)
 
-def _reads_as_b(node: Node, value: Value) -> bool:
-    return (node.op == "matmul" and node.inputs[1] is value and node.inputs[0] is not value
-            and node.inputs[0].ndim == 2 and node.inputs[0].dtype.is_float)
+    return {transpose.output for transpose in (transposed_matrix(node, producers)
+                                                for node in graph.nodes)
+            if transpose is not None and absorbed(transpose)}
 
 
 def _evaluate(node: Node, arrays: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...] | None:

@@ -23,8 +23,10 @@ from ember.ir.graph import Graph, Node
 from ember.pipeline import Pass
 
 
-def _transposed_matrix(node: Node, producers: Producers) -> Node | None:
-    """The `transpose(w, [1, 0])` node feeding the right operand of a matrix matmul, or None."""
+def transposed_matrix(node: Node, producers: Producers) -> Node | None:
+    """The `transpose(w, [1, 0])` node feeding the right operand of a matrix matmul, or None:
+    the matmuls this pass rewrites (`fold-constants{matmul-transposes=false}` leaves their
+    transposes to it)."""
     if node.op != "matmul" or node.inputs[0].ndim != 2 or node.inputs[1].ndim != 2:
         return None
     if not node.inputs[0].dtype.is_float:
@@ -36,7 +38,7 @@ def _transposed_matrix(node: Node, producers: Producers) -> Node | None:
 
 
 def _rewrite(node: Node, producers: Producers) -> Rewrite | None:
-    transpose = _transposed_matrix(node, producers)
+    transpose = transposed_matrix(node, producers)
     if transpose is None:
         return None
     return Rewrite.with_node(make_node("matmul_nt", (node.inputs[0], transpose.inputs[0]),

@@ -232,6 +232,14 @@ def add(a: Expr, b: Expr) -> Expr:
     return Binary("add", a, b)
 
 
+def sum_start(bias: Expr | None, dtype: DType) -> Expr:
+    """Where a sum of products that ends in a bias starts: the bias plus +0.0, or +0.0 without
+    one. Numpy's, PyTorch's and the reference's sums of products start from +0.0, so a bias of
+    -0.0 gives +0.0 where no product is added (a convolution window wholly in the padding)."""
+    zero = imm(0, dtype)
+    return zero if bias is None else add(bias, zero)
+
+
 def mul(a: Expr, b: Expr) -> Expr:
     """a * b, folding ones and constants, and zeros of integers (a float x * 0 is NaN for
     x = NaN or inf, and -0.0 for negative x, so it stays a multiply)."""

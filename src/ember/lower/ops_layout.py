@@ -21,6 +21,7 @@ from ember.lower.loops import (
     imm,
     index_imm,
     mul,
+    sum_start,
 )
 from ember.lower.ops_linalg import (
     accumulate,
@@ -158,8 +159,7 @@ def lower_conv2d_nchwc(node, ctx: LowerContext) -> list[Stmt]:
             else:  # ow, then q: the bias block is read contiguously
                 local += loop(ctx, out_w, lambda ow: loop(ctx, out_size, lambda q: [Store(
                     out, add(add(row, mul(ow, index_imm(out_size))), q),
-                    Binary("add", Load(bias, add(mul(ob, index_imm(out_size)), q)),
-                           imm(0, dtype)))]))  # +0.0 for a bias of -0.0, as conv2d
+                    sum_start(Load(bias, add(mul(ob, index_imm(out_size)), q)), dtype))]))
 
             def input_block(ib: Expr) -> list[Stmt]:
                 inner: list[Stmt] = []

@@ -43,6 +43,7 @@ from ember.lower.loops import (
     loop_nest,
     mul,
     strides_of,
+    sum_start,
 )
 from ember.lower.rules import LowerContext, lowers
 
@@ -377,9 +378,7 @@ def lower_conv2d(node, ctx: LowerContext) -> list[Stmt]:
         x_base = let(statements, ctx, add(mul(n, index_imm(channels * height * width)),
                                           mul(group, index_imm(group_channels * height * width))),
                      "x")
-        # bias + 0.0: the products start from +0.0, as the reference's sum (and PyTorch's) does,
-        # so an output whose taps all read the padding is +0.0 with a bias of -0.0, not -0.0
-        start = Binary("add", Load(bias, o), imm(0, dtype)) if bias is not None else imm(0, dtype)
+        start = sum_start(Load(bias, o) if bias is not None else None, dtype)
         initial = let(statements, ctx, start, "bias")
 
         def output_row(oh: Expr) -> list[Stmt]:

@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from ember.ir.graph import Graph
 from ember.lower.aligned import aligned_empty
 from ember.lower.program import Program, Slot, check_lowerable, lower_graph
 from ember.target import Target
+
+if TYPE_CHECKING:
+    from ember.backend.llvm.jit import Part
 
 
 class NativeGraph:
@@ -241,7 +244,7 @@ def _native_from_cache(graph: Graph, opt_level: int, target: Target, key: str
     return native
 
 
-def _llvm_ir(program: Program) -> list[Any]:
+def _llvm_ir(program: Program) -> list[Part]:
     """The LLVM IR parts `build_program` compiles for a program (rebuilt only on demand)."""
     from ember.backend.cpu.build import emit_parts
 

@@ -100,14 +100,12 @@ def guard(result: np.ndarray, magnitude: np.ndarray, dt: str, underflow: bool = 
     limit = float(np.finfo(NUMPY[dt]).max)
     with np.errstate(all="ignore"):
         risky = ~(np.abs(magnitude) <= limit)
-    # One trial in five keeps the op's own result, which may be what another evaluation order
+    # One of the trials keeps the op's own result, which may be what another evaluation order
     # gives (batch_norm's folded scale: 0 * x + b where the unfolded order overflows to nan).
-    choices = (np.nan, np.inf, -np.inf, None, limit) + (("zero",) if underflow else ())
-    choice = choices[_state["seed"] % len(choices)]
-    if isinstance(choice, str):  # "zero"
-        with np.errstate(all="ignore"):
-            return np.where(risky, np.copysign(0.0, np.nan_to_num(result)), result)
-    return result if choice is None else np.where(risky, choice, result)
+    choices = [np.nan, np.inf, -np.inf, result, limit]
+    if underflow:  # a zero of the product's sign
+        choices.append(np.copysign(0.0, np.nan_to_num(result)))
+    return np.where(risky, choices[_state["seed"] % len(choices)], result)
 
 
 def fin(x: np.ndarray) -> np.ndarray:

@@ -26,12 +26,13 @@ A program whose kernels are out of line is compiled in parts (`emit_parts`): mod
 PART_SIZE instructions of kernels each, in call order, the entry in the last one, which calls
 the others' kernels by name. LLVM optimizes and compiles each part on a thread of its own while
 the next one is generated (`ember.backend.llvm.jit`), so a model's compile uses every core:
-DenseNet-121 6.5 -> 3.6 s on two (benchmarks/NOTES.md).
+DenseNet-121 6.5 -> 3.3 s on two (benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
 
 import ctypes
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -68,42 +69,20 @@ def entry_name(program: Program) -> str:
     return f"{program.name}_entry"
 
 
-def emit_program(program: Program, profile: bool = False) -> ir.Module:
-    """The LLVM module of a program: its kernels and the entry that calls them in order (with
-    a cycle counter around each call when `profile`)."""
-    module = for_target(ir.Module(program.name), program.target)
-    distinct: dict[tuple[object, ...], ir.Function] = {}
-    kernels: dict[str, ir.Function] = {}  # kernel name -> the function its calls use
-    progress.stage("llvm ir", total=len(program.calls), unit="kernels")
-    for call in program.calls:
-        key = _kernel_key(call.kernel)
-        if key not in distinct:
-            distinct[key] = emit_kernel(module, call.kernel, CpuKernelEmitter)
-        kernels[call.kernel.name] = distinct[key]
-        progress.advance()
-    for function in distinct.values():
-        if _out_of_line(program, profile) or _size([function]) > MAX_INLINED_SIZE:
-            function.attributes.add("noinline")
-    _emit_entry(module, program, kernels, profile)
-    return module
-
-
 def emit_parts(program: Program, profile: bool = False,
                part_size: int | None = None) -> Iterator[Part]:
-    """The LLVM IR of a program as parts, each yielded as soon as it is generated: one part
-    (the whole `emit_program` module) where kernels are inlined; otherwise modules of at
-    least `part_size` (default PART_SIZE) instructions of kernels, which export their kernels,
-    and last the one with the entry, which declares the kernels of the others."""
-    if not _out_of_line(program, profile):
-        module = emit_program(program, profile)
-        progress.stage("llvm text")
-        yield Part(module_text(module))
-        return
-    part_size = PART_SIZE if part_size is None else part_size
+    """The LLVM IR of a program as parts, each yielded as soon as it is generated: its kernels
+    and the entry that calls them in order (with a cycle counter around each call when
+    `profile`). Where kernels are inlined, one module kept whole; otherwise modules of at least
+    `part_size` (default PART_SIZE) instructions of kernels, which export their kernels, and
+    last the one with the entry, which declares the kernels of the others."""
+    split = _out_of_line(program, profile)
+    limit = (PART_SIZE if part_size is None else part_size) if split else math.inf
     count = 0
 
     def new_module() -> ir.Module:
-        return for_target(ir.Module(f"{program.name}.part{count}"), program.target)
+        name = f"{program.name}.part{count}" if split else program.name
+        return for_target(ir.Module(name), program.target)
 
     module = new_module()
     distinct: dict[tuple[object, ...], ir.Function] = {}
@@ -116,14 +95,16 @@ def emit_parts(program: Program, profile: bool = False,
         if key not in distinct:
             before = len(module.globals)
             function = emit_kernel(module, call.kernel, CpuKernelEmitter)
-            function.attributes.add("noinline")
-            function.linkage = ""  # external: the entry's part calls it
+            if split or _size([function]) > MAX_INLINED_SIZE:
+                function.attributes.add("noinline")
+            if split:
+                function.linkage = ""  # external: the entry's part calls it
+                exports.append(function.name)
             distinct[key] = function
-            exports.append(function.name)
             size += _size(list(module.globals.values())[before:])
         kernels[call.kernel.name] = distinct[key]
         progress.advance()
-        if size >= part_size:
+        if size >= limit:
             yield Part(module_text(module), tuple(exports))
             count += 1
             module, exports, size = new_module(), [], 0
@@ -133,8 +114,9 @@ def emit_parts(program: Program, profile: bool = False,
             kernels[name] = declared if declared is not None else ir.Function(
                 module, function.function_type, function.name)
     _emit_entry(module, program, kernels, profile)
+    progress.stage("llvm text")
     names = [entry_name(program)] + ([f"{program.name}_cycles"] if profile else [])
-    yield Part(module_text(module), tuple(names))
+    yield Part(module_text(module), tuple(names) if split else None)
 
 
 def _out_of_line(program: Program, profile: bool) -> bool:

@@ -34,10 +34,10 @@ from ember.lower.loops import (
     Stmt,
     Store,
     add,
-    imm,
     index_imm,
     mul,
     substitute_expr,
+    sum_start,
 )
 from ember.lower.ops_linalg import both, let, loop, outer_loop
 from ember.lower.rules import LowerContext
@@ -178,10 +178,8 @@ def depthwise_conv2d(node: Node, ctx: LowerContext, epilogue: Epilogue | None = 
         channel_of[nc] = channel
         w = [let(statements, ctx, Load(w_buffer, add(mul(channel, index_imm(taps)),
                                                      index_imm(k))), "w") for k in range(taps)]
-        # bias + 0.0: the products start from +0.0, as the reference's sum does (a window
-        # wholly in the padding with a bias of -0.0 gives +0.0)
-        start = let(statements, ctx, Binary("add", Load(bias, channel), imm(0, dtype)),
-                    "b") if bias is not None else imm(0, dtype)
+        start = sum_start(Load(bias, channel) if bias is not None else None, dtype)
+        start = let(statements, ctx, start, "b") if bias is not None else start
         return start, lambda k, x: Binary("mul", w[k], x)
 
     def finish(value: Expr, nc: Expr, pixel: Expr, element: Expr) -> Expr:

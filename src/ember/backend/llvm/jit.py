@@ -358,7 +358,7 @@ class CompiledModule:
         if isinstance(module, (ir.Module, str)):
             module = [Part(str(module))]
         self.opt_level = opt_level
-        self._build_ir: Callable[[], str | list[Part]] | None = None
+        self._build_ir: Callable[[], list[Part]] | None = None
         self._parts: list[Part] | None = []
         self._optimized: list[llvm.ModuleRef] | None = None
         self.seconds: dict[str, float] = {}  # "llvm-opt", "llvm-emit": LLVM's time, all parts
@@ -371,7 +371,7 @@ class CompiledModule:
                 compile_threads(), thread_name_prefix="ember-llvm") as pool:
             held: int | None = None  # the last part to compile: submitted once another comes
             for index, part in enumerate(module):
-                part = Part(with_function_attributes(part.text, self.target), part.exports)
+                part = self._attributed(part)
                 self._parts.append(part)
                 keys.append(cache.cache_key(part.text, self.target.key, "", opt_level))
                 payload = cache.load(keys[-1]) if caching else None
@@ -414,14 +414,14 @@ class CompiledModule:
             cache.store(self.cache_key, bundle(payloads))
 
     @classmethod
-    def from_object(cls, payload: bytes, build_ir: Callable[[], str | list[Part]],
+    def from_object(cls, payload: bytes, build_ir: Callable[[], list[Part]],
                     opt_level: int = 3, cache_key: str = "", target: Target | None = None
                     ) -> CompiledModule:
         """Machine code that was compiled before (an on-disk cache hit found without the IR):
         one object, or the `bundle` of a module's parts.
 
-        `build_ir` makes the unoptimized IR (text, or the parts) again, only if it is asked for
-        (`llvm_ir`, `asm()`, `unoptimized_ir`).
+        `build_ir` makes the unoptimized parts again, only if they are asked for (`llvm_ir`,
+        `asm()`, `unoptimized_ir`).
         """
         compiled = cls.__new__(cls)
         compiled.target = target if target is not None else Target.host()
@@ -445,11 +445,12 @@ class CompiledModule:
         (rebuilt on first use after a cache hit by graph)."""
         if self._parts is None:
             assert self._build_ir is not None
-            built = self._build_ir()
-            built = [Part(built)] if isinstance(built, str) else built
-            self._parts = [Part(with_function_attributes(p.text, self.target), p.exports)
-                           for p in built]
+            self._parts = [self._attributed(part) for part in self._build_ir()]
         return self._parts
+
+    def _attributed(self, part: Part) -> Part:
+        """`part` with the target's function attributes on its definitions."""
+        return Part(with_function_attributes(part.text, self.target), part.exports)
 
     @property
     def unoptimized_ir(self) -> str:
