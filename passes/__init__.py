@@ -32,17 +32,20 @@ ALL_PASSES: dict[str, type[Pass]] = _discover()
 def default_pipeline(opt_level: int = 3) -> list[Pass]:
     """The passes `ember.compile` runs at an opt level, as one flat list.
 
-    Levels 2 and 3 run the same graph passes (level 3 differs in lowering: the scheduled rules,
-    such as conv2d and matmul through the generated GEMM). Levels 0 and 1 run none. The `layout`
-    pass (blocked NCHWc convolutions) is not in the default list: measured on the CNN and
-    ResNet-block models, the implicit-GEMM conv2d on NCHW is 4-8x faster than the blocked form
-    (benchmarks/NOTES.md); it stays available as `layout` in an explicit pipeline.
+    Levels 2 and 3 run the same graph passes but one: level 3 moves convolution regions into
+    the channels-last layout (`layout{format=nhwc}`), where its conv2d is a GEMM with the
+    output channels along the vector and A read in place from the image
+    (`backend/cpu/lower_conv_nhwc`); level 2 lowers every op by its general loops, and the
+    NCHW direct loops are its faster convolution. Levels 0 and 1 run none.
     """
     from ember.pipeline import parse_pipeline
 
     if opt_level < 2:
         return []
     fold = "fold-constants{matmul-transposes=false}"  # transpose-into-matmul reads them
-    names = ["simplify", fold, "cse", "dce", "fold-batchnorm", fold, "simplify", "cse", "dce"]
+    names = ["simplify", fold, "cse", "dce", "fold-batchnorm"]
+    if opt_level >= 3:
+        names += ["layout{format=nhwc}"]
+    names += [fold, "simplify", "cse", "dce"]
     names += ["transpose-into-matmul", "dce", "fuse", "dce", "plan-memory"]
     return parse_pipeline(names)

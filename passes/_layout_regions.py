@@ -96,6 +96,8 @@ class RegionBuilder:
             return self.visit_binary(node)
         if node.op in BLOCKED_POOLS:
             return self.visit_pool(node)
+        if node.op == "concat":
+            return self.visit_concat(node)
         return False
 
     def visit_conv(self, node: Node) -> bool:
@@ -152,6 +154,18 @@ class RegionBuilder:
         shape = (padded.shape[0], channels, *padded.shape[2:])
         full = np.broadcast_to(padded, shape)  # raises for a non-broadcastable shape: never here
         return self.const(to_blocked(np.ascontiguousarray(full), self.layout, pad_value))
+
+    def visit_concat(self, node: Node) -> bool:
+        # concat(blocked, x, ...) on channels -> concat(blocked, layout_convert(x), ...) on the
+        # last axis: nhwc only (a channel block of nchw<b>c would need every part whole)
+        out = node.output.type
+        if self.layout != "nhwc" or out.ndim != 4 or out.layout or node.attrs["axis"] % 4 != 1:
+            return False
+        if any(v.type.ndim != 4 or v.type.layout for v in node.inputs if v not in self.replaced):
+            return False
+        operands = tuple(self.blocked[v] if v in self.replaced else self.to_blocked(v)
+                         for v in node.inputs)
+        return self.record(node, self.emit("concat", operands, {"axis": 3}, node.loc))
 
     def visit_pool(self, node: Node) -> bool:
         # max_pool2d(blocked) -> max_pool2d_nchwc(blocked)

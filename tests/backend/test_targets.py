@@ -164,7 +164,8 @@ def test_for_target_gives_the_backend_of_each_kind() -> None:
     from ember.lower.rules import TARGET_RULES
 
     cpu = for_target(Target.host())
-    assert cpu.stages == ("llvm", "asm") and set(cpu.rules) == {"matmul", "matmul_nt", "conv2d"}
+    assert cpu.stages == ("llvm", "asm") and set(cpu.rules) == {"matmul", "matmul_nt", "conv2d",
+                                                               "conv2d_nchwc"}
     assert cpu.rules is TARGET_RULES["cpu"]
     cuda = for_target(Target.cuda("sm_80"))
     assert cuda.stages == ("ptx",) and cuda.rules is TARGET_RULES["cuda"]

@@ -28,11 +28,12 @@ def test_registries_are_complete_at_import() -> None:
                          check=True, env={"EMBER_CACHE": "0", "PATH": ""}).stdout
     before, after, modules = json.loads(out.strip().splitlines()[-1])
     assert before == after
-    assert before["cpu"] == ["conv2d", "matmul", "matmul_nt"]
+    assert before["cpu"] == ["conv2d", "conv2d_nchwc", "matmul", "matmul_nt"]
     assert "max_pool2d" in before["scheduled"]
     from ember.ir.ops import OPS
     from ember.lower.rules import LOWERINGS
 
     assert before["ops"] == len(OPS) and before["lowerings"] == len(LOWERINGS)
     assert {"ember.backend.cpu.lower_gemm", "ember.backend.cpu.lower_conv",
+            "ember.backend.cpu.lower_conv_nhwc",
             "ember.backend.cuda"} <= set(modules)

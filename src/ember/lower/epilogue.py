@@ -19,6 +19,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
+
 from ember.ir.graph import Graph, Node, Value
 from ember.lower.loops import Buffer, Expr, Imm, Pointer, Var, index_imm
 from ember.lower.rules import LowerContext, target_rule_for
@@ -74,9 +76,21 @@ def epilogue_for(body: Graph, anchor: Node, ctx: LowerContext, columns: int,
     for node in body.nodes:
         if node.op == "const":
             data = node.attrs["value"].data  # type: ignore[union-attr]
-            if data is None or data.size != 1:
+            if data is None:
                 return None
-            values[node.outputs[0]] = Imm(data.reshape(-1)[0].item(), node.outputs[0].type.dtype)
+            if data.size == 1:
+                values[node.outputs[0]] = Imm(data.reshape(-1)[0].item(),
+                                              node.outputs[0].type.dtype)
+                continue
+            # A constant of the region (a per-channel scale): an operand read from its buffer.
+            shape = (1,) * (len(out_type.shape) - data.ndim) + data.shape
+            pattern = "full" if shape == out_type.shape else patterns.get(shape)
+            if pattern is None or node.outputs[0].type.dtype != dtype:
+                return None
+            variable = ctx.names.fresh("e", dtype)
+            operands.append(Operand(ctx.constant(np.ascontiguousarray(data), "epi"), pattern))
+            variables.append(variable)
+            values[node.outputs[0]] = variable
     for node in nodes[1:]:
         if (scalar_rule_for(node.op) is None or len(node.outputs) != 1
                 or node.outputs[0].type.dtype != dtype or node.outputs[0].type.shape
@@ -112,7 +126,8 @@ def lower_gemm_region(body: Graph, ctx: LowerContext) -> list | None:
     backend with the chain in its epilogue, or None (the region is then lowered node by
     node)."""
     nodes = [n for n in body.nodes if n.op != "const"]
-    if not nodes or nodes[0].op not in ("matmul", "matmul_nt", "conv2d") or len(nodes) < 2:
+    if (not nodes or nodes[0].op not in ("matmul", "matmul_nt", "conv2d", "conv2d_nchwc")
+            or len(nodes) < 2):
         return None
     anchor = nodes[0]
     if any(v.type.dtype.is_narrow_float for v in (*anchor.inputs, *anchor.outputs)):
@@ -131,6 +146,11 @@ def lower_gemm_region(body: Graph, ctx: LowerContext) -> list | None:
         columns = shape[-1]
         patterns = {(1,) * (rank - 1) + (shape[-1],): "col",
                     (1,) * (rank - 2) + (shape[-2], 1): "row"}
+    elif anchor.op == "conv2d_nchwc":
+        if anchor.outputs[0].type.layout != "nhwc":
+            return None
+        columns = shape[3]  # [N, OH, OW, O]: one GEMM row per pixel, channels across
+        patterns = {(1, 1, 1, shape[3]): "col"}
     else:
         columns = shape[2] * shape[3]
         patterns = {(1, shape[1], 1, 1): "row", (1, 1, shape[2], shape[3]): "col"}

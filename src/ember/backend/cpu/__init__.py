@@ -14,7 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from ember.backend.cpu import lower_conv, lower_gemm  # noqa: F401  (register target rules)
+from ember.backend.cpu import (  # noqa: F401  (register target rules)
+    lower_conv,
+    lower_conv_nhwc,
+    lower_gemm,
+)
 from ember.lower.loops import Kernel
 from ember.lower.program import Program
 from ember.lower.rules import TARGET_RULES, TargetRule

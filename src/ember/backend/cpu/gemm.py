@@ -52,6 +52,10 @@ Epilogue = Callable[[ir.IRBuilder, ir.Value, ir.Value, ir.Value], ir.Value]
 # (emitter, jc, pc, nc, kc) -> None: writes the packed B panel of columns jc..jc+nc and depth
 # pc..pc+kc into `emitter.packed_b` (the layout `pack_b` makes), in place of `pack_b`.
 BPacker = Callable[["GemmEmitter", ir.Value, ir.Value, ir.Value, ir.Value], None]
+# (emitter, first_row, pc) -> MR pointers, pointer r at A[first_row + r, pc]: A read in place,
+# each row's depth block contiguous (an NHWC image's window rows); no packing of A. Rows at or
+# past row_end must still point at readable memory (their results are never stored).
+ARows = Callable[["GemmEmitter", ir.Value, ir.Value], list[ir.Value]]
 
 
 @dataclass(frozen=True)
@@ -488,7 +492,9 @@ def emit_gemm(module: ir.Module, name: str, m: int, n: int, k: int, *, dtype: st
               epilogue: Epilogue | None = None, lanes: int | None = None,
               extra_args: Sequence[ir.Type] = (),
               blocking: GemmBlocking | None = None, a_packed: bool = False,
-              b_packed: bool = False, b_packer: BPacker | None = None) -> ir.Function:
+              b_packed: bool = False, b_packer: BPacker | None = None,
+              a_rows: ARows | None = None, a_segments: tuple[int, int] | None = None,
+              prefetch_b: bool = False) -> ir.Function:
     """Add `void name(A, B, C, i64 row_begin, i64 row_end, scratch, *extra)` to `module`.
 
     It computes `C[row_begin:row_end] = A[row_begin:row_end] @ B` (row-major, A [m, k],
@@ -498,6 +504,11 @@ def emit_gemm(module: ir.Module, name: str, m: int, n: int, k: int, *, dtype: st
     function's extra arguments through `extra_arguments(builder)`, and lanes past column n are
     discarded (see `column_mask` for loads). `lanes` is the vector width in elements (16 f32
     for AVX-512, 8 for AVX2); `blocking` overrides the register and cache block sizes.
+    `a_rows` reads A in place through row pointers instead of packing it (see `ARows`);
+    `a_segments` = (run, stride): A's depth block is runs of `run` elements `stride` apart
+    from each row pointer. `prefetch_b`: each micro-kernel call fetches part of the next
+    micro-panel of B into L2 (for a prepacked B that comes from memory: a convolution's
+    weights used by few rows).
     """
     plan = _plan(m, n, k, dtype, lanes, blocking)
     element = _ELEMENT_TYPES[dtype][0]
@@ -510,7 +521,8 @@ def emit_gemm(module: ir.Module, name: str, m: int, n: int, k: int, *, dtype: st
     for index in (0, 1, 2):
         function.args[index].add_attribute("noalias")
     function.args[5].add_attribute("noalias")
-    GemmEmitter(function, plan, element, epilogue, a_packed, b_packer, b_packed).emit()
+    GemmEmitter(function, plan, element, epilogue, a_packed, b_packer, b_packed, a_rows,
+                a_segments, prefetch_b).emit()
     return function
 
 
@@ -573,9 +585,15 @@ class GemmEmitter:
 
     def __init__(self, function: ir.Function, plan: _Plan, element: ir.Type,
                  epilogue: Epilogue | None, a_packed: bool = False,
-                 b_packer: BPacker | None = None, b_packed: bool = False) -> None:
+                 b_packer: BPacker | None = None, b_packed: bool = False,
+                 a_rows: ARows | None = None, a_segments: tuple[int, int] | None = None,
+                 prefetch_b: bool = False) -> None:
         self.function, self.plan, self.element, self.epilogue = function, plan, element, epilogue
         self.a_packed, self.b_packer, self.b_packed = a_packed, b_packer, b_packed
+        self.a_rows = a_rows
+        self.a_segments = a_segments
+        self.prefetch_next_panel = prefetch_b
+        self.pc: ir.Value = self.const(0)
         self.vector = ir.VectorType(element, plan.lanes)
         self.nv = plan.nr // plan.lanes
         self.builder = ir.IRBuilder(function.append_basic_block("entry"))
@@ -597,6 +615,7 @@ class GemmEmitter:
         with CountedLoop(builder, self.const(0), self.const(plan.n), plan.nc, "jc") as jc:
             nc = self.minimum(self.const(plan.nc), builder.sub(self.const(plan.n), jc))
             with CountedLoop(builder, self.const(0), self.const(plan.k), plan.kc, "pc") as pc:
+                self.pc = pc
                 kc = self.minimum(self.const(plan.kc), builder.sub(self.const(plan.k), pc))
                 if self.b_packed:  # block (jc, pc) of the prepacked B
                     width = builder.mul(builder.udiv(builder.add(nc, self.const(plan.nr - 1)),
@@ -612,7 +631,9 @@ class GemmEmitter:
                 last = builder.icmp_signed("==", builder.add(pc, kc), self.const(plan.k))
                 with CountedLoop(builder, row_begin, row_end, plan.mc, "ic") as ic:
                     mc = self.minimum(self.const(plan.mc), builder.sub(row_end, ic))
-                    if self.a_packed:  # this depth block of the prepacked A, from row ic on
+                    if self.a_rows is not None:  # read in place by `micro_tile`
+                        a_block = self.a
+                    elif self.a_packed:  # this depth block of the prepacked A, from row ic on
                         block = builder.mul(pc, self.const(_round_up(plan.m, plan.mr)))
                         a_block = builder.gep(self.a, [builder.add(block, builder.mul(ic, kc))],
                                               inbounds=True)
@@ -714,11 +735,55 @@ class GemmEmitter:
                    vectors: int) -> None:
         """One MR x (`vectors` x lanes) tile of C: the FMA loop over kc, then the (masked)
         store. `vectors` is NR / lanes but at the edge of C, where the zero columns of the
-        B panel past `vectors` are not multiplied."""
+        B panel past `vectors` are not multiplied. With `a_segments` (A read in place in runs
+        of `run` elements, `stride` apart) the loop over kc is a loop over its runs around a
+        loop over each run."""
         plan, builder = self.plan, self.builder
         a_panel = builder.gep(a_block, [builder.mul(ir_, kc)], inbounds=True)
+        rows = (None if self.a_rows is None else
+                self.a_rows(self, builder.add(ic, ir_), self.pc))
         b_panel = builder.gep(self.b_block, [builder.mul(jr, kc)], inbounds=True)
         zero = ir.Constant(self.vector, None)
+        initial = [[zero] * vectors for _ in range(plan.mr)]
+        if rows is None or self.a_segments is None:
+            updated = self.depth_loop(a_panel, rows, b_panel, ir_, kc, kc, initial, vectors)
+        else:
+            run, stride = self.a_segments
+            preheader = builder.block
+            outer = builder.append_basic_block("kernel.s")
+            builder.branch(outer)
+            builder.position_at_end(outer)
+            segment = builder.phi(I64, name="s")
+            segment.add_incoming(self.const(0), preheader)
+            carried = [[builder.phi(self.vector, name=f"a{r}_{v}") for v in range(vectors)]
+                       for r in range(plan.mr)]
+            for r in range(plan.mr):
+                for v in range(vectors):
+                    carried[r][v].add_incoming(zero, preheader)
+            shifted = [builder.gep(row, [builder.mul(segment, self.const(stride))],
+                                   inbounds=True) for row in rows]
+            b_run = builder.gep(b_panel, [builder.mul(segment, self.const(run * plan.nr))],
+                                inbounds=True)
+            updated = self.depth_loop(a_panel, shifted, b_run, ir_, self.const(run), kc,
+                                      carried, vectors)
+            following = builder.add(segment, self.const(1))
+            segment.add_incoming(following, builder.block)
+            for r in range(plan.mr):
+                for v in range(vectors):
+                    carried[r][v].add_incoming(updated[r][v], builder.block)
+            done = builder.append_basic_block("kernel.s.done")
+            builder.cbranch(builder.icmp_signed("<", builder.mul(following, self.const(run)), kc),
+                            outer, done)
+            builder.position_at_end(done)
+        self.store_tile(updated, builder.add(ic, ir_), builder.add(jc, jr), first, last)
+
+    def depth_loop(self, a_panel: ir.Value, rows: list[ir.Value] | None, b_panel: ir.Value,
+                   ir_: ir.Value, steps: ir.Value, kc: ir.Value,
+                   initial: list[list[ir.Value]], vectors: int) -> list[list[ir.Value]]:
+        """The FMA loop over `steps` steps of depth from the accumulators `initial`: B from
+        `b_panel` (NR a step), A from the packed sliver `a_panel` or through `rows`; returns
+        the accumulators after it. `kc` is the depth block's (the micro-panel's) depth."""
+        plan, builder = self.plan, self.builder
         preheader = builder.block
         loop = builder.append_basic_block("kernel.p")
         builder.branch(loop)
@@ -727,16 +792,28 @@ class GemmEmitter:
         p.add_incoming(self.const(0), preheader)
         accumulators = [[builder.phi(self.vector, name=f"c{r}_{v}") for v in range(vectors)]
                         for r in range(plan.mr)]
-        for row in accumulators:
-            for phi in row:
-                phi.add_incoming(zero, preheader)
+        for r in range(plan.mr):
+            for v in range(vectors):
+                accumulators[r][v].add_incoming(initial[r][v], preheader)
         b_step = builder.gep(b_panel, [builder.mul(p, self.const(plan.nr))], inbounds=True)
         b_vectors = [self.load_vector(builder.gep(b_step, [self.const(v * plan.lanes)]), 64)
                      for v in range(vectors)]
+        if self.prefetch_next_panel:
+            # One line of the next micro-panel of B per k step, into L2: the tile's row sliver
+            # picks which of the step's `vectors` lines, so the slivers of a panel share the
+            # fetch of the next one between them.
+            sliver = builder.udiv(ir_, self.const(plan.mr))
+            which = builder.urem(builder.add(p, sliver), self.const(vectors))
+            ahead = builder.gep(b_step, [builder.add(builder.mul(kc, self.const(plan.nr)),
+                                                     builder.mul(which, self.const(plan.lanes)))])
+            builder.call(_prefetch_intrinsic(builder.module),
+                         [builder.bitcast(ahead, ir.IntType(8).as_pointer()), ir.Constant(I32, 0),
+                          ir.Constant(I32, 2), ir.Constant(I32, 1)])
         a_step = builder.gep(a_panel, [builder.mul(p, self.const(plan.mr))], inbounds=True)
         updated = []
         for r in range(plan.mr):
-            a_value = builder.load(builder.gep(a_step, [self.const(r)], inbounds=True))
+            a_value = builder.load(builder.gep(a_step, [self.const(r)], inbounds=True)
+                                   if rows is None else builder.gep(rows[r], [p], inbounds=True))
             broadcast = splat(builder, a_value, plan.lanes)
             updated.append([builder.call(self.fma, [broadcast, b_vectors[v], accumulators[r][v]])
                             for v in range(vectors)])
@@ -745,10 +822,10 @@ class GemmEmitter:
         for r in range(plan.mr):
             for v in range(vectors):
                 accumulators[r][v].add_incoming(updated[r][v], loop)
-        store = builder.append_basic_block("kernel.store")
-        builder.cbranch(builder.icmp_signed("<", following, kc), loop, store)
-        builder.position_at_end(store)
-        self.store_tile(updated, builder.add(ic, ir_), builder.add(jc, jr), first, last)
+        after = builder.append_basic_block("kernel.after")
+        builder.cbranch(builder.icmp_signed("<", following, steps), loop, after)
+        builder.position_at_end(after)
+        return updated
 
     def store_tile(self, tile: list[list[ir.Value]], row0: ir.Value, col0: ir.Value,
                    first: ir.Value, last: ir.Value) -> None:
@@ -807,6 +884,14 @@ class GemmEmitter:
                 masked_store(builder, value, pointer, masks[v])
             builder.branch(next_block)
             builder.position_at_end(next_block)
+
+
+def _prefetch_intrinsic(module: ir.Module) -> ir.Function:
+    name = "llvm.prefetch.p0"
+    if name in module.globals:
+        return module.globals[name]
+    return ir.Function(module, ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), I32,
+                                                               I32, I32]), name)
 
 
 def module_fma(module: ir.Module, vector_type: ir.VectorType) -> ir.Function:
