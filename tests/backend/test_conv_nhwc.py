@@ -2,7 +2,7 @@
 `backend/cpu/lower_conv_nhwc`: a GEMM whose A rows are read in place from the image), against
 PyTorch in float64: padding on every side and beyond the kernel, strides, the 7 x 7 stem's
 three channels (window rows grouped into one depth block), window rows split into parts,
-small images (7-row tiles), output channels that do not fill a vector, fused chains (bias,
+small images (49 pixel rows), output channels that do not fill a vector, fused chains (bias,
 relu, residual, per-channel scale), batches on threads, f64, and inf / NaN / -0.0 inputs."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ember.backend.cpu import lower_conv_nhwc
-from ember.backend.cpu.gemm import default_blocking
+from ember.backend.cpu import gemm, lower_conv_nhwc
 from ember.driver import compile_graph
 from ember.ir.graph import GraphBuilder
 from ember.ir.types import DType, TensorType
@@ -21,13 +20,16 @@ torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
 
+def conv(builder, source, w, b=None, *, stride=1, padding=(0, 0, 0, 0), groups=1):
+    operands = [source, builder.const(w)] + ([builder.const(b)] if b is not None else [])
+    return builder.conv2d(*operands, stride=(stride, stride), padding=padding,
+                          dilation=(1, 1), groups=groups)
+
+
 def conv_graph(x_shape, w, b, *, stride, padding, dtype, chain=None):
     builder = GraphBuilder("conv")
-    kind = DType.from_numpy(np.dtype(dtype))
-    x = builder.input(TensorType(kind, x_shape), "x")
-    operands = [x, builder.const(w)] + ([builder.const(b)] if b is not None else [])
-    out = builder.conv2d(*operands, stride=(stride, stride), padding=padding, dilation=(1, 1),
-                         groups=1)
+    x = builder.input(TensorType(DType.from_numpy(np.dtype(dtype)), x_shape), "x")
+    out = conv(builder, x, w, b, stride=stride, padding=padding)
     if chain is not None:
         out = chain(builder, out, x)
     return builder.build([out])
@@ -125,9 +127,8 @@ def test_f64_batches_on_two_threads() -> None:
 
 
 def test_inf_nan_and_signed_zero_inputs() -> None:
-    """inf and NaN spread as in PyTorch (windows that see them, and 0 * inf in the padding is
-    not added: the padding is zeros times finite weights); an all-zero window with a bias of
-    -0.0 gives +0.0, as PyTorch's sum does."""
+    """inf and NaN spread to exactly the windows that see them, as in PyTorch; a window of
+    -0.0 inputs with a bias of -0.0 gives +0.0, as PyTorch's sum does."""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((1, 16, 9, 9)).astype(np.float32)
     x[0, 2, 4, 4], x[0, 5, 0, 8], x[0, 7, 8, 0] = np.inf, -np.inf, np.nan
@@ -159,19 +160,31 @@ def test_input_is_not_modified() -> None:
     np.testing.assert_array_equal(x, before)
 
 
-def test_depth_blocks_and_tiles() -> None:
+def test_depth_blocks() -> None:
     """Window rows group into blocks of at most MAX_DEPTH_BLOCK (a stem's seven rows of 21
-    in one), longer rows split into equal parts; 49 pixel rows take a 7-row tile."""
+    in one), longer rows split into equal parts."""
     assert lower_conv_nhwc.depth_block(21, 7) == (147, True)
     assert lower_conv_nhwc.depth_block(768, 3) == (1536, True)
     assert lower_conv_nhwc.depth_block(2304, 1) == (1152, False)
-    target = Target.host()
+
+
+@pytest.mark.parametrize("cpu", ["host", "x86-64-v3"])
+def test_pixel_rows_pad_no_more_than_the_matmul_tiles(cpu: str) -> None:
+    """`blocking_for(every_row_count=True)`, the convolution's tiles: 49 pixel rows (a 7 x 7
+    image) pad less than with the matmul's rule (4 x 64 on AVX-512), never more."""
+    target = Target.host() if cpu == "host" else Target.cpu(cpu)
     lanes = target.f32_lanes
-    base = default_blocking("f32", lanes, target)
-    rows, vectors = lower_conv_nhwc.least_padded_tile(49, 2048, lanes, base, target)
-    assert 49 % rows == 0 and rows * vectors <= target.vector_registers
-    assert lower_conv_nhwc.least_padded_tile(3136, 64, lanes, base, target) == (
-        base.mr, base.nr_vectors)
+
+    def padded(b, n: int) -> int:
+        return -(-49 // b.mr) * b.mr * -(-n // b.nr(lanes)) * b.nr(lanes)
+
+    for n in (512, 2048):
+        pixels = gemm.blocking_for(49, n, 512, "f32", lanes, target, every_row_count=True)
+        plain = gemm.blocking_for(49, n, 512, "f32", lanes, target)
+        assert padded(pixels, n) <= padded(plain, n)
+        assert pixels.mc % pixels.mr == 0
+        if target.vector_registers >= 32:
+            assert padded(pixels, n) < padded(plain, n)
 
 
 def test_concat_on_channels_stays_channels_last() -> None:
@@ -183,9 +196,8 @@ def test_concat_on_channels_stays_channels_last() -> None:
     w3 = rng.standard_normal((32, 8, 3, 3)).astype(np.float32)
     builder = GraphBuilder("fire")
     source = builder.input(TensorType(DType.from_numpy(x.dtype), x.shape), "x")
-    attrs = dict(stride=(1, 1), dilation=(1, 1), groups=1)
-    a = builder.conv2d(source, builder.const(w1), padding=(0, 0, 0, 0), **attrs)
-    b = builder.conv2d(source, builder.const(w3), padding=(1, 1, 1, 1), **attrs)
+    a = conv(builder, source, w1)
+    b = conv(builder, source, w3, padding=(1, 1, 1, 1))
     out = builder.relu(builder.concat(a, b, axis=1))
     graph = builder.build([out])
     executable = compile_checked(graph, x)
@@ -204,10 +216,7 @@ def test_grouped_convolutions_keep_the_graph_nchw() -> None:
     depthwise = rng.standard_normal((32, 1, 3, 3)).astype(np.float32)
     builder = GraphBuilder("mobile")
     source = builder.input(TensorType(DType.from_numpy(x.dtype), x.shape), "x")
-    h = builder.conv2d(source, builder.const(w), stride=(1, 1), padding=(0, 0, 0, 0),
-                       dilation=(1, 1), groups=1)
-    out = builder.conv2d(h, builder.const(depthwise), stride=(1, 1), padding=(1, 1, 1, 1),
-                         dilation=(1, 1), groups=32)
+    out = conv(builder, conv(builder, source, w), depthwise, padding=(1, 1, 1, 1), groups=32)
     executable = compiled(builder.build([out]))
     assert "layout_convert" not in executable.stages["optimized"]
     expected = F.conv2d(torch.from_numpy(reference(x, w, None, stride=1, padding=(0,) * 4)),

@@ -73,6 +73,19 @@ def epilogue_for(body: Graph, anchor: Node, ctx: LowerContext, columns: int,
     where = dict(zip(body.inputs, ctx.inputs, strict=True))
     operands: list[Operand] = []
     variables: list[Var] = []
+
+    def pattern_of(shape: tuple[int, ...]) -> str | None:
+        """How an operand of `shape` is read in the GEMM's [M, N] view, or None."""
+        shape = (1,) * (len(out_type.shape) - len(shape)) + shape
+        return ("full" if shape == out_type.shape else
+                "scalar" if all(d == 1 for d in shape) else patterns.get(shape))
+
+    def operand(buffer: Buffer, pattern: str) -> Var:
+        variable = ctx.names.fresh("e", dtype)
+        operands.append(Operand(buffer, pattern))
+        variables.append(variable)
+        return variable
+
     for node in body.nodes:
         if node.op == "const":
             data = node.attrs["value"].data  # type: ignore[union-attr]
@@ -83,14 +96,11 @@ def epilogue_for(body: Graph, anchor: Node, ctx: LowerContext, columns: int,
                                               node.outputs[0].type.dtype)
                 continue
             # A constant of the region (a per-channel scale): an operand read from its buffer.
-            shape = (1,) * (len(out_type.shape) - data.ndim) + data.shape
-            pattern = "full" if shape == out_type.shape else patterns.get(shape)
+            pattern = pattern_of(data.shape)
             if pattern is None or node.outputs[0].type.dtype != dtype:
                 return None
-            variable = ctx.names.fresh("e", dtype)
-            operands.append(Operand(ctx.constant(np.ascontiguousarray(data), "epi"), pattern))
-            variables.append(variable)
-            values[node.outputs[0]] = variable
+            values[node.outputs[0]] = operand(ctx.constant(np.ascontiguousarray(data), "epi"),
+                                              pattern)
     for node in nodes[1:]:
         if (scalar_rule_for(node.op) is None or len(node.outputs) != 1
                 or node.outputs[0].type.dtype != dtype or node.outputs[0].type.shape
@@ -103,16 +113,11 @@ def epilogue_for(body: Graph, anchor: Node, ctx: LowerContext, columns: int,
                 continue
             if value not in where or value.type.dtype != dtype:
                 return None
-            shape = (1,) * (len(out_type.shape) - len(value.type.shape)) + value.type.shape
-            pattern = ("full" if shape == out_type.shape else
-                       "scalar" if all(d == 1 for d in shape) else patterns.get(shape))
+            pattern = pattern_of(value.type.shape)
             if pattern is None:
                 return None
-            variable = ctx.names.fresh("e", dtype)
-            operands.append(Operand(where[value], pattern))
-            variables.append(variable)
-            values[value] = variable
-            operand_exprs.append(variable)
+            values[value] = operand(where[value], pattern)
+            operand_exprs.append(values[value])
         values[node.outputs[0]] = _node_expr(node, operand_exprs, ctx)
     # The last step is the region's only output; values used twice (y * tanh(y)) are
     # computed once (the vector emitter shares equal subexpressions).

@@ -123,6 +123,13 @@ def split(statements: list[Stmt], ctx: LowerContext, index: Expr, outer: int, in
     return let(statements, ctx, div(index, inner), "n"), let(statements, ctx, rem(index, inner))
 
 
+def fill_range(ctx: LowerContext, buffer: Buffer, base: Expr, start: int, stop: int,
+               value: Expr) -> list[Stmt]:
+    """buffer[base + start : base + stop] = value, front to back (nothing for an empty range)."""
+    return loop(ctx, stop - start, lambda i: [Store(buffer, add(base, add(i, index_imm(start))),
+                                                    value)])
+
+
 def both(a: Expr | None, b: Expr | None) -> Expr | None:
     if a is None:
         return b

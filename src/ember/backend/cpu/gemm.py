@@ -147,7 +147,7 @@ def default_blocking(dtype: str = "f32", lanes: int | None = None,
 
 
 def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None = None,
-                 target: Target | None = None) -> GemmBlocking:
+                 target: Target | None = None, every_row_count: bool = False) -> GemmBlocking:
     """Block sizes for one problem: the target's default, narrowed and deepened to fit it.
 
     - Narrow outputs (N below the default NR) take as many vectors across as N needs, and 8
@@ -157,6 +157,11 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
       take 4-row tiles.
     - Otherwise a tile of fewer vectors and more rows where it pads C less
       (`_least_padded_tile`: N = 196 as 12 x 32 tiles on Intel, not 6 x 64).
+      `every_row_count`: any row count the budget allows is a candidate, the 4-row tile
+      among them: for rows that are an image's pixels, where M = 49 pads to 54 in 6-row
+      tiles and to 52 in 4-row ones, and 10 x 32 or 7 x 48 tiles pad 1 or none. Measured on
+      Intel Xeon, one thread, ResNet-50 channels-last: 55.4-56.7 ms with the 4 x 64 tiles
+      of its 7 x 7 layers, 53.4-55.2 with 10 x 32 and 7 x 48 (benchmarks/NOTES.md).
     - Depth up to 2 x KC is one block (no reload of the C tile between depth blocks; KC 1024
       measured at least as fast as 512 at 1024^3); deeper K is split into equal blocks of at
       most 2 x KC (2048 as 2 x 1024, measured faster than 4 x 512), so that no thin last
@@ -173,10 +178,16 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
         mr = min(8, accumulators // nr_vectors)  # 8 rows measured 1.4-2.3x faster than 12
         while base.mc % mr:
             mr -= 1
-    elif _round_up(m, mr) > 1.05 * m and _round_up(m, 4) < _round_up(m, mr) and base.mc % 4 == 0:
-        mr = 4  # 16 or 32 rows: 4-row tiles waste none (measured 5-10 % faster than 6 x 64)
     else:
-        mr, nr_vectors = _least_padded_tile(m, n, lanes, base, target)
+        # 16 or 32 rows: 4-row tiles waste none (measured 5-10 % faster than 6 x 64)
+        four_rows = (_round_up(m, mr) > 1.05 * m and _round_up(m, 4) < _round_up(m, mr)
+                     and base.mc % 4 == 0)
+        if four_rows and not every_row_count:
+            mr = 4
+        else:
+            also = [(4, nr_vectors)] if four_rows else []
+            mr, nr_vectors = _least_padded_tile(m, n, lanes, base, target, every_row_count,
+                                                also)
     deepest = 2 * base.kc
     kc = k if k <= deepest else -(-k // -(-k // deepest))
     return GemmBlocking(mr=mr, nr_vectors=nr_vectors, kc=kc, mc=base.mc // mr * mr,
@@ -187,12 +198,14 @@ def blocking_for(m: int, n: int, k: int, dtype: str = "f32", lanes: int | None =
 NARROW_TILE_MARGIN = 1.03
 
 
-def _least_padded_tile(m: int, n: int, lanes: int, base: GemmBlocking, target: Target
+def _least_padded_tile(m: int, n: int, lanes: int, base: GemmBlocking, target: Target,
+                       every_row_count: bool = False, also: Sequence[tuple[int, int]] = ()
                        ) -> tuple[int, int]:
     """(MR, NR vectors) computing the fewest padded elements of C: the default tile, or one of
     fewer vectors across (down to half of them) and as many rows as the accumulator budget
-    allows, or the multiple of 4 below that, that still keeps `register_tile`'s 2 x latency x
-    fma_per_cycle accumulators in flight; a narrower tile must pad NARROW_TILE_MARGIN less.
+    allows, or the multiple of 4 below that (`every_row_count`: any row count up to the
+    budget), that still keeps `register_tile`'s 2 x latency x fma_per_cycle accumulators in
+    flight, or one of `also`; a tile other than the default must pad NARROW_TILE_MARGIN less.
 
     The padded tiles of an N = 196 output (a 14 x 14 image) cost 31 % more FMAs at 64 columns
     (256) than the 196 needed, 14 % at 32; measured on Intel Xeon, one thread (benchmarks/
@@ -205,8 +218,10 @@ def _least_padded_tile(m: int, n: int, lanes: int, base: GemmBlocking, target: T
     tiles = [(base.mr, base.nr_vectors)]
     for vectors in range(-(-base.nr_vectors // 2), base.nr_vectors):
         most = (target.vector_registers - vectors - 1) // vectors
-        tiles += [(rows, vectors) for rows in (most, most // 4 * 4)
+        counts = range(most, 0, -1) if every_row_count else (most, most // 4 * 4)
+        tiles += [(rows, vectors) for rows in counts
                   if rows * vectors >= in_flight and rows <= base.mc]
+    tiles += also
 
     def cost(tile: tuple[int, int]) -> tuple[float, int, int]:
         margin = 1.0 if tile == tiles[0] else NARROW_TILE_MARGIN
@@ -593,7 +608,6 @@ class GemmEmitter:
         self.a_rows = a_rows
         self.a_segments = a_segments
         self.prefetch_next_panel = prefetch_b
-        self.pc: ir.Value = self.const(0)
         self.vector = ir.VectorType(element, plan.lanes)
         self.nv = plan.nr // plan.lanes
         self.builder = ir.IRBuilder(function.append_basic_block("entry"))
@@ -615,7 +629,6 @@ class GemmEmitter:
         with CountedLoop(builder, self.const(0), self.const(plan.n), plan.nc, "jc") as jc:
             nc = self.minimum(self.const(plan.nc), builder.sub(self.const(plan.n), jc))
             with CountedLoop(builder, self.const(0), self.const(plan.k), plan.kc, "pc") as pc:
-                self.pc = pc
                 kc = self.minimum(self.const(plan.kc), builder.sub(self.const(plan.k), pc))
                 if self.b_packed:  # block (jc, pc) of the prepacked B
                     width = builder.mul(builder.udiv(builder.add(nc, self.const(plan.nr - 1)),
@@ -632,7 +645,7 @@ class GemmEmitter:
                 with CountedLoop(builder, row_begin, row_end, plan.mc, "ic") as ic:
                     mc = self.minimum(self.const(plan.mc), builder.sub(row_end, ic))
                     if self.a_rows is not None:  # read in place by `micro_tile`
-                        a_block = self.a
+                        a_block = None
                     elif self.a_packed:  # this depth block of the prepacked A, from row ic on
                         block = builder.mul(pc, self.const(_round_up(plan.m, plan.mr)))
                         a_block = builder.gep(self.a, [builder.add(block, builder.mul(ic, kc))],
@@ -644,9 +657,10 @@ class GemmEmitter:
                     if not edge:
                         with (CountedLoop(builder, self.const(0), nc, plan.nr, "jr") as jr,
                               CountedLoop(builder, self.const(0), mc, plan.mr, "ir") as ir_):
-                            self.micro_tile(a_block, ic, ir_, jc, jr, kc, first, last, self.nv)
+                            self.micro_tile(a_block, ic, ir_, jc, jr, pc, kc, first, last,
+                                            self.nv)
                     else:
-                        self.tiles_with_edge(a_block, ic, jc, nc, mc, kc, first, last, edge)
+                        self.tiles_with_edge(a_block, ic, jc, nc, mc, pc, kc, first, last, edge)
         builder.branch(done)
         builder.position_at_end(done)
         builder.ret_void()
@@ -664,9 +678,9 @@ class GemmEmitter:
         vectors = -(-plan.n // plan.nr) * self.nv
         return edge if (self.nv - edge) >= EDGE_SAVING * vectors else 0
 
-    def tiles_with_edge(self, a_block: ir.Value, ic: ir.Value, jc: ir.Value, nc: ir.Value,
-                        mc: ir.Value, kc: ir.Value, first: ir.Value, last: ir.Value,
-                        edge: int) -> None:
+    def tiles_with_edge(self, a_block: ir.Value | None, ic: ir.Value, jc: ir.Value,
+                        nc: ir.Value, mc: ir.Value, pc: ir.Value, kc: ir.Value,
+                        first: ir.Value, last: ir.Value, edge: int) -> None:
         """The tiles of a (jc, ic) block: NR wide up to the last whole NR columns, then (in the
         last jc block, whose nc is not a multiple of NR) `edge` vectors wide."""
         plan, builder = self.plan, self.builder
@@ -674,10 +688,10 @@ class GemmEmitter:
         with (builder.if_then(builder.icmp_signed(">", full, self.const(0))),
               CountedLoop(builder, self.const(0), full, plan.nr, "jr") as jr,
               CountedLoop(builder, self.const(0), mc, plan.mr, "ir") as ir_):
-            self.micro_tile(a_block, ic, ir_, jc, jr, kc, first, last, self.nv)
+            self.micro_tile(a_block, ic, ir_, jc, jr, pc, kc, first, last, self.nv)
         with (builder.if_then(builder.icmp_signed("<", full, nc)),
               CountedLoop(builder, self.const(0), mc, plan.mr, "ir.edge") as ir_):
-            self.micro_tile(a_block, ic, ir_, jc, full, kc, first, last, edge)
+            self.micro_tile(a_block, ic, ir_, jc, full, pc, kc, first, last, edge)
 
     def minimum(self, left: ir.Value, right: ir.Value) -> ir.Value:
         return self.builder.select(self.builder.icmp_signed("<", left, right), left, right)
@@ -730,71 +744,77 @@ class GemmEmitter:
         vector_pointer = self.builder.bitcast(pointer, self.vector.as_pointer())
         return self.builder.load(vector_pointer, align=align)
 
-    def micro_tile(self, a_block: ir.Value, ic: ir.Value, ir_: ir.Value, jc: ir.Value,
-                   jr: ir.Value, kc: ir.Value, first: ir.Value, last: ir.Value,
-                   vectors: int) -> None:
+    def micro_tile(self, a_block: ir.Value | None, ic: ir.Value, ir_: ir.Value,
+                   jc: ir.Value, jr: ir.Value, pc: ir.Value, kc: ir.Value, first: ir.Value,
+                   last: ir.Value, vectors: int) -> None:
         """One MR x (`vectors` x lanes) tile of C: the FMA loop over kc, then the (masked)
         store. `vectors` is NR / lanes but at the edge of C, where the zero columns of the
-        B panel past `vectors` are not multiplied. With `a_segments` (A read in place in runs
-        of `run` elements, `stride` apart) the loop over kc is a loop over its runs around a
-        loop over each run."""
+        B panel past `vectors` are not multiplied. A comes from the packed block `a_block`,
+        or through `a_rows` (then `a_block` is None); with `a_segments` (runs of `run`
+        elements, `stride` apart) the loop over kc is a loop over its runs around a loop over
+        each run."""
         plan, builder = self.plan, self.builder
-        a_panel = builder.gep(a_block, [builder.mul(ir_, kc)], inbounds=True)
-        rows = (None if self.a_rows is None else
-                self.a_rows(self, builder.add(ic, ir_), self.pc))
+        if self.a_rows is None:
+            a_source: ir.Value | list[ir.Value] = builder.gep(
+                a_block, [builder.mul(ir_, kc)], inbounds=True)
+        else:
+            a_source = self.a_rows(self, builder.add(ic, ir_), pc)
         b_panel = builder.gep(self.b_block, [builder.mul(jr, kc)], inbounds=True)
         zero = ir.Constant(self.vector, None)
         initial = [[zero] * vectors for _ in range(plan.mr)]
-        if rows is None or self.a_segments is None:
-            updated = self.depth_loop(a_panel, rows, b_panel, ir_, kc, kc, initial, vectors)
+        if self.a_rows is None or self.a_segments is None:
+            updated = self.depth_loop(a_source, b_panel, ir_, kc, kc, initial)
         else:
             run, stride = self.a_segments
-            preheader = builder.block
-            outer = builder.append_basic_block("kernel.s")
-            builder.branch(outer)
-            builder.position_at_end(outer)
-            segment = builder.phi(I64, name="s")
-            segment.add_incoming(self.const(0), preheader)
-            carried = [[builder.phi(self.vector, name=f"a{r}_{v}") for v in range(vectors)]
-                       for r in range(plan.mr)]
-            for r in range(plan.mr):
-                for v in range(vectors):
-                    carried[r][v].add_incoming(zero, preheader)
+            outer, segment, carried = self.loop_header("kernel.s", "s", initial, "a")
             shifted = [builder.gep(row, [builder.mul(segment, self.const(stride))],
-                                   inbounds=True) for row in rows]
+                                   inbounds=True) for row in a_source]
             b_run = builder.gep(b_panel, [builder.mul(segment, self.const(run * plan.nr))],
                                 inbounds=True)
-            updated = self.depth_loop(a_panel, shifted, b_run, ir_, self.const(run), kc,
-                                      carried, vectors)
+            updated = self.depth_loop(shifted, b_run, ir_, self.const(run), kc, carried)
             following = builder.add(segment, self.const(1))
             segment.add_incoming(following, builder.block)
-            for r in range(plan.mr):
-                for v in range(vectors):
-                    carried[r][v].add_incoming(updated[r][v], builder.block)
+            self.add_incoming(carried, updated, builder.block)
             done = builder.append_basic_block("kernel.s.done")
             builder.cbranch(builder.icmp_signed("<", builder.mul(following, self.const(run)), kc),
                             outer, done)
             builder.position_at_end(done)
         self.store_tile(updated, builder.add(ic, ir_), builder.add(jc, jr), first, last)
 
-    def depth_loop(self, a_panel: ir.Value, rows: list[ir.Value] | None, b_panel: ir.Value,
-                   ir_: ir.Value, steps: ir.Value, kc: ir.Value,
-                   initial: list[list[ir.Value]], vectors: int) -> list[list[ir.Value]]:
-        """The FMA loop over `steps` steps of depth from the accumulators `initial`: B from
-        `b_panel` (NR a step), A from the packed sliver `a_panel` or through `rows`; returns
-        the accumulators after it. `kc` is the depth block's (the micro-panel's) depth."""
-        plan, builder = self.plan, self.builder
+    def loop_header(self, name: str, index_name: str, initial: list[list[ir.Value]],
+                    prefix: str) -> tuple[ir.Block, ir.Instruction, list[list[ir.Instruction]]]:
+        """A new loop block entered from the current one: (block, its index phi from 0, one
+        accumulator phi per value of `initial`, entered with it); the caller adds the back
+        edges."""
+        builder = self.builder
         preheader = builder.block
-        loop = builder.append_basic_block("kernel.p")
-        builder.branch(loop)
-        builder.position_at_end(loop)
-        p = builder.phi(I64, name="p")
-        p.add_incoming(self.const(0), preheader)
-        accumulators = [[builder.phi(self.vector, name=f"c{r}_{v}") for v in range(vectors)]
-                        for r in range(plan.mr)]
-        for r in range(plan.mr):
-            for v in range(vectors):
-                accumulators[r][v].add_incoming(initial[r][v], preheader)
+        block = builder.append_basic_block(name)
+        builder.branch(block)
+        builder.position_at_end(block)
+        index = builder.phi(I64, name=index_name)
+        index.add_incoming(self.const(0), preheader)
+        phis = [[builder.phi(self.vector, name=f"{prefix}{r}_{v}") for v in range(len(row))]
+                for r, row in enumerate(initial)]
+        self.add_incoming(phis, initial, preheader)
+        return block, index, phis
+
+    @staticmethod
+    def add_incoming(phis: list[list[ir.Instruction]], values: list[list[ir.Value]],
+                     block: ir.Block) -> None:
+        for phi_row, value_row in zip(phis, values, strict=True):
+            for phi, value in zip(phi_row, value_row, strict=True):
+                phi.add_incoming(value, block)
+
+    def depth_loop(self, a_source: ir.Value | list[ir.Value], b_panel: ir.Value,
+                   ir_: ir.Value, steps: ir.Value, kc: ir.Value,
+                   initial: list[list[ir.Value]]) -> list[list[ir.Value]]:
+        """The FMA loop over `steps` steps of depth from the accumulators `initial`: B from
+        `b_panel` (NR a step), A from the packed sliver `a_source` or through its row pointers;
+        returns the accumulators after it. `kc` is the depth block's (the micro-panel's)
+        depth."""
+        plan, builder = self.plan, self.builder
+        vectors = len(initial[0])
+        loop, p, accumulators = self.loop_header("kernel.p", "p", initial, "c")
         b_step = builder.gep(b_panel, [builder.mul(p, self.const(plan.nr))], inbounds=True)
         b_vectors = [self.load_vector(builder.gep(b_step, [self.const(v * plan.lanes)]), 64)
                      for v in range(vectors)]
@@ -809,19 +829,21 @@ class GemmEmitter:
             builder.call(_prefetch_intrinsic(builder.module),
                          [builder.bitcast(ahead, ir.IntType(8).as_pointer()), ir.Constant(I32, 0),
                           ir.Constant(I32, 2), ir.Constant(I32, 1)])
-        a_step = builder.gep(a_panel, [builder.mul(p, self.const(plan.mr))], inbounds=True)
+        if isinstance(a_source, list):  # row pointers: A[r, p] at rows[r] + p
+            a_pointers = [builder.gep(row, [p], inbounds=True) for row in a_source]
+        else:  # the packed sliver: A[r, p] at p * MR + r
+            a_step = builder.gep(a_source, [builder.mul(p, self.const(plan.mr))], inbounds=True)
+            a_pointers = [builder.gep(a_step, [self.const(r)], inbounds=True)
+                          for r in range(plan.mr)]
         updated = []
         for r in range(plan.mr):
-            a_value = builder.load(builder.gep(a_step, [self.const(r)], inbounds=True)
-                                   if rows is None else builder.gep(rows[r], [p], inbounds=True))
+            a_value = builder.load(a_pointers[r])
             broadcast = splat(builder, a_value, plan.lanes)
             updated.append([builder.call(self.fma, [broadcast, b_vectors[v], accumulators[r][v]])
                             for v in range(vectors)])
         following = builder.add(p, self.const(1))
         p.add_incoming(following, loop)
-        for r in range(plan.mr):
-            for v in range(vectors):
-                accumulators[r][v].add_incoming(updated[r][v], loop)
+        self.add_incoming(accumulators, updated, loop)
         after = builder.append_basic_block("kernel.after")
         builder.cbranch(builder.icmp_signed("<", following, steps), loop, after)
         builder.position_at_end(after)

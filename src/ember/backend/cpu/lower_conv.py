@@ -48,7 +48,7 @@ from ember.lower.loops import (
     index_imm,
     mul,
 )
-from ember.lower.ops_linalg import both, let, loop
+from ember.lower.ops_linalg import both, fill_range, let, loop
 from ember.lower.rules import LowerContext, target_rule
 
 MIN_FLOPS = 2 * 32 * 32 * 32  # per image: below this the direct loops are as fast
@@ -225,8 +225,7 @@ def _im2col(ctx: LowerContext, x_buffer: Buffer, x_base: Expr, columns: Buffer,
     last_ih = (g.out_h - 1) * stride_h - pad_top + (g.kernel_h - 1) * dilation_h
 
     def fill(base: Expr, start: int, stop: int) -> list[Stmt]:
-        return loop(ctx, stop - start, lambda i: [Store(columns, add(base, add(i, index_imm(
-            start))), zero)])
+        return fill_range(ctx, columns, base, start, stop, zero)
 
     def channel(c: Expr) -> list[Stmt]:
         statements: list[Stmt] = []

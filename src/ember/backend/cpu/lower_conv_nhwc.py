@@ -20,6 +20,7 @@ column.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import numpy as np
@@ -45,9 +46,8 @@ from ember.lower.loops import (
     index_imm,
     mul,
 )
-from ember.lower.ops_linalg import both, let, loop
+from ember.lower.ops_linalg import both, fill_range, let, loop
 from ember.lower.rules import LowerContext, target_rule
-from ember.target import Target
 
 MIN_FLOPS = 2 * 32 * 32 * 32  # per image: below this the direct loops are as fast
 MAX_DEPTH_BLOCK = 2048  # depth of one block of the GEMM: its B micro-panel stays in L2
@@ -68,35 +68,6 @@ def depth_block(run: int, rows: int) -> tuple[int, bool]:
         return run // parts, False
     blocks = -(-run * rows // MAX_DEPTH_BLOCK)
     return -(-rows // blocks) * run, True
-
-
-# A tile other than the target's default must pad this much less of C to be taken.
-TILE_MARGIN = 1.03
-
-
-def least_padded_tile(m: int, n: int, lanes: int, base: gemm.GemmBlocking, target: Target
-                      ) -> tuple[int, int]:
-    """(MR, NR vectors): the target's default tile, or one of fewer vectors across (down to
-    half) and any row count the accumulator budget allows that keeps 2 x latency x
-    fma_per_cycle accumulators in flight, whichever pads C least (by TILE_MARGIN).
-
-    The pixel rows are what small images pad: 49 rows (a 7 x 7 image) take 54 in 6-row tiles
-    and 49 in 7-row ones. Measured on Intel Xeon, one thread (benchmarks/NOTES.md), the 1 x 1
-    convolutions of 512 -> 2048 and 2048 -> 512 channels at 7 x 7 ran 148-151 GFLOP/s as
-    6 x 64 tiles (4 x 64 where `blocking_for` avoids the padding) and 168-171 as 7 x 48.
-    """
-    def padded(tile: tuple[int, int]) -> int:
-        rows, vectors = tile
-        return -(-m // rows) * rows * -(-n // (vectors * lanes)) * vectors * lanes
-
-    default = (base.mr, base.nr_vectors)
-    in_flight = 2 * gemm.FMA_LATENCY_CYCLES * target.fma_per_cycle
-    tiles = [default]
-    for vectors in range(-(-base.nr_vectors // 2), base.nr_vectors):
-        most = (target.vector_registers - vectors - 1) // vectors
-        tiles += [(rows, vectors) for rows in range(1, most + 1) if rows * vectors >= in_flight]
-    return min(tiles, key=lambda t: (padded(t) * (1.0 if t == default else TILE_MARGIN),
-                                     -t[1], t[0]))
 
 
 @target_rule("cpu", "conv2d_nchwc")
@@ -133,10 +104,8 @@ def gemm_conv2d_nhwc(node: Node, ctx: LowerContext, epilogue: Epilogue | None = 
     target = ctx.target
     name = dtype.value
     lanes = target.lanes(dtype.itemsize)
-    base = gemm.default_blocking(name, lanes, target)
-    mr, nv = least_padded_tile(m, n, lanes, base, target)
-    blocking = gemm.GemmBlocking(mr=mr, nr_vectors=nv, kc=kc, mc=base.mc // mr * mr,
-                                 nc=-(-base.nc // (nv * lanes)) * nv * lanes)
+    tiles = gemm.blocking_for(m, n, k, name, lanes, target, every_row_count=True)
+    blocking = dataclasses.replace(tiles, kc=kc)
     packed = gemm.pack_b_constant(np.ascontiguousarray(weights.reshape(k, n)), m, lanes=lanes,
                                   blocking=blocking)
     b_matrix = Pointer(ctx.constant(packed, "wpack"), index_imm(0))
@@ -182,9 +151,8 @@ def gemm_conv2d_nhwc(node: Node, ctx: LowerContext, epilogue: Epilogue | None = 
                    "prefetch_b": True}
         extra_args = ([element.as_pointer()] if bias is not None else []) + (
             epilogue_types(epilogue, element) if epilogue is not None else [])
-        if bias is None and epilogue is None:
-            return gemm.emit_gemm(module, symbol, m, n, k, **options)
-        return gemm.emit_gemm(module, symbol, m, n, k, epilogue=finish, extra_args=extra_args,
+        return gemm.emit_gemm(module, symbol, m, n, k, extra_args=extra_args,
+                              epilogue=None if bias is None and epilogue is None else finish,
                               **options)
 
     x_buffer, out = ctx.inputs[0], ctx.outputs[0]
@@ -239,8 +207,7 @@ def _pad_copy(ctx: LowerContext, x_buffer: Buffer, padded: Buffer, image: Expr,
     p_image = let(statements, ctx, mul(image, index_imm(padded_h * row_elements)), "pi")
 
     def fill(base: Expr, start: int, stop: int) -> list[Stmt]:
-        return loop(ctx, stop - start, lambda i: [Store(padded, add(base, add(i, index_imm(
-            start))), zero)])
+        return fill_range(ctx, padded, base, start, stop, zero)
 
     def row(y: Expr) -> list[Stmt]:
         local: list[Stmt] = []
